@@ -20,6 +20,7 @@ Machine model (see docs/ISA.md for the prose version):
 from __future__ import annotations
 
 import enum
+import struct
 from dataclasses import dataclass, field
 from typing import Callable, Mapping
 
@@ -85,6 +86,16 @@ class Field:
     @property
     def max_value(self) -> int:
         return (1 << self.bits) - 1
+
+
+def f32_bits(value: float) -> int:
+    """The raw IEEE-754 single-precision bits of `value`: how "f32" fields are stored."""
+    return struct.unpack("<I", struct.pack("<f", value))[0]
+
+
+def bits_f32(bits: int) -> float:
+    """The float held by the raw bits of an "f32" field."""
+    return struct.unpack("<f", struct.pack("<I", bits))[0]
 
 
 # The fields every instruction starts with, in this order.

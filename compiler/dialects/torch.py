@@ -1,0 +1,460 @@
+"""A small, typed xDSL model of the torch-mlir `torch` dialect.
+
+Only what nmc's frontend meets in Vision Transformers is modelled: the value-tensor type
+with its shape and dtype, the scalar types, lists and optionals, the constant ops,
+`torch.prim.ListConstruct` and the aten ops that `raise-torch-to-nm` converts
+(`aten.linear`, `aten.layer_norm`, `aten.gelu`, `aten.add.Tensor`). Every other torch op and
+type still parses when the context allows unregistered constructs (`make_context()` does):
+ops become `UnregisteredOp` (their name is in `op.op_name.data`) and are reported by the
+raise pass as unsupported.
+
+Textual forms follow torch-mlir exactly, so IR printed by torch-mlir parses and xDSL prints
+it back identically:
+
+    !torch.vtensor<[1,197,192],f32>   !torch.vtensor<[?,8],f32>   !torch.vtensor<*,f32>
+    !torch.int  !torch.float  !torch.bool  !torch.str  !torch.none  !torch.number
+    !torch.list<int>   !torch.list<vtensor<[2],f32>>   !torch.optional<int>
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import ClassVar
+
+from xdsl.dialects.builtin import (
+    ArrayAttr,
+    BoolAttr,
+    Float64Type,
+    FloatAttr,
+    IntAttr,
+    IntegerAttr,
+    IntegerType,
+    NoneAttr,
+    StringAttr,
+    UnregisteredAttr,
+    i1,
+    i64,
+)
+from xdsl.ir import Attribute, Dialect, ParametrizedAttribute, SSAValue, TypeAttribute
+from xdsl.irdl import (
+    AnyOf,
+    IRDLOperation,
+    irdl_attr_definition,
+    irdl_op_definition,
+    operand_def,
+    param_def,
+    prop_def,
+    result_def,
+    traits_def,
+    var_operand_def,
+)
+from xdsl.parser import AttrParser
+from xdsl.printer import Printer
+from xdsl.traits import ConstantLike, Pure
+from xdsl.utils.exceptions import VerifyException
+
+DYNAMIC = -1
+"""A `?` dimension of a `!torch.vtensor`."""
+
+
+# --------------------------------------------------------------------------------- types
+
+
+class _TorchType(ParametrizedAttribute, TypeAttribute):
+    """Base of the torch types: knows how to print itself nested (`list<int>`)."""
+
+    def print_nested(self, printer: Printer) -> None:
+        printer.print_string(self.name.removeprefix("torch."))
+        self.print_parameters(printer)
+
+
+def _parse_nested_type(parser: AttrParser) -> Attribute:
+    """Parse a torch type written without its `!torch.` prefix (inside list<...> etc.)."""
+    kw = parser.parse_optional_identifier()
+    if kw is None:
+        # torch-mlir may nest builtin types too.
+        return parser.parse_type()
+    cls = _NESTED_TYPES.get(kw)
+    if cls is not None:
+        return cls.new(cls.parse_parameters(parser))
+    # An unknown torch type: keep its text, like xDSL does for unregistered types.
+    body = ""
+    if parser._current_token.text == "<":  # noqa: SLF001 - xDSL has no public raw-body API
+        body = "<" + parser._parse_dialect_symbol_body() + ">"  # noqa: SLF001
+    return UnregisteredAttr(f"torch.{kw}", True, False, body)
+
+
+def _print_nested_type(printer: Printer, typ: Attribute) -> None:
+    if isinstance(typ, _TorchType):
+        typ.print_nested(printer)
+    elif isinstance(typ, UnregisteredAttr) and typ.attr_name.data.startswith("torch."):
+        printer.print_string(typ.attr_name.data.removeprefix("torch.") + typ.value.data)
+    else:
+        printer.print_attribute(typ)
+
+
+@irdl_attr_definition
+class ValueTensorType(_TorchType):
+    """`!torch.vtensor<[d0,d1,...],dtype>`; `?` dims are DYNAMIC (-1); `*` = unranked."""
+
+    name = "torch.vtensor"
+
+    shape: Attribute = param_def()  # ArrayAttr[IntAttr], or NoneAttr when unranked
+    dtype: Attribute = param_def()  # a builtin type (f32, si64, i1, ...), NoneAttr = unk
+
+    def __init__(self, shape: Sequence[int] | None, dtype: Attribute | None):
+        shape_attr = (
+            NoneAttr() if shape is None else ArrayAttr([IntAttr(int(d)) for d in shape])
+        )
+        super().__init__(shape_attr, NoneAttr() if dtype is None else dtype)
+
+    @property
+    def is_ranked(self) -> bool:
+        return isinstance(self.shape, ArrayAttr)
+
+    def get_shape(self) -> tuple[int, ...] | None:
+        if not isinstance(self.shape, ArrayAttr):
+            return None
+        return tuple(d.data for d in self.shape.data)
+
+    @property
+    def has_static_shape(self) -> bool:
+        shape = self.get_shape()
+        return shape is not None and all(d >= 0 for d in shape)
+
+    @property
+    def element_type(self) -> Attribute | None:
+        return None if isinstance(self.dtype, NoneAttr) else self.dtype
+
+    def print_parameters(self, printer: Printer) -> None:
+        if isinstance(self.shape, NoneAttr) and isinstance(self.dtype, NoneAttr):
+            return
+        printer.print_string("<")
+        if isinstance(self.shape, ArrayAttr):
+            dims = ["?" if d.data < 0 else str(d.data) for d in self.shape.data]
+            printer.print_string("[" + ",".join(dims) + "]")
+        else:
+            printer.print_string("*")
+        printer.print_string(",")
+        if isinstance(self.dtype, NoneAttr):
+            printer.print_string("unk")
+        else:
+            printer.print_attribute(self.dtype)
+        printer.print_string(">")
+
+    @classmethod
+    def parse_parameters(cls, parser: AttrParser) -> Sequence[Attribute]:
+        if parser.parse_optional_punctuation("<") is None:
+            return (NoneAttr(), NoneAttr())
+        if parser.parse_optional_punctuation("*") is not None:
+            shape: Attribute = NoneAttr()
+        else:
+
+            def dim() -> IntAttr:
+                if parser.parse_optional_punctuation("?") is not None:
+                    return IntAttr(DYNAMIC)
+                return IntAttr(parser.parse_integer(allow_boolean=False, allow_negative=False))
+
+            shape = ArrayAttr(parser.parse_comma_separated_list(parser.Delimiter.SQUARE, dim))
+        parser.parse_punctuation(",")
+        if parser.parse_optional_keyword("unk") is not None:
+            dtype: Attribute = NoneAttr()
+        else:
+            dtype = parser.parse_type()
+        parser.parse_punctuation(">")
+        return (shape, dtype)
+
+
+class _SimpleTorchType(_TorchType):
+    def print_parameters(self, printer: Printer) -> None:
+        pass
+
+    @classmethod
+    def parse_parameters(cls, parser: AttrParser) -> Sequence[Attribute]:
+        return ()
+
+
+@irdl_attr_definition
+class IntType(_SimpleTorchType):
+    name = "torch.int"
+
+
+@irdl_attr_definition
+class FloatType(_SimpleTorchType):
+    name = "torch.float"
+
+
+@irdl_attr_definition
+class BoolType(_SimpleTorchType):
+    name = "torch.bool"
+
+
+@irdl_attr_definition
+class StringType(_SimpleTorchType):
+    name = "torch.str"
+
+
+@irdl_attr_definition
+class NoneType(_SimpleTorchType):
+    name = "torch.none"
+
+
+@irdl_attr_definition
+class NumberType(_SimpleTorchType):
+    name = "torch.number"
+
+
+@irdl_attr_definition
+class DeviceType(_SimpleTorchType):
+    name = "torch.Device"
+
+
+class _ContainerType(_TorchType):
+    element: Attribute = param_def()
+
+    def __init__(self, element: Attribute):
+        super().__init__(element)
+
+    def print_parameters(self, printer: Printer) -> None:
+        printer.print_string("<")
+        _print_nested_type(printer, self.element)
+        printer.print_string(">")
+
+    @classmethod
+    def parse_parameters(cls, parser: AttrParser) -> Sequence[Attribute]:
+        parser.parse_punctuation("<")
+        element = _parse_nested_type(parser)
+        parser.parse_punctuation(">")
+        return (element,)
+
+
+@irdl_attr_definition
+class ListType(_ContainerType):
+    """`!torch.list<T>`."""
+
+    name = "torch.list"
+
+
+@irdl_attr_definition
+class OptionalType(_ContainerType):
+    """`!torch.optional<T>`."""
+
+    name = "torch.optional"
+
+
+_NESTED_TYPES: dict[str, type[_TorchType]] = {
+    t.name.removeprefix("torch."): t
+    for t in (
+        ValueTensorType,
+        IntType,
+        FloatType,
+        BoolType,
+        StringType,
+        NoneType,
+        NumberType,
+        DeviceType,
+        ListType,
+        OptionalType,
+    )
+}
+
+TensorOrNone = AnyOf([ValueTensorType, NoneType])
+Scalar = AnyOf([IntType, FloatType, NumberType])
+
+
+# ----------------------------------------------------------------------------------- ops
+
+
+@irdl_op_definition
+class ConstantIntOp(IRDLOperation):
+    name = "torch.constant.int"
+    value = prop_def(IntegerAttr)
+    result = result_def(IntType)
+    traits = traits_def(ConstantLike(), Pure())
+
+    def __init__(self, value: int):
+        super().__init__(
+            properties={"value": IntegerAttr(value, i64)}, result_types=[IntType()]
+        )
+
+    @property
+    def py_value(self) -> int:
+        return int(self.value.value.data)
+
+
+@irdl_op_definition
+class ConstantFloatOp(IRDLOperation):
+    name = "torch.constant.float"
+    value = prop_def(FloatAttr)
+    result = result_def(FloatType)
+    traits = traits_def(ConstantLike(), Pure())
+
+    def __init__(self, value: float):
+        super().__init__(
+            properties={"value": FloatAttr(value, Float64Type())}, result_types=[FloatType()]
+        )
+
+    @property
+    def py_value(self) -> float:
+        return float(self.value.value.data)
+
+
+@irdl_op_definition
+class ConstantStrOp(IRDLOperation):
+    name = "torch.constant.str"
+    value = prop_def(StringAttr)
+    result = result_def(StringType)
+    traits = traits_def(ConstantLike(), Pure())
+
+    def __init__(self, value: str):
+        super().__init__(properties={"value": StringAttr(value)}, result_types=[StringType()])
+
+    @property
+    def py_value(self) -> str:
+        return self.value.data
+
+
+@irdl_op_definition
+class ConstantBoolOp(IRDLOperation):
+    name = "torch.constant.bool"
+    value = prop_def(IntegerAttr[IntegerType])
+    result = result_def(BoolType)
+    traits = traits_def(ConstantLike(), Pure())
+
+    def __init__(self, value: bool):
+        super().__init__(
+            properties={"value": BoolAttr(int(value), i1)}, result_types=[BoolType()]
+        )
+
+    @property
+    def py_value(self) -> bool:
+        return bool(self.value.value.data)
+
+
+@irdl_op_definition
+class ConstantNoneOp(IRDLOperation):
+    name = "torch.constant.none"
+    result = result_def(NoneType)
+    traits = traits_def(ConstantLike(), Pure())
+
+    def __init__(self):
+        super().__init__(result_types=[NoneType()])
+
+
+@irdl_op_definition
+class PrimListConstructOp(IRDLOperation):
+    name = "torch.prim.ListConstruct"
+    elements = var_operand_def()
+    result = result_def(ListType)
+    traits = traits_def(Pure())
+
+
+class _AtenOp(IRDLOperation):
+    """Base of the modelled aten ops: a single value-tensor result."""
+
+    KIND: ClassVar[str]
+
+    def verify_(self) -> None:
+        for v in self.operands:
+            if isinstance(v.type, ValueTensorType) and not v.type.is_ranked:
+                raise VerifyException(f"{self.name}: unranked tensor operand")
+
+
+@irdl_op_definition
+class AtenLinearOp(_AtenOp):
+    """`torch.aten.linear(input, weight, bias|none)`."""
+
+    name = "torch.aten.linear"
+    KIND: ClassVar[str] = "linear"
+    input = operand_def(ValueTensorType)
+    weight = operand_def(ValueTensorType)
+    bias = operand_def(TensorOrNone)
+    result = result_def(ValueTensorType)
+    traits = traits_def(Pure())
+
+
+@irdl_op_definition
+class AtenLayerNormOp(_AtenOp):
+    """`torch.aten.layer_norm(input, normalized_shape, weight|none, bias|none, eps, cudnn)`."""
+
+    name = "torch.aten.layer_norm"
+    KIND: ClassVar[str] = "layer_norm"
+    input = operand_def(ValueTensorType)
+    normalized_shape = operand_def(ListType)
+    weight = operand_def(TensorOrNone)
+    bias = operand_def(TensorOrNone)
+    eps = operand_def(FloatType)
+    cudnn_enable = operand_def(BoolType)
+    result = result_def(ValueTensorType)
+    traits = traits_def(Pure())
+
+
+@irdl_op_definition
+class AtenGeluOp(_AtenOp):
+    """`torch.aten.gelu(input, approximate: str)`."""
+
+    name = "torch.aten.gelu"
+    KIND: ClassVar[str] = "gelu"
+    input = operand_def(ValueTensorType)
+    approximate = operand_def(StringType)
+    result = result_def(ValueTensorType)
+    traits = traits_def(Pure())
+
+
+@irdl_op_definition
+class AtenAddTensorOp(_AtenOp):
+    """`torch.aten.add.Tensor(input, other, alpha)`: input + alpha * other."""
+
+    name = "torch.aten.add.Tensor"
+    KIND: ClassVar[str] = "add"
+    input = operand_def(ValueTensorType)
+    other = operand_def(ValueTensorType)
+    alpha = operand_def(Scalar)
+    result = result_def(ValueTensorType)
+    traits = traits_def(Pure())
+
+
+CONSTANT_OPS = (ConstantIntOp, ConstantFloatOp, ConstantStrOp, ConstantBoolOp, ConstantNoneOp)
+
+TORCH = Dialect(
+    "torch",
+    [
+        ConstantIntOp,
+        ConstantFloatOp,
+        ConstantStrOp,
+        ConstantBoolOp,
+        ConstantNoneOp,
+        PrimListConstructOp,
+        AtenLinearOp,
+        AtenLayerNormOp,
+        AtenGeluOp,
+        AtenAddTensorOp,
+    ],
+    [
+        ValueTensorType,
+        IntType,
+        FloatType,
+        BoolType,
+        StringType,
+        NoneType,
+        NumberType,
+        DeviceType,
+        ListType,
+        OptionalType,
+    ],
+)
+
+
+def constant_value(value: SSAValue) -> int | float | str | bool | None | list:
+    """The Python value of a torch constant (or a ListConstruct of constants).
+
+    Raises ValueError when `value` is not produced by such ops.
+    """
+    op = value.owner
+    if isinstance(op, (ConstantIntOp, ConstantFloatOp, ConstantStrOp, ConstantBoolOp)):
+        return op.py_value
+    if isinstance(op, ConstantNoneOp):
+        return None
+    if isinstance(op, PrimListConstructOp):
+        return [constant_value(v) for v in op.elements]
+    raise ValueError("not a torch constant")

@@ -1,0 +1,305 @@
+"""ExportedProgram -> torch-mlir (torch dialect, value semantics) -> xDSL ModuleOp.
+
+The torch-mlir import is stateless: parameters, buffers and lifted constants become
+arguments of `func.func @main`, in `ep.graph_signature.input_specs` order, so no weights
+appear in the IR. `import_model` parses the text with the `torch` dialect and annotates it:
+
+- module attribute `nm.model` = absolute path of the model file;
+- `func.func @main` attributes `nm.input_names` / `nm.output_names` (ArrayAttr of StringAttr:
+  the USER_INPUT arg names; "output" or "output_<i>");
+- every argument that is a parameter / buffer / constant carries the argument attribute
+  `nm.param = "<state_dict key>"`. `raise-torch-to-nm` replaces those arguments by
+  `nm.param {name = ...}` ops, so after it `main` takes only the user inputs. (The
+  replacement is done there, not here, so that the torch-level module stays well typed:
+  the torch ops take `!torch.vtensor` operands, `nm.param` yields builtin tensors.)
+
+Locations: each node's location becomes `callsite("<module path>":0:0 at "<file>":<line>:0)`
+where `<file>:<line>` is the innermost frame of the node's stack trace outside torch's own
+package (the user's model source line) and `<module path>` is the PyTorch module path
+(`blocks.0.mlp.fc1`). Ops at the top level of the model get just `"<file>":<line>:0`. A
+`FileLineColLoc` with line 0 is always a module path (source lines start at 1).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import torch
+from torch.export import ExportedProgram
+from torch.export.graph_signature import InputKind
+from xdsl.dialects.builtin import (
+    ArrayAttr,
+    CallSiteLoc,
+    DictionaryAttr,
+    FileLineColLoc,
+    FusedLoc,
+    ModuleOp,
+    NameLoc,
+    StringAttr,
+)
+from xdsl.dialects.func import FuncOp
+from xdsl.ir import Attribute
+from xdsl.parser import Parser
+from xdsl.utils.exceptions import ParseError
+
+from nmc.compiler.dialects.context import make_context
+from nmc.compiler.dialects.nm import INPUT_NAMES_ATTR, MODEL_ATTR, OUTPUT_NAMES_ATTR
+from nmc.compiler.errors import FrontendError
+from nmc.compiler.frontend.loader import load_exported_program
+
+PARAM_ARG_ATTR = "nm.param"
+"""Argument attribute naming the state_dict key of a parameter/buffer/constant argument."""
+
+BACKEND_LEGAL_OPS = [
+    "aten.linear",
+    "aten.layer_norm",
+    "aten.gelu",
+    "aten.scaled_dot_product_attention",
+    "aten.softmax.int",
+    "aten.conv2d",
+    "aten.matmul",
+]
+"""Ops torch-mlir keeps whole instead of decomposing (nmc maps them to its own ops)."""
+
+_FRAME_RE = re.compile(r"""File "([^"]+)", line ([0-9]+),""")
+_TORCH_DIR = os.path.dirname(os.path.abspath(torch.__file__)) + os.sep
+
+
+# ------------------------------------------------------------------ stack trace rewrite
+
+
+def _user_frame(trace: str | None) -> tuple[str, int] | None:
+    """The innermost frame of `trace` that is not inside torch's own package."""
+    if not trace:
+        return None
+    for file, line in reversed(_FRAME_RE.findall(trace)):
+        if not os.path.abspath(file).startswith(_TORCH_DIR):
+            return file, int(line)
+    return None
+
+
+def _module_path(node: torch.fx.Node) -> str:
+    stack = node.meta.get("nn_module_stack")
+    if not stack:
+        return ""
+    path, _cls = list(stack.values())[-1]
+    return str(path)
+
+
+def _trace_for(node: torch.fx.Node) -> str:
+    frames = []
+    user = _user_frame(node.meta.get("stack_trace"))
+    if user is not None:
+        frames.append(f'File "{user[0]}", line {user[1]}, in forward')
+    path = _module_path(node)
+    if path and '"' not in path:
+        frames.append(f'File "{path}", line 0, in forward')
+    return "\n".join(frames)
+
+
+@contextmanager
+def _rewritten_traces(ep: ExportedProgram) -> Iterator[None]:
+    """Temporarily give every call_function node the two-frame trace described above."""
+    saved: list[tuple[torch.fx.Node, bool, object]] = []
+    for node in ep.graph_module.graph.nodes:
+        if node.op != "call_function":
+            continue
+        had = "stack_trace" in node.meta
+        saved.append((node, had, node.meta.get("stack_trace")))
+        node.meta["stack_trace"] = _trace_for(node)
+    try:
+        yield
+    finally:
+        for node, had, old in saved:
+            if had:
+                node.meta["stack_trace"] = old
+            else:
+                node.meta.pop("stack_trace", None)
+
+
+# ------------------------------------------------------------------------ text fix-ups
+
+_ALIAS_DEF_RE = re.compile(r"^(#[A-Za-z_][\w$.]*)\s*=\s*(.*)$")
+_ALIAS_REF_RE = re.compile(r"#[A-Za-z_][\w$.]*")
+
+
+def _hoist_aliases(text: str) -> str:
+    """Move top-level attribute alias definitions to the top, definitions before uses.
+
+    MLIR prints (location) aliases at the end of the text; xDSL needs them defined first.
+    Also drops a trailing `{-# ... #-}` dialect-resources block, which xDSL cannot parse.
+    """
+    body: list[str] = []
+    defs: dict[str, str] = {}
+    lines = text.splitlines()
+    i = 0
+    while i < len(lines):
+        line = lines[i]
+        if line.startswith("{-#"):
+            while i < len(lines) and not lines[i].rstrip().endswith("#-}"):
+                i += 1
+            i += 1
+            continue
+        m = _ALIAS_DEF_RE.match(line)
+        if m:
+            defs[m.group(1)] = line
+        else:
+            body.append(line)
+        i += 1
+
+    ordered: list[str] = []
+    state: dict[str, int] = {}  # 1 = visiting, 2 = done
+
+    def visit(name: str) -> None:
+        if state.get(name) == 2 or name not in defs:
+            return
+        if state.get(name) == 1:  # a cycle cannot happen in valid MLIR; keep going
+            return
+        state[name] = 1
+        rhs = _ALIAS_DEF_RE.match(defs[name]).group(2)  # type: ignore[union-attr]
+        for ref in _ALIAS_REF_RE.findall(rhs):
+            visit(ref)
+        state[name] = 2
+        ordered.append(defs[name])
+
+    for name in defs:
+        visit(name)
+    return "\n".join(ordered + body) + "\n"
+
+
+# ------------------------------------------------------------------------------ import
+
+
+def import_to_torch_mlir(ep: ExportedProgram) -> str:
+    """Import `ep` (decomposed, see `load_exported_program`) with torch-mlir.
+
+    Returns the module in generic form, torch dialect (value tensors), with locations as
+    described in the module docstring and the aliases hoisted so that xDSL parses it.
+    Parameters, buffers and constants are arguments of `@main` (input_specs order).
+    """
+    from torch_mlir import fx  # heavy import: only when needed
+
+    try:
+        with _rewritten_traces(ep):
+            mod = fx.stateless_fx_import(
+                ep.graph_module,
+                output_type="torch",
+                backend_legal_ops=BACKEND_LEGAL_OPS,
+                model_name="main",
+            )
+    except Exception as e:
+        msg = str(e).strip().splitlines()
+        raise FrontendError(
+            f"torch-mlir could not import the model ({type(e).__name__}: "
+            f"{msg[0] if msg else ''})"
+        ) from None
+    text = mod.operation.get_asm(
+        print_generic_op_form=True, large_resource_limit=64, enable_debug_info=True
+    )
+    return _hoist_aliases(text)
+
+
+def parse_module(text: str, *, source: str = "<torch-mlir>") -> ModuleOp:
+    """Parse generic MLIR text with the nmc context (builtin, func, torch, nm)."""
+    try:
+        return Parser(make_context(), text, name=source).parse_module()
+    except ParseError as e:
+        first = str(e).strip().splitlines()
+        raise FrontendError(
+            f"cannot parse the imported IR: {first[-1] if first else e}"
+        ) from None
+
+
+def _main_func(module: ModuleOp) -> FuncOp:
+    for op in module.ops:
+        if isinstance(op, FuncOp) and op.sym_name.data == "main":
+            return op
+    raise FrontendError("the imported module has no func.func @main")
+
+
+def output_names(count: int) -> list[str]:
+    """"output" for one output, "output_0", "output_1", ... for several."""
+    return ["output"] if count == 1 else [f"output_{i}" for i in range(count)]
+
+
+def annotate_module(module: ModuleOp, ep: ExportedProgram, model_path: str | None) -> None:
+    """Attach `nm.model`, `nm.input_names`, `nm.output_names` and the `nm.param` arg attrs."""
+    func = _main_func(module)
+    specs = ep.graph_signature.input_specs
+    args = func.body.block.args
+    if len(specs) != len(args):
+        raise FrontendError(
+            f"internal: @main has {len(args)} arguments but the program has "
+            f"{len(specs)} inputs"
+        )
+    arg_attrs: list[Attribute] = []
+    inputs: list[str] = []
+    for spec in specs:
+        attrs: dict[str, Attribute] = {}
+        if spec.kind == InputKind.USER_INPUT:
+            inputs.append(spec.arg.name)
+        else:
+            attrs[PARAM_ARG_ATTR] = StringAttr(str(spec.target))
+        arg_attrs.append(DictionaryAttr(attrs))
+    func.arg_attrs = ArrayAttr(arg_attrs)
+    n_out = len(func.function_type.outputs.data)
+    func.attributes[INPUT_NAMES_ATTR] = ArrayAttr([StringAttr(n) for n in inputs])
+    func.attributes[OUTPUT_NAMES_ATTR] = ArrayAttr(
+        [StringAttr(n) for n in output_names(n_out)]
+    )
+    if model_path is not None:
+        module.attributes[MODEL_ATTR] = StringAttr(model_path)
+
+
+def import_exported_program(ep: ExportedProgram, model_path: str | None = None) -> ModuleOp:
+    """`ep` -> annotated torch-level xDSL module (see the module docstring)."""
+    module = parse_module(import_to_torch_mlir(ep))
+    annotate_module(module, ep, model_path)
+    return module
+
+
+def import_model(path: str | os.PathLike[str]) -> ModuleOp:
+    """Load the torch.export file at `path` and import it as a torch-level xDSL module.
+
+    The result still holds torch ops; run `raise-torch-to-nm` to get the nm dialect
+    (`nmc.compiler.frontend.import_nm` does both).
+    """
+    ep = load_exported_program(path)
+    return import_exported_program(ep, str(Path(path).expanduser().absolute()))
+
+
+# ------------------------------------------------------------------- location helpers
+
+
+def location_info(loc: Attribute | None) -> tuple[str, str | None]:
+    """(module path, "file.py:line" or None) from an op location built by the importer.
+
+    `callsite("blocks.0.fc1":0:0 at "/x/model.py":12:0)` -> ("blocks.0.fc1", "model.py:12");
+    `"/x/model.py":12:0` -> ("", "model.py:12"); unknown -> ("", None).
+    """
+    path = ""
+    source: str | None = None
+
+    def visit(l: Attribute | None) -> None:
+        nonlocal path, source
+        if isinstance(l, CallSiteLoc):
+            visit(l.callee)
+            visit(l.caller)
+        elif isinstance(l, FileLineColLoc):
+            if l.line.data == 0:
+                if not path:
+                    path = l.filename.data
+            elif source is None:
+                source = f"{os.path.basename(l.filename.data)}:{l.line.data}"
+        elif isinstance(l, NameLoc):
+            visit(l.location)
+        elif isinstance(l, FusedLoc):
+            for sub in l.locations.data:  # type: ignore[attr-defined]
+                visit(sub)
+
+    visit(loc)
+    return path, source

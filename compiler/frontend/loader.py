@@ -1,0 +1,302 @@
+"""Loading a model file: format detection, torch.export.load, the weights store.
+
+nmc reads the archive written by `torch.export.save`, whatever its name (`.pt`, `.pt2`): the
+format is recognised from the content.
+Everything else a user is likely to hand over (a pickled nn.Module, a state_dict, a TorchScript
+file, a random file) is recognised without unpickling it and reported as a `FrontendError`
+that says how to produce the right file.
+
+Loaded programs (already `run_decompositions({})`-ed) and their weights are cached per process,
+keyed by (absolute path, mtime, size), so one `nmc compile` reads the model file once.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import pickletools
+import warnings
+import zipfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch.export import ExportedProgram
+from torch.export.graph_signature import InputKind, OutputKind
+
+from nmc.compiler.errors import FrontendError
+
+EXPORT_HOWTO = (
+    "torch.export.save(torch.export.export(model.eval(), (example,)), 'model.pt')"
+)
+
+# ------------------------------------------------------------------------- detection
+
+
+def _pickle_globals(data: bytes, limit: int = 200) -> list[str]:
+    """The `module.name` globals a pickle refers to, found without unpickling it."""
+    found: list[str] = []
+    strings: list[str] = []
+    try:
+        for opcode, arg, _pos in pickletools.genops(data):
+            if opcode.name in ("GLOBAL", "INST") and isinstance(arg, str):
+                found.append(arg.replace(" ", "."))
+            elif opcode.name in ("SHORT_BINUNICODE", "BINUNICODE", "UNICODE", "BINUNICODE8"):
+                strings.append(arg)
+            elif opcode.name == "STACK_GLOBAL" and len(strings) >= 2:
+                found.append(f"{strings[-2]}.{strings[-1]}")
+            if len(found) >= limit:
+                break
+    except Exception:  # a truncated or odd pickle: whatever was found is enough
+        pass
+    return found
+
+
+def _describe_pickle(data: bytes) -> str:
+    """Say what a torch.save pickle holds: an nn.Module, a state_dict or something else."""
+    globals_ = _pickle_globals(data)
+    # Classes other than the bookkeeping torch.save itself refers to.
+    bookkeeping = ("collections.", "torch._utils.", "torch.", "builtins.", "_codecs.")
+    module_like = [g for g in globals_ if not g.startswith(bookkeeping)]
+    nn_module = any(g.startswith("torch.nn.modules.") for g in globals_)
+    if nn_module or module_like:
+        return (
+            "this is a pickled nn.Module (torch.save); nmc needs a torch.export file: "
+            + EXPORT_HOWTO
+        )
+    if any(g.startswith("torch._utils._rebuild") for g in globals_):
+        return (
+            "this is a torch.save file holding tensors (a state_dict?), not a model; "
+            "nmc needs a torch.export file: load the weights into the model, then "
+            + EXPORT_HOWTO
+        )
+    return "this is a pickle (torch.save), not a torch.export file; nmc needs: " + EXPORT_HOWTO
+
+
+def _check_format(path: Path) -> None:
+    """Raise a FrontendError unless `path` looks like a torch.export archive."""
+    shown = str(path)
+    if not path.exists():
+        raise FrontendError(f"model file not found: {shown}")
+    if path.is_dir():
+        raise FrontendError(
+            f"{shown} is a directory; nmc needs a torch.export file: {EXPORT_HOWTO}"
+        )
+    try:
+        with open(path, "rb") as f:
+            head = f.read(4)
+    except OSError as e:
+        raise FrontendError(f"cannot read model file {shown}: {e.strerror or e}") from None
+    if not zipfile.is_zipfile(path):
+        if head[:1] == b"\x80":  # pickle protocol 2+: a legacy (non-zip) torch.save file
+            with open(path, "rb") as f:
+                what = _describe_pickle(f.read())
+            raise FrontendError(f"{shown}: {what}")
+        raise FrontendError(
+            f"{shown} is not a torch.export archive (not a zip file); "
+            f"nmc needs a torch.export file: {EXPORT_HOWTO}"
+        )
+    try:
+        with zipfile.ZipFile(path) as z:
+            names = z.namelist()
+            # torch.export.save (pt2 archive, or the older export zip layout)
+            if any(
+                n.endswith("/archive_format")
+                or "/models/" in n
+                or n.endswith("serialized_exported_program.json")
+                or n == "serialized_exported_program.json"
+                for n in names
+            ):
+                return
+            if any("/code/" in n for n in names) or any(
+                n.endswith("/constants.pkl") for n in names
+            ):
+                raise FrontendError(
+                    f"{shown}: this is a TorchScript file (torch.jit.save); nmc needs a "
+                    f"torch.export file: export the original nn.Module with {EXPORT_HOWTO} "
+                    "(a TorchScript module can also be converted, experimentally, with "
+                    "torch._export.converter.TS2EPConverter(torch.jit.load(path), "
+                    "(example,)).convert())"
+                )
+            pkls = [n for n in names if n.endswith("data.pkl")]
+            if pkls:
+                what = _describe_pickle(z.read(pkls[0]))
+                raise FrontendError(f"{shown}: {what}")
+    except zipfile.BadZipFile as e:
+        raise FrontendError(f"{shown} is not a valid torch.export archive: {e}") from None
+    raise FrontendError(
+        f"{shown} is a zip file but not a torch.export archive (no models/ or "
+        f"archive_format entry); nmc needs a torch.export file: {EXPORT_HOWTO}"
+    )
+
+
+# ---------------------------------------------------------------------------- loading
+
+
+@contextmanager
+def _quiet_torch() -> Iterator[None]:
+    """Silence torch's warnings about file names and deprecations while loading."""
+    loggers = [logging.getLogger(n) for n in ("torch.export", "torch._export", "torch")]
+    levels = [lg.level for lg in loggers]
+    for lg in loggers:
+        lg.setLevel(logging.ERROR)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", FutureWarning)
+            warnings.simplefilter("ignore", UserWarning)
+            yield
+    finally:
+        for lg, level in zip(loggers, levels):
+            lg.setLevel(level)
+
+
+def _dynamic_inputs(ep: ExportedProgram) -> list[str]:
+    """Names of graph inputs (or outputs) whose shape has a symbolic dimension."""
+    dynamic: list[str] = []
+    for node in ep.graph_module.graph.nodes:
+        if node.op not in ("placeholder", "call_function"):
+            continue
+        val = node.meta.get("val")
+        if isinstance(val, torch.Tensor) and any(not isinstance(d, int) for d in val.shape):
+            dynamic.append(node.name)
+    return dynamic
+
+
+def _check_signature(ep: ExportedProgram, shown: str) -> None:
+    sig = ep.graph_signature
+    dynamic = _dynamic_inputs(ep)
+    if dynamic:
+        raise FrontendError(
+            f"{shown}: nmc needs static shapes; export with concrete example inputs and no "
+            f"dynamic_shapes (symbolic dimensions in: {', '.join(dynamic[:5])}"
+            f"{', ...' if len(dynamic) > 5 else ''})"
+        )
+    for spec in sig.input_specs:
+        if spec.kind in (InputKind.CUSTOM_OBJ, InputKind.TOKEN):
+            raise FrontendError(
+                f"{shown}: input {spec.arg.name!r} is a {spec.kind.name.lower()}; nmc "
+                "supports models whose inputs, parameters and buffers are tensors only"
+            )
+    placeholders = {n.name: n for n in ep.graph_module.graph.nodes if n.op == "placeholder"}
+    for spec in sig.input_specs:
+        if spec.kind == InputKind.USER_INPUT:
+            node = placeholders.get(spec.arg.name)
+            if node is None or not isinstance(node.meta.get("val"), torch.Tensor):
+                raise FrontendError(
+                    f"{shown}: model input {spec.arg.name!r} is not a tensor; nmc needs "
+                    "tensor inputs only (bake other arguments into the model before export)"
+                )
+    bad = [s for s in sig.output_specs if s.kind != OutputKind.USER_OUTPUT]
+    if bad:
+        what = ", ".join(f"{s.kind.name.lower()} of {s.target or s.arg}" for s in bad)
+        raise FrontendError(
+            f"{shown}: the exported program mutates state ({what}); nmc needs a pure "
+            "inference model: call model.eval() before torch.export.export"
+        )
+
+
+@dataclass
+class _Entry:
+    ep: ExportedProgram
+    weights: dict[str, np.ndarray] | None = None
+
+
+_CACHE: dict[tuple[str, int, int], _Entry] = {}
+
+
+def _cache_key(path: Path) -> tuple[str, int, int]:
+    st = path.stat()
+    return (str(path), st.st_mtime_ns, st.st_size)
+
+
+def _load_entry(model_path: str | os.PathLike[str]) -> _Entry:
+    path = Path(model_path).expanduser().absolute()
+    _check_format(path)
+    key = _cache_key(path)
+    entry = _CACHE.get(key)
+    if entry is not None:
+        return entry
+    shown = str(model_path)
+    try:
+        with _quiet_torch(), open(path, "rb") as f:
+            ep = torch.export.load(f)
+    except FrontendError:
+        raise
+    except Exception as e:  # torch raises many types for damaged/incompatible archives
+        raise FrontendError(
+            f"{shown}: cannot load the torch.export archive ({type(e).__name__}: "
+            f"{str(e).splitlines()[0] if str(e) else ''}); re-export it with this "
+            f"PyTorch version ({torch.__version__}): {EXPORT_HOWTO}"
+        ) from None
+    _check_signature(ep, shown)
+    try:
+        with _quiet_torch():
+            ep = ep.run_decompositions({})
+    except Exception as e:
+        raise FrontendError(
+            f"{shown}: torch.export decomposition failed ({type(e).__name__}: {e})"
+        ) from None
+    # Drop stale entries of the same file (it changed on disk).
+    for k in [k for k in _CACHE if k[0] == key[0]]:
+        del _CACHE[k]
+    entry = _CACHE[key] = _Entry(ep)
+    return entry
+
+
+def load_exported_program(path: str | os.PathLike[str]) -> ExportedProgram:
+    """Load a `torch.export.save` archive (`.pt` or `.pt2`), decomposed and checked.
+
+    The result has had `run_decompositions({})` applied (needed before the torch-mlir
+    import), has static shapes and tensor-only inputs. It is cached per process, keyed by
+    (absolute path, mtime, size): treat it as read-only.
+
+    Raises `FrontendError` for a missing file, a file that is not a torch.export archive
+    (pickled nn.Module, state_dict, TorchScript, anything else), or a program nmc cannot
+    take (dynamic shapes, non-tensor inputs, state mutation).
+    """
+    return _load_entry(path).ep
+
+
+def _to_numpy(t: torch.Tensor) -> np.ndarray:
+    t = t.detach().cpu()
+    if t.is_floating_point():
+        t = t.to(torch.float32)
+    arr = t.contiguous().numpy()
+    arr.setflags(write=False)
+    return arr
+
+
+def weights_of(ep: ExportedProgram) -> dict[str, np.ndarray]:
+    """Every parameter, buffer and lifted constant of `ep`, by state_dict key (read-only).
+
+    Floating-point tensors are converted to float32; other dtypes keep theirs.
+    """
+    out: dict[str, np.ndarray] = {}
+    for key, t in ep.state_dict.items():
+        if isinstance(t, torch.Tensor):
+            out[key] = _to_numpy(t)
+    for key, t in ep.constants.items():
+        if isinstance(t, torch.Tensor) and key not in out:
+            out[key] = _to_numpy(t)
+    return out
+
+
+def load_weights(model_path: str | os.PathLike[str]) -> dict[str, np.ndarray]:
+    """The model's tensors by state_dict key (the names `nm.param` ops carry).
+
+    float32 numpy arrays (non-float buffers keep their dtype), read-only, from the same
+    per-process cache as `load_exported_program`, so the file is read once per compile.
+    Returns a new dict each call; the arrays are shared.
+    """
+    entry = _load_entry(model_path)
+    if entry.weights is None:
+        entry.weights = weights_of(entry.ep)
+    return dict(entry.weights)
+
+
+def clear_cache() -> None:
+    """Forget every cached program and weights (tests, long-running processes)."""
+    _CACHE.clear()

@@ -1,0 +1,76 @@
+"""nm.linear: Y[M x N] = X[M x K] . W^T + b on the matrix unit.
+
+W is stored in DRAM transposed ([K x N], layout "transpose") so that a W tile is a plain
+2-D block. Loop order m, n, k: each (m, n) output tile accumulates over k tiles in one of
+two ACC buffers, then the vector unit adds the bias while moving it to SPAD and the store
+unit writes it out, so the next tile's loads and matmuls overlap this tile's epilogue.
+When one k tile covers K, the A tile is loaded once per m tile and reused across n.
+"""
+
+from __future__ import annotations
+
+from nmc.isa.table import Instr, Mem, VBinFn, VUnFn
+from nmc.isa.target import Target
+
+from nmc.compiler.kernels.common import (
+    Matrix2D, OnChipAllocator, choose_best, load_block, size_candidates, store_block, tiles,
+)
+
+
+def emit_linear(M: int, K: int, N: int, tiling: dict, x: int, wt: int, bias: int | None,
+                y: int, target: Target) -> list[Instr]:
+    tm, tn, tk = tiling["m"], tiling["n"], tiling["k"]
+    X, W, Y = Matrix2D(x, M, K), Matrix2D(wt, K, N), Matrix2D(y, M, N)
+    chip = OnChipAllocator(target)
+    a_ring = chip.ring(Mem.SPAD, tm * tk)
+    w_ring = chip.ring(Mem.SPAD, tk * tn)
+    o_ring = chip.ring(Mem.SPAD, tm * tn)
+    acc_ring = chip.ring(Mem.ACC, tm * tn)
+    bias_buf = chip.alloc(Mem.SPAD, N) if bias is not None else None
+    single_k = tk >= K
+
+    out: list[Instr] = []
+    if bias is not None:
+        out.append(load_block(Matrix2D(bias, 1, N), 0, 0, 1, N, Mem.SPAD, bias_buf))
+    for m0, mr in tiles(M, tm):
+        if single_k:
+            a = a_ring.next()
+            out.append(load_block(X, m0, 0, mr, K, Mem.SPAD, a))
+        for n0, nr in tiles(N, tn):
+            acc = acc_ring.next()
+            for k0, kr in tiles(K, tk):
+                if not single_k:
+                    a = a_ring.next()
+                    out.append(load_block(X, m0, k0, mr, kr, Mem.SPAD, a))
+                w = w_ring.next()
+                out.append(load_block(W, k0, n0, kr, nr, Mem.SPAD, w))
+                out.append(Instr.make("matmul", a=a, w=w, out=acc, m=mr, k=kr, n=nr,
+                                      accumulate=int(k0 > 0)))
+            o = o_ring.next()
+            if bias is not None:
+                out.append(Instr.make("vbin", fn=VBinFn.ADD, dst_mem=Mem.SPAD, dst=o,
+                                      a_mem=Mem.ACC, a=acc, b_mem=Mem.SPAD, b=bias_buf + n0,
+                                      rows=mr, cols=nr, bcast=1))
+            else:
+                out.append(Instr.make("vun", fn=VUnFn.COPY, dst_mem=Mem.SPAD, dst=o,
+                                      src_mem=Mem.ACC, src=acc, rows=mr, cols=nr))
+            out.append(store_block(Y, m0, n0, mr, nr, Mem.SPAD, o))
+    return out
+
+
+def choose_linear_tiling(layer: str, M: int, K: int, N: int, has_bias: bool,
+                         target: Target) -> dict:
+    candidates = (
+        {"m": tm, "n": tn, "k": tk}
+        for tm in size_candidates(M, target.mx_rows, limit=512)
+        for tn in size_candidates(N, target.mx_cols, limit=512)
+        for tk in size_candidates(K, 64, limit=1024)
+    )
+    dummy_bias = 0 if has_bias else None
+    return choose_best(
+        layer, candidates,
+        lambda t: emit_linear(M, K, N, t, 0, 0, dummy_bias, 0, target),
+        target,
+        need=f"at least {2 * 16 * 64 + 2 * 64 * 16 + 2 * 16 * 16 + (N if has_bias else 0)} "
+             f"SPAD words for 16x64x16 tiles",
+    )

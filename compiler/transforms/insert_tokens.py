@@ -1,0 +1,99 @@
+"""insert-tokens: derive every dependency token from the instructions' memory footprints.
+
+The units run their queues in order, so an instruction only needs a token for a hazard
+with another unit: read-after-write, write-after-read or write-after-write on overlapping
+words (`Instr.footprint`, from the ISA table). For each instruction and each other unit we
+find the latest conflicting instruction of that unit and wait for it; waiting for it
+implies everything before it on that unit has finished.
+
+Tokens match FIFO per (producer, consumer) queue, so the producers a unit waits for must be
+strictly increasing in their own queue. We track, per unit, a vector clock of what it
+already knows to be finished (its own earlier waits, and transitively what the producers
+it waited for knew), and only wait for a conflict newer than that. Each producer then
+signals a given consumer at most once, in order, and the n-th signal meets the n-th wait.
+This also bounds the backward search: only instructions newer than the clock are scanned.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from xdsl.context import Context
+from xdsl.dialects.builtin import ModuleOp
+from xdsl.passes import ModulePass
+
+from nmc.isa.table import QUEUE_UNITS, Instr, Region, Unit
+
+UNIT_BIT = {unit: 1 << i for i, unit in enumerate(QUEUE_UNITS)}
+
+
+def _overlap(a: tuple[Region, ...], b: tuple[Region, ...]) -> bool:
+    return any(x.mem == y.mem and x.start < y.end and y.start < x.end for x in a for y in b)
+
+
+def _conflicts(earlier: tuple, later: tuple) -> bool:
+    (r1, w1), (r2, w2) = earlier, later
+    return _overlap(w1, r2) or _overlap(r1, w2) or _overlap(w1, w2)
+
+
+@dataclass
+class _Issued:
+    pc: int
+    footprint: tuple
+    clock: dict[Unit, int]  # per unit: highest queue position known finished when it starts
+
+
+def assign_tokens(instrs: list[Instr]) -> list[Instr]:
+    """Return `instrs` with `wait` and `signal` set from the hazards between units.
+    Tokens already present are discarded and recomputed."""
+    history: dict[Unit, list[_Issued]] = {u: [] for u in QUEUE_UNITS}
+    known: dict[Unit, dict[Unit, int]] = {u: {v: -1 for v in QUEUE_UNITS} for u in QUEUE_UNITS}
+    wait = [0] * len(instrs)
+    signal = [0] * len(instrs)
+
+    for pc, instr in enumerate(instrs):
+        unit = instr.unit
+        if unit not in history:  # halt: ends the stream, touches nothing
+            continue
+        footprint = instr.footprint()
+        clock = dict(known[unit])
+        for producer in QUEUE_UNITS:
+            if producer == unit:
+                continue
+            queue = history[producer]
+            for pos in range(len(queue) - 1, clock[producer], -1):
+                if _conflicts(queue[pos].footprint, footprint):
+                    issued = queue[pos]
+                    wait[pc] |= UNIT_BIT[producer]
+                    signal[issued.pc] |= UNIT_BIT[unit]
+                    for u in QUEUE_UNITS:
+                        clock[u] = max(clock[u], issued.clock[u])
+                    clock[producer] = pos
+                    break
+        clock[unit] = len(history[unit]) - 1  # in order: all earlier ones on this unit
+        history[unit].append(_Issued(pc, footprint, clock))
+        known[unit] = clock
+
+    return [
+        i.with_fields(wait=wait[pc], signal=signal[pc]) if i.unit in history else i
+        for pc, i in enumerate(instrs)
+    ]
+
+
+@dataclass(frozen=True)
+class InsertTokens(ModulePass):
+    """Set the wait/signal masks of every isa instruction from memory hazards."""
+
+    name = "insert-tokens"
+
+    def apply(self, ctx: Context, op: ModuleOp) -> None:
+        from nmc.isa.dialect import instr_to_op, is_instruction_op, op_to_instr
+
+        ops = [o for o in op.body.block.ops if is_instruction_op(o)]
+        tokened = assign_tokens([op_to_instr(o) for o in ops])
+        for old, instr in zip(ops, tokened):
+            layer = old.attributes.get("layer") or old.properties.get("layer")
+            new = instr_to_op(instr, layer.data if layer is not None else None)
+            op.body.block.insert_op_before(new, old)
+            old.detach()
+            old.erase()

@@ -1,0 +1,126 @@
+"""plan-memory: give every tensor of the nm function a DRAM address.
+
+Layout: the model's parameters first (read-only, in the order they appear), then the
+inputs and outputs, then intermediates. Intermediates are allocated in program order and
+freed after their last use, so their space is reused (first fit, neighbours merged); an
+op's result never shares space with its own operands. Everything is aligned to
+DRAM_ALIGN words so distinct tensors never share a DMA burst.
+
+Results: `nm.addr` on every nm.param and compute op (its result), `nm.layout` on params
+("identity", or "transpose" where a kernel asks for it), `nm.input_addrs` on the function
+and `nm.dram_words` (the DRAM the program needs) on the module. On-chip memory is planned
+per kernel by the kernels themselves (compiler/kernels/common.py).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from math import prod
+
+from xdsl.context import Context
+from xdsl.dialects.builtin import ArrayAttr, IntegerAttr, ModuleOp, StringAttr, i64
+from xdsl.dialects.func import FuncOp, ReturnOp
+from xdsl.ir import SSAValue
+from xdsl.passes import ModulePass
+
+from nmc.compiler.dialects.nm import ParamOp, tensor_shape
+from nmc.compiler.kernels.registry import KERNELS
+
+DRAM_ALIGN = 64
+ADDR_ATTR = "nm.addr"
+LAYOUT_ATTR = "nm.layout"
+INPUT_ADDRS_ATTR = "nm.input_addrs"
+DRAM_WORDS_ATTR = "nm.dram_words"
+
+
+def _words(value: SSAValue) -> int:
+    return -(-prod(tensor_shape(value)) // DRAM_ALIGN) * DRAM_ALIGN
+
+
+class FreeList:
+    """First-fit allocation of aligned blocks above a base address."""
+
+    def __init__(self, base: int):
+        self.top = base
+        self.free: list[tuple[int, int]] = []  # (start, size), sorted, merged
+
+    def alloc(self, size: int) -> int:
+        for i, (start, free_size) in enumerate(self.free):
+            if free_size >= size:
+                if free_size == size:
+                    del self.free[i]
+                else:
+                    self.free[i] = (start + size, free_size - size)
+                return start
+        start, self.top = self.top, self.top + size
+        return start
+
+    def release(self, start: int, size: int) -> None:
+        self.free.append((start, size))
+        self.free.sort()
+        merged: list[tuple[int, int]] = []
+        for s, n in self.free:
+            if merged and merged[-1][0] + merged[-1][1] == s:
+                merged[-1] = (merged[-1][0], merged[-1][1] + n)
+            else:
+                merged.append((s, n))
+        self.free = merged
+
+
+def address_of(value: SSAValue, func: FuncOp) -> int:
+    """The DRAM address plan-memory gave `value` (a function argument or an op result)."""
+    owner = value.owner
+    if owner is func.body.block:
+        return func.attributes[INPUT_ADDRS_ATTR].data[value.index].value.data
+    return owner.attributes[ADDR_ATTR].value.data
+
+
+@dataclass(frozen=True)
+class PlanMemory(ModulePass):
+    name = "plan-memory"
+
+    def apply(self, ctx: Context, op: ModuleOp) -> None:
+        func = next(o for o in op.walk() if isinstance(o, FuncOp))
+        block = func.body.block
+        ops = list(block.ops)
+        ret = next(o for o in ops if isinstance(o, ReturnOp))
+        outputs = set(ret.operands)
+
+        transposed = {v for o in ops if o.name in KERNELS for v in KERNELS[o.name].transposed(o)}
+        top = 0
+        for o in ops:
+            if isinstance(o, ParamOp):
+                o.attributes[ADDR_ATTR] = IntegerAttr(top, i64)
+                layout = "transpose" if o.result in transposed else "identity"
+                o.attributes[LAYOUT_ATTR] = StringAttr(layout)
+                top += _words(o.result)
+
+        input_addrs = []
+        for arg in block.args:
+            input_addrs.append(IntegerAttr(top, i64))
+            top += _words(arg)
+        func.attributes[INPUT_ADDRS_ATTR] = ArrayAttr(input_addrs)
+
+        for value in outputs:
+            if isinstance(value.owner, ParamOp) or value.owner is block:
+                continue  # returned unchanged: already has an address
+            value.owner.attributes[ADDR_ATTR] = IntegerAttr(top, i64)
+            top += _words(value)
+
+        last_use = {}
+        for index, o in enumerate(ops):
+            for operand in o.operands:
+                last_use[operand] = index
+        temps = FreeList(top)
+        for index, o in enumerate(ops):
+            if isinstance(o, (ParamOp, ReturnOp)):
+                continue
+            for result in o.results:
+                if result not in outputs:
+                    o.attributes[ADDR_ATTR] = IntegerAttr(temps.alloc(_words(result)), i64)
+            for operand in set(o.operands):
+                owner = operand.owner
+                if (last_use.get(operand) == index and operand not in outputs
+                        and owner is not block and not isinstance(owner, ParamOp)):
+                    temps.release(owner.attributes[ADDR_ATTR].value.data, _words(operand))
+        op.attributes[DRAM_WORDS_ATTR] = IntegerAttr(max(temps.top, DRAM_ALIGN), i64)

@@ -1,0 +1,495 @@
+"""The emulator: runs a `Program` on a `Target`, functionally and with the timing model.
+
+    result = run_program(program, {"x": x}, target)
+    result.outputs["y"], result.total_cycles, format_report(result, program)
+
+How a run proceeds:
+
+1. The program must be built for this target (same name and id) and fit its DRAM.
+2. Inputs are checked against the program's input symbols (see the input policy below),
+   then constants and inputs are written to DRAM. Other memory starts as `fill` (0.0).
+3. Every instruction before the first `halt` is validated statically: token masks (no bit
+   for the instruction's own unit), operand fields (vector and DMA operands on chip,
+   defined function numbers), and its footprint (`Instr.footprint()`) against the memory
+   sizes. A program without `halt` is rejected.
+4. The instructions are dispatched, in program order, into the queues of the four units
+   (`QUEUE_UNITS`), and an event-driven simulation runs them. Each unit executes its queue
+   in order, one instruction at a time. An instruction on unit U with wait bit V needs a
+   token in queue V->U and pops it; it starts at max(U's free time, arrival time of every
+   token it pops) and takes `instruction_cycles(instr, target)` cycles
+   (`nmc.runtime.timing`, the single source of cycle counts); when it ends it pushes one
+   token, stamped with its end time, to U->V for every signal bit V. The next instruction
+   to run is always the startable one with the smallest start time (ties: lowest pc), and
+   its functional semantics are executed at that point, all of it at once. So a hazard
+   that no token protects shows up either as a wrong result (the consumer ran entirely
+   before the producer) or, when the two run at overlapping times on different units and
+   touch overlapping words (one of them writing), as an "unordered access" error naming
+   both instructions (`check_races=True`, the default).
+5. If no unit can start while some queue is not empty, the program is deadlocked: the
+   error lists every blocked unit with its pc, instruction and the tokens it waits for.
+   Tokens left over at the end are fine; they are counted in `RunResult.leftover_tokens`.
+6. Outputs are read from DRAM through the output symbols.
+
+Input policy: each input must be an array (anything `np.asarray` accepts) with exactly the
+symbol's shape. float32 is used as is; other floating-point dtypes (float16, float64, ...)
+are converted to float32 with round-to-nearest, as torch's `.float()` does; integer,
+boolean, complex and object arrays are rejected. NaN and Inf are allowed and propagate as
+they would in PyTorch. Missing or unexpected input names are errors.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Any, Mapping
+
+import numpy as np
+
+from nmc.isa.table import QUEUE_UNITS, Instr, Mem, Unit
+from nmc.isa.target import Target
+from nmc.runtime.errors import EmulatorError, at_pc
+from nmc.runtime.machine import Machine
+from nmc.runtime.semantics import SEMANTICS, operand_error
+from nmc.runtime.timing import WORD_BYTES, instruction_cycles
+
+__all__ = ["EmulatorError", "LayerStats", "RunResult", "run_program", "UNIT_NAMES"]
+
+NUM_UNITS = len(QUEUE_UNITS)
+UNIT_NAMES: tuple[str, ...] = tuple(u.name.lower() for u in QUEUE_UNITS)
+assert tuple(QUEUE_UNITS) == tuple(Unit(i) for i in range(NUM_UNITS))
+
+
+@dataclass(frozen=True)
+class LayerStats:
+    """Where the instructions of one debug range (a layer) spent their time."""
+
+    name: str
+    kind: str
+    start_pc: int
+    end_pc: int  # exclusive
+    instructions: int
+    busy: dict[str, int]  # unit name -> cycles its instructions of this layer took
+    start: int  # cycle the layer's first instruction started (0 if it has none)
+    end: int  # cycle the layer's last instruction ended
+
+    @property
+    def span(self) -> int:
+        return self.end - self.start
+
+
+@dataclass
+class RunResult:
+    outputs: dict[str, np.ndarray]
+    total_cycles: int  # the cycle at which the last instruction ends
+    busy_cycles: dict[str, int]  # unit name -> cycles spent executing
+    stall_cycles: dict[str, int]  # unit name -> cycles its next instruction waited for tokens
+    instruction_counts: dict[str, int]  # unit name -> instructions executed
+    layers: list[LayerStats]
+    matrix_macs: int  # sum of m*k*n over matmuls
+    matrix_utilization: float  # matrix_macs / (matrix busy cycles * mx_rows * mx_cols)
+    dram_bytes_read: int  # by loads
+    dram_bytes_written: int  # by stores
+    leftover_tokens: dict[str, int]  # "src->dst" -> tokens never popped (only nonzero)
+    instructions_executed: int  # excluding halt
+    clock_mhz: float
+    target_name: str
+    trace: list[tuple[int, str, int, int]] | None = None  # (pc, unit, start, end)
+
+    @property
+    def idle_cycles(self) -> dict[str, int]:
+        """Cycles each unit neither executed nor stalled (mostly: its queue was empty)."""
+        return {
+            u: self.total_cycles - self.busy_cycles[u] - self.stall_cycles[u] for u in UNIT_NAMES
+        }
+
+    @property
+    def seconds(self) -> float:
+        return self.total_cycles / (self.clock_mhz * 1e6)
+
+
+class _Decoded:
+    """One instruction, pre-decoded for the simulation loop."""
+
+    __slots__ = ("pc", "instr", "unit", "wait", "signal", "cycles", "sem", "fields",
+                 "reads", "writes")
+
+    def __init__(self, pc, instr, unit, wait, signal, cycles, sem, fields, reads, writes):
+        self.pc = pc
+        self.instr = instr
+        self.unit = unit
+        self.wait = wait
+        self.signal = signal
+        self.cycles = cycles
+        self.sem = sem
+        self.fields = fields
+        self.reads = reads
+        self.writes = writes
+
+
+# --------------------------------------------------------------------------------------
+# Checks before running
+
+
+def _check_target(program: Any, target: Target) -> None:
+    if program.target_id != target.id or program.target_name != target.name:
+        raise EmulatorError(
+            f"program was built for target '{program.target_name}' (id {program.target_id}) "
+            f"but is being run on target '{target.name}' (id {target.id})"
+        )
+
+
+def _symbols(program: Any, kind: str) -> list[Any]:
+    for sym in program.symbols:
+        if sym.kind not in ("input", "output"):
+            raise EmulatorError(f"symbol '{sym.name}' has unknown kind '{sym.kind}'")
+        if sym.dtype != "f32":
+            raise EmulatorError(f"symbol '{sym.name}' has unsupported dtype '{sym.dtype}'")
+    return [s for s in program.symbols if s.kind == kind]
+
+
+def _check_inputs(program: Any, inputs: Mapping[str, Any]) -> list[tuple[Any, np.ndarray]]:
+    symbols = _symbols(program, "input")
+    names = [s.name for s in symbols]
+    missing = [n for n in names if n not in inputs]
+    extra = sorted(n for n in inputs if n not in names)
+    if missing or extra:
+        parts = []
+        if missing:
+            parts.append(f"missing input(s) {', '.join(map(repr, missing))}")
+        if extra:
+            parts.append(f"unexpected input(s) {', '.join(map(repr, extra))}")
+        expected = ", ".join(f"{s.name}{list(s.shape)}" for s in symbols) or "none"
+        raise EmulatorError(f"{'; '.join(parts)} (the program takes: {expected})")
+    checked = []
+    for sym in symbols:
+        value = np.asarray(inputs[sym.name])
+        if not np.issubdtype(value.dtype, np.floating):
+            raise EmulatorError(
+                f"input '{sym.name}' has dtype {value.dtype}; expected f32 (other floating-point "
+                "dtypes are converted to float32, non-floating dtypes are rejected)"
+            )
+        if tuple(value.shape) != tuple(sym.shape):
+            raise EmulatorError(
+                f"input '{sym.name}' has shape {tuple(value.shape)}; expected {tuple(sym.shape)}"
+            )
+        checked.append((sym, value.astype(np.float32, copy=False)))
+    return checked
+
+
+def _mask_bits(mask: int) -> tuple[int, ...]:
+    return tuple(v for v in range(NUM_UNITS) if mask >> v & 1)
+
+
+def _region(instr: Instr, r: Any) -> tuple[int, int, int, int, int, int]:
+    """(mem, start, end, rows, cols, stride): the exact words of a footprint region; only
+    the DRAM side of a DMA is strided, every other region is one dense row."""
+    if r.mem == Mem.DRAM and instr.mnemonic in ("load", "store"):
+        f = instr.fields
+        if f["rows"] > 1 and f["stride"] != f["cols"]:
+            return int(r.mem), r.start, r.end, f["rows"], f["cols"], f["stride"]
+    return int(r.mem), r.start, r.end, 1, r.length, r.length
+
+
+def _decode(program: Any, target: Target, sizes: tuple[int, ...],
+            max_instructions: int | None) -> list[_Decoded]:
+    decoded: list[_Decoded] = []
+    for pc, instr in enumerate(program.instructions):
+        instr: Instr
+        wait, signal = instr["wait"], instr["signal"]
+        if instr.mnemonic == "halt":
+            if wait or signal:
+                raise EmulatorError(
+                    f"halt belongs to no unit queue, so its wait/signal masks must be 0 "
+                    f"{at_pc(pc, instr)}"
+                )
+            return decoded
+        if max_instructions is not None and len(decoded) >= max_instructions:
+            raise EmulatorError(
+                f"instruction budget of {max_instructions} exceeded before halt "
+                f"{at_pc(pc, instr)}"
+            )
+        unit = int(instr.unit)
+        if unit >= NUM_UNITS:
+            raise EmulatorError(f"'{instr.mnemonic}' has no unit queue {at_pc(pc, instr)}")
+        for name, mask in (("wait", wait), ("signal", signal)):
+            if mask >> unit & 1:
+                raise EmulatorError(
+                    f"'{name}' mask names the instruction's own unit ({UNIT_NAMES[unit]}) "
+                    f"{at_pc(pc, instr)}"
+                )
+        reason = operand_error(instr)
+        if reason is not None:
+            raise EmulatorError(f"{instr.mnemonic}: {reason} {at_pc(pc, instr)}")
+        try:
+            reads, writes = instr.footprint()
+        except ValueError as e:
+            raise EmulatorError(f"{instr.mnemonic}: {e} {at_pc(pc, instr)}") from None
+        spans = []
+        for regions in (reads, writes):
+            live = []
+            for r in regions:
+                if r.length <= 0:
+                    continue
+                size = sizes[r.mem]
+                if r.start < 0 or r.end > size:
+                    raise EmulatorError(
+                        f"out-of-bounds access to {Mem(r.mem).name} [{r.start}, {r.end}) "
+                        f"(size {size}) {at_pc(pc, instr)}"
+                    )
+                live.append(_region(instr, r))
+            spans.append(tuple(live))
+        decoded.append(_Decoded(
+            pc, instr, unit, _mask_bits(wait), _mask_bits(signal),
+            instruction_cycles(instr, target), SEMANTICS[instr.mnemonic], instr.fields,
+            spans[0], spans[1],
+        ))
+    raise EmulatorError(
+        f"program has no halt (it has {len(program.instructions)} instructions; the stream "
+        "must end with halt)"
+    )
+
+
+# --------------------------------------------------------------------------------------
+# The simulation
+
+
+def _rows_overlap(a: tuple, b: tuple) -> bool:
+    """Whether two strided row sets (mem, start, end, rows, cols, stride) share a word."""
+    _, a0, _, ra, ca, sa = a
+    _, b0, _, rb, cb, sb = b
+    a_starts = a0 + np.arange(ra, dtype=np.int64) * sa
+    b_starts = b0 + np.arange(rb, dtype=np.int64) * sb  # nondecreasing, as are their ends
+    j = np.searchsorted(b_starts, a_starts + ca, side="left") - 1  # last B row starting before
+    ok = j >= 0
+    return bool(np.any(b_starts[j[ok]] + cb > a_starts[ok]))
+
+
+def _overlap(a: tuple, b: tuple) -> tuple | None:
+    """The first pair of regions of `a` and `b` sharing a word: (mem, start, end) of the
+    intersection of their bounding ranges, or None."""
+    for ra in a:
+        mem, s, e = ra[0], ra[1], ra[2]
+        for rb in b:
+            if mem == rb[0] and s < rb[2] and rb[1] < e:
+                if (ra[3] > 1 or rb[3] > 1) and not _rows_overlap(ra, rb):
+                    continue  # interleaved strided rows, e.g. two column tiles of a matrix
+                return mem, max(s, rb[1]), min(e, rb[2])
+    return None
+
+
+def _race_error(d: _Decoded, start: int, other: _Decoded, o_start: int, o_end: int) -> None:
+    for mine, theirs, verb in (
+        (d.writes, other.reads, "reads"),
+        (d.writes, other.writes, "writes"),
+        (d.reads, other.writes, "writes"),
+    ):
+        hit = _overlap(mine, theirs)
+        if hit is None:
+            continue
+        mem, s, e = hit
+        my_verb = "reads" if mine is d.reads else "writes"
+        raise EmulatorError(
+            f"unordered access: no dependency token orders pc {d.pc} "
+            f"({UNIT_NAMES[d.unit]}, starts at cycle {start}), which {my_verb} "
+            f"{Mem(mem).name} [{s}, {e}), after pc {other.pc} ({UNIT_NAMES[other.unit]}, "
+            f"cycles {o_start}..{o_end}), which {verb} it; "
+            f"{at_pc(d.pc, d.instr)}; other {at_pc(other.pc, other.instr)}"
+        )
+
+
+def _deadlock_error(queues, head, tokens) -> EmulatorError:
+    blocked = []
+    for u in range(NUM_UNITS):
+        if head[u] == len(queues[u]):
+            continue
+        d = queues[u][head[u]]
+        missing = [UNIT_NAMES[v] for v in d.wait if not tokens[v][u]]
+        blocked.append(
+            f"{UNIT_NAMES[u]} waits for a token from {', '.join(missing)} {at_pc(d.pc, d.instr)}"
+        )
+    return EmulatorError(
+        "deadlock: no unit can start its next instruction and no token is on its way; "
+        + "; ".join(blocked)
+    )
+
+
+def _simulate(decoded: list[_Decoded], mems: tuple[np.ndarray, ...], check_races: bool,
+              trace: list | None):
+    n = len(decoded)
+    queues: list[list[_Decoded]] = [[] for _ in range(NUM_UNITS)]
+    for d in decoded:
+        queues[d.unit].append(d)
+    qlen = [len(q) for q in queues]
+    tokens = [[deque() for _ in range(NUM_UNITS)] for _ in range(NUM_UNITS)]  # [src][dst]
+    free = [0] * NUM_UNITS
+    head = [0] * NUM_UNITS
+    stall = [0] * NUM_UNITS
+    starts = [0] * n
+    ends = [0] * n
+    last: list[_Decoded | None] = [None] * NUM_UNITS  # last started on each unit
+    units = range(NUM_UNITS)
+
+    for _ in range(n):
+        best = None
+        best_t = 0
+        for u in units:
+            h = head[u]
+            if h == qlen[u]:
+                continue
+            d = queues[u][h]
+            t = free[u]
+            for v in d.wait:
+                tq = tokens[v][u]
+                if not tq:
+                    break
+                if tq[0] > t:
+                    t = tq[0]
+            else:
+                if best is None or t < best_t or (t == best_t and d.pc < best.pc):
+                    best, best_t = d, t
+        if best is None:
+            raise _deadlock_error(queues, head, tokens)
+
+        u = best.unit
+        for v in best.wait:
+            tokens[v][u].popleft()
+        end = best_t + best.cycles
+        if check_races:
+            for o in last:
+                if o is not None and o.unit != u:
+                    o_end = ends[o.pc]
+                    if o_end > best_t and end > starts[o.pc]:
+                        _race_error(best, best_t, o, starts[o.pc], o_end)
+        try:
+            best.sem(mems, best.fields)
+        except Exception as e:  # a bug in the emulator: say where it happened
+            e.add_note(f"while executing {at_pc(best.pc, best.instr)}")
+            raise
+        for v in best.signal:
+            tokens[u][v].append(end)
+        stall[u] += best_t - free[u]
+        free[u] = end
+        head[u] += 1
+        starts[best.pc] = best_t
+        ends[best.pc] = end
+        last[u] = best
+        if trace is not None:
+            trace.append((best.pc, UNIT_NAMES[u], best_t, end))
+
+    leftover = {
+        f"{UNIT_NAMES[s]}->{UNIT_NAMES[d]}": len(tokens[s][d])
+        for s in units for d in units if tokens[s][d]
+    }
+    return starts, ends, stall, leftover
+
+
+# --------------------------------------------------------------------------------------
+# Statistics
+
+
+def _layer_stats(program: Any, decoded: list[_Decoded], units: np.ndarray,
+                 cycles: np.ndarray, starts: np.ndarray, ends: np.ndarray) -> list[LayerStats]:
+    n = len(decoded)
+    layers = []
+    for lr in getattr(program, "debug", None) or ():
+        lo, hi = max(0, lr.start_pc), min(lr.end_pc, n)
+        count = max(0, hi - lo)
+        if count:
+            busy_arr = np.bincount(units[lo:hi], weights=cycles[lo:hi], minlength=NUM_UNITS)
+            start, end = int(starts[lo:hi].min()), int(ends[lo:hi].max())
+        else:
+            busy_arr = np.zeros(NUM_UNITS)
+            start = end = 0
+        layers.append(LayerStats(
+            name=lr.name, kind=lr.kind, start_pc=lr.start_pc, end_pc=lr.end_pc,
+            instructions=count, busy=dict(zip(UNIT_NAMES, (int(b) for b in busy_arr))),
+            start=start, end=end,
+        ))
+    return layers
+
+
+def run_program(
+    program: Any,
+    inputs: Mapping[str, Any],
+    target: Target,
+    *,
+    max_instructions: int | None = None,
+    trace: bool = False,
+    check_races: bool = True,
+    fill: float = 0.0,
+) -> RunResult:
+    """Run `program` on `target` with `inputs` (name -> array); see the module docstring.
+
+    max_instructions: refuse programs with more instructions before `halt` (None: no limit;
+        the ISA has no branches, so every instruction runs exactly once).
+    trace: record (pc, unit, start, end) of every instruction, in execution order.
+    check_races: report instructions on different units that run at overlapping times and
+        touch overlapping words (at least one writing) as an error.
+    fill: initial value of memory no constant or input initialises (NaN exposes reads of
+        uninitialised memory).
+    """
+    _check_target(program, target)
+    machine = Machine(target, int(program.dram_words), fill)
+    checked_inputs = _check_inputs(program, inputs)
+    outputs_syms = _symbols(program, "output")
+    for i, (addr, values) in enumerate(program.constants):
+        machine.write_dram(int(addr), np.asarray(values), f"constant #{i}")
+    for sym, value in checked_inputs:
+        machine.write_dram(int(sym.addr), value, f"input '{sym.name}'")
+    for sym in outputs_syms:  # check before running, not after
+        end = int(sym.addr) + int(np.prod(sym.shape, dtype=np.int64))
+        if sym.addr < 0 or end > machine.dram.size:
+            raise EmulatorError(
+                f"output '{sym.name}' at DRAM [{sym.addr}, {end}) does not fit the program's "
+                f"{machine.dram.size} DRAM words"
+            )
+
+    decoded = _decode(program, target, machine.sizes, max_instructions)
+    trace_list: list | None = [] if trace else None
+    with np.errstate(all="ignore"):  # NaN/Inf propagate silently, as in PyTorch
+        starts_l, ends_l, stall, leftover = _simulate(
+            decoded, machine.mems, check_races, trace_list
+        )
+
+    n = len(decoded)
+    units = np.fromiter((d.unit for d in decoded), dtype=np.int64, count=n)
+    cycles = np.fromiter((d.cycles for d in decoded), dtype=np.int64, count=n)
+    starts = np.asarray(starts_l, dtype=np.int64)
+    ends = np.asarray(ends_l, dtype=np.int64)
+    busy = np.bincount(units, weights=cycles, minlength=NUM_UNITS)
+    counts = np.bincount(units, minlength=NUM_UNITS)
+
+    macs = dram_read = dram_written = 0
+    for d in decoded:
+        f = d.fields
+        m = d.instr.mnemonic
+        if m == "matmul":
+            macs += f["m"] * f["k"] * f["n"]
+        elif m == "load":
+            dram_read += f["rows"] * f["cols"] * WORD_BYTES
+        elif m == "store":
+            dram_written += f["rows"] * f["cols"] * WORD_BYTES
+    mx_busy = int(busy[Unit.MATRIX])
+    utilization = macs / (mx_busy * target.mx_rows * target.mx_cols) if mx_busy else 0.0
+
+    outputs = {
+        sym.name: machine.read_dram(int(sym.addr), tuple(sym.shape), f"output '{sym.name}'")
+        for sym in outputs_syms
+    }
+    return RunResult(
+        outputs=outputs,
+        total_cycles=int(ends.max()) if n else 0,
+        busy_cycles=dict(zip(UNIT_NAMES, (int(b) for b in busy))),
+        stall_cycles=dict(zip(UNIT_NAMES, stall)),
+        instruction_counts=dict(zip(UNIT_NAMES, (int(c) for c in counts))),
+        layers=_layer_stats(program, decoded, units, cycles, starts, ends),
+        matrix_macs=macs,
+        matrix_utilization=utilization,
+        dram_bytes_read=dram_read,
+        dram_bytes_written=dram_written,
+        leftover_tokens=leftover,
+        instructions_executed=n,
+        clock_mhz=target.clock_mhz,
+        target_name=target.name,
+        trace=trace_list,
+    )

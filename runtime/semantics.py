@@ -1,0 +1,223 @@
+"""Functional semantics of every opcode.
+
+Each semantic function takes the machine's memories (a tuple indexed by `Mem`) and the
+instruction's decoded fields, and performs the instruction as one numpy operation on views
+of those memories (no per-element Python loops). Operands are contiguous row-major
+[rows x cols] blocks on chip; only DMA touches DRAM, with a row stride.
+
+Numerics: every result is float32. Matmul multiplies and accumulates in float32 (BLAS sgemm).
+GELU is computed by torch itself (`torch.nn.functional.gelu`, exact erf or tanh form), so it
+matches the reference models bit for bit. Layernorm statistics and the softmax
+normalisation are computed in float64 and rounded once to float32. NaN and Inf propagate as
+they do in PyTorch (max and relu propagate NaN).
+
+`SEMANTICS` maps every mnemonic of `nmc.isa.table.OPS` to its function; the module refuses
+to import if an opcode has none. `operand_error(instr)` rejects field values that encode
+but have no meaning (a vector operand in DRAM, an undefined function number).
+"""
+
+from __future__ import annotations
+
+from typing import Callable, Mapping
+
+import numpy as np
+
+from nmc.isa.table import OPS, Instr, Mem, VBinFn, VRowFn, VUnFn
+
+Mems = tuple[np.ndarray, ...]
+Semantics = Callable[[Mems, Mapping[str, int]], None]
+
+_ON_CHIP = (Mem.SPAD, Mem.ACC)
+
+
+def f32_from_bits(bits: int) -> np.float32:
+    """The IEEE-754 single whose raw bits are `bits` (how f32 fields are stored)."""
+    return np.array(bits, dtype=np.uint32).view(np.float32)[()]
+
+
+def _block(mems: Mems, mem: int, addr: int, rows: int, cols: int) -> np.ndarray:
+    """A [rows x cols] view of the contiguous block at `addr` in `mem`."""
+    return mems[mem][addr : addr + rows * cols].reshape(rows, cols)
+
+
+def _dram_view(dram: np.ndarray, addr: int, rows: int, cols: int, stride: int) -> np.ndarray:
+    """A [rows x cols] view of DRAM rows `stride` words apart, starting at `addr`."""
+    if stride == cols or rows <= 1:
+        return dram[addr : addr + rows * cols].reshape(rows, cols)
+    item = dram.itemsize
+    return np.lib.stride_tricks.as_strided(
+        dram[addr:], shape=(rows, cols), strides=(stride * item, item)
+    )
+
+
+# --------------------------------------------------------------------------------------
+# DMA
+
+
+def _halt(mems: Mems, f: Mapping[str, int]) -> None:
+    pass
+
+
+def _load(mems: Mems, f: Mapping[str, int]) -> None:
+    rows, cols = f["rows"], f["cols"]
+    if rows and cols:
+        src = _dram_view(mems[Mem.DRAM], f["dram"], rows, cols, f["stride"])
+        _block(mems, f["mem"], f["local"], rows, cols)[...] = src
+
+
+def _store(mems: Mems, f: Mapping[str, int]) -> None:
+    rows, cols = f["rows"], f["cols"]
+    if rows and cols:
+        # A stride smaller than cols makes rows overlap in DRAM: later rows win.
+        dst = _dram_view(mems[Mem.DRAM], f["dram"], rows, cols, f["stride"])
+        dst[...] = _block(mems, f["mem"], f["local"], rows, cols)
+
+
+# --------------------------------------------------------------------------------------
+# Matrix unit
+
+
+def _matmul(mems: Mems, f: Mapping[str, int]) -> None:
+    m, k, n = f["m"], f["k"], f["n"]
+    if not (m and n):
+        return
+    a = _block(mems, Mem.SPAD, f["a"], m, k)
+    w = _block(mems, Mem.SPAD, f["w"], k, n)
+    out = _block(mems, Mem.ACC, f["out"], m, n)
+    if f["accumulate"]:
+        out += a @ w
+    else:
+        np.matmul(a, w, out=out)
+
+
+# --------------------------------------------------------------------------------------
+# Vector unit
+
+_VBIN: dict[int, np.ufunc] = {
+    VBinFn.ADD: np.add,
+    VBinFn.SUB: np.subtract,
+    VBinFn.MUL: np.multiply,
+    VBinFn.MAX: np.maximum,  # propagates NaN, like torch.maximum
+}
+
+
+def _vbin(mems: Mems, f: Mapping[str, int]) -> None:
+    rows, cols = f["rows"], f["cols"]
+    if not (rows and cols):
+        return
+    a = _block(mems, f["a_mem"], f["a"], rows, cols)
+    b = _block(mems, f["b_mem"], f["b"], 1 if f["bcast"] else rows, cols)
+    dst = _block(mems, f["dst_mem"], f["dst"], rows, cols)
+    _VBIN[f["fn"]](a, b, out=dst)  # ufuncs copy overlapping operands first
+
+
+def _torch_gelu(x: np.ndarray, approximate: str) -> np.ndarray:
+    import torch  # lazy: only programs with GELU pay for importing torch
+
+    with torch.no_grad():
+        y = torch.nn.functional.gelu(torch.from_numpy(np.ascontiguousarray(x)), approximate=approximate)
+    return y.numpy()
+
+
+def _vun(mems: Mems, f: Mapping[str, int]) -> None:
+    rows, cols = f["rows"], f["cols"]
+    if not (rows and cols):
+        return
+    src = _block(mems, f["src_mem"], f["src"], rows, cols)
+    dst = _block(mems, f["dst_mem"], f["dst"], rows, cols)
+    fn = f["fn"]
+    if fn == VUnFn.COPY:
+        dst[...] = src
+    elif fn == VUnFn.GELU:
+        dst[...] = _torch_gelu(src, "none")
+    elif fn == VUnFn.GELU_TANH:
+        dst[...] = _torch_gelu(src, "tanh")
+    elif fn == VUnFn.RELU:
+        np.maximum(src, np.float32(0.0), out=dst)  # relu(NaN) = NaN, as in torch
+    elif fn == VUnFn.EXP:
+        np.exp(src, out=dst)
+    elif fn == VUnFn.SCALE:
+        np.multiply(src, f32_from_bits(f["imm"]), out=dst)
+    else:  # operand_error() rejects it before a program runs
+        raise AssertionError(f"vun: no semantics for fn {fn}")
+
+
+def _layernorm(x: np.ndarray, gamma: np.ndarray, beta: np.ndarray, eps: float) -> np.ndarray:
+    x64 = x.astype(np.float64)
+    mean = x64.mean(axis=1, keepdims=True)
+    centred = x64 - mean
+    var = np.mean(centred * centred, axis=1, keepdims=True)  # biased, as torch
+    y = centred / np.sqrt(var + eps) * gamma.astype(np.float64) + beta.astype(np.float64)
+    return y.astype(np.float32)
+
+
+def _softmax(x: np.ndarray, scale: np.float32) -> np.ndarray:
+    z = (x * scale).astype(np.float64)  # the scaling is an f32 multiply, then f64 math
+    z -= z.max(axis=1, keepdims=True)
+    e = np.exp(z)
+    return (e / e.sum(axis=1, keepdims=True)).astype(np.float32)
+
+
+def _vrow(mems: Mems, f: Mapping[str, int]) -> None:
+    rows, cols = f["rows"], f["cols"]
+    if not (rows and cols):
+        return
+    src = _block(mems, f["src_mem"], f["src"], rows, cols)
+    dst = _block(mems, f["dst_mem"], f["dst"], rows, cols)
+    fn = f["fn"]
+    if fn == VRowFn.LAYERNORM:
+        p = f["param"]
+        spad = mems[Mem.SPAD]
+        gamma, beta = spad[p : p + cols], spad[p + cols : p + 2 * cols]
+        with np.errstate(all="ignore"):  # NaN/Inf propagate silently, as in torch
+            dst[...] = _layernorm(src, gamma, beta, float(f32_from_bits(f["imm"])))
+    elif fn == VRowFn.SOFTMAX:
+        with np.errstate(all="ignore"):
+            dst[...] = _softmax(src, f32_from_bits(f["imm"]))
+    else:  # operand_error() rejects it before a program runs
+        raise AssertionError(f"vrow: no semantics for fn {fn}")
+
+
+# --------------------------------------------------------------------------------------
+# Dispatch, checked against the ISA table at import time.
+
+SEMANTICS: dict[str, Semantics] = {
+    "halt": _halt,
+    "load": _load,
+    "store": _store,
+    "matmul": _matmul,
+    "vbin": _vbin,
+    "vun": _vun,
+    "vrow": _vrow,
+}
+
+_missing = [op.mnemonic for op in OPS if op.mnemonic not in SEMANTICS]
+_stale = sorted(set(SEMANTICS) - {op.mnemonic for op in OPS})
+if _missing or _stale:
+    raise RuntimeError(
+        "nmc.runtime.semantics is out of date with nmc.isa.table: "
+        f"no semantics for {_missing}, semantics for unknown opcodes {_stale}"
+    )
+
+# Fields naming a memory that must be on chip, and enum fields whose value must be defined.
+_ONCHIP_FIELDS: dict[str, tuple[str, ...]] = {
+    "load": ("mem",),
+    "store": ("mem",),
+    "vbin": ("dst_mem", "a_mem", "b_mem"),
+    "vun": ("dst_mem", "src_mem"),
+    "vrow": ("dst_mem", "src_mem"),
+}
+_FN_ENUMS = {"vbin": VBinFn, "vun": VUnFn, "vrow": VRowFn}
+
+
+def operand_error(instr: Instr) -> str | None:
+    """Why `instr` has no meaning (a field value the ISA leaves undefined), or None."""
+    f = instr.fields
+    for name in _ONCHIP_FIELDS.get(instr.mnemonic, ()):
+        if f[name] not in _ON_CHIP:
+            what = Mem(f[name]).name if f[name] in Mem._value2member_map_ else str(f[name])
+            return f"field '{name}' = {what}: the operand must be in SPAD or ACC"
+    enum = _FN_ENUMS.get(instr.mnemonic)
+    if enum is not None and f["fn"] not in enum._value2member_map_:
+        return f"field 'fn' = {f['fn']} is not a {enum.__name__}"
+    return None
