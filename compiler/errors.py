@@ -24,8 +24,11 @@ class UnsupportedOp:
     reason: str | None = None  # why a known op is not supported in this form
 
     def describe(self) -> str:
-        where = self.module_path if self.module_path else "<top level>"
-        text = f"{self.op_name} at {where}"
+        text = self.op_name
+        if self.module_path:
+            text += f" at {self.module_path}"
+        elif self.source:
+            text += " at <top level>"
         if self.source:
             text += f" ({self.source})"
         if self.reason:

@@ -43,7 +43,8 @@ _F32 = np.dtype("<f4")
 
 
 class ProgramFormatError(NmcError):
-    """A prog.bin (or a Program about to be written) that is malformed."""
+    """A prog.bin (or a Program about to be written) that is malformed, or a prog.bin file
+    that cannot be read or written (the message then carries the OS's reason)."""
 
 
 class Section(IntEnum):
@@ -103,12 +104,6 @@ class Program:
             and _const_key(self.constants) == _const_key(other.constants)
             and (self.symbols, self.debug, self.meta) == (other.symbols, other.debug, other.meta)
         )
-
-    def symbol(self, name: str) -> Symbol:
-        for s in self.symbols:
-            if s.name == name:
-                return s
-        raise KeyError(name)
 
 
 def _const_key(constants) -> list[tuple[int, bytes]]:
@@ -366,11 +361,13 @@ def write_program(p: Program, path: str | os.PathLike) -> None:
         finally:
             os.close(fd)
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as e:
         try:
             os.unlink(tmp)
-        except FileNotFoundError:
+        except OSError:
             pass
+        if isinstance(e, OSError):
+            raise ProgramFormatError(f"cannot write {path}: {e.strerror or e}") from None
         raise
     _fsync_dir(path.parent)
 

@@ -176,8 +176,9 @@ def _check_inputs(program: Any, inputs: Mapping[str, Any]) -> list[tuple[Any, np
     return checked
 
 
-def _mask_bits(mask: int) -> tuple[int, ...]:
-    return tuple(v for v in range(NUM_UNITS) if mask >> v & 1)
+_MASK_BITS: tuple[tuple[int, ...], ...] = tuple(
+    tuple(v for v in range(NUM_UNITS) if mask >> v & 1) for mask in range(1 << NUM_UNITS)
+)  # mask -> the units it names
 
 
 def _region(instr: Instr, r: Any) -> tuple[int, int, int, int, int, int]:
@@ -239,7 +240,7 @@ def _decode(program: Any, target: Target, sizes: tuple[int, ...],
                 live.append(_region(instr, r))
             spans.append(tuple(live))
         decoded.append(_Decoded(
-            pc, instr, unit, _mask_bits(wait), _mask_bits(signal),
+            pc, instr, unit, _MASK_BITS[wait], _MASK_BITS[signal],
             instruction_cycles(instr, target), SEMANTICS[instr.mnemonic], instr.fields,
             spans[0], spans[1],
         ))
@@ -277,23 +278,25 @@ def _overlap(a: tuple, b: tuple) -> tuple | None:
     return None
 
 
-def _race_error(d: _Decoded, start: int, other: _Decoded, o_start: int, o_end: int) -> None:
-    for mine, theirs, verb in (
-        (d.writes, other.reads, "reads"),
-        (d.writes, other.writes, "writes"),
-        (d.reads, other.writes, "writes"),
+def _race_error(d: _Decoded, start: int, end: int, other: _Decoded, o_start: int,
+                o_end: int) -> None:
+    """Raise if `d` (about to run start..end) and `other` (running o_start..o_end on another
+    unit, not ordered by any token) touch a common word, one of them writing it."""
+    for mine, theirs, my_verb, verb in (
+        (d.writes, other.reads, "writes", "reads"),
+        (d.writes, other.writes, "writes", "writes"),
+        (d.reads, other.writes, "reads", "writes"),
     ):
         hit = _overlap(mine, theirs)
         if hit is None:
             continue
         mem, s, e = hit
-        my_verb = "reads" if mine is d.reads else "writes"
         raise EmulatorError(
-            f"unordered access: no dependency token orders pc {d.pc} "
-            f"({UNIT_NAMES[d.unit]}, starts at cycle {start}), which {my_verb} "
-            f"{Mem(mem).name} [{s}, {e}), after pc {other.pc} ({UNIT_NAMES[other.unit]}, "
-            f"cycles {o_start}..{o_end}), which {verb} it; "
-            f"{at_pc(d.pc, d.instr)}; other {at_pc(other.pc, other.instr)}"
+            f"unordered access to {Mem(mem).name} [{s}, {e}): pc {d.pc} "
+            f"({UNIT_NAMES[d.unit]}, cycles {start}..{end}) {my_verb} it while pc {other.pc} "
+            f"({UNIT_NAMES[other.unit]}, cycles {o_start}..{o_end}) {verb} it, and no "
+            f"dependency token orders them; {at_pc(d.pc, d.instr)}; "
+            f"{at_pc(other.pc, other.instr)}"
         )
 
 
@@ -359,7 +362,7 @@ def _simulate(decoded: list[_Decoded], mems: tuple[np.ndarray, ...], check_races
                 if o is not None and o.unit != u:
                     o_end = ends[o.pc]
                     if o_end > best_t and end > starts[o.pc]:
-                        _race_error(best, best_t, o, starts[o.pc], o_end)
+                        _race_error(best, best_t, end, o, starts[o.pc], o_end)
         try:
             best.sem(mems, best.fields)
         except Exception as e:  # a bug in the emulator: say where it happened

@@ -49,6 +49,9 @@ from xdsl.utils.exceptions import VerifyException
 MODEL_ATTR = "nm.model"
 INPUT_NAMES_ATTR = "nm.input_names"
 OUTPUT_NAMES_ATTR = "nm.output_names"
+# Argument attribute of the torch-level `@main` (set by the frontend, consumed by
+# raise-torch-to-nm): the state_dict key of a parameter / buffer / constant argument.
+PARAM_ARG_ATTR = "nm.param"
 
 GELU_APPROXIMATIONS = ("none", "tanh")
 
@@ -331,6 +334,7 @@ __all__ = [
     "MODEL_ATTR",
     "INPUT_NAMES_ATTR",
     "OUTPUT_NAMES_ATTR",
+    "PARAM_ARG_ATTR",
     "GELU_APPROXIMATIONS",
     "f32_tensor",
     "tensor_shape",

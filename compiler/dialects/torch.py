@@ -37,7 +37,7 @@ from xdsl.dialects.builtin import (
 )
 from xdsl.ir import Attribute, Dialect, ParametrizedAttribute, SSAValue, TypeAttribute
 from xdsl.irdl import (
-    AnyOf,
+    base,
     IRDLOperation,
     irdl_attr_definition,
     irdl_op_definition,
@@ -78,17 +78,23 @@ def _parse_nested_type(parser: AttrParser) -> Attribute:
     if cls is not None:
         return cls.new(cls.parse_parameters(parser))
     # An unknown torch type: keep its text, like xDSL does for unregistered types.
+    name = f"torch.{kw}"
+    attr_def = parser.ctx.get_optional_type(name)
+    if attr_def is None or not issubclass(attr_def, UnregisteredAttr):
+        parser.raise_error(f"unknown torch type '{kw}' (unregistered types are not allowed)")
     body = ""
     if parser._current_token.text == "<":  # noqa: SLF001 - xDSL has no public raw-body API
-        body = "<" + parser._parse_dialect_symbol_body() + ">"  # noqa: SLF001
-    return UnregisteredAttr(f"torch.{kw}", True, False, body)
+        body = parser._parse_dialect_symbol_body()  # noqa: SLF001
+    return attr_def(name, True, False, body)
 
 
 def _print_nested_type(printer: Printer, typ: Attribute) -> None:
     if isinstance(typ, _TorchType):
         typ.print_nested(printer)
     elif isinstance(typ, UnregisteredAttr) and typ.attr_name.data.startswith("torch."):
-        printer.print_string(typ.attr_name.data.removeprefix("torch.") + typ.value.data)
+        printer.print_string(typ.attr_name.data.removeprefix("torch."))
+        if typ.value.data:
+            printer.print_string(f"<{typ.value.data}>")
     else:
         printer.print_attribute(typ)
 
@@ -258,8 +264,8 @@ _NESTED_TYPES: dict[str, type[_TorchType]] = {
     )
 }
 
-TensorOrNone = AnyOf([ValueTensorType, NoneType])
-Scalar = AnyOf([IntType, FloatType, NumberType])
+TensorOrNone = base(ValueTensorType) | base(NoneType)
+Scalar = base(IntType) | base(FloatType) | base(NumberType)
 
 
 # ----------------------------------------------------------------------------------- ops

@@ -1,54 +1,57 @@
 """nmc frontend: torch.export file -> torch-mlir -> xDSL (torch dialect) -> nm dialect.
 
     load_exported_program(path) -> ExportedProgram      (decomposed, checked, cached)
-    load_weights(path) -> dict[str, np.ndarray]          (state_dict key -> float32 array)
+    load_weights(path) -> dict[str, np.ndarray]          (state_dict key -> float32 array;
+                                                          also nmc.compiler.frontend.weights)
     import_to_torch_mlir(ep) -> str                      (generic MLIR text, xDSL-parsable)
     import_model(path) -> ModuleOp                       (torch dialect, annotated)
     import_nm(path) -> ModuleOp                          (import_model + raise-torch-to-nm)
+
+Names are resolved lazily so that importing `nmc.compiler.frontend.locations` (used by
+passes) does not import torch.
 """
 
-from nmc.compiler.errors import FrontendError, UnsupportedOp, UnsupportedOpsError
-from nmc.compiler.frontend.importer import (
-    PARAM_ARG_ATTR,
-    annotate_module,
-    import_exported_program,
-    import_model,
-    import_to_torch_mlir,
-    location_info,
-    parse_module,
-)
-from nmc.compiler.frontend.loader import (
-    clear_cache,
-    load_exported_program,
-    load_weights,
-    weights_of,
-)
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+_EXPORTS = {
+    "FrontendError": "nmc.compiler.errors",
+    "UnsupportedOp": "nmc.compiler.errors",
+    "UnsupportedOpsError": "nmc.compiler.errors",
+    "annotate_module": "nmc.compiler.frontend.importer",
+    "import_exported_program": "nmc.compiler.frontend.importer",
+    "import_model": "nmc.compiler.frontend.importer",
+    "import_to_torch_mlir": "nmc.compiler.frontend.importer",
+    "output_names": "nmc.compiler.frontend.importer",
+    "parse_module": "nmc.compiler.frontend.importer",
+    "clear_cache": "nmc.compiler.frontend.loader",
+    "load_exported_program": "nmc.compiler.frontend.loader",
+    "load_weights": "nmc.compiler.frontend.loader",
+    "Weights": "nmc.compiler.frontend.weights",
+    "weights_of": "nmc.compiler.frontend.loader",
+    "location_info": "nmc.compiler.frontend.locations",
+}
 
 
-def import_nm(path):  # type: ignore[no-untyped-def]
+def import_nm(path: Any, ctx: Any = None):  # noqa: ANN201 - returns xdsl ModuleOp
     """Import the model at `path` and raise it to the nm dialect (verified ModuleOp)."""
     from nmc.compiler.dialects.context import make_context
+    from nmc.compiler.frontend.importer import import_model
     from nmc.compiler.transforms.raise_torch_to_nm import RaiseTorchToNm
 
-    module = import_model(path)
-    RaiseTorchToNm().apply(make_context(), module)
+    ctx = ctx or make_context()
+    module = import_model(path, ctx)
+    RaiseTorchToNm().apply(ctx, module)
     return module
 
 
-__all__ = [
-    "FrontendError",
-    "UnsupportedOp",
-    "UnsupportedOpsError",
-    "PARAM_ARG_ATTR",
-    "annotate_module",
-    "clear_cache",
-    "import_exported_program",
-    "import_model",
-    "import_nm",
-    "import_to_torch_mlir",
-    "load_exported_program",
-    "load_weights",
-    "location_info",
-    "parse_module",
-    "weights_of",
-]
+def __getattr__(name: str) -> Any:
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return getattr(importlib.import_module(module), name)
+
+
+__all__ = ["import_nm", *_EXPORTS]

@@ -31,28 +31,22 @@ from pathlib import Path
 import torch
 from torch.export import ExportedProgram
 from torch.export.graph_signature import InputKind
-from xdsl.dialects.builtin import (
-    ArrayAttr,
-    CallSiteLoc,
-    DictionaryAttr,
-    FileLineColLoc,
-    FusedLoc,
-    ModuleOp,
-    NameLoc,
-    StringAttr,
-)
+from xdsl.dialects.builtin import ArrayAttr, DictionaryAttr, ModuleOp, StringAttr
+from xdsl.context import Context
 from xdsl.dialects.func import FuncOp
 from xdsl.ir import Attribute
 from xdsl.parser import Parser
 from xdsl.utils.exceptions import ParseError
 
 from nmc.compiler.dialects.context import make_context
-from nmc.compiler.dialects.nm import INPUT_NAMES_ATTR, MODEL_ATTR, OUTPUT_NAMES_ATTR
+from nmc.compiler.dialects.nm import (
+    INPUT_NAMES_ATTR,
+    MODEL_ATTR,
+    OUTPUT_NAMES_ATTR,
+    PARAM_ARG_ATTR,
+)
 from nmc.compiler.errors import FrontendError
 from nmc.compiler.frontend.loader import load_exported_program
-
-PARAM_ARG_ATTR = "nm.param"
-"""Argument attribute naming the state_dict key of a parameter/buffer/constant argument."""
 
 BACKEND_LEGAL_OPS = [
     "aten.linear",
@@ -203,10 +197,12 @@ def import_to_torch_mlir(ep: ExportedProgram) -> str:
     return _hoist_aliases(text)
 
 
-def parse_module(text: str, *, source: str = "<torch-mlir>") -> ModuleOp:
-    """Parse generic MLIR text with the nmc context (builtin, func, torch, nm)."""
+def parse_module(
+    text: str, ctx: Context | None = None, *, source: str = "<torch-mlir>"
+) -> ModuleOp:
+    """Parse MLIR text with `ctx` (default: builtin, func, torch, nm; unregistered allowed)."""
     try:
-        return Parser(make_context(), text, name=source).parse_module()
+        return Parser(ctx or make_context(), text, name=source).parse_module()
     except ParseError as e:
         first = str(e).strip().splitlines()
         raise FrontendError(
@@ -255,51 +251,21 @@ def annotate_module(module: ModuleOp, ep: ExportedProgram, model_path: str | Non
         module.attributes[MODEL_ATTR] = StringAttr(model_path)
 
 
-def import_exported_program(ep: ExportedProgram, model_path: str | None = None) -> ModuleOp:
+def import_exported_program(
+    ep: ExportedProgram, model_path: str | None = None, ctx: Context | None = None
+) -> ModuleOp:
     """`ep` -> annotated torch-level xDSL module (see the module docstring)."""
-    module = parse_module(import_to_torch_mlir(ep))
+    module = parse_module(import_to_torch_mlir(ep), ctx)
     annotate_module(module, ep, model_path)
     return module
 
 
-def import_model(path: str | os.PathLike[str]) -> ModuleOp:
+def import_model(path: str | os.PathLike[str], ctx: Context | None = None) -> ModuleOp:
     """Load the torch.export file at `path` and import it as a torch-level xDSL module.
 
-    The result still holds torch ops; run `raise-torch-to-nm` to get the nm dialect
-    (`nmc.compiler.frontend.import_nm` does both).
+    `ctx` must know builtin, func and torch and allow unregistered ops (the default
+    context does). The result still holds torch ops; run `raise-torch-to-nm` to get the nm
+    dialect (`nmc.compiler.frontend.import_nm` does both).
     """
     ep = load_exported_program(path)
-    return import_exported_program(ep, str(Path(path).expanduser().absolute()))
-
-
-# ------------------------------------------------------------------- location helpers
-
-
-def location_info(loc: Attribute | None) -> tuple[str, str | None]:
-    """(module path, "file.py:line" or None) from an op location built by the importer.
-
-    `callsite("blocks.0.fc1":0:0 at "/x/model.py":12:0)` -> ("blocks.0.fc1", "model.py:12");
-    `"/x/model.py":12:0` -> ("", "model.py:12"); unknown -> ("", None).
-    """
-    path = ""
-    source: str | None = None
-
-    def visit(l: Attribute | None) -> None:
-        nonlocal path, source
-        if isinstance(l, CallSiteLoc):
-            visit(l.callee)
-            visit(l.caller)
-        elif isinstance(l, FileLineColLoc):
-            if l.line.data == 0:
-                if not path:
-                    path = l.filename.data
-            elif source is None:
-                source = f"{os.path.basename(l.filename.data)}:{l.line.data}"
-        elif isinstance(l, NameLoc):
-            visit(l.location)
-        elif isinstance(l, FusedLoc):
-            for sub in l.locations.data:  # type: ignore[attr-defined]
-                visit(sub)
-
-    visit(loc)
-    return path, source
+    return import_exported_program(ep, str(Path(path).expanduser().absolute()), ctx)

@@ -12,6 +12,7 @@ keyed by (absolute path, mtime, size), so one `nmc compile` reads the model file
 
 from __future__ import annotations
 
+import io
 import logging
 import os
 import pickletools
@@ -30,26 +31,34 @@ from torch.export.graph_signature import InputKind, OutputKind
 from nmc.compiler.errors import FrontendError
 
 EXPORT_HOWTO = (
-    "torch.export.save(torch.export.export(model.eval(), (example,)), 'model.pt')"
+    "torch.export.save(torch.export.export(model, (example,)), 'model.pt')"
 )
 
 # ------------------------------------------------------------------------- detection
 
 
-def _pickle_globals(data: bytes, limit: int = 200) -> list[str]:
-    """The `module.name` globals a pickle refers to, found without unpickling it."""
+def _pickle_globals(data: bytes, limit: int = 200, max_pickles: int = 6) -> list[str]:
+    """The `module.name` globals a pickle refers to, found without unpickling it.
+
+    Scans up to `max_pickles` concatenated pickles (legacy torch.save writes a few small
+    header pickles before the object itself).
+    """
     found: list[str] = []
     strings: list[str] = []
+    stream = io.BytesIO(data)
     try:
-        for opcode, arg, _pos in pickletools.genops(data):
-            if opcode.name in ("GLOBAL", "INST") and isinstance(arg, str):
-                found.append(arg.replace(" ", "."))
-            elif opcode.name in ("SHORT_BINUNICODE", "BINUNICODE", "UNICODE", "BINUNICODE8"):
-                strings.append(arg)
-            elif opcode.name == "STACK_GLOBAL" and len(strings) >= 2:
-                found.append(f"{strings[-2]}.{strings[-1]}")
-            if len(found) >= limit:
+        for _ in range(max_pickles):
+            if stream.tell() >= len(data) or data[stream.tell() : stream.tell() + 1] != b"\x80":
                 break
+            for opcode, arg, _pos in pickletools.genops(stream):
+                if opcode.name in ("GLOBAL", "INST") and isinstance(arg, str):
+                    found.append(arg.replace(" ", "."))
+                elif opcode.name in ("SHORT_BINUNICODE", "BINUNICODE", "UNICODE", "BINUNICODE8"):
+                    strings.append(arg)
+                elif opcode.name == "STACK_GLOBAL" and len(strings) >= 2:
+                    found.append(f"{strings[-2]}.{strings[-1]}")
+                if len(found) >= limit:
+                    return found
     except Exception:  # a truncated or odd pickle: whatever was found is enough
         pass
     return found
@@ -76,9 +85,8 @@ def _describe_pickle(data: bytes) -> str:
     return "this is a pickle (torch.save), not a torch.export file; nmc needs: " + EXPORT_HOWTO
 
 
-def _check_format(path: Path) -> None:
+def _check_format(path: Path, shown: str) -> None:
     """Raise a FrontendError unless `path` looks like a torch.export archive."""
-    shown = str(path)
     if not path.exists():
         raise FrontendError(f"model file not found: {shown}")
     if path.is_dir():
@@ -102,17 +110,10 @@ def _check_format(path: Path) -> None:
     try:
         with zipfile.ZipFile(path) as z:
             names = z.namelist()
-            # torch.export.save (pt2 archive, or the older export zip layout)
-            if any(
-                n.endswith("/archive_format")
-                or "/models/" in n
-                or n.endswith("serialized_exported_program.json")
-                or n == "serialized_exported_program.json"
-                for n in names
-            ):
-                return
-            if any("/code/" in n for n in names) or any(
-                n.endswith("/constants.pkl") for n in names
+            parts = [n.split("/") for n in names]
+            # TorchScript (torch.jit.save): <name>/code/..., <name>/constants.pkl
+            if any(len(p) >= 3 and p[1] == "code" for p in parts) or any(
+                len(p) == 2 and p[1] == "constants.pkl" for p in parts
             ):
                 raise FrontendError(
                     f"{shown}: this is a TorchScript file (torch.jit.save); nmc needs a "
@@ -121,7 +122,13 @@ def _check_format(path: Path) -> None:
                     "torch._export.converter.TS2EPConverter(torch.jit.load(path), "
                     "(example,)).convert())"
                 )
-            pkls = [n for n in names if n.endswith("data.pkl")]
+            # torch.export.save: a pt2 archive (<name>/archive_format, <name>/models/*.json)
+            # or the older export zip (serialized_exported_program.json at the top).
+            if any(len(p) == 2 and p[1] == "archive_format" for p in parts) or any(
+                len(p) == 3 and p[1] == "models" and p[2].endswith(".json") for p in parts
+            ) or "serialized_exported_program.json" in names:
+                return
+            pkls = [n for n, p in zip(names, parts) if len(p) == 2 and p[1] == "data.pkl"]
             if pkls:
                 what = _describe_pickle(z.read(pkls[0]))
                 raise FrontendError(f"{shown}: {what}")
@@ -154,15 +161,21 @@ def _quiet_torch() -> Iterator[None]:
 
 
 def _dynamic_inputs(ep: ExportedProgram) -> list[str]:
-    """Names of graph inputs (or outputs) whose shape has a symbolic dimension."""
-    dynamic: list[str] = []
-    for node in ep.graph_module.graph.nodes:
-        if node.op not in ("placeholder", "call_function"):
-            continue
-        val = node.meta.get("val")
-        if isinstance(val, torch.Tensor) and any(not isinstance(d, int) for d in val.shape):
-            dynamic.append(node.name)
-    return dynamic
+    """Names of the graph inputs (else nodes) whose shape has a symbolic dimension."""
+
+    def dynamic(nodes: list[torch.fx.Node]) -> list[str]:
+        out = []
+        for node in nodes:
+            val = node.meta.get("val")
+            if isinstance(val, torch.Tensor) and any(not isinstance(d, int) for d in val.shape):
+                dims = ", ".join(str(d) for d in val.shape)
+                out.append(f"{node.name} [{dims}]")
+        return out
+
+    nodes = list(ep.graph_module.graph.nodes)
+    return dynamic([n for n in nodes if n.op == "placeholder"]) or dynamic(
+        [n for n in nodes if n.op == "call_function"]
+    )
 
 
 def _check_signature(ep: ExportedProgram, shown: str) -> None:
@@ -213,13 +226,13 @@ def _cache_key(path: Path) -> tuple[str, int, int]:
 
 
 def _load_entry(model_path: str | os.PathLike[str]) -> _Entry:
+    shown = os.fspath(model_path)
     path = Path(model_path).expanduser().absolute()
-    _check_format(path)
+    _check_format(path, shown)
     key = _cache_key(path)
     entry = _CACHE.get(key)
     if entry is not None:
         return entry
-    shown = str(model_path)
     try:
         with _quiet_torch(), open(path, "rb") as f:
             ep = torch.export.load(f)

@@ -1,0 +1,211 @@
+"""The xDSL `isa` dialect: one operation per instruction, generated from `nmc.isa.table`.
+
+The last compiler stages (lower-nm-to-isa, insert-tokens) work on a module whose ops are
+instructions in program order, so every pass can print, dump and re-parse the program with
+xDSL's tooling before it becomes a prog.bin. Each `OpSpec` becomes an op class `isa.<mnemonic>`
+whose properties are its fields, as `IntegerAttr` of type i64 (the generic form then prints
+as `<{rows = 16 : i64, ...}>` and parses back exactly); its verifier checks every value with
+`nmc.isa.encoding.field_error`, the same check the encoder applies. An optional `layer`
+string property names the model layer the instruction came from (the debug section of
+prog.bin is built from it). xDSL prints non-ASCII strings as escaped bytes that parse back
+as a bytes attribute, so only ASCII layer names survive the text form (module paths are).
+
+`isa.buffer` is the one hand-written op: a DRAM allocation (program input/output, constant
+or temporary). Its `shape` is a `DenseArrayBase` of i64 (`array<i64: 1, 197, 192>`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import ClassVar
+
+from xdsl.dialects.builtin import I64, DenseArrayBase, IntegerAttr, StringAttr, i64
+from xdsl.ir import Dialect, Operation
+from xdsl.irdl import IRDLOperation, irdl_op_definition, opt_prop_def, prop_def
+from xdsl.utils.exceptions import VerifyException
+
+from nmc.isa.encoding import field_error
+from nmc.isa.table import OP_BY_MNEMONIC, OPS, Instr, OpSpec
+
+LAYER_PROP = "layer"
+BUFFER_KINDS = ("input", "output", "const", "temp")
+BUFFER_LAYOUTS = ("identity", "transpose")
+"""How a const buffer's DRAM words relate to its model parameter (see the codegen)."""
+
+
+class IsaInstrOp(IRDLOperation):
+    """Base of the generated instruction ops; `SPEC` is the OpSpec an op class encodes."""
+
+    SPEC: ClassVar[OpSpec]
+
+    def field_values(self) -> dict[str, int]:
+        """The raw property values, by field name (missing ones are reported by verify)."""
+        return {
+            f.name: self.properties[f.name].value.data
+            for f in self.SPEC.all_fields
+            if isinstance(self.properties.get(f.name), IntegerAttr)
+        }
+
+    def verify_(self) -> None:
+        values = self.field_values()
+        for f in self.SPEC.all_fields:
+            why = field_error(f, values[f.name])
+            if why is not None:
+                raise VerifyException(f"{self.name}: {why}")
+
+    @property
+    def layer_name(self) -> str | None:
+        attr = self.properties.get(LAYER_PROP)
+        return attr.data if isinstance(attr, StringAttr) else None
+
+
+def _class_name(mnemonic: str) -> str:
+    return "".join(part.capitalize() for part in mnemonic.split("_")) + "Op"
+
+
+def _make_op_class(spec: OpSpec) -> type[IsaInstrOp]:
+    namespace: dict[str, object] = {
+        "__doc__": f"`{spec.mnemonic}` ({spec.unit.name.lower()} unit): {spec.doc}",
+        "__module__": __name__,
+        "__qualname__": _class_name(spec.mnemonic),
+        "name": f"isa.{spec.mnemonic}",
+        "__annotations__": {"SPEC": ClassVar[OpSpec]},
+        "SPEC": spec,
+        LAYER_PROP: opt_prop_def(StringAttr),
+    }
+    for f in spec.all_fields:
+        clash = f.name in namespace or hasattr(IRDLOperation, f.name)
+        assert not clash, f"field '{f.name}' of {spec.mnemonic} clashes with an op attribute"
+        namespace[f.name] = prop_def(IntegerAttr[I64])
+    return irdl_op_definition(type(_class_name(spec.mnemonic), (IsaInstrOp,), namespace))
+
+
+INSTR_OPS: dict[str, type[IsaInstrOp]] = {op.mnemonic: _make_op_class(op) for op in OPS}
+"""The generated op class of every mnemonic."""
+globals().update({cls.__name__: cls for cls in INSTR_OPS.values()})  # HaltOp, LoadOp, ...
+
+
+@dataclass(frozen=True)
+class BufferInfo:
+    """The properties of an `isa.buffer` as plain Python values."""
+
+    name: str
+    kind: str
+    addr: int
+    shape: tuple[int, ...]
+    param: str | None = None
+    layout: str | None = None
+
+
+@irdl_op_definition
+class BufferOp(IRDLOperation):
+    """A DRAM allocation: `name` at word `addr`, a dense row-major f32 tensor of `shape`.
+
+    `kind` is input / output (program symbols), const (a model parameter, named by
+    `param`, stored with `layout`) or temp (an intermediate).
+    """
+
+    name = "isa.buffer"
+
+    buf_name = prop_def(StringAttr, prop_name="name")
+    kind = prop_def(StringAttr)
+    addr = prop_def(IntegerAttr[I64])
+    shape = prop_def(DenseArrayBase[I64])
+    param = opt_prop_def(StringAttr)
+    layout = opt_prop_def(StringAttr)
+
+    def __init__(
+        self,
+        name: str,
+        kind: str,
+        addr: int,
+        shape: tuple[int, ...] | list[int],
+        param: str | None = None,
+        layout: str | None = None,
+    ):
+        props: dict[str, object] = {
+            "name": StringAttr(name),
+            "kind": StringAttr(kind),
+            "addr": IntegerAttr(addr, i64),
+            "shape": DenseArrayBase.from_list(i64, list(shape)),
+        }
+        if param is not None:
+            props["param"] = StringAttr(param)
+        if layout is not None:
+            props["layout"] = StringAttr(layout)
+        super().__init__(properties=props)
+
+    @property
+    def shape_values(self) -> tuple[int, ...]:
+        return tuple(self.shape.get_values())
+
+    def info(self) -> BufferInfo:
+        return BufferInfo(
+            self.buf_name.data, self.kind.data, self.addr.value.data, self.shape_values,
+            self.param.data if self.param is not None else None,
+            self.layout.data if self.layout is not None else None,
+        )
+
+    def verify_(self) -> None:
+        where = f"isa.buffer '{self.buf_name.data}'"
+        if self.kind.data not in BUFFER_KINDS:
+            raise VerifyException(
+                f"{where}: kind '{self.kind.data}' is not one of {', '.join(BUFFER_KINDS)}"
+            )
+        if self.addr.value.data < 0:
+            raise VerifyException(f"{where}: negative address {self.addr.value.data}")
+        if any(d < 0 for d in self.shape_values):
+            raise VerifyException(f"{where}: negative dimension in shape {list(self.shape_values)}")
+        if self.kind.data != "const" and (self.param is not None or self.layout is not None):
+            raise VerifyException(f"{where}: only const buffers have 'param' and 'layout'")
+        if self.layout is not None and self.layout.data not in BUFFER_LAYOUTS:
+            raise VerifyException(
+                f"{where}: layout '{self.layout.data}' is not one of {', '.join(BUFFER_LAYOUTS)}"
+            )
+
+
+ISA = Dialect("isa", [*INSTR_OPS.values(), BufferOp], [])
+
+
+def op_class(mnemonic: str) -> type[IsaInstrOp]:
+    """The op class of `mnemonic`; KeyError if the ISA has no such instruction."""
+    return INSTR_OPS[mnemonic]
+
+
+def is_instruction_op(op: Operation) -> bool:
+    """Whether `op` is one of the generated `isa.<mnemonic>` ops."""
+    return isinstance(op, IsaInstrOp)
+
+
+def make_buffer_op(
+    name: str,
+    kind: str,
+    addr: int,
+    shape: tuple[int, ...] | list[int],
+    param: str | None = None,
+    layout: str | None = None,
+) -> BufferOp:
+    """An `isa.buffer` op (the same as calling BufferOp)."""
+    return BufferOp(name, kind, addr, shape, param=param, layout=layout)
+
+
+def instr_to_op(instr: Instr, layer: str | None = None) -> IsaInstrOp:
+    """The `isa.<mnemonic>` op holding `instr`'s field values (and the layer name)."""
+    props: dict[str, object] = {
+        f.name: IntegerAttr(instr.fields[f.name], i64) for f in instr.spec.all_fields
+    }
+    if layer is not None:
+        props[LAYER_PROP] = StringAttr(layer)
+    return op_class(instr.mnemonic).create(properties=props)
+
+
+def op_to_instr(op: Operation) -> Instr:
+    """The instruction an `isa.<mnemonic>` op stands for; VerifyException if a field is
+    missing or out of range, ValueError if `op` is not an instruction op."""
+    if not isinstance(op, IsaInstrOp):
+        raise ValueError(f"'{op.name}' is not an isa instruction op")
+    op.verify_()
+    return Instr(op.SPEC, op.field_values())
+
+
+assert set(INSTR_OPS) == set(OP_BY_MNEMONIC)
