@@ -53,7 +53,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--input", "-i", action="append", default=[], metavar="[NAME=]FILE.npy")
     p.add_argument("-o", "--output", type=Path, help=".npy (one output) or .npz")
     p.add_argument("--report", action="store_true", help="print the cycle report")
-    _add_target(p)
+    p.add_argument("--target", help="built-in target name or path of a target TOML "
+                                    "(default: the target prog.bin was built for)")
 
     p = sub.add_parser("disasm", help="print prog.bin as assembly")
     p.add_argument("program", type=Path)

@@ -100,7 +100,7 @@ def cmd_run(args) -> int:
     from nmc.runtime.report import format_report
 
     program = read_program(args.program)
-    target = load_target(args.target)
+    target = load_target(args.target or program.target_name)
     result = run_program(program, _load_inputs(args.input, program), target)
     if args.output is not None:
         if args.output.suffix == ".npz":
@@ -150,12 +150,15 @@ def cmd_opt(args) -> int:
     from xdsl.parser import Parser
     from xdsl.utils.exceptions import ParseError, VerifyException
 
-    from nmc.compiler.pipeline import IrDumper, PASSES, make_context, print_ir, run_pipeline
+    from nmc.compiler.pipeline import (
+        IrDumper, PASSES, build_pipeline, make_context, print_ir, run_pipeline,
+    )
 
     if args.list_passes:
         for name, p in PASSES.items():
             print(f"{name:20s} {(p.__doc__ or '').strip().splitlines()[0]}")
         return 0
+    pipeline = build_pipeline(args.passes, IrDumper(print_all=args.print_ir_after_all))
     source = str(args.input) if args.input else "<stdin>"
     try:
         text = args.input.read_text() if args.input else sys.stdin.read()
@@ -165,8 +168,7 @@ def cmd_opt(args) -> int:
     try:
         module = Parser(ctx, text, source).parse_module()
         module.verify()
-        dumper = IrDumper(print_all=args.print_ir_after_all)
-        run_pipeline(module, args.passes, ctx, dumper)
+        run_pipeline(module, pipeline, ctx)
     except (ParseError, VerifyException) as e:
         raise NmcError(f"{source}: {e}") from None
     out = print_ir(module)

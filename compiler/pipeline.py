@@ -10,19 +10,18 @@ from pathlib import Path
 from typing import Callable, Iterable
 
 from xdsl.context import Context
-from xdsl.dialects.builtin import Builtin, ModuleOp
-from xdsl.dialects.func import Func
+from xdsl.dialects.builtin import ModuleOp, UnknownLoc
 from xdsl.passes import ModulePass, PassPipeline
 from xdsl.printer import Printer
 
-from nmc.compiler.dialects.nm import NM
-from nmc.compiler.dialects.torch import TORCH
+from nmc.compiler.dialects.context import make_context as make_frontend_context
 from nmc.compiler.transforms.insert_tokens import InsertTokens
 from nmc.compiler.transforms.lower_nm_to_isa import LowerNmToIsa
 from nmc.compiler.transforms.plan_memory import PlanMemory
 from nmc.compiler.transforms.raise_torch_to_nm import RaiseTorchToNm
 from nmc.compiler.transforms.schedule_tiles import ScheduleTiles
 from nmc.isa.dialect import ISA
+from nmc.isa.errors import NmcError
 
 PASSES: dict[str, type[ModulePass]] = {
     p.name: p for p in (RaiseTorchToNm, ScheduleTiles, PlanMemory, LowerNmToIsa, InsertTokens)
@@ -34,12 +33,8 @@ TARGETED_PASSES = ("schedule-tiles", "lower-nm-to-isa")
 
 
 def make_context() -> Context:
-    """All dialects nmc reads and writes; torch ops nmc does not model stay unregistered
-    so that they can be reported by name instead of failing to parse."""
-    ctx = Context(allow_unregistered=True)
-    for dialect in (Builtin, Func, TORCH, NM, ISA):
-        ctx.load_dialect(dialect)
-    return ctx
+    """All dialects nmc reads and writes (torch, nm, isa, builtin, func)."""
+    return make_frontend_context(extra=(ISA,))
 
 
 def default_pipeline_spec(target: str) -> str:
@@ -51,7 +46,10 @@ def print_ir(module: ModuleOp) -> str:
     from io import StringIO
 
     out = StringIO()
-    Printer(stream=out).print_op(module)
+    # Locations are printed when there are any: the torch-level IR carries the PyTorch
+    # module paths only there. Lowered IR has none and would only print loc(unknown).
+    has_locations = any(not isinstance(op.location, UnknownLoc) for op in module.walk())
+    Printer(stream=out, print_debuginfo=has_locations).print_op(module)
     return out.getvalue() + "\n"
 
 
@@ -59,9 +57,8 @@ IrCallback = Callable[[str, ModuleOp], None]
 """Called with ("input", module) before the first pass and (pass name, module) after each."""
 
 
-def run_pipeline(module: ModuleOp, spec: str, ctx: Context | None = None,
-                 after_pass: IrCallback | None = None) -> ModuleOp:
-    ctx = ctx or make_context()
+def build_pipeline(spec: str, after_pass: IrCallback | None = None) -> PassPipeline:
+    """Parse a pipeline spec (`a,b{opt=v}`); an unknown pass or option is an NmcError."""
 
     def callback(previous: ModulePass | None, mod: ModuleOp, _next: ModulePass | None):
         if after_pass is not None:
@@ -69,13 +66,16 @@ def run_pipeline(module: ModuleOp, spec: str, ctx: Context | None = None,
 
     available = {name: (lambda p=p: p) for name, p in PASSES.items()}
     try:
-        pipeline = PassPipeline.parse_spec(available, spec, callback)
-    except ValueError as e:  # unknown pass or bad option
-        from nmc.isa.errors import NmcError
-
+        return PassPipeline.parse_spec(available, spec, callback)
+    except Exception as e:  # xDSL raises ValueError / PassFailedException on bad specs
         known = ", ".join(PASSES)
         raise NmcError(f"bad pass pipeline '{spec}': {e} (known passes: {known})") from None
-    pipeline.apply(ctx, module)
+
+
+def run_pipeline(module: ModuleOp, spec: str | PassPipeline, ctx: Context | None = None,
+                 after_pass: IrCallback | None = None) -> ModuleOp:
+    pipeline = build_pipeline(spec, after_pass) if isinstance(spec, str) else spec
+    pipeline.apply(ctx or make_context(), module)
     module.verify()
     return module
 

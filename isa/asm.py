@@ -27,7 +27,6 @@ import base64
 import binascii
 import json
 import re
-import struct
 from functools import lru_cache
 from typing import Any, Callable
 
@@ -47,7 +46,9 @@ from nmc.isa.container import (
 )
 from nmc.isa.encoding import field_error
 from nmc.isa.errors import NmcError
-from nmc.isa.table import ADDR_BITS, OP_BY_MNEMONIC, OPS, QUEUE_UNITS, Field, Instr
+from nmc.isa.table import (
+    ADDR_BITS, OP_BY_MNEMONIC, OPS, QUEUE_UNITS, Field, Instr, bits_f32, f32_bits,
+)
 
 
 class AsmError(NmcError):
@@ -80,12 +81,10 @@ def _fmt_enum(f: Field, v: int) -> str:
         return str(v)  # not encodable anyway; the assembler will say so
 
 
-def _f32_from_bits(bits: int) -> float:
-    return struct.unpack("<f", bits.to_bytes(4, "little"))[0]
 
 
 def _fmt_f32(f: Field, v: int) -> str:
-    text = str(np.float32(_f32_from_bits(v)))
+    text = str(np.float32(bits_f32(v)))
     try:
         if _parse_f32(text) == v:
             return text
@@ -137,7 +136,7 @@ def _parse_f32(text: str) -> int:
     except ValueError:
         raise ValueError(f"'{text}' is not a float (or 0x<8 hex digits>f32 bits)") from None
     try:
-        return int.from_bytes(struct.pack("<f", value), "little")
+        return f32_bits(value)
     except OverflowError:
         raise ValueError(f"{text} does not fit f32") from None
 

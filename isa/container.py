@@ -16,7 +16,6 @@ from __future__ import annotations
 import json
 import math
 import os
-import secrets
 import struct
 import zlib
 from dataclasses import dataclass, field
@@ -28,6 +27,7 @@ import numpy as np
 
 from nmc.isa.encoding import DecodeError, decode_stream, encode_stream
 from nmc.isa.errors import NmcError
+from nmc.isa.fileio import atomic_write_bytes
 from nmc.isa.table import Instr
 
 MAGIC = b"NMCPROG\0"
@@ -345,45 +345,8 @@ def program_to_bytes(p: Program) -> bytes:
 
 
 def write_program(p: Program, path: str | os.PathLike) -> None:
-    """Write `p` to `path` atomically: the bytes go to a temporary file in the same
-    directory, are fsync'ed, and replace `path` in one rename, so readers see the old file
-    or the new one, never a partial one."""
-    data = program_to_bytes(p)  # validates before anything touches the disk
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
-    try:
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
-        try:
-            view = memoryview(data)
-            while view:
-                view = view[os.write(fd, view):]
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-        os.replace(tmp, path)
-    except BaseException as e:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        if isinstance(e, OSError):
-            raise ProgramFormatError(f"cannot write {path}: {e.strerror or e}") from None
-        raise
-    _fsync_dir(path.parent)
-
-
-def _fsync_dir(directory: Path) -> None:
-    """Make the rename durable; not every platform can open a directory."""
-    try:
-        fd = os.open(directory, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
+    """Validate and write `p` to `path` atomically (see nmc.isa.fileio)."""
+    atomic_write_bytes(path, program_to_bytes(p))  # validates before touching the disk
 
 
 # --------------------------------------------------------------------------------------

@@ -22,7 +22,7 @@ from typing import Callable, Mapping
 
 import numpy as np
 
-from nmc.isa.table import OPS, Instr, Mem, VBinFn, VRowFn, VUnFn
+from nmc.isa.table import OPS, Instr, Mem, VBinFn, VRowFn, VUnFn, bits_f32
 
 Mems = tuple[np.ndarray, ...]
 Semantics = Callable[[Mems, Mapping[str, int]], None]
@@ -31,8 +31,7 @@ _ON_CHIP = (Mem.SPAD, Mem.ACC)
 
 
 def f32_from_bits(bits: int) -> np.float32:
-    """The IEEE-754 single whose raw bits are `bits` (how f32 fields are stored)."""
-    return np.array(bits, dtype=np.uint32).view(np.float32)[()]
+    return np.float32(bits_f32(bits))
 
 
 def _block(mems: Mems, mem: int, addr: int, rows: int, cols: int) -> np.ndarray:

@@ -12,6 +12,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from isa_strategies import programs
+from nmc.isa.fileio import OutputError
 from nmc.isa.container import (
     LayerRange,
     Program,
@@ -155,14 +156,14 @@ def test_write_is_atomic_on_failure(tmp_path, monkeypatch):
     p = sample_program()
     p.meta = {"changed": True}
     monkeypatch.setattr(os, "fsync", broken_fsync)
-    with pytest.raises(ProgramFormatError, match=r"^cannot write .*prog.bin: simulated I/O error$"):
+    with pytest.raises(OutputError, match=r"^cannot write .*prog.bin: simulated I/O error$"):
         write_program(p, path)
     assert path.read_bytes() == before
     assert os.listdir(tmp_path) == ["prog.bin"]  # the temporary file is gone
 
 
 def test_write_into_missing_directory(tmp_path):
-    with pytest.raises(ProgramFormatError, match=r"^cannot write .*/no/such/prog.bin: No such file or directory$"):
+    with pytest.raises(OutputError, match=r"^cannot write .*/no/such/prog.bin: No such file or directory$"):
         write_program(sample_program(), tmp_path / "no" / "such" / "prog.bin")
 
 
