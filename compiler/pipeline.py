@@ -6,6 +6,7 @@ IR-printing options all go through `run_pipeline`.
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Callable, Iterable
 
@@ -38,7 +39,8 @@ def make_context() -> Context:
 
 
 def default_pipeline_spec(target: str) -> str:
-    return ",".join(f"{p}{{target={target}}}" if p in TARGETED_PASSES else p
+    quoted = json.dumps(target)  # a path needs quotes in a pass option
+    return ",".join(f"{p}{{target={quoted}}}" if p in TARGETED_PASSES else p
                     for p in DEFAULT_PIPELINE)
 
 

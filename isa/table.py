@@ -6,7 +6,7 @@ xDSL `isa` dialect (`nmc.isa.dialect`), the emulator's dispatch (`nmc.runtime`) 
 compiler's dependency analysis (`footprint`). Adding an instruction means adding one
 `OpSpec` here (and its semantics in the emulator); nothing else lists opcodes or fields.
 
-Machine model (see docs/ISA.md for the prose version):
+Machine model (docs/ISA.md is generated from this file by `python -m nmc.isa.doc`):
 - Memories, addressed in 32-bit words (fp32 elements): DRAM, SPAD (scratchpad, operands of
   the matrix and vector units), ACC (accumulator, results of the matrix unit).
 - Units, each executing its own queue in order: LOAD (DMA DRAM->on-chip), STORE (DMA

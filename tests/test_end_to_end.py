@@ -1,5 +1,7 @@
 """model.pt -> nmc compile -> prog.bin -> emulator, against PyTorch's forward."""
 
+import re
+
 import numpy as np
 import pytest
 import torch
@@ -59,3 +61,37 @@ def test_different_weights_give_different_outputs(tmp_path):
     _, got1, want1 = compile_and_run(tmp_path, {"dim": 16, "hidden": 32, "tokens": 5}, seed=3)
     assert rel_err(got1, want1) < 1e-4 and rel_err(got0, want0) < 1e-4
     assert not np.allclose(got0, got1)
+
+
+def _tiles_of(program_module_text: str) -> list[str]:
+    return sorted(set(re.findall(r"nm.tile = \{[^}]*\}", program_module_text)))
+
+
+def test_small_scratchpad_gets_smaller_tiles_and_same_numerics(tmp_path):
+    from nmc.isa.target import TARGETS_DIR
+
+    small = tmp_path / "small.toml"
+    small.write_text((TARGETS_DIR / "sta_ref.toml").read_text()
+                     .replace("spad_words = 65536", "spad_words = 8192")
+                     .replace("acc_words = 16384", "acc_words = 1024"))
+    module, example = build_model("mlp_block", {"dim": 64, "hidden": 256, "tokens": 40})
+    export_to_file(module, example, tmp_path / "m.pt")
+    seen = {}
+
+    def keep(stage, mod):
+        if stage == "schedule-tiles":
+            seen[len(seen)] = print_ir(mod)
+
+    from nmc.compiler.pipeline import print_ir
+
+    programs = [compile_model(tmp_path / "m.pt", t, keep) for t in ("sta_ref", str(small))]
+    big_tiles, small_tiles = _tiles_of(seen[0]), _tiles_of(seen[1])
+    assert big_tiles != small_tiles
+    x = torch.randn(example.shape)
+    with torch.no_grad():
+        want = module(x).numpy()
+    small_target = load_target(str(small))
+    for program, target in zip(programs, (TARGET, small_target)):
+        # the emulator's bounds checks prove every buffer lies inside the target's memories
+        got = run_program(program, {"x": x.numpy()}, target).outputs["output"]
+        assert rel_err(got, want) < 1e-4
