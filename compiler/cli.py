@@ -1,6 +1,7 @@
 """`nmc`: the command line.
 
     nmc export mlp_block -o model.pt       a torch.export file of a built-in model
+    nmc export deit_tiny --img-size 160 --weights deit.pth -o model.pt
     nmc compile model.pt -o prog.bin       compile (IR: --print-ir-after-all, --dump-ir DIR)
     nmc run prog.bin --input x.npy -o y.npy --report
     nmc disasm prog.bin [-o prog.s]        nmc asm prog.s -o prog.bin
@@ -9,13 +10,19 @@
 
 Every error a user can cause is an NmcError: it is printed as one line, `nmc: error: ...`,
 with exit status 1 (2 for bad command-line usage, like argparse); `--debug` shows the
-traceback instead. Every output file is written atomically.
+traceback instead. Every output file is written atomically. Other exit statuses: 130 on
+Ctrl-C, 143 on SIGTERM (both leave no partial output file), 141 when stdout is a closed
+pipe (`nmc disasm prog.bin | head`), 70 for an internal error (a bug in nmc: one line,
+`nmc: internal error: ...`; `--debug` shows the traceback). See docs/ROBUSTNESS.md.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
+import signal
 import sys
+import threading
 from pathlib import Path
 
 from nmc.isa.errors import NmcError
@@ -39,6 +46,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0, help="seed of the random weights")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="override a model hyper-parameter, e.g. --set dim=256 --set tokens=50")
+    p.add_argument("--img-size", type=int, metavar="N",
+                   help="input image size N x N (DeiT; same as --set img_size=N)")
+    p.add_argument("--weights", type=Path, metavar="FILE",
+                   help="load a state_dict (torch.save of a dict, e.g. a timm checkpoint) "
+                        "instead of random weights")
 
     p = sub.add_parser("compile", help="compile a torch.export file to prog.bin")
     p.add_argument("model", type=Path)
@@ -55,6 +67,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--report", action="store_true", help="print the cycle report")
     p.add_argument("--target", help="built-in target name or path of a target TOML "
                                     "(default: the target prog.bin was built for)")
+    p.add_argument("--max-instructions", type=int, metavar="N",
+                   help="refuse programs with more than N instructions before halt")
 
     p = sub.add_parser("disasm", help="print prog.bin as assembly")
     p.add_argument("program", type=Path)
@@ -77,21 +91,88 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+EXIT_ERROR = 1
+EXIT_INTERNAL = 70  # EX_SOFTWARE
+EXIT_INTERRUPTED = 130  # 128 + SIGINT
+EXIT_BROKEN_PIPE = 141  # 128 + SIGPIPE
+EXIT_TERMINATED = 143  # 128 + SIGTERM
+
+
+class Terminated(BaseException):
+    """Raised in the main thread on SIGTERM, so that `finally` blocks (and the atomic
+    writer's clean-up of its temporary file) run, as they do for KeyboardInterrupt."""
+
+
+def one_line(message: str) -> str:
+    """An error message as one line (some library messages span several)."""
+    lines = [line.strip() for line in str(message).splitlines() if line.strip()]
+    return " ".join(lines) or "(no message)"
+
+
+def _on_sigterm(signum, frame):
+    raise Terminated()
+
+
+def _install_sigterm():
+    """Turn SIGTERM into `Terminated` while a command runs; returns the previous handler
+    (None if nothing was installed: not the main thread, or someone else handles it)."""
+    if threading.current_thread() is not threading.main_thread():
+        return None
+    try:
+        if signal.getsignal(signal.SIGTERM) is not signal.SIG_DFL:
+            return None
+        return signal.signal(signal.SIGTERM, _on_sigterm)
+    except (ValueError, OSError, AttributeError):
+        return None
+
+
+def _quiet_stdout() -> None:
+    """stdout is a closed pipe: send what is left to /dev/null, so the interpreter's final
+    flush does not report the broken pipe again."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+    except (OSError, ValueError, AttributeError):
+        pass
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    from nmc.compiler import commands
-
+    previous = _install_sigterm()
     try:
+        from nmc.compiler import commands
+
         return getattr(commands, f"cmd_{args.command}")(args) or 0
     except NmcError as e:
         if args.debug:
             raise
-        print(f"nmc: error: {e}", file=sys.stderr)
-        return 1
+        print(f"nmc: error: {one_line(str(e))}", file=sys.stderr)
+        return EXIT_ERROR
     except KeyboardInterrupt:
         print("nmc: interrupted", file=sys.stderr)
-        return 130
+        return EXIT_INTERRUPTED
+    except Terminated:
+        print("nmc: terminated", file=sys.stderr)
+        return EXIT_TERMINATED
+    except BrokenPipeError:
+        _quiet_stdout()
+        return EXIT_BROKEN_PIPE
+    except MemoryError:
+        if args.debug:
+            raise
+        print(f"nmc: error: out of memory running `nmc {args.command}`", file=sys.stderr)
+        return EXIT_ERROR
+    except Exception as e:  # a bug in nmc: still one line, unless --debug
+        if args.debug:
+            raise
+        print(f"nmc: internal error: {type(e).__name__}: {one_line(str(e))} (this is a bug "
+              "in nmc; rerun with --debug for the traceback)", file=sys.stderr)
+        return EXIT_INTERNAL
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
 
 
 if __name__ == "__main__":

@@ -12,11 +12,26 @@ from pathlib import Path
 import numpy as np
 
 from nmc.isa.errors import NmcError
-from nmc.isa.fileio import atomic_save_npy, atomic_save_npz, atomic_write_text
+from nmc.isa.fileio import OutputError, atomic_save_npy, atomic_save_npz, atomic_write_text
 
 
 class UsageError(NmcError):
     """A command-line option that makes no sense for this input."""
+
+
+def _check_output_path(path: Path) -> None:
+    """Fail early, before a slow compile, if `path` can obviously not be written (the
+    atomic writer checks again when it writes)."""
+    if path.is_dir():
+        raise OutputError(f"cannot write {path}: Is a directory")
+    if not path.parent.is_dir():
+        raise OutputError(f"cannot write {path}: No such file or directory")
+
+
+def one_line_str(e: BaseException) -> str:
+    """An exception's message as one line (some library messages span several)."""
+    lines = [line.strip() for line in str(e).splitlines() if line.strip()]
+    return " ".join(lines) or type(e).__name__
 
 
 # ---------------------------------------------------------------------------- export
@@ -31,9 +46,28 @@ def cmd_export(args) -> int:
         return 0 if args.list else 2
     if args.output is None:
         raise UsageError("nmc export needs -o FILE")
-    module, example = build_model(args.arch, parse_overrides(args.set), seed=args.seed)
-    export_to_file(module, example, args.output)
-    print(f"wrote {args.output} ({args.arch}, input {list(example.shape)})")
+    overrides = parse_overrides(args.set)
+    img_size = getattr(args, "img_size", None)
+    if img_size is not None:
+        if "img_size" in overrides and overrides["img_size"] != img_size:
+            raise UsageError(f"--img-size {img_size} contradicts --set "
+                             f"img_size={overrides['img_size']}")
+        overrides["img_size"] = img_size
+    weights = getattr(args, "weights", None)
+    _check_output_path(args.output)
+    try:
+        module, example = build_model(args.arch, overrides, seed=args.seed, weights=weights)
+        export_to_file(module, example, args.output)
+    except MemoryError:
+        raise UsageError(f"{args.arch} with {overrides or 'its defaults'} does not fit in "
+                         "memory: use smaller --set values") from None
+    except RuntimeError as e:  # torch reports a failed allocation as a RuntimeError
+        if "allocate" not in str(e):
+            raise
+        raise UsageError(f"{args.arch} with {overrides or 'its defaults'} does not fit in "
+                         f"memory ({str(e).splitlines()[0]}): use smaller --set values") from None
+    source = f", weights {weights}" if weights is not None else ""
+    print(f"wrote {args.output} ({args.arch}, input {list(example.shape)}{source})")
     return 0
 
 
@@ -62,8 +96,13 @@ def cmd_compile(args) -> int:
     if unknown:
         raise UsageError(f"--print-ir-after: unknown pass {', '.join(unknown)} "
                          f"(passes: {', '.join(PASSES)})")
+    _check_output_path(args.output)
     if args.dump_ir is not None:
-        args.dump_ir.mkdir(parents=True, exist_ok=True)
+        try:
+            args.dump_ir.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            raise OutputError(f"--dump-ir: cannot create directory {args.dump_ir}: "
+                              f"{e.strerror or e}") from None
     dumper = IrDumper(args.print_ir_after, args.print_ir_after_all, args.dump_ir,
                       atomic_write_text)
     program = compile_model(args.model, args.target, dumper)
@@ -77,19 +116,62 @@ def cmd_compile(args) -> int:
 # ---------------------------------------------------------------------------- run
 
 
+_NPY_MAGIC = b"\x93NUMPY"
+
+
+def _read_npy(file: str, name: str, symbol) -> np.ndarray:
+    """The array in the .npy `file` for input `name`. Checks the header before reading the
+    data, so a file claiming a huge or wrong shape is refused without allocating it; never
+    unpickles (an .npy of Python objects is refused)."""
+    try:
+        with open(file, "rb") as f:
+            head = f.read(len(_NPY_MAGIC))
+            if head != _NPY_MAGIC:
+                if head[:4] == b"PK\x03\x04":
+                    why = ("it is an .npz archive; pass each array as its own .npy: "
+                           "--input NAME=FILE.npy")
+                elif head[:1] == b"\x80":
+                    why = "it is a pickle; nmc reads inputs saved with np.save only"
+                else:
+                    why = "it is not a .npy file (save the input with np.save)"
+                raise UsageError(f"cannot read input '{file}': {why}")
+            f.seek(0)
+            version = np.lib.format.read_magic(f)
+            if version == (1, 0):
+                shape, _, dtype = np.lib.format.read_array_header_1_0(f)
+            else:
+                shape, _, dtype = np.lib.format.read_array_header_2_0(f)
+            if dtype.hasobject:
+                raise UsageError(f"cannot read input '{file}': it holds Python objects "
+                                 f"(dtype {dtype}); nmc does not unpickle inputs: save a "
+                                 "float32 array")
+            if symbol is not None and tuple(shape) != tuple(symbol.shape):
+                raise UsageError(f"input '{name}' has shape {tuple(shape)}; expected "
+                                 f"{tuple(symbol.shape)} (from {file})")
+        return np.load(file, allow_pickle=False)
+    except UsageError:
+        raise
+    except MemoryError:
+        raise UsageError(f"cannot read input '{file}': it does not fit in memory") from None
+    except (OSError, ValueError, EOFError, SyntaxError, TypeError) as e:
+        # numpy reports a malformed header as ValueError, SyntaxError or TypeError
+        why = getattr(e, "strerror", None) or one_line_str(e)
+        raise UsageError(f"cannot read input '{file}': {why}") from None
+
+
 def _load_inputs(specs: list[str], program) -> dict[str, np.ndarray]:
-    names = [s.name for s in program.symbols if s.kind == "input"]
-    inputs = {}
+    symbols = {s.name: s for s in program.symbols if s.kind == "input"}
+    names = list(symbols)
+    inputs: dict[str, np.ndarray] = {}
     for spec in specs:
         name, sep, file = spec.partition("=")
         if not sep:
             if len(names) != 1:
                 raise UsageError(f"the program has inputs {names}: write --input NAME=FILE.npy")
             name, file = names[0], spec
-        try:
-            inputs[name] = np.load(file, allow_pickle=False)
-        except (OSError, ValueError) as e:
-            raise UsageError(f"cannot read input '{file}': {e}") from None
+        if name in inputs:
+            raise UsageError(f"input '{name}' is given twice (--input {spec})")
+        inputs[name] = _read_npy(file, name, symbols.get(name))
     return inputs
 
 
@@ -100,8 +182,14 @@ def cmd_run(args) -> int:
     from nmc.runtime.report import format_report
 
     program = read_program(args.program)
-    target = load_target(args.target or program.target_name)
-    result = run_program(program, _load_inputs(args.input, program), target)
+    if args.target is not None:
+        target = load_target(args.target)
+    else:  # the name recorded in prog.bin selects a built-in target, never a file
+        target = load_target(program.target_name, builtin_only=True)
+    if args.output is not None:
+        _check_output_path(args.output)
+    result = run_program(program, _load_inputs(args.input, program), target,
+                         max_instructions=args.max_instructions)
     if args.output is not None:
         if args.output.suffix == ".npz":
             atomic_save_npz(args.output, result.outputs)
@@ -148,7 +236,7 @@ def cmd_asm(args) -> int:
 
 def cmd_opt(args) -> int:
     from xdsl.parser import Parser
-    from xdsl.utils.exceptions import ParseError, VerifyException
+    from xdsl.utils.exceptions import ArgSpecParseError, ParseError, VerifyException
 
     from nmc.compiler.pipeline import (
         IrDumper, PASSES, build_pipeline, make_context, print_ir, run_pipeline,
@@ -158,7 +246,17 @@ def cmd_opt(args) -> int:
         for name, p in PASSES.items():
             print(f"{name:20s} {(p.__doc__ or '').strip().splitlines()[0]}")
         return 0
-    pipeline = build_pipeline(args.passes, IrDumper(print_all=args.print_ir_after_all))
+    stages: list[str] = []  # "input", then each pass that has finished
+    dumper = IrDumper(print_all=args.print_ir_after_all)
+
+    def after_pass(name, module):
+        stages.append(name)
+        dumper(name, module)
+
+    try:
+        pipeline = build_pipeline(args.passes, after_pass)
+    except ArgSpecParseError as e:  # a BaseException in xDSL, so build_pipeline misses it
+        raise UsageError(f"bad pass pipeline '{args.passes}': {_spec_error(e)}") from None
     source = str(args.input) if args.input else "<stdin>"
     try:
         text = args.input.read_text() if args.input else sys.stdin.read()
@@ -167,16 +265,43 @@ def cmd_opt(args) -> int:
     ctx = make_context()
     try:
         module = Parser(ctx, text, source).parse_module()
+    except ParseError as e:
+        raise NmcError(f"{e.span.get_location()}: {e.msg}") from None
+    try:
         module.verify()
+    except VerifyException as e:
+        raise NmcError(f"{source}: {one_line_str(e)}") from None
+    try:
         run_pipeline(module, pipeline, ctx)
-    except (ParseError, VerifyException) as e:
-        raise NmcError(f"{source}: {e}") from None
+    except NmcError:
+        raise
+    except Exception as e:
+        # The input of a pass is any IR file: one that lacks what the pass needs (the
+        # attributes the passes before it add) must not end in a traceback.
+        names = [p.name for p in pipeline.passes]
+        failed = names[min(max(len(stages) - 1, 0), len(names) - 1)] if names else "?"
+        raise NmcError(
+            f"{source}: pass '{failed}' failed on this input ({type(e).__name__}: "
+            f"{one_line_str(e)}); is the input the output of the passes before it "
+            f"({' -> '.join(PASSES)})?"
+        ) from e
     out = print_ir(module)
     if args.output is None:
         sys.stdout.write(out)
     else:
         atomic_write_text(args.output, out)
     return 0
+
+
+def _spec_error(e: BaseException) -> str:
+    """xDSL's pipeline-spec error (message under a caret drawing) as `MESSAGE (column N)`."""
+    import re
+
+    lines = [line.strip() for line in str(e).splitlines() if line.strip()]
+    where = next((m for m in map(re.compile(r"pass-pipeline:\d+:(\d+)").fullmatch, lines) if m),
+                 None)
+    message = lines[-1] if lines else "syntax error"
+    return message + (f" (column {where.group(1)})" if where else "")
 
 
 # ---------------------------------------------------------------------------- demo

@@ -8,6 +8,8 @@ the debug section from the `layer` attribute of consecutive instructions.
 
 from __future__ import annotations
 
+from typing import Mapping
+
 import numpy as np
 from xdsl.dialects.builtin import ModuleOp
 
@@ -36,9 +38,13 @@ def _layer_ranges(layers: list[str | None], kinds: dict[str, str]) -> list[Layer
     return ranges
 
 
-def module_to_program(module: ModuleOp, meta: dict | None = None) -> Program:
+def module_to_program(module: ModuleOp, meta: dict | None = None,
+                      weights: Mapping[str, np.ndarray] | None = None) -> Program:
+    """`weights` (parameter name -> array) defaults to the tensors of the model file the
+    module names (`nm.model`); tests that build nm IR by hand pass their own."""
     attrs = module.attributes
-    weights = load_weights(attrs[MODEL_ATTR].data)
+    if weights is None:
+        weights = load_weights(attrs[MODEL_ATTR].data)
     kinds = {k: v.data for k, v in attrs[LAYER_KINDS_ATTR].data.items()}
 
     instructions, layers, constants, symbols = [], [], [], []

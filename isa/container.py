@@ -35,6 +35,7 @@ FORMAT_VERSION = 1
 TARGET_NAME_BYTES = 32
 SYMBOL_KINDS = ("input", "output")
 SYMBOL_DTYPES = ("f32",)
+MAX_SYMBOL_RANK = 32  # numpy's limit (NPY_MAXDIMS) before numpy 2
 
 _HEADER = struct.Struct("<8sHHI32sQI")  # magic, version, flags, target id, name, dram_words, nsections
 _SECTION = struct.Struct("<IQQI")  # kind, offset, size, crc32
@@ -188,12 +189,22 @@ def _validate_symbols(p: Program) -> None:
             raise ProgramFormatError(f"{what} has dtype {s.dtype!r} (expected f32)")
         if not isinstance(s.shape, tuple) or not all(_is_int(d) and d >= 0 for d in s.shape):
             raise ProgramFormatError(f"{what} has bad shape {s.shape!r}")
+        if len(s.shape) > MAX_SYMBOL_RANK:
+            raise ProgramFormatError(
+                f"{what} has {len(s.shape)} dimensions (at most {MAX_SYMBOL_RANK})"
+            )
         if not _is_int(s.addr) or s.addr < 0:
             raise ProgramFormatError(f"{what} has bad address {s.addr!r}")
         if s.addr + s.words > p.dram_words:
             raise ProgramFormatError(
                 f"{what} [{s.addr:#x}, {s.addr + s.words:#x}) lies outside DRAM "
                 f"({p.dram_words:#x} words)"
+            )
+        # An empty tensor (a 0 dimension) occupies no words, but its other dimensions must
+        # still be sizes an array can have: bounded like the words of a non-empty one.
+        if math.prod(d for d in s.shape if d) > max(p.dram_words, 1):
+            raise ProgramFormatError(
+                f"{what} has shape {list(s.shape)}, larger than DRAM ({p.dram_words:#x} words)"
             )
 
 

@@ -191,7 +191,7 @@ def _store_footprint(f: Mapping[str, int]) -> Footprint:
 
 
 def _matmul_footprint(f: Mapping[str, int]) -> Footprint:
-    m, k, n = f["m"], f["k"], f["n"]
+    m, k, n = f["m"], f["k"], f["n"]  # W is k*n words whether or not it is transposed
     reads = [_dense(Mem.SPAD, f["a"], m * k), _dense(Mem.SPAD, f["w"], k * n)]
     if f["accumulate"]:
         reads.append(_dense(Mem.ACC, f["out"], m * n))
@@ -246,12 +246,15 @@ OPS: tuple[OpSpec, ...] = (
         0x10, "matmul", Unit.MATRIX,
         (
             _addr("a", "spad address of A, [m x k] row-major"),
-            _addr("w", "spad address of W, [k x n] row-major"),
+            _addr("w", "spad address of W: [k x n] row-major, or [n x k] with transpose_w"),
             _addr("out", "acc address of OUT, [m x n] row-major"),
             _dim("m", "rows of A and OUT"),
             _dim("k", "reduction length"),
             _dim("n", "columns of W and OUT"),
             Field("accumulate", 1, doc="1: OUT += A.W; 0: OUT = A.W"),
+            Field("transpose_w", 1,
+                  doc="1: W is stored [n x k] row-major and the product is A.W^T "
+                      "(attention scores q.k^T)"),
         ),
         _matmul_footprint,
         "dense matrix tile on the matrix unit",

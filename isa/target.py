@@ -2,17 +2,23 @@
 
 `load_target(name_or_path)` accepts a built-in target name (a file in isa/targets/) or a
 path to a TOML file, and validates every field, so a bad target file is reported by field
-name instead of failing later in a pass or in the emulator.
+name instead of failing later in a pass or in the emulator: a missing or mistyped field, a
+field or section this nmc does not know (a typo would otherwise be ignored), and impossible
+values (sizes below 1, memories larger than the ISA's 32-bit addresses reach, a name or id
+that prog.bin cannot record, a clock that is not a finite positive number).
 """
 
 from __future__ import annotations
 
+import difflib
+import math
+import re
 import tomllib
 from dataclasses import dataclass
 from pathlib import Path
 
 from nmc.isa.errors import NmcError
-from nmc.isa.table import VBinFn, VRowFn, VUnFn
+from nmc.isa.table import ADDR_BITS, VBinFn, VRowFn, VUnFn
 
 TARGETS_DIR = Path(__file__).parent / "targets"
 DEFAULT_TARGET = "sta_ref"
@@ -50,11 +56,25 @@ def _vector_fn_names() -> list[str]:
     return sorted({e.name.lower() for fns in (VBinFn, VUnFn, VRowFn) for e in fns})
 
 
-def _get(table: dict, section: str, key: str, kind: type, minimum: float | None = 1):
-    where = f"[{section}] {key}"
+TARGET_NAME_BYTES = 32
+"""prog.bin stores the target name in 32 bytes and the id in 32 bits (docs/PROGRAM_FORMAT.md)."""
+MAX_MEMORY_WORDS = 1 << ADDR_BITS
+"""Every address field of the ISA is ADDR_BITS wide: a larger memory could not be addressed."""
+
+
+def _section(table: dict, section: str) -> dict:
     sec = table.get(section)
-    if not isinstance(sec, dict):
+    if sec is None:
         raise TargetError(f"missing section [{section}]")
+    if not isinstance(sec, dict):
+        raise TargetError(f"[{section}] must be a table, got {sec!r}")
+    return sec
+
+
+def _get(table: dict, section: str, key: str, kind: type, minimum: float | None = 1,
+         maximum: int | None = None):
+    where = f"[{section}] {key}"
+    sec = _section(table, section)
     if key not in sec:
         raise TargetError(f"missing field {where}")
     value = sec[key]
@@ -62,12 +82,18 @@ def _get(table: dict, section: str, key: str, kind: type, minimum: float | None 
         value = float(value)
     if not isinstance(value, kind) or isinstance(value, bool):
         raise TargetError(f"{where} must be {kind.__name__}, got {value!r}")
+    if kind is float and not math.isfinite(value):
+        raise TargetError(f"{where} = {value} is impossible (must be a finite number)")
     if minimum is not None and value < minimum:
         raise TargetError(f"{where} = {value} is impossible (must be >= {minimum})")
+    if maximum is not None and value > maximum:
+        raise TargetError(f"{where} = {value} is impossible (must be <= {maximum})")
     return value
 
 
-def _parse_pattern(text: str) -> tuple[int, int]:
+def _parse_pattern(text: object) -> tuple[int, int]:
+    if not isinstance(text, str):
+        raise TargetError(f"[matrix] sparse_patterns: {text!r} is not a string \"N:M\"")
     try:
         n_text, m_text = text.split(":")
         n, m = int(n_text), int(m_text)
@@ -78,26 +104,78 @@ def _parse_pattern(text: str) -> tuple[int, int]:
     return n, m
 
 
+def _name(table: dict) -> str:
+    name = _get(table, "target", "name", str, None)
+    size = len(name.encode("utf-8", "surrogatepass"))
+    if not name or "\0" in name or size > TARGET_NAME_BYTES:
+        raise TargetError(
+            f"[target] name = {name!r} is impossible (1 to {TARGET_NAME_BYTES} bytes of UTF-8, "
+            "no NUL: prog.bin stores it in its header)"
+        )
+    return name
+
+
+# The fields parse_target reads, by section: anything else in a target file is a typo or a
+# field this nmc does not know, and is reported rather than silently ignored.
+_FIELDS = {
+    "target": ("name", "id", "clock_mhz"),
+    "memory": ("dram_words", "spad_words", "acc_words"),
+    "matrix": ("rows", "cols", "latency", "sparse_patterns"),
+    "vector": ("lanes", "latency", "cost"),
+    "dma": ("bytes_per_cycle", "latency", "row_overhead"),
+}
+
+
+def _check_unknown(table: dict) -> None:
+    for section, value in table.items():
+        if section not in _FIELDS:
+            close = difflib.get_close_matches(section, list(_FIELDS), 1)
+            hint = f" (did you mean [{close[0]}]?)" if close else ""
+            raise TargetError(
+                f"unknown section [{section}]{hint} (sections: {', '.join(_FIELDS)})"
+            )
+        if not isinstance(value, dict):
+            continue  # reported by _section
+        for key in value:
+            if key not in _FIELDS[section]:
+                close = difflib.get_close_matches(key, _FIELDS[section], 1)
+                hint = f" (did you mean {close[0]}?)" if close else ""
+                raise TargetError(
+                    f"unknown field [{section}] {key}{hint} "
+                    f"(fields of [{section}]: {', '.join(_FIELDS[section])})"
+                )
+
+
 def parse_target(table: dict, source: str = "<memory>") -> Target:
+    _check_unknown(table)
     patterns = _get(table, "matrix", "sparse_patterns", list, None)
     cost = _get(table, "vector", "cost", dict, None)
-    for fn in _vector_fn_names():
-        if not isinstance(cost.get(fn), int) or cost[fn] < 1:
-            raise TargetError(f"[vector.cost] {fn} must be a positive integer")
+    fns = _vector_fn_names()
+    for fn in fns:
+        value = cost.get(fn)
+        if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+            what = "missing" if fn not in cost else f"= {value!r}"
+            raise TargetError(f"[vector.cost] {fn} {what}: must be a positive integer")
+    unknown = sorted(set(cost) - set(fns))
+    if unknown:
+        raise TargetError(
+            f"unknown field [vector.cost] {unknown[0]} (vector functions: {', '.join(fns)})"
+        )
+    words = dict(maximum=MAX_MEMORY_WORDS)
     return Target(
-        name=_get(table, "target", "name", str, None),
-        id=_get(table, "target", "id", int, 0),
+        name=_name(table),
+        id=_get(table, "target", "id", int, 0, (1 << 32) - 1),
         clock_mhz=_get(table, "target", "clock_mhz", float),
-        dram_words=_get(table, "memory", "dram_words", int),
-        spad_words=_get(table, "memory", "spad_words", int),
-        acc_words=_get(table, "memory", "acc_words", int),
+        dram_words=_get(table, "memory", "dram_words", int, **words),
+        spad_words=_get(table, "memory", "spad_words", int, **words),
+        acc_words=_get(table, "memory", "acc_words", int, **words),
         mx_rows=_get(table, "matrix", "rows", int),
         mx_cols=_get(table, "matrix", "cols", int),
         mx_latency=_get(table, "matrix", "latency", int, 0),
         sparse_patterns=tuple(_parse_pattern(p) for p in patterns),
         vec_lanes=_get(table, "vector", "lanes", int),
         vec_latency=_get(table, "vector", "latency", int, 0),
-        vec_cost={fn: cost[fn] for fn in _vector_fn_names()},
+        vec_cost={fn: cost[fn] for fn in fns},
         dma_bytes_per_cycle=_get(table, "dma", "bytes_per_cycle", int),
         dma_latency=_get(table, "dma", "latency", int, 0),
         dma_row_overhead=_get(table, "dma", "row_overhead", int, 0),
@@ -105,19 +183,38 @@ def parse_target(table: dict, source: str = "<memory>") -> Target:
     )
 
 
-def load_target(name_or_path: str = DEFAULT_TARGET) -> Target:
-    path = Path(name_or_path)
-    if not path.suffix:
-        path = TARGETS_DIR / f"{name_or_path}.toml"
-        if not path.exists():
-            known = ", ".join(sorted(p.stem for p in TARGETS_DIR.glob("*.toml")))
-            raise TargetError(f"unknown target '{name_or_path}' (built-in targets: {known})")
+def builtin_targets() -> list[str]:
+    return sorted(p.stem for p in TARGETS_DIR.glob("*.toml"))
+
+
+def _is_builtin_name(name: str) -> bool:
+    return re.fullmatch(r"[A-Za-z0-9_\-]+", name) is not None
+
+
+def load_target(name_or_path: str = DEFAULT_TARGET, builtin_only: bool = False) -> Target:
+    """A built-in target by name (a plain word: letters, digits, `_`, `-`), or the target
+    file at a path (anything else). `builtin_only` refuses paths: used for the target name
+    recorded in a prog.bin, which must not name a file. Raises TargetError."""
+    name = str(name_or_path)
+    if _is_builtin_name(name) or builtin_only:
+        path = TARGETS_DIR / f"{name}.toml"
+        if not _is_builtin_name(name) or not path.is_file():
+            raise TargetError(
+                f"unknown target '{name}' (built-in targets: {', '.join(builtin_targets())})"
+            )
+    else:
+        path = Path(name)
     try:
-        text = path.read_text()
+        text = path.read_text(encoding="utf-8")
     except OSError as e:
-        raise TargetError(f"cannot read target file {path}: {e.strerror}") from None
+        raise TargetError(f"cannot read target file {path}: {e.strerror or e}") from None
+    except UnicodeDecodeError:
+        raise TargetError(f"target file {path} is not valid TOML: not UTF-8 text") from None
     try:
         table = tomllib.loads(text)
     except tomllib.TOMLDecodeError as e:
         raise TargetError(f"target file {path} is not valid TOML: {e}") from None
-    return parse_target(table, str(path))
+    try:
+        return parse_target(table, str(path))
+    except TargetError as e:
+        raise TargetError(f"target file {path}: {e}") from None

@@ -1,26 +1,29 @@
 """The built-in models `nmc export` and `nmc demo` know, and how to export them.
 
 A model is a factory of keyword hyper-parameters plus the shape of its example input;
-`nmc export NAME --set key=value` overrides any of them.
+`nmc export NAME --set key=value` overrides any of them (`--img-size N` is `--set
+img_size=N`), and `--weights FILE` loads a state_dict (e.g. timm's) into it.
 """
 
 from __future__ import annotations
 
 import inspect
 import io
+import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
+from typing import Any, Callable
 
 import torch
 
 from nmc.isa.errors import NmcError
 from nmc.isa.fileio import atomic_write_bytes
+from nmc.models.deit import DEIT_CONFIGS, DeiT
 from nmc.models.mlp_block import MLPBlock
 
 
 class ModelError(NmcError):
-    """An unknown built-in model or a bad hyper-parameter."""
+    """An unknown built-in model, a bad hyper-parameter or a weights file that does not fit."""
 
 
 @dataclass(frozen=True)
@@ -30,6 +33,48 @@ class ModelSpec:
     defaults: dict[str, int]
     # the example input's shape from the hyper-parameters
     input_shape: Callable[[dict[str, int]], tuple[int, ...]]
+    # raises ModelError for inconsistent hyper-parameters (None: no check)
+    validate: Callable[[str, dict[str, int]], None] | None = None
+
+
+def _deit_factory(*, batch: int = 1, fused_attn: int = 1, **params: int) -> DeiT:
+    del batch  # the example input's, not the model's
+    return DeiT(**params, fused_attn=bool(fused_attn))
+
+
+def _validate_deit(name: str, p: dict[str, int]) -> None:
+    if p["img_size"] % p["patch"]:
+        raise ModelError(
+            f"{name}: image size {p['img_size']} is not divisible by patch {p['patch']} "
+            f"(choose an image size that is a multiple of the patch size)"
+        )
+    if p["dim"] % p["heads"]:
+        raise ModelError(f"{name}: dim {p['dim']} is not divisible by heads {p['heads']}")
+    if p["fused_attn"] not in (0, 1):
+        raise ModelError(f"{name}: fused_attn must be 0 (explicit attention) or 1 (sdpa)")
+
+
+def _deit_spec(name: str) -> ModelSpec:
+    dim, depth, heads = DEIT_CONFIGS[name]
+    return ModelSpec(
+        f"DeiT-{name.removeprefix('deit_')} (timm VisionTransformer: dim {dim}, depth "
+        f"{depth}, heads {heads}, patch 16, 224x224, 1000 classes)",
+        _deit_factory,
+        {
+            "img_size": 224,
+            "patch": 16,
+            "dim": dim,
+            "depth": depth,
+            "heads": heads,
+            "mlp_ratio": 4,
+            "num_classes": 1000,
+            "in_chans": 3,
+            "batch": 1,
+            "fused_attn": 1,
+        },
+        lambda p: (p["batch"], p["in_chans"], p["img_size"], p["img_size"]),
+        _validate_deit,
+    )
 
 
 MODELS: dict[str, ModelSpec] = {
@@ -39,6 +84,7 @@ MODELS: dict[str, ModelSpec] = {
         {"dim": 192, "hidden": 768, "tokens": 197, "batch": 1},
         lambda p: (p["batch"], p["tokens"], p["dim"]),
     ),
+    **{name: _deit_spec(name) for name in DEIT_CONFIGS},
 }
 DEFAULT_MODEL = "mlp_block"
 
@@ -56,8 +102,8 @@ def parse_overrides(items: list[str]) -> dict[str, int]:
     return out
 
 
-def build_model(name: str, overrides: dict[str, int], seed: int = 0):
-    """(module in eval mode with seeded random weights, example input)."""
+def model_params(name: str, overrides: dict[str, int]) -> dict[str, int]:
+    """The hyper-parameters of built-in model `name` with `overrides` applied, checked."""
     spec = MODELS.get(name)
     if spec is None:
         raise ModelError(f"unknown model '{name}' (built-in: {', '.join(MODELS)})")
@@ -66,20 +112,111 @@ def build_model(name: str, overrides: dict[str, int], seed: int = 0):
         raise ModelError(f"{name} has no parameter {', '.join(sorted(unknown))} "
                          f"(parameters: {', '.join(spec.defaults)})")
     params = {**spec.defaults, **overrides}
-    bad = [k for k, v in params.items() if v < 1]
+    bad = [k for k, v in params.items() if v < 1 and k != "fused_attn"]
     if bad:
         raise ModelError(f"{name}: {', '.join(bad)} must be positive")
+    if spec.validate is not None:
+        spec.validate(name, params)
+    return params
+
+
+def build_model(
+    name: str,
+    overrides: dict[str, int],
+    seed: int = 0,
+    weights: str | os.PathLike[str] | None = None,
+):
+    """(module in eval mode with seeded random weights, example input).
+
+    With `weights`, the state_dict in that file (torch.save of a dict of tensors, e.g. a
+    timm checkpoint) replaces the random weights; every key must match (ModelError
+    naming the missing, unexpected and mis-shaped ones otherwise).
+    """
+    spec = MODELS.get(name)
+    params = model_params(name, overrides)
+    assert spec is not None
     accepted = inspect.signature(spec.factory).parameters
+    takes_all = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in accepted.values())
     torch.manual_seed(seed)
-    module = spec.factory(**{k: v for k, v in params.items() if k in accepted}).eval()
+    try:
+        module = spec.factory(
+            **{k: v for k, v in params.items() if takes_all or k in accepted}
+        ).eval()
+    except ValueError as e:
+        raise ModelError(f"{name}: {e}") from None
+    if weights is not None:
+        load_state_dict_file(module, weights)
     example = torch.randn(spec.input_shape(params), generator=torch.Generator().manual_seed(seed))
     return module, example
+
+
+def _fmt_keys(keys: list[str], limit: int = 8) -> str:
+    shown = ", ".join(keys[:limit])
+    return shown + (f", ... ({len(keys)} in all)" if len(keys) > limit else "")
+
+
+def read_state_dict(path: str | os.PathLike[str]) -> dict[str, torch.Tensor]:
+    """The state_dict saved at `path` with torch.save (loaded with weights_only=True).
+
+    A checkpoint that wraps it as {"model": ...} or {"state_dict": ...} (DeiT's released
+    checkpoints do) is unwrapped.
+    """
+    shown = os.fspath(path)
+    if not Path(path).is_file():
+        raise ModelError(f"weights file not found: {shown}")
+    try:
+        obj: Any = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # unpickling errors come in many types
+        first = str(e).strip().splitlines()
+        raise ModelError(
+            f"cannot read weights {shown} ({type(e).__name__}: {first[0] if first else ''}); "
+            f"expected a state_dict saved with torch.save(model.state_dict(), path)"
+        ) from None
+    if isinstance(obj, dict) and not any(isinstance(v, torch.Tensor) for v in obj.values()):
+        for key in ("model", "state_dict"):
+            if isinstance(obj.get(key), dict):
+                obj = obj[key]
+                break
+    if not isinstance(obj, dict) or not obj or not all(
+        isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in obj.items()
+    ):
+        raise ModelError(
+            f"{shown} does not hold a state_dict (a dict of name -> tensor); save one with "
+            f"torch.save(model.state_dict(), path)"
+        )
+    return obj
+
+
+def load_state_dict_file(module: torch.nn.Module, path: str | os.PathLike[str]) -> None:
+    """Load the state_dict at `path` into `module` (strict: every key and shape must match)."""
+    shown = os.fspath(path)
+    state = read_state_dict(path)
+    own = module.state_dict()
+    missing = [k for k in own if k not in state]
+    unexpected = [k for k in state if k not in own]
+    mismatched = [
+        f"{k} {list(state[k].shape)} in the file, {list(own[k].shape)} in the model"
+        for k in own
+        if k in state and tuple(state[k].shape) != tuple(own[k].shape)
+    ]
+    problems = []
+    if missing:
+        problems.append(f"missing keys: {_fmt_keys(missing)}")
+    if unexpected:
+        problems.append(f"unexpected keys: {_fmt_keys(unexpected)}")
+    if mismatched:
+        problems.append(f"shape mismatch: {_fmt_keys(mismatched, 4)}")
+    if problems:
+        raise ModelError(f"weights {shown} do not fit the model: " + "; ".join(problems))
+    with torch.no_grad():
+        module.load_state_dict({k: v.to(own[k].dtype) for k, v in state.items()}, strict=True)
 
 
 def export_to_file(module: torch.nn.Module, example: torch.Tensor, path: str | Path) -> None:
     """torch.export the module on `example` and save it atomically (any file name: .pt
     or .pt2)."""
-    program = torch.export.export(module, (example,))
+    with torch.no_grad():
+        program = torch.export.export(module.eval(), (example,))
     buf = io.BytesIO()
     torch.export.save(program, buf)
     atomic_write_bytes(path, buf.getvalue())

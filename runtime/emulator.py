@@ -244,9 +244,10 @@ def _decode(program: Any, target: Target, sizes: tuple[int, ...],
             instruction_cycles(instr, target), SEMANTICS[instr.mnemonic], instr.fields,
             spans[0], spans[1],
         ))
+    n = len(program.instructions)
+    last = f"; the last is {at_pc(n - 1, program.instructions[-1])}" if n else ""
     raise EmulatorError(
-        f"program has no halt (it has {len(program.instructions)} instructions; the stream "
-        "must end with halt)"
+        f"program has no halt (it has {n} instructions; the stream must end with halt{last})"
     )
 
 
@@ -432,7 +433,13 @@ def run_program(
         uninitialised memory).
     """
     _check_target(program, target)
-    machine = Machine(target, int(program.dram_words), fill)
+    try:
+        machine = Machine(target, int(program.dram_words), fill)
+    except MemoryError:
+        raise EmulatorError(
+            f"cannot allocate the memories of target '{target.name}' ({program.dram_words} "
+            f"DRAM words for the program, {target.spad_words} SPAD, {target.acc_words} ACC)"
+        ) from None
     checked_inputs = _check_inputs(program, inputs)
     outputs_syms = _symbols(program, "output")
     for i, (addr, values) in enumerate(program.constants):

@@ -81,7 +81,10 @@ def _matmul(mems: Mems, f: Mapping[str, int]) -> None:
     if not (m and n):
         return
     a = _block(mems, Mem.SPAD, f["a"], m, k)
-    w = _block(mems, Mem.SPAD, f["w"], k, n)
+    if f["transpose_w"]:
+        w = _block(mems, Mem.SPAD, f["w"], n, k).T  # a transposed view: BLAS reads it as is
+    else:
+        w = _block(mems, Mem.SPAD, f["w"], k, n)
     out = _block(mems, Mem.ACC, f["out"], m, n)
     if f["accumulate"]:
         out += a @ w

@@ -328,11 +328,11 @@ def test_nm_verifier_layer_norm_param_size() -> None:
 def test_nm_verifier_add_shapes_and_gelu_mode() -> None:
     msg = _verify_error(
         _nm_func(
-            '%y = "nm.add"(%x, %z) <{layer = "add"}> : (tensor<2x8xf32>, tensor<1x8xf32>) -> tensor<2x8xf32>',
-            "%x: tensor<2x8xf32>, %z: tensor<1x8xf32>",
+            '%y = "nm.add"(%x, %z) <{layer = "add"}> : (tensor<2x8xf32>, tensor<3x8xf32>) -> tensor<2x8xf32>',
+            "%x: tensor<2x8xf32>, %z: tensor<3x8xf32>",
         )
     )
-    assert "operand shapes must be equal" in msg
+    assert "nm.add (add): rhs [3, 8] does not broadcast to lhs [2, 8]" in msg
     msg = _verify_error(
         _nm_func(
             '%y = "nm.gelu"(%x) <{layer = "act", approximate = "erf"}> : (tensor<2x8xf32>) -> tensor<2x8xf32>',

@@ -54,7 +54,7 @@ def test_example_program_text():
         ".const 0x10 2 AACAPwAAAEA=",
         ".layer blocks.0.mlp.fc1 linear 0 2",
         "# layer blocks.0.mlp.fc1 (linear): pc 0..2",
-        "matmul wait=load signal=vector a=0x0 w=0x100 out=0x0 m=16 k=64 n=16 accumulate=1  # 0",
+        "matmul wait=load signal=vector a=0x0 w=0x100 out=0x0 m=16 k=64 n=16 accumulate=1 transpose_w=0  # 0",
         "vun wait=- signal=- fn=gelu_tanh dst_mem=spad dst=0x0 src_mem=acc src=0x0 rows=1 cols=16 imm=1e-05  # 1",
         "halt wait=- signal=-  # 2",
     ]
@@ -116,7 +116,7 @@ def asm_error(text: str, message: str):
     [
         ("foo a=1", "t.s:3:1: unknown mnemonic 'foo' (known: halt, load, store, matmul, vbin, vun, vrow)"),
         ("  loadx", "t.s:3:3: unknown mnemonic 'loadx' (known: halt, load, store, matmul, vbin, vun, vrow)"),
-        ("matmul foo=1", "t.s:3:8: unknown field 'foo' for matmul (fields: wait, signal, a, w, out, m, k, n, accumulate)"),
+        ("matmul foo=1", "t.s:3:8: unknown field 'foo' for matmul (fields: wait, signal, a, w, out, m, k, n, accumulate, transpose_w)"),
         ("halt rows=1", "t.s:3:6: unknown field 'rows' for halt (fields: wait, signal)"),
         ("matmul m", "t.s:3:8: matmul: expected '=' after field 'm'"),
         ("matmul m=", "t.s:3:10: matmul: missing value for field 'm'"),

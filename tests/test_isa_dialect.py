@@ -87,6 +87,7 @@ def test_generic_form_spelling():
     assert generic(op) == (
         '"isa.matmul"() <{wait = 0 : i64, signal = 0 : i64, a = 0 : i64, w = 0 : i64, '
         'out = 0 : i64, m = 16 : i64, k = 64 : i64, n = 16 : i64, accumulate = 1 : i64, '
+        'transpose_w = 0 : i64, '
         'layer = "fc1"}> : () -> ()'
     )
 

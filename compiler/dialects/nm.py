@@ -9,15 +9,31 @@ Value semantics, builtin `tensor<...xf32>` types with static shapes. Every compu
 | `nm.linear`     | input [..., K], weight [N, K], bias [N] (opt.)  | `layer`                 |
 | `nm.layer_norm` | input [..., C], gamma [C], beta [C]             | `layer`, `eps` (f64)    |
 | `nm.gelu`       | input                                           | `layer`, `approximate`  |
-| `nm.add`        | lhs, rhs (same shape)                           | `layer`                 |
+| `nm.add`        | lhs, rhs (rhs same shape or broadcast, below)   | `layer`                 |
+| `nm.patch_embed`| x [B, Cin, H, W], weight [D, Cin, p, p], bias [D] | `layer`, `patch` (p)  |
+| `nm.concat`     | inputs (variadic, same rank)                    | `layer`, `axis`         |
+| `nm.attention`  | qkv [B, N, 3C]                                  | `layer`, `heads`, `scale` |
+| `nm.select`     | input [B, N, D]                                 | `layer`, `axis` (= 1), `index` |
+
+`nm.add` broadcasting: the rhs shape, with its leading 1s dropped, must be a suffix of the lhs
+shape (e.g. the position embedding [1, N, D] added to [B, N, D]); the result has the lhs shape.
+`nm.patch_embed` is conv2d(stride = kernel = p, no padding) then flatten(2).transpose(1, 2):
+[B, (H/p)*(W/p), D]. `nm.concat` is torch.cat along `axis` (0 <= axis < rank - 1). `nm.attention`
+splits qkv [B, N, 3C] into q, k, v (each [B, N, heads, C/heads], in that order along the last
+dim), computes softmax(q . k^T * scale) . v per head and merges the heads back: [B, N, C].
+`nm.select` is x[:, index] -> [B, D].
 
 The module carries the `nm.model` attribute (path of the model file, from which `nm.param`
 values are read by name) and `func.func @main` carries `nm.input_names` / `nm.output_names`.
 
 Python accessors: `ParamOp.param_name` (the `name` property; `name` itself is the op name),
 `LinearOp.input/weight/bias/result/layer`, `LayerNormOp.input/gamma/beta/result/layer/eps`,
-`GeluOp.input/result/layer/approximate`, `AddOp.lhs/rhs/result/layer`. Every compute op has
-`layer_name` (str) and the helpers `tensor_shape(value)`.
+`GeluOp.input/result/layer/approximate`, `AddOp.lhs/rhs/result/layer`,
+`PatchEmbedOp.input/weight/bias/result/layer/patch` + `patch_size` (int),
+`ConcatOp.inputs/result/layer/axis` + `axis_value` (int),
+`AttentionOp.qkv/result/layer/heads/scale` + `heads_value` (int), `scale_value` (float),
+`head_dim` (int), `SelectOp.input/result/layer/axis/index` + `axis_value`, `index_value` (int).
+Every compute op has `layer_name` (str) and the helpers `tensor_shape(value)`.
 """
 
 from __future__ import annotations
@@ -25,10 +41,15 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import ClassVar
 
+import math
+
 from xdsl.dialects.builtin import (
+    I64,
     Float32Type,
     Float64Type,
     FloatAttr,
+    IntegerAttr,
+    IntegerType,
     StringAttr,
     TensorType,
 )
@@ -38,6 +59,7 @@ from xdsl.irdl import (
     irdl_op_definition,
     operand_def,
     opt_operand_def,
+    var_operand_def,
     prop_def,
     result_def,
     traits_def,
@@ -75,6 +97,12 @@ def _fmt(shape: Sequence[int]) -> str:
     return "[" + ", ".join(str(d) for d in shape) + "]"
 
 
+def _i64(value: int | IntegerAttr) -> IntegerAttr:
+    if isinstance(value, IntegerAttr):
+        return value
+    return IntegerAttr(int(value), IntegerType(64))
+
+
 def _check_static(op: IRDLOperation) -> None:
     for v in (*op.operands, *op.results):
         shape = tensor_shape(v)
@@ -87,7 +115,7 @@ class _ComputeOp(IRDLOperation):
 
     layer = prop_def(StringAttr)
 
-    KIND: ClassVar[str]  # short kind used in layer names: linear, layer_norm, gelu, add
+    KIND: ClassVar[str]  # short kind used in layer names: linear, layer_norm, gelu, add, ...
 
     @property
     def layer_name(self) -> str:
@@ -284,9 +312,25 @@ class GeluOp(_ComputeOp):
         self._check_result_shape(tensor_shape(self.input))
 
 
+def broadcasts_to(rhs: Sequence[int], lhs: Sequence[int]) -> bool:
+    """True if `rhs` broadcasts to `lhs` under the nm.add rule: `rhs` with its leading 1s
+    dropped is a suffix of `lhs` (equal shapes included)."""
+    rhs = tuple(rhs)
+    lhs = tuple(lhs)
+    if len(rhs) > len(lhs):
+        # e.g. [1, 1, D] + [N, D]: the torch result would be [1, N, D], not the lhs shape.
+        return False
+    i = 0
+    while i < len(rhs) and rhs[i] == 1:
+        i += 1
+    core = rhs[i:]
+    return len(core) == 0 or tuple(lhs[len(lhs) - len(core) :]) == core
+
+
 @irdl_op_definition
 class AddOp(_ComputeOp):
-    """`nm.add`: elementwise lhs + rhs, both of the same shape (no broadcasting)."""
+    """`nm.add`: elementwise lhs + rhs. rhs has the shape of lhs, or broadcasts to it over
+    the leading dims (its shape with leading 1s dropped is a suffix of the lhs shape)."""
 
     name = "nm.add"
     KIND: ClassVar[str] = "add"
@@ -306,22 +350,331 @@ class AddOp(_ComputeOp):
             properties={"layer": layer},
         )
 
+    @property
+    def is_broadcast(self) -> bool:
+        """True if rhs is broadcast (its shape differs from the lhs shape)."""
+        return tensor_shape(self.lhs) != tensor_shape(self.rhs)
+
     def verify_(self) -> None:
         self._verify_layer()
         _check_static(self)
         a = tensor_shape(self.lhs)
         b = tensor_shape(self.rhs)
-        if a != b:
+        if not broadcasts_to(b, a):
             raise VerifyException(
-                f"nm.add ({self.layer.data}): operand shapes must be equal, "
-                f"got {_fmt(a)} and {_fmt(b)}"
+                f"nm.add ({self.layer.data}): rhs {_fmt(b)} does not broadcast to lhs "
+                f"{_fmt(a)} (rhs must have the lhs shape, or be a suffix of it after "
+                f"dropping leading 1s)"
             )
         self._check_result_shape(a)
 
 
-COMPUTE_OPS: tuple[type[_ComputeOp], ...] = (LinearOp, LayerNormOp, GeluOp, AddOp)
+@irdl_op_definition
+class PatchEmbedOp(_ComputeOp):
+    """`nm.patch_embed`: conv2d(x, weight, bias, stride = kernel = patch, no padding) then
+    flatten(2).transpose(1, 2): x [B, Cin, H, W], weight [D, Cin, p, p], bias [D]
+    -> [B, (H/p)*(W/p), D] (tokens in row-major patch order)."""
 
-NM = Dialect("nm", [ParamOp, LinearOp, LayerNormOp, GeluOp, AddOp], [])
+    name = "nm.patch_embed"
+    KIND: ClassVar[str] = "patch_embed"
+
+    input = operand_def(F32Tensor)
+    weight = operand_def(F32Tensor)
+    bias = operand_def(F32Tensor)
+    result = result_def(F32Tensor)
+
+    patch = prop_def(IntegerAttr[I64])
+
+    traits = traits_def(Pure())
+
+    def __init__(
+        self,
+        input: SSAValue,
+        weight: SSAValue,
+        bias: SSAValue,
+        patch: int | IntegerAttr,
+        layer: str | StringAttr,
+    ):
+        if isinstance(layer, str):
+            layer = StringAttr(layer)
+        patch = _i64(patch)
+        p = patch.value.data
+        x = tensor_shape(input)
+        w = tensor_shape(weight)
+        if len(x) == 4 and len(w) >= 1 and p > 0:
+            out_shape = (x[0], (x[2] // p) * (x[3] // p), w[0])
+        else:  # malformed; the verifier reports it
+            out_shape = (0,)
+        super().__init__(
+            operands=[input, weight, bias],
+            result_types=[f32_tensor(out_shape)],
+            properties={"layer": layer, "patch": patch},
+        )
+
+    @property
+    def patch_size(self) -> int:
+        return self.patch.value.data
+
+    def verify_(self) -> None:
+        self._verify_layer()
+        _check_static(self)
+        where = f"nm.patch_embed ({self.layer.data})"
+        p = self.patch_size
+        x = tensor_shape(self.input)
+        w = tensor_shape(self.weight)
+        b = tensor_shape(self.bias)
+        if p <= 0:
+            raise VerifyException(f"{where}: patch must be > 0, got {p}")
+        if len(x) != 4:
+            raise VerifyException(f"{where}: input must be [B, Cin, H, W], got {_fmt(x)}")
+        if len(w) != 4:
+            raise VerifyException(f"{where}: weight must be [D, Cin, p, p], got {_fmt(w)}")
+        if w[1] != x[1]:
+            raise VerifyException(
+                f"{where}: Cin mismatch: input {_fmt(x)} has Cin={x[1]} "
+                f"but weight {_fmt(w)} has Cin={w[1]}"
+            )
+        if (w[2], w[3]) != (p, p):
+            raise VerifyException(
+                f"{where}: weight {_fmt(w)} must have a {p}x{p} kernel (patch = {p})"
+            )
+        if x[2] % p or x[3] % p:
+            raise VerifyException(
+                f"{where}: input {x[2]}x{x[3]} is not divisible by patch {p}"
+            )
+        if b != (w[0],):
+            raise VerifyException(
+                f"{where}: bias must be [{w[0]}] (D of weight {_fmt(w)}), got {_fmt(b)}"
+            )
+        self._check_result_shape((x[0], (x[2] // p) * (x[3] // p), w[0]))
+
+
+@irdl_op_definition
+class ConcatOp(_ComputeOp):
+    """`nm.concat`: torch.cat(inputs, axis); inputs of the same rank, equal except along
+    `axis`, with 0 <= axis < rank - 1 (every input already expanded to the batch)."""
+
+    name = "nm.concat"
+    KIND: ClassVar[str] = "concat"
+
+    inputs = var_operand_def(F32Tensor)
+    result = result_def(F32Tensor)
+
+    axis = prop_def(IntegerAttr[I64])
+
+    traits = traits_def(Pure())
+
+    def __init__(
+        self,
+        inputs: Sequence[SSAValue],
+        axis: int | IntegerAttr,
+        layer: str | StringAttr,
+    ):
+        if isinstance(layer, str):
+            layer = StringAttr(layer)
+        axis = _i64(axis)
+        a = axis.value.data
+        shapes = [tensor_shape(v) for v in inputs]
+        if shapes and 0 <= a < len(shapes[0]):
+            out = list(shapes[0])
+            out[a] = sum(s[a] if len(s) > a else 0 for s in shapes)
+        else:  # malformed; the verifier reports it
+            out = [0]
+        super().__init__(
+            operands=[list(inputs)],
+            result_types=[f32_tensor(out)],
+            properties={"layer": layer, "axis": axis},
+        )
+
+    @property
+    def axis_value(self) -> int:
+        return self.axis.value.data
+
+    def verify_(self) -> None:
+        self._verify_layer()
+        _check_static(self)
+        where = f"nm.concat ({self.layer.data})"
+        if len(self.inputs) == 0:
+            raise VerifyException(f"{where}: needs at least one input")
+        shapes = [tensor_shape(v) for v in self.inputs]
+        rank = len(shapes[0])
+        a = self.axis_value
+        if not 0 <= a < rank - 1:
+            raise VerifyException(
+                f"{where}: axis must satisfy 0 <= axis < rank - 1 = {rank - 1}, got {a}"
+            )
+        for i, s in enumerate(shapes):
+            if len(s) != rank:
+                raise VerifyException(
+                    f"{where}: input {i} {_fmt(s)} has rank {len(s)}, "
+                    f"input 0 {_fmt(shapes[0])} has rank {rank}"
+                )
+            for d in range(rank):
+                if d != a and s[d] != shapes[0][d]:
+                    raise VerifyException(
+                        f"{where}: input {i} {_fmt(s)} differs from input 0 "
+                        f"{_fmt(shapes[0])} in dim {d} (only axis {a} may differ)"
+                    )
+        out = list(shapes[0])
+        out[a] = sum(s[a] for s in shapes)
+        self._check_result_shape(out)
+
+
+@irdl_op_definition
+class AttentionOp(_ComputeOp):
+    """`nm.attention`: multi-head self-attention core on the output of the qkv linear.
+    qkv [B, N, 3C] is split along the last dim into q, k, v (in that order), each viewed as
+    [B, N, heads, C/heads]; per head softmax(q . k^T * scale) . v; heads merged back
+    (head h -> columns [h*C/heads, (h+1)*C/heads)): result [B, N, C]."""
+
+    name = "nm.attention"
+    KIND: ClassVar[str] = "attention"
+
+    qkv = operand_def(F32Tensor)
+    result = result_def(F32Tensor)
+
+    heads = prop_def(IntegerAttr[I64])
+    scale = prop_def(FloatAttr[Float64Type])
+
+    traits = traits_def(Pure())
+
+    def __init__(
+        self,
+        qkv: SSAValue,
+        heads: int | IntegerAttr,
+        scale: float | FloatAttr,
+        layer: str | StringAttr,
+    ):
+        if isinstance(layer, str):
+            layer = StringAttr(layer)
+        heads = _i64(heads)
+        if not isinstance(scale, FloatAttr):
+            scale = FloatAttr(float(scale), Float64Type())
+        x = tensor_shape(qkv)
+        out = (*x[:-1], x[-1] // 3) if len(x) >= 1 else (0,)
+        super().__init__(
+            operands=[qkv],
+            result_types=[f32_tensor(out)],
+            properties={"layer": layer, "heads": heads, "scale": scale},
+        )
+
+    @property
+    def heads_value(self) -> int:
+        return self.heads.value.data
+
+    @property
+    def scale_value(self) -> float:
+        return float(self.scale.value.data)
+
+    @property
+    def embed_dim(self) -> int:
+        """C: the width of the result (a third of the qkv width)."""
+        return tensor_shape(self.qkv)[-1] // 3
+
+    @property
+    def head_dim(self) -> int:
+        """C / heads."""
+        return self.embed_dim // self.heads_value
+
+    def verify_(self) -> None:
+        self._verify_layer()
+        _check_static(self)
+        where = f"nm.attention ({self.layer.data})"
+        x = tensor_shape(self.qkv)
+        h = self.heads_value
+        s = self.scale_value
+        if len(x) != 3:
+            raise VerifyException(f"{where}: qkv must be [B, N, 3C], got {_fmt(x)}")
+        if x[2] % 3:
+            raise VerifyException(
+                f"{where}: qkv {_fmt(x)}: last dim {x[2]} is not divisible by 3 (q, k, v)"
+            )
+        if h <= 0:
+            raise VerifyException(f"{where}: heads must be > 0, got {h}")
+        c = x[2] // 3
+        if c % h:
+            raise VerifyException(
+                f"{where}: embedding dim C={c} (qkv {_fmt(x)}) is not divisible by "
+                f"heads={h}"
+            )
+        if not (math.isfinite(s) and s > 0.0):
+            raise VerifyException(f"{where}: scale must be finite and > 0, got {s}")
+        self._check_result_shape((x[0], x[1], c))
+
+
+@irdl_op_definition
+class SelectOp(_ComputeOp):
+    """`nm.select`: x[:, index] of input [B, N, D] -> [B, D] (`axis` must be 1)."""
+
+    name = "nm.select"
+    KIND: ClassVar[str] = "select"
+
+    input = operand_def(F32Tensor)
+    result = result_def(F32Tensor)
+
+    axis = prop_def(IntegerAttr[I64])
+    index = prop_def(IntegerAttr[I64])
+
+    traits = traits_def(Pure())
+
+    def __init__(
+        self,
+        input: SSAValue,
+        axis: int | IntegerAttr,
+        index: int | IntegerAttr,
+        layer: str | StringAttr,
+    ):
+        if isinstance(layer, str):
+            layer = StringAttr(layer)
+        axis = _i64(axis)
+        index = _i64(index)
+        x = tensor_shape(input)
+        a = axis.value.data
+        out = (*x[:a], *x[a + 1 :]) if 0 <= a < len(x) else (0,)
+        super().__init__(
+            operands=[input],
+            result_types=[f32_tensor(out)],
+            properties={"layer": layer, "axis": axis, "index": index},
+        )
+
+    @property
+    def axis_value(self) -> int:
+        return self.axis.value.data
+
+    @property
+    def index_value(self) -> int:
+        return self.index.value.data
+
+    def verify_(self) -> None:
+        self._verify_layer()
+        _check_static(self)
+        where = f"nm.select ({self.layer.data})"
+        x = tensor_shape(self.input)
+        a = self.axis_value
+        i = self.index_value
+        if len(x) != 3:
+            raise VerifyException(f"{where}: input must be [B, N, D], got {_fmt(x)}")
+        if a != 1:
+            raise VerifyException(f"{where}: axis must be 1, got {a}")
+        if not 0 <= i < x[1]:
+            raise VerifyException(
+                f"{where}: index {i} is out of range for input {_fmt(x)} (0 <= index < {x[1]})"
+            )
+        self._check_result_shape((x[0], x[2]))
+
+
+COMPUTE_OPS: tuple[type[_ComputeOp], ...] = (
+    LinearOp,
+    LayerNormOp,
+    GeluOp,
+    AddOp,
+    PatchEmbedOp,
+    ConcatOp,
+    AttentionOp,
+    SelectOp,
+)
+
+NM = Dialect("nm", [ParamOp, *COMPUTE_OPS], [])
 
 __all__ = [
     "NM",
@@ -330,12 +683,17 @@ __all__ = [
     "LayerNormOp",
     "GeluOp",
     "AddOp",
+    "PatchEmbedOp",
+    "ConcatOp",
+    "AttentionOp",
+    "SelectOp",
     "COMPUTE_OPS",
     "MODEL_ATTR",
     "INPUT_NAMES_ATTR",
     "OUTPUT_NAMES_ATTR",
     "PARAM_ARG_ATTR",
     "GELU_APPROXIMATIONS",
+    "broadcasts_to",
     "f32_tensor",
     "tensor_shape",
 ]

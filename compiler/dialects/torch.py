@@ -2,8 +2,14 @@
 
 Only what nmc's frontend meets in Vision Transformers is modelled: the value-tensor type
 with its shape and dtype, the scalar types, lists and optionals, the constant ops,
-`torch.prim.ListConstruct` and the aten ops that `raise-torch-to-nm` converts
-(`aten.linear`, `aten.layer_norm`, `aten.gelu`, `aten.add.Tensor`). Every other torch op and
+`torch.prim.ListConstruct` and the aten ops that `raise-torch-to-nm` converts or folds into
+its patterns (`aten.linear`, `aten.layer_norm`, `aten.gelu`, `aten.add.Tensor`; and for DeiT
+`aten.conv2d`, `aten.view` / `aten.reshape` / `aten._unsafe_view` / `aten.flatten.using_ints`,
+`aten.transpose.int`, `aten.permute`, `aten.select.int`, `aten.slice.Tensor`,
+`aten.squeeze.dim`, `aten.expand`, `aten.broadcast_to`, `aten.cat`, `aten.scaled_dot_product_attention`,
+`aten.mul.Scalar`, `aten.div.Scalar`, `aten.matmul`, `aten.softmax.int`). The non-tensor
+operands of those ops are left unconstrained (any type) so that every form torch-mlir
+prints parses and verifies; the raise pass checks their values. Every other torch op and
 type still parses when the context allows unregistered constructs (`make_context()` does):
 ops become `UnregisteredOp` (their name is in `op.op_name.data`) and are reported by the
 raise pass as unsupported.
@@ -420,6 +426,258 @@ class AtenAddTensorOp(_AtenOp):
     traits = traits_def(Pure())
 
 
+# Ops raise-torch-to-nm folds into its patterns (DeiT). Tensor operands are typed; scalar
+# and list operands accept any type (checked by the pass through `constant_value`).
+
+
+@irdl_op_definition
+class AtenConv2dOp(_AtenOp):
+    """`torch.aten.conv2d(input, weight, bias|none, stride, padding, dilation, groups)`."""
+
+    name = "torch.aten.conv2d"
+    input = operand_def(ValueTensorType)
+    weight = operand_def(ValueTensorType)
+    bias = operand_def(TensorOrNone)
+    stride = operand_def()
+    padding = operand_def()
+    dilation = operand_def()
+    groups = operand_def()
+    result = result_def(ValueTensorType)
+    traits = traits_def(Pure())
+
+
+class _ReshapeLike(_AtenOp):
+    """A row-major reshape: its semantics are fixed by the operand and result shapes."""
+
+
+@irdl_op_definition
+class AtenViewOp(_ReshapeLike):
+    """`torch.aten.view(self, size)`."""
+
+    name = "torch.aten.view"
+    input = operand_def(ValueTensorType)
+    size = operand_def()
+    result = result_def(ValueTensorType)
+    traits = traits_def(Pure())
+
+
+@irdl_op_definition
+class AtenReshapeOp(_ReshapeLike):
+    """`torch.aten.reshape(self, shape)`."""
+
+    name = "torch.aten.reshape"
+    input = operand_def(ValueTensorType)
+    size = operand_def()
+    result = result_def(ValueTensorType)
+    traits = traits_def(Pure())
+
+
+@irdl_op_definition
+class AtenUnsafeViewOp(_ReshapeLike):
+    """`torch.aten._unsafe_view(self, size)`."""
+
+    name = "torch.aten._unsafe_view"
+    input = operand_def(ValueTensorType)
+    size = operand_def()
+    result = result_def(ValueTensorType)
+    traits = traits_def(Pure())
+
+
+@irdl_op_definition
+class AtenFlattenUsingIntsOp(_ReshapeLike):
+    """`torch.aten.flatten.using_ints(self, start_dim, end_dim)`."""
+
+    name = "torch.aten.flatten.using_ints"
+    input = operand_def(ValueTensorType)
+    start_dim = operand_def()
+    end_dim = operand_def()
+    result = result_def(ValueTensorType)
+    traits = traits_def(Pure())
+
+
+RESHAPE_OPS = (AtenViewOp, AtenReshapeOp, AtenUnsafeViewOp, AtenFlattenUsingIntsOp)
+
+
+@irdl_op_definition
+class AtenTransposeIntOp(_AtenOp):
+    """`torch.aten.transpose.int(self, dim0, dim1)`."""
+
+    name = "torch.aten.transpose.int"
+    input = operand_def(ValueTensorType)
+    dim0 = operand_def()
+    dim1 = operand_def()
+    result = result_def(ValueTensorType)
+    traits = traits_def(Pure())
+
+
+@irdl_op_definition
+class AtenPermuteOp(_AtenOp):
+    """`torch.aten.permute(self, dims)`."""
+
+    name = "torch.aten.permute"
+    input = operand_def(ValueTensorType)
+    dims = operand_def()
+    result = result_def(ValueTensorType)
+    traits = traits_def(Pure())
+
+
+@irdl_op_definition
+class AtenSelectIntOp(_AtenOp):
+    """`torch.aten.select.int(self, dim, index)`: drops `dim`."""
+
+    name = "torch.aten.select.int"
+    input = operand_def(ValueTensorType)
+    dim = operand_def()
+    index = operand_def()
+    result = result_def(ValueTensorType)
+    traits = traits_def(Pure())
+
+
+@irdl_op_definition
+class AtenSliceTensorOp(_AtenOp):
+    """`torch.aten.slice.Tensor(self, dim, start|none, end|none, step)`."""
+
+    name = "torch.aten.slice.Tensor"
+    input = operand_def(ValueTensorType)
+    dim = operand_def()
+    start = operand_def()
+    end = operand_def()
+    step = operand_def()
+    result = result_def(ValueTensorType)
+    traits = traits_def(Pure())
+
+
+@irdl_op_definition
+class AtenSqueezeDimOp(_AtenOp):
+    """`torch.aten.squeeze.dim(self, dim)`."""
+
+    name = "torch.aten.squeeze.dim"
+    input = operand_def(ValueTensorType)
+    dim = operand_def()
+    result = result_def(ValueTensorType)
+    traits = traits_def(Pure())
+
+
+@irdl_op_definition
+class AtenExpandOp(_AtenOp):
+    """`torch.aten.expand(self, size, implicit)`."""
+
+    name = "torch.aten.expand"
+    input = operand_def(ValueTensorType)
+    size = operand_def()
+    implicit = operand_def()
+    result = result_def(ValueTensorType)
+    traits = traits_def(Pure())
+
+
+@irdl_op_definition
+class AtenBroadcastToOp(_AtenOp):
+    """`torch.aten.broadcast_to(self, size)` (what `expand` becomes after decomposition)."""
+
+    name = "torch.aten.broadcast_to"
+    input = operand_def(ValueTensorType)
+    size = operand_def()
+    result = result_def(ValueTensorType)
+    traits = traits_def(Pure())
+
+
+EXPAND_OPS = (AtenExpandOp, AtenBroadcastToOp)
+
+
+@irdl_op_definition
+class AtenCatOp(_AtenOp):
+    """`torch.aten.cat(tensors: list<vtensor>, dim)`."""
+
+    name = "torch.aten.cat"
+    tensors = operand_def(ListType)
+    dim = operand_def()
+    result = result_def(ValueTensorType)
+    traits = traits_def(Pure())
+
+
+@irdl_op_definition
+class AtenScaledDotProductAttentionOp(_AtenOp):
+    """`torch.aten.scaled_dot_product_attention(query, key, value, attn_mask|none,
+    dropout_p, is_causal, scale|none, enable_gqa)`."""
+
+    name = "torch.aten.scaled_dot_product_attention"
+    query = operand_def(ValueTensorType)
+    key = operand_def(ValueTensorType)
+    value = operand_def(ValueTensorType)
+    attn_mask = operand_def()
+    dropout_p = operand_def()
+    is_causal = operand_def()
+    scale = operand_def()
+    enable_gqa = operand_def()
+    result = result_def(ValueTensorType)
+    traits = traits_def(Pure())
+
+
+@irdl_op_definition
+class AtenMulScalarOp(_AtenOp):
+    """`torch.aten.mul.Scalar(self, other: scalar)`."""
+
+    name = "torch.aten.mul.Scalar"
+    input = operand_def(ValueTensorType)
+    other = operand_def()
+    result = result_def(ValueTensorType)
+    traits = traits_def(Pure())
+
+
+@irdl_op_definition
+class AtenDivScalarOp(_AtenOp):
+    """`torch.aten.div.Scalar(self, other: scalar)`."""
+
+    name = "torch.aten.div.Scalar"
+    input = operand_def(ValueTensorType)
+    other = operand_def()
+    result = result_def(ValueTensorType)
+    traits = traits_def(Pure())
+
+
+@irdl_op_definition
+class AtenMatmulOp(_AtenOp):
+    """`torch.aten.matmul(self, other)`."""
+
+    name = "torch.aten.matmul"
+    input = operand_def(ValueTensorType)
+    other = operand_def(ValueTensorType)
+    result = result_def(ValueTensorType)
+    traits = traits_def(Pure())
+
+
+@irdl_op_definition
+class AtenSoftmaxIntOp(_AtenOp):
+    """`torch.aten.softmax.int(self, dim, dtype|none)`."""
+
+    name = "torch.aten.softmax.int"
+    input = operand_def(ValueTensorType)
+    dim = operand_def()
+    dtype = operand_def()
+    result = result_def(ValueTensorType)
+    traits = traits_def(Pure())
+
+
+PATTERN_OPS = (
+    AtenConv2dOp,
+    *RESHAPE_OPS,
+    AtenTransposeIntOp,
+    AtenPermuteOp,
+    AtenSelectIntOp,
+    AtenSliceTensorOp,
+    AtenSqueezeDimOp,
+    AtenExpandOp,
+    AtenBroadcastToOp,
+    AtenCatOp,
+    AtenScaledDotProductAttentionOp,
+    AtenMulScalarOp,
+    AtenDivScalarOp,
+    AtenMatmulOp,
+    AtenSoftmaxIntOp,
+)
+"""The modelled aten ops that are converted only as part of a pattern."""
+
+
 CONSTANT_OPS = (ConstantIntOp, ConstantFloatOp, ConstantStrOp, ConstantBoolOp, ConstantNoneOp)
 
 TORCH = Dialect(
@@ -435,6 +693,7 @@ TORCH = Dialect(
         AtenLayerNormOp,
         AtenGeluOp,
         AtenAddTensorOp,
+        *PATTERN_OPS,
     ],
     [
         ValueTensorType,

@@ -17,6 +17,10 @@ from nmc.isa.table import Instr, Mem, Unit
 from nmc.isa.target import Target
 from nmc.runtime.timing import instruction_cycles
 
+SCRATCH_ATTR = "nm.scratch"
+"""DRAM address of an op's scratch space (set by plan-memory for kernels that ask for one
+through `Kernel.scratch_words`)."""
+
 ALIGN_WORDS = 16
 """On-chip buffers start at multiples of this, so every buffer is a whole number of
 vector-lane rows and buffers never share a word."""
@@ -131,17 +135,32 @@ def estimate_cycles(instrs: Iterable[Instr], target: Target) -> int:
 
 
 def choose_best(layer: str, candidates: Iterable[dict], emit, target: Target,
-                need: str) -> dict:
+                need: str, lower_bound=None) -> dict:
     """Return the candidate tiling with the lowest estimated cycles (ties: fewer
     instructions, then the first candidate). `emit(tiling)` builds the kernel with dummy
-    addresses; a candidate that does not fit raises _DoesNotFit inside it."""
+    addresses; a candidate that does not fit raises _DoesNotFit inside it.
+
+    `lower_bound(tiling)`, when given, is a cheap bound that `estimate_cycles` of the
+    tiling can never beat (e.g. the matrix unit's busy cycles, computed in closed form).
+    Candidates are then tried in order of their bound, and once the bound of the next one
+    exceeds the best estimate found, the rest are skipped without emitting them: the search
+    returns the same tiling as the exhaustive one, much faster."""
     best, best_key = None, None
-    for tiling in candidates:
+    candidates = list(candidates)
+    if lower_bound is not None:
+        bounds = [lower_bound(t) for t in candidates]
+        order = sorted(range(len(candidates)), key=lambda i: bounds[i])
+    else:
+        bounds, order = None, range(len(candidates))
+    for i in order:
+        tiling = candidates[i]
+        if bounds is not None and best_key is not None and bounds[i] > best_key[0]:
+            break
         try:
             instrs = emit(tiling)
         except _DoesNotFit:
             continue
-        key = (estimate_cycles(instrs, target), len(instrs))
+        key = (estimate_cycles(instrs, target), len(instrs), i)
         if best_key is None or key < best_key:
             best, best_key = tiling, key
     if best is None:
@@ -154,4 +173,93 @@ def choose_best(layer: str, candidates: Iterable[dict], emit, target: Target,
 
 
 def ceil_div(a: int, b: int) -> int:
-    return ceil(a / b)
+    return -(-a // b)
+
+
+def tile_counts(extent: int, size: int) -> list[tuple[int, int]]:
+    """(length, how many tiles have it) for the tiles of `size` covering [0, extent)."""
+    full, rest = divmod(extent, size)
+    out = [(size, full)] if full else []
+    if rest:
+        out.append((rest, 1))
+    return out
+
+
+class TilingCache:
+    """Memoises tile choices per (kernel kind, shape parameters, target): a ViT repeats the
+    same few shapes in every block, so each distinct shape is searched once per process."""
+
+    def __init__(self):
+        self._entries: dict[tuple, tuple[Target, dict]] = {}
+
+    def get(self, key: tuple, target: Target, compute) -> dict:
+        full_key = (id(target), *key)
+        hit = self._entries.get(full_key)
+        if hit is not None and hit[0] is target:
+            return dict(hit[1])
+        tiling = compute()
+        self._entries[full_key] = (target, dict(tiling))
+        return tiling
+
+
+TILINGS = TilingCache()
+
+
+@dataclass
+class Block2D:
+    """A 2-D block of DRAM words: `rows` rows of `cols` words, `stride` words apart."""
+
+    addr: int
+    rows: int
+    cols: int
+    stride: int
+
+
+def copy_chunks(src: Block2D, dst_addr: int, dst_stride: int, chunk_words: int):
+    """(src addr, dst addr, rows, cols) of DMA transfers that together copy `src` to the
+    block of the same shape at `dst_addr` (rows `dst_stride` apart), each at most
+    `chunk_words` words: whole rows at a time when a row fits, else pieces of one row."""
+    rows, cols = src.rows, src.cols
+    if cols <= chunk_words:
+        per = max(1, min(chunk_words // cols, DIM_MAX))
+        for r0 in range(0, rows, per):
+            rr = min(per, rows - r0)
+            yield src.addr + r0 * src.stride, dst_addr + r0 * dst_stride, rr, cols
+    else:
+        for r in range(rows):
+            for c0 in range(0, cols, chunk_words):
+                cc = min(chunk_words, cols - c0)
+                yield src.addr + r * src.stride + c0, dst_addr + r * dst_stride + c0, 1, cc
+
+
+DIM_MAX = (1 << 16) - 1
+"""The largest rows / cols / m / k / n an instruction can hold (16-bit fields)."""
+
+
+def emit_copies(copies: Iterable[tuple[Block2D, int, int]], chunk_words: int,
+                target: Target) -> list[Instr]:
+    """DRAM -> SPAD -> DRAM copies of 2-D blocks (src block, dst addr, dst row stride),
+    through two SPAD buffers of `chunk_words` so one block's store overlaps the next load."""
+    chip = OnChipAllocator(target)
+    ring = chip.ring(Mem.SPAD, chunk_words)
+    out: list[Instr] = []
+    for src, dst, dst_stride in copies:
+        for s, d, rows, cols in copy_chunks(src, dst, dst_stride, chunk_words):
+            buf = ring.next()
+            out.append(Instr.make("load", mem=Mem.SPAD, local=buf, dram=s, rows=rows,
+                                  cols=cols, stride=src.stride))
+            out.append(Instr.make("store", mem=Mem.SPAD, local=buf, dram=d, rows=rows,
+                                  cols=cols, stride=dst_stride))
+    return out
+
+
+def chunk_candidates(total_words: int, target: Target) -> list[int]:
+    """SPAD chunk sizes worth trying for a copy: powers of two up to half the scratchpad
+    (two buffers), and the whole copy when it fits."""
+    half = min(target.spad_words // 2, DIM_MAX) // ALIGN_WORDS * ALIGN_WORDS
+    sizes = {min(total_words, half)}
+    s = 256
+    while s < min(total_words, half):
+        sizes.add(s)
+        s *= 2
+    return sorted(x for x in sizes if x > 0)

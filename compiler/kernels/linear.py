@@ -5,22 +5,31 @@ W is stored in DRAM transposed ([K x N], layout "transpose") so that a W tile is
 two ACC buffers, then the vector unit adds the bias while moving it to SPAD and the store
 unit writes it out, so the next tile's loads and matmuls overlap this tile's epilogue.
 When one k tile covers K, the A tile is loaded once per m tile and reused across n.
+
+`w_layout="nk"` reads W as stored by the model ([N x K], row-major, layout "identity"):
+a W tile is then the [tn x tk] block at (n0, k0) and the matmul multiplies by its
+transpose (`transpose_w`). The patch embedding uses it: its conv weight [D, Cin, p, p] is
+already [D x Cin*p*p] row-major, so no layout change is needed.
 """
 
 from __future__ import annotations
 
 from nmc.isa.table import Instr, Mem, VBinFn, VUnFn
 from nmc.isa.target import Target
+from nmc.runtime.timing import matmul_cycles
 
 from nmc.compiler.kernels.common import (
-    Matrix2D, OnChipAllocator, choose_best, load_block, size_candidates, store_block, tiles,
+    TILINGS, Matrix2D, OnChipAllocator, choose_best, load_block, size_candidates, store_block,
+    tile_counts, tiles,
 )
 
 
 def emit_linear(M: int, K: int, N: int, tiling: dict, x: int, wt: int, bias: int | None,
-                y: int, target: Target) -> list[Instr]:
+                y: int, target: Target, w_layout: str = "kn") -> list[Instr]:
     tm, tn, tk = tiling["m"], tiling["n"], tiling["k"]
-    X, W, Y = Matrix2D(x, M, K), Matrix2D(wt, K, N), Matrix2D(y, M, N)
+    nk = w_layout == "nk"
+    X, Y = Matrix2D(x, M, K), Matrix2D(y, M, N)
+    W = Matrix2D(wt, N, K) if nk else Matrix2D(wt, K, N)
     chip = OnChipAllocator(target)
     a_ring = chip.ring(Mem.SPAD, tm * tk)
     w_ring = chip.ring(Mem.SPAD, tk * tn)
@@ -43,9 +52,12 @@ def emit_linear(M: int, K: int, N: int, tiling: dict, x: int, wt: int, bias: int
                     a = a_ring.next()
                     out.append(load_block(X, m0, k0, mr, kr, Mem.SPAD, a))
                 w = w_ring.next()
-                out.append(load_block(W, k0, n0, kr, nr, Mem.SPAD, w))
+                if nk:
+                    out.append(load_block(W, n0, k0, nr, kr, Mem.SPAD, w))
+                else:
+                    out.append(load_block(W, k0, n0, kr, nr, Mem.SPAD, w))
                 out.append(Instr.make("matmul", a=a, w=w, out=acc, m=mr, k=kr, n=nr,
-                                      accumulate=int(k0 > 0)))
+                                      accumulate=int(k0 > 0), transpose_w=int(nk)))
             o = o_ring.next()
             if bias is not None:
                 out.append(Instr.make("vbin", fn=VBinFn.ADD, dst_mem=Mem.SPAD, dst=o,
@@ -58,19 +70,34 @@ def emit_linear(M: int, K: int, N: int, tiling: dict, x: int, wt: int, bias: int
     return out
 
 
+def linear_matrix_cycles(M: int, K: int, N: int, tiling: dict, target: Target) -> int:
+    """The matrix unit's busy cycles under `tiling`, in closed form: a lower bound of the
+    kernel's estimated cycles, used to prune the tile search."""
+    total = 0
+    for mr, cm in tile_counts(M, tiling["m"]):
+        for nr, cn in tile_counts(N, tiling["n"]):
+            for kr, ck in tile_counts(K, tiling["k"]):
+                total += cm * cn * ck * matmul_cycles(mr, kr, nr, target)
+    return total
+
+
 def choose_linear_tiling(layer: str, M: int, K: int, N: int, has_bias: bool,
-                         target: Target) -> dict:
-    candidates = (
-        {"m": tm, "n": tn, "k": tk}
-        for tm in size_candidates(M, target.mx_rows, limit=512)
-        for tn in size_candidates(N, target.mx_cols, limit=512)
-        for tk in size_candidates(K, 64, limit=1024)
-    )
-    dummy_bias = 0 if has_bias else None
-    return choose_best(
-        layer, candidates,
-        lambda t: emit_linear(M, K, N, t, 0, 0, dummy_bias, 0, target),
-        target,
-        need=f"at least {2 * 16 * 64 + 2 * 64 * 16 + 2 * 16 * 16 + (N if has_bias else 0)} "
-             f"SPAD words for 16x64x16 tiles",
-    )
+                         target: Target, w_layout: str = "kn") -> dict:
+    def search() -> dict:
+        candidates = [
+            {"m": tm, "n": tn, "k": tk}
+            for tm in size_candidates(M, target.mx_rows, limit=512)
+            for tn in size_candidates(N, target.mx_cols, limit=512)
+            for tk in size_candidates(K, 64, limit=1024)
+        ]
+        dummy_bias = 0 if has_bias else None
+        return choose_best(
+            layer, candidates,
+            lambda t: emit_linear(M, K, N, t, 0, 0, dummy_bias, 0, target, w_layout),
+            target,
+            need=f"at least {2 * 16 * 64 + 2 * 64 * 16 + 2 * 16 * 16 + (N if has_bias else 0)} "
+                 f"SPAD words for 16x64x16 tiles",
+            lower_bound=lambda t: linear_matrix_cycles(M, K, N, t, target),
+        )
+
+    return TILINGS.get(("linear", M, K, N, has_bias, w_layout), target, search)

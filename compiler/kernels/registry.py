@@ -2,6 +2,9 @@
 
 `schedule-tiles` calls `choose`, `lower-nm-to-isa` calls `emit`; both see the op only
 through this table, so adding an op to the backend means adding one entry here.
+`plan-memory` asks `transposed` (weights the kernel wants stored [K, N]) and
+`scratch_words` (DRAM the kernel needs for itself while it runs; its address is the op's
+`nm.scratch` attribute, see `scratch_of`).
 """
 
 from __future__ import annotations
@@ -12,11 +15,23 @@ from typing import Callable
 
 from xdsl.ir import Operation, SSAValue
 
-from nmc.compiler.dialects.nm import AddOp, GeluOp, LayerNormOp, LinearOp, tensor_shape
+from nmc.compiler.dialects.nm import (
+    AddOp, AttentionOp, ConcatOp, GeluOp, LayerNormOp, LinearOp, PatchEmbedOp, SelectOp,
+    tensor_shape,
+)
+from nmc.compiler.kernels.attention import choose_attention_tiling, emit_attention
+from nmc.compiler.kernels.common import SCRATCH_ATTR
+from nmc.compiler.kernels.copy import (
+    choose_copy_tiling, concat_copies, emit_concat, emit_select, select_copies,
+)
 from nmc.compiler.kernels.eltwise import (
-    add_compute, choose_rowwise_tiling, emit_rowwise, gelu_compute, layernorm_compute,
+    add_compute, add_row_compute, choose_rowwise_tiling, emit_rowwise, gelu_compute,
+    layernorm_compute,
 )
 from nmc.compiler.kernels.linear import choose_linear_tiling, emit_linear
+from nmc.compiler.kernels.patch_embed import (
+    choose_patch_embed_tiling, emit_patch_embed, im2col_words,
+)
 from nmc.isa.table import Instr
 from nmc.isa.target import Target
 
@@ -29,11 +44,24 @@ class Kernel:
     emit: Callable[[Operation, dict, AddrOf, Target], list[Instr]]
     # operands the kernel wants stored transposed in DRAM (weights: [N, K] -> [K, N])
     transposed: Callable[[Operation], list[SSAValue]] = lambda op: []
+    # DRAM words of scratch space the kernel needs while it runs (0: none)
+    scratch_words: Callable[[Operation], int] = lambda op: 0
+
+
+def scratch_of(op: Operation) -> int:
+    """The DRAM address plan-memory gave the op's scratch space."""
+    attr = op.attributes.get(SCRATCH_ATTR)
+    if attr is None:
+        raise ValueError(f"{op.name} has no {SCRATCH_ATTR}: run plan-memory first")
+    return attr.value.data
 
 
 def _rows_cols(value: SSAValue) -> tuple[int, int]:
     shape = tensor_shape(value)
     return prod(shape[:-1]), shape[-1]
+
+
+# ---------------------------------------------------------------------------- linear
 
 
 def _linear_dims(op: LinearOp) -> tuple[int, int, int]:
@@ -51,13 +79,18 @@ def _emit_linear(op: LinearOp, tiling: dict, addr: AddrOf, target: Target) -> li
                        addr(op.result), target)
 
 
-def _rowwise(compute_of: Callable[[Operation], Callable], inputs_of, params_of) -> Kernel:
+# ---------------------------------------------------------------------------- row-wise
+
+
+def _rowwise(compute_of: Callable[[Operation], Callable], inputs_of, params_of,
+             key_of=lambda op: ()) -> Kernel:
     """A kernel streaming row blocks of the op's inputs through one vector instruction."""
 
     def choose(op, target):
         M, C = _rows_cols(op.results[0])
         return choose_rowwise_tiling(op.layer_name, M, C, len(inputs_of(op)),
-                                     len(params_of(op)), compute_of(op), target)
+                                     len(params_of(op)), compute_of(op), target,
+                                     key=(op.name, *key_of(op)))
 
     def emit(op, tiling, addr, target):
         M, C = _rows_cols(op.results[0])
@@ -67,11 +100,114 @@ def _rowwise(compute_of: Callable[[Operation], Callable], inputs_of, params_of) 
     return Kernel(choose, emit)
 
 
+def _add_operands(op: AddOp) -> tuple[SSAValue, SSAValue]:
+    """(full, other): the operand of the result's shape first (addition commutes)."""
+    if tensor_shape(op.lhs) == tensor_shape(op.result):
+        return op.lhs, op.rhs
+    return op.rhs, op.lhs
+
+
+def _add_periods(op: AddOp) -> tuple[list[SSAValue], list[SSAValue], list[int] | None]:
+    """(streamed inputs, parameters, periods) of an add: a broadcast operand of one row is
+    a parameter, one of several rows a streamed input with a period."""
+    full, other = _add_operands(op)
+    M, _ = _rows_cols(op.result)
+    rows, _ = _rows_cols(other)
+    if rows == M:
+        return [full, other], [], None
+    if rows == 1:
+        return [full], [other], None
+    return [full, other], [], [M, rows]
+
+
+def _choose_add(op: AddOp, target: Target) -> dict:
+    M, C = _rows_cols(op.result)
+    inputs, params, periods = _add_periods(op)
+    compute = add_row_compute if params else add_compute
+    return choose_rowwise_tiling(op.layer_name, M, C, len(inputs), len(params), compute,
+                                 target, periods, key=(op.name, bool(params)))
+
+
+def _emit_add(op: AddOp, tiling: dict, addr: AddrOf, target: Target) -> list[Instr]:
+    M, C = _rows_cols(op.result)
+    inputs, params, periods = _add_periods(op)
+    compute = add_row_compute if params else add_compute
+    return emit_rowwise(M, C, tiling, [addr(v) for v in inputs], addr(op.result), compute,
+                        target, [addr(v) for v in params], periods)
+
+
+# ---------------------------------------------------------------------------- DeiT ops
+
+
+def _attention_dims(op: AttentionOp) -> tuple[int, int, int, int]:
+    B, N, C3 = tensor_shape(op.qkv)
+    return B, N, C3 // 3, op.heads_value
+
+
+def _choose_attention(op: AttentionOp, target: Target) -> dict:
+    return choose_attention_tiling(op.layer_name, *_attention_dims(op), target)
+
+
+def _emit_attention(op: AttentionOp, tiling: dict, addr: AddrOf, target: Target):
+    return emit_attention(*_attention_dims(op), op.scale_value, tiling, addr(op.qkv),
+                          addr(op.result), target)
+
+
+def _choose_patch_embed(op: PatchEmbedOp, target: Target) -> dict:
+    return choose_patch_embed_tiling(op.layer_name, tensor_shape(op.input),
+                                     tensor_shape(op.weight), target)
+
+
+def _emit_patch_embed(op: PatchEmbedOp, tiling: dict, addr: AddrOf, target: Target):
+    return emit_patch_embed(tensor_shape(op.input), tensor_shape(op.weight), tiling,
+                            addr(op.input), addr(op.weight), addr(op.bias), addr(op.result),
+                            scratch_of(op), target)
+
+
+def _patch_embed_scratch(op: PatchEmbedOp) -> int:
+    B, Cin, H, W = tensor_shape(op.input)
+    return im2col_words(B, Cin, H, W, op.patch_size)
+
+
+def _concat_shapes(op: ConcatOp) -> list[tuple[int, ...]]:
+    return [tensor_shape(v) for v in op.inputs]
+
+
+def _choose_concat(op: ConcatOp, target: Target) -> dict:
+    shapes, axis = _concat_shapes(op), op.axis_value
+    return choose_copy_tiling(
+        op.layer_name, ("concat", tuple(shapes), axis),
+        lambda: concat_copies(shapes, axis, [0] * len(shapes), 0), target)
+
+
+def _emit_concat(op: ConcatOp, tiling: dict, addr: AddrOf, target: Target):
+    return emit_concat(_concat_shapes(op), op.axis_value, tiling, [addr(v) for v in op.inputs],
+                       addr(op.result), target)
+
+
+def _choose_select(op: SelectOp, target: Target) -> dict:
+    shape, axis, index = tensor_shape(op.input), op.axis_value, op.index_value
+    return choose_copy_tiling(
+        op.layer_name, ("select", shape, axis),
+        lambda: select_copies(shape, axis, index, 0, 0), target)
+
+
+def _emit_select(op: SelectOp, tiling: dict, addr: AddrOf, target: Target):
+    return emit_select(tensor_shape(op.input), op.axis_value, op.index_value, tiling,
+                       addr(op.input), addr(op.result), target)
+
+
 KERNELS: dict[str, Kernel] = {
     LinearOp.name: Kernel(_choose_linear, _emit_linear, lambda op: [op.weight]),
     GeluOp.name: _rowwise(lambda op: gelu_compute(op.approximate.data),
-                          lambda op: [op.input], lambda op: []),
-    AddOp.name: _rowwise(lambda op: add_compute, lambda op: [op.lhs, op.rhs], lambda op: []),
+                          lambda op: [op.input], lambda op: [],
+                          key_of=lambda op: (op.approximate.data,)),
+    AddOp.name: Kernel(_choose_add, _emit_add),
     LayerNormOp.name: _rowwise(lambda op: layernorm_compute(op.eps_value),
                                lambda op: [op.input], lambda op: [op.gamma, op.beta]),
+    AttentionOp.name: Kernel(_choose_attention, _emit_attention),
+    PatchEmbedOp.name: Kernel(_choose_patch_embed, _emit_patch_embed,
+                              scratch_words=_patch_embed_scratch),
+    ConcatOp.name: Kernel(_choose_concat, _emit_concat),
+    SelectOp.name: Kernel(_choose_select, _emit_select),
 }

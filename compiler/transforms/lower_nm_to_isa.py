@@ -19,7 +19,8 @@ from xdsl.passes import ModulePass
 from nmc.compiler.dialects.nm import (
     INPUT_NAMES_ATTR, OUTPUT_NAMES_ATTR, ParamOp, _ComputeOp, tensor_shape,
 )
-from nmc.compiler.kernels.registry import KERNELS
+from nmc.compiler.kernels.common import SCRATCH_ATTR
+from nmc.compiler.kernels.registry import KERNELS, scratch_of
 from nmc.compiler.transforms.plan_memory import LAYOUT_ATTR, address_of
 from nmc.compiler.transforms.schedule_tiles import tiling_of
 from nmc.compiler.transforms.target_option import DEFAULT_TARGET, TARGET_ATTR, cached_target
@@ -74,6 +75,10 @@ class LowerNmToIsa(ModulePass):
             if o.results[0] not in ret.operands:
                 records.append(make_buffer_op(o.layer_name, "temp", addr(o.results[0]),
                                               tensor_shape(o.results[0])))
+            if SCRATCH_ATTR in o.attributes:
+                records.append(make_buffer_op(
+                    f"{o.layer_name}.scratch", "temp", scratch_of(o),
+                    (kernel.scratch_words(o),)))
             kinds[o.layer_name] = StringAttr(o.KIND)
             for instr in kernel.emit(o, tiling_of(o), addr, target):
                 stream.append(instr_to_op(instr, o.layer_name))

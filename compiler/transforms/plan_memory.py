@@ -6,10 +6,16 @@ freed after their last use, so their space is reused (first fit, neighbours merg
 op's result never shares space with its own operands. Everything is aligned to
 DRAM_ALIGN words so distinct tensors never share a DMA burst.
 
+Kernels that need DRAM of their own while they run (the patch embedding's im2col matrix)
+say how much through `Kernel.scratch_words`; that space is allocated like an intermediate
+that lives only during the op (it never overlaps the op's operands or result) and its
+address is the op's `nm.scratch`.
+
 Results: `nm.addr` on every nm.param and compute op (its result), `nm.layout` on params
-("identity", or "transpose" where a kernel asks for it), `nm.input_addrs` on the function
-and `nm.dram_words` (the DRAM the program needs) on the module. On-chip memory is planned
-per kernel by the kernels themselves (compiler/kernels/common.py).
+("identity", or "transpose" where a kernel asks for it), `nm.scratch` on ops with scratch
+space, `nm.input_addrs` on the function and `nm.dram_words` (the DRAM the program needs)
+on the module. On-chip memory is planned per kernel by the kernels themselves
+(compiler/kernels/common.py).
 """
 
 from __future__ import annotations
@@ -24,6 +30,7 @@ from xdsl.ir import SSAValue
 from xdsl.passes import ModulePass
 
 from nmc.compiler.dialects.nm import ParamOp, tensor_shape
+from nmc.compiler.kernels.common import SCRATCH_ATTR
 from nmc.compiler.kernels.registry import KERNELS
 
 DRAM_ALIGN = 64
@@ -33,8 +40,12 @@ INPUT_ADDRS_ATTR = "nm.input_addrs"
 DRAM_WORDS_ATTR = "nm.dram_words"
 
 
+def _aligned(words: int) -> int:
+    return -(-words // DRAM_ALIGN) * DRAM_ALIGN
+
+
 def _words(value: SSAValue) -> int:
-    return -(-prod(tensor_shape(value)) // DRAM_ALIGN) * DRAM_ALIGN
+    return _aligned(prod(tensor_shape(value)))
 
 
 class FreeList:
@@ -118,9 +129,16 @@ class PlanMemory(ModulePass):
             for result in o.results:
                 if result not in outputs:
                     o.attributes[ADDR_ATTR] = IntegerAttr(temps.alloc(_words(result)), i64)
+            kernel = KERNELS.get(o.name)
+            scratch = _aligned(kernel.scratch_words(o)) if kernel is not None else 0
+            if scratch:
+                scratch_addr = temps.alloc(scratch)
+                o.attributes[SCRATCH_ATTR] = IntegerAttr(scratch_addr, i64)
             for operand in set(o.operands):
                 owner = operand.owner
                 if (last_use.get(operand) == index and operand not in outputs
                         and owner is not block and not isinstance(owner, ParamOp)):
                     temps.release(owner.attributes[ADDR_ATTR].value.data, _words(operand))
+            if scratch:
+                temps.release(scratch_addr, scratch)
         op.attributes[DRAM_WORDS_ATTR] = IntegerAttr(max(temps.top, DRAM_ALIGN), i64)
