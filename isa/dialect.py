@@ -21,10 +21,13 @@ from typing import ClassVar
 
 from xdsl.dialects.builtin import I64, DenseArrayBase, IntegerAttr, StringAttr, i64
 from xdsl.ir import Dialect, Operation
+from xdsl.parser import Parser
+from xdsl.printer import Printer
 from xdsl.irdl import IRDLOperation, irdl_op_definition, opt_prop_def, prop_def
 from xdsl.utils.exceptions import VerifyException
 
 from nmc.isa.encoding import field_error
+from nmc.isa.irsyntax import parse_fields, print_fields
 from nmc.isa.table import OP_BY_MNEMONIC, OPS, Instr, OpSpec
 
 LAYER_PROP = "layer"
@@ -57,6 +60,25 @@ class IsaInstrOp(IRDLOperation):
     def layer_name(self) -> str | None:
         attr = self.properties.get(LAYER_PROP)
         return attr.data if isinstance(attr, StringAttr) else None
+
+    # Custom syntax, the assembler's spelling of every field (nmc.isa.irsyntax), so that
+    # IR dumps of the lowered program read like `nmc disasm`:
+    #   isa.matmul wait=load signal=vector a=0x0 w=0x6000 ... accumulate=0 layer "fc1"
+    def print(self, printer: Printer) -> None:
+        printer.print_string(" " + print_fields(self.SPEC, self.field_values()))
+        if self.layer_name is not None:
+            printer.print_string(" layer ")
+            printer.print_string_literal(self.layer_name)
+        printer.print_op_attributes(self.attributes)
+
+    @classmethod
+    def parse(cls, parser: Parser) -> "IsaInstrOp":
+        values = parse_fields(cls.SPEC, parser)
+        props = {name: IntegerAttr(v, i64) for name, v in values.items()}
+        if parser.parse_optional_keyword("layer"):
+            props[LAYER_PROP] = StringAttr(parser.parse_str_literal())
+        attrs = parser.parse_optional_attr_dict()
+        return cls.create(properties=props, attributes=attrs)
 
 
 def _class_name(mnemonic: str) -> str:

@@ -70,3 +70,10 @@ def test_signals_and_waits_match_in_fifo_order():
             popped = sum(1 for i in out
                          if UNIT_BIT.get(i.unit) == consumer and i["wait"] & producer)
             assert pushed == popped, (producer, consumer)
+
+
+def test_an_implied_older_conflict_gets_no_token():
+    # load -> in-place vector op -> store of the same buffer: the store conflicts with both
+    # the load and the vector op, but waiting for the vector op implies the load is done
+    out = assign_tokens([load(0), copy(0, 0), store(0, 100)])
+    assert masks(out) == [(0, VECTOR), (LOAD, STORE), (VECTOR, 0)]

@@ -57,19 +57,25 @@ def assign_tokens(instrs: list[Instr]) -> list[Instr]:
             continue
         footprint = instr.footprint()
         clock = dict(known[unit])
+        conflicts = []  # (producer, queue position) of the latest conflict on each unit
         for producer in QUEUE_UNITS:
             if producer == unit:
                 continue
             queue = history[producer]
             for pos in range(len(queue) - 1, clock[producer], -1):
                 if _conflicts(queue[pos].footprint, footprint):
-                    issued = queue[pos]
-                    wait[pc] |= UNIT_BIT[producer]
-                    signal[issued.pc] |= UNIT_BIT[unit]
-                    for u in QUEUE_UNITS:
-                        clock[u] = max(clock[u], issued.clock[u])
-                    clock[producer] = pos
+                    conflicts.append((producer, pos))
                     break
+        # Latest first: waiting for a recent instruction may imply an older conflict is done.
+        for producer, pos in sorted(conflicts, key=lambda c: -history[c[0]][c[1]].pc):
+            if pos <= clock[producer]:
+                continue
+            issued = history[producer][pos]
+            wait[pc] |= UNIT_BIT[producer]
+            signal[issued.pc] |= UNIT_BIT[unit]
+            for u in QUEUE_UNITS:
+                clock[u] = max(clock[u], issued.clock[u])
+            clock[producer] = pos
         clock[unit] = len(history[unit]) - 1  # in order: all earlier ones on this unit
         history[unit].append(_Issued(pc, footprint, clock))
         known[unit] = clock
