@@ -88,7 +88,9 @@ def _softmax(x: np.ndarray) -> np.ndarray:
     return e / e.sum(axis=-1, keepdims=True)
 
 
-def run_nm(module: ModuleOp, weights: dict[str, np.ndarray], *inputs: np.ndarray) -> list[np.ndarray]:
+def run_nm(
+    module: ModuleOp, weights: dict[str, np.ndarray], *inputs: np.ndarray
+) -> list[np.ndarray]:
     """Evaluate the nm module in float64 numpy, following docs/ARCHITECTURE.md."""
     func = _main(module)
     env = {a: np.asarray(x, np.float64) for a, x in zip(func.body.block.args, inputs)}
@@ -181,7 +183,7 @@ def test_attention_forms_compute_the_same(tiny_models: dict[bool, DeiT]) -> None
 def test_timm_state_dict_keys_and_shapes(name: str) -> None:
     dim, depth, heads = DEIT_CONFIGS[name]
     with torch.device("meta"):
-        model = {"deit_tiny": deit_tiny}.get(name, lambda: DeiT(dim=dim, depth=depth, heads=heads))()
+        model = deit_tiny() if name == "deit_tiny" else DeiT(dim=dim, depth=depth, heads=heads)
     got = {k: tuple(v.shape) for k, v in model.state_dict().items()}
     assert got == timm_state_dict_shapes(dim=dim, depth=depth)
     assert got["pos_embed"] == (1, 197, dim) and got["head.weight"] == (1000, dim)
@@ -389,6 +391,12 @@ class _Attn(nn.Module):
             q, k = k, q
         if self.variant == "causal":
             o = F.scaled_dot_product_attention(q, k, v, is_causal=True)
+        elif self.variant == "sdpa_scale":
+            o = F.scaled_dot_product_attention(q, k, v, scale=0.3)
+        elif self.variant == "scale_after":
+            o = ((q @ k.transpose(-1, -2)) / 4.0).softmax(dim=3) @ v
+        elif self.variant == "scale_both":
+            o = ((q * 0.5) @ k.transpose(2, 3) * 0.25).softmax(dim=-1) @ v
         else:
             o = F.scaled_dot_product_attention(q, k, v)
         return o.transpose(1, 2).reshape(B, N, C)
@@ -408,6 +416,22 @@ def test_attention_variants_are_refused_with_a_reason(tmp: Path, variant: str, r
     msg = str(info.value)
     assert f"torch.aten.scaled_dot_product_attention at <top level> (test_deit_frontend.py:" in msg
     assert reason in msg and "\n" not in msg
+
+
+@pytest.mark.parametrize(
+    "variant, scale", [("sdpa_scale", 0.3), ("scale_after", 0.25), ("scale_both", 0.125)]
+)
+def test_attention_scale_variants(tmp: Path, variant: str, scale: float) -> None:
+    torch.manual_seed(0)
+    model = _Attn(variant).eval()
+    path = export_model(model, torch.randn(1, 5, 16), tmp / f"attn_{variant}.pt")
+    module = import_nm(path)
+    (attn,) = [op for op in _compute(module) if isinstance(op, nm.AttentionOp)]
+    assert attn.layer_name == "attention" and attn.heads_value == 2
+    assert attn.scale_value == pytest.approx(scale)
+    x = torch.randn(1, 5, 16)
+    (got,) = run_nm(module, load_weights(path), x.numpy())
+    np.testing.assert_allclose(got, reference(model, x), rtol=1e-4, atol=1e-5)
 
 
 class _Conv(nn.Module):

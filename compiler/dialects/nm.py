@@ -13,7 +13,7 @@ Value semantics, builtin `tensor<...xf32>` types with static shapes. Every compu
 | `nm.patch_embed`| x [B, Cin, H, W], weight [D, Cin, p, p], bias [D] | `layer`, `patch` (p)  |
 | `nm.concat`     | inputs (variadic, same rank)                    | `layer`, `axis`         |
 | `nm.attention`  | qkv [B, N, 3C]                                  | `layer`, `heads`, `scale` |
-| `nm.select`     | input [B, N, D]                                 | `layer`, `axis` (= 1), `index` |
+| `nm.select`     | input [B, N, D]                                 | `layer`, `axis`, `index`  |
 
 `nm.add` broadcasting: the rhs shape, with its leading 1s dropped, must be a suffix of the lhs
 shape (e.g. the position embedding [1, N, D] added to [B, N, D]); the result has the lhs shape.

@@ -6,8 +6,9 @@ with its shape and dtype, the scalar types, lists and optionals, the constant op
 its patterns (`aten.linear`, `aten.layer_norm`, `aten.gelu`, `aten.add.Tensor`; and for DeiT
 `aten.conv2d`, `aten.view` / `aten.reshape` / `aten._unsafe_view` / `aten.flatten.using_ints`,
 `aten.transpose.int`, `aten.permute`, `aten.select.int`, `aten.slice.Tensor`,
-`aten.squeeze.dim`, `aten.expand`, `aten.broadcast_to`, `aten.cat`, `aten.scaled_dot_product_attention`,
-`aten.mul.Scalar`, `aten.div.Scalar`, `aten.matmul`, `aten.softmax.int`). The non-tensor
+`aten.squeeze.dim`, `aten.expand`, `aten.broadcast_to`, `aten.cat`,
+`aten.scaled_dot_product_attention`, `aten.mul.Scalar`, `aten.div.Scalar`, `aten.matmul`,
+`aten.softmax.int`). The non-tensor
 operands of those ops are left unconstrained (any type) so that every form torch-mlir
 prints parses and verifies; the raise pass checks their values. Every other torch op and
 type still parses when the context allows unregistered constructs (`make_context()` does):

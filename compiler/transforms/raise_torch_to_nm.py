@@ -410,7 +410,9 @@ def _match_attention(core: Operation) -> _Group:
         if _const(core.enable_gqa, "enable_gqa") not in (False, 0, None):
             raise _Reject(f"{what} with enable_gqa is not supported")
         scale_c = _const(core.scale, "scale")
-        if scale_c is not None and (not isinstance(scale_c, (int, float)) or isinstance(scale_c, bool)):
+        if scale_c is not None and (
+            not isinstance(scale_c, (int, float)) or isinstance(scale_c, bool)
+        ):
             raise _Reject(f"{what}: scale must be a number or None, got {scale_c!r}")
         q, k, v = core.query, core.key, core.value
         hd = _shape(q)[-1]
@@ -459,20 +461,22 @@ def _match_attention(core: Operation) -> _Group:
             raise _Reject(f"the attention scale must be finite and > 0, got {scale}")
 
     # The head split: q, k, v = select(permute(reshape(qkv)), 0, 0 / 1 / 2).
-    sels = [_owner(t) for t in (q, k, v)]
-    if not all(isinstance(s, tt.AtenSelectIntOp) for s in sels):
-        raise _Reject(_HEAD_SPLIT)
-    for s in sels:
-        _verified(s)  # type: ignore[arg-type]
-    perm = _owner(sels[0].input)  # type: ignore[union-attr]
-    if any(s.input is not sels[0].input for s in sels) or not isinstance(perm, tt.AtenPermuteOp):  # type: ignore[union-attr]
+    sels: list[tt.AtenSelectIntOp] = []
+    for t in (q, k, v):
+        sel = _owner(t)
+        if not isinstance(sel, tt.AtenSelectIntOp):
+            raise _Reject(_HEAD_SPLIT)
+        _verified(sel)
+        sels.append(sel)
+    perm = _owner(sels[0].input)
+    if any(s.input is not sels[0].input for s in sels) or not isinstance(perm, tt.AtenPermuteOp):
         raise _Reject(_HEAD_SPLIT)
     _verified(perm)
     pshape = _shape(perm.result)
     if len(pshape) != 5 or [_dim(d, 5) for d in _ints(perm.dims, "dims")] != [2, 0, 3, 1, 4]:
         raise _Reject(_HEAD_SPLIT)
     for i, s in enumerate(sels):
-        if (_dim(_int(s.dim, "dim"), 5), _dim(_int(s.index, "index"), 3)) != (0, i):  # type: ignore[union-attr]
+        if (_dim(_int(s.dim, "dim"), 5), _dim(_int(s.index, "index"), 3)) != (0, i):
             raise _Reject(_HEAD_SPLIT)
     split = _owner(perm.input)
     if not isinstance(split, tt.RESHAPE_OPS):
@@ -489,17 +493,21 @@ def _match_attention(core: Operation) -> _Group:
 
     # The head merge: transpose(1, 2) -> reshape [B, N, C].
     merge_t = _only_user(core.results[0])
-    merge = _only_user(merge_t.results[0]) if _swaps_1_2(merge_t) else None  # type: ignore[union-attr]
-    if not (isinstance(merge, tt.RESHAPE_OPS) and _shape(merge.results[0]) == (b, n, c)):
+    merge = None
+    if merge_t is not None and _swaps_1_2(merge_t):
+        merge = _only_user(merge_t.results[0])
+    if not (
+        merge_t is not None
+        and isinstance(merge, tt.RESHAPE_OPS)
+        and _shape(merge.results[0]) == (b, n, c)
+    ):
         raise _Reject(
             "the attention output must go only through transpose(1, 2).reshape(B, N, C) "
             "(heads merged back)"
         )
-    assert merge_t is not None
-    ops = (split, perm, *sels, *inner, merge_t, merge)
     return _Group(
         nm.AttentionOp.KIND,
-        ops,  # type: ignore[arg-type]
+        (split, perm, *sels, *inner, merge_t, merge),
         merge,
         lambda vmap, layer: nm.AttentionOp(vmap(qkv), heads, scale, layer),
         core,
@@ -525,7 +533,10 @@ def _match_select(op: Operation) -> _Group:
         _verified(sl)
         x = sl.input
         shape = _shape(x)
-        if len(shape) != 3 or _dim(_int(sl.dim, "dim"), 3) != 1 or _dim(_int(op.dim, "dim"), 3) != 1:
+        if len(shape) != 3 or (
+            _dim(_int(sl.dim, "dim"), 3),
+            _dim(_int(op.dim, "dim"), 3),
+        ) != (1, 1):
             raise _Reject(usage)
         if _shape(sl.result)[1] != 1 or _const(sl.step, "step") != 1:
             raise _Reject(usage)
