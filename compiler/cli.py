@@ -87,6 +87,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("demo", help="export, compile and run the default model")
     p.add_argument("--workdir", type=Path, default=Path("out/demo"))
+    p.add_argument("--model", default="deit_tiny", help="built-in model (default: %(default)s)")
     _add_target(p)
     return parser
 
@@ -144,7 +145,9 @@ def main(argv: list[str] | None = None) -> int:
     try:
         from nmc.compiler import commands
 
-        return getattr(commands, f"cmd_{args.command}")(args) or 0
+        status = getattr(commands, f"cmd_{args.command}")(args) or 0
+        sys.stdout.flush()  # a closed pipe shows here, not in the interpreter's last flush
+        return status
     except NmcError as e:
         if args.debug:
             raise

@@ -81,6 +81,7 @@ def compile_model(model: Path, target: str = "sta_ref", after_pass=None, meta=No
     from nmc.compiler.pipeline import default_pipeline_spec, make_context, run_pipeline
     from nmc.compiler.transforms.target_option import cached_target
 
+    cached_target.cache_clear()  # a target file may have changed since the last compile
     cached_target(target)  # a bad target fails before the slow import
     ctx = make_context()
     module = import_model(model, ctx)
@@ -185,7 +186,11 @@ def cmd_run(args) -> int:
     if args.target is not None:
         target = load_target(args.target)
     else:  # the name recorded in prog.bin selects a built-in target, never a file
-        target = load_target(program.target_name, builtin_only=True)
+        try:
+            target = load_target(program.target_name, builtin_only=True)
+        except NmcError as e:
+            raise UsageError(f"{args.program} was built for target '{program.target_name}': "
+                             f"{e}; pass --target NAME or --target FILE.toml") from None
     if args.output is not None:
         _check_output_path(args.output)
     result = run_program(program, _load_inputs(args.input, program), target,
@@ -308,31 +313,40 @@ def _spec_error(e: BaseException) -> str:
 
 
 def cmd_demo(args) -> int:
-    """Export the default model, compile it, run it on the emulator, compare with PyTorch."""
+    """Export a built-in model (DeiT-tiny by default), compile it, run it on the emulator
+    with a demo image, and compare with PyTorch: top-5 classes, error, cycle report."""
     import torch
 
     from nmc.isa.container import read_program, write_program
     from nmc.isa.target import load_target
-    from nmc.models.registry import DEFAULT_MODEL, build_model, export_to_file
+    from nmc.models.images import demo_image
+    from nmc.models.registry import build_model, export_to_file
     from nmc.runtime.emulator import run_program
     from nmc.runtime.report import format_report
 
     work = args.workdir
     work.mkdir(parents=True, exist_ok=True)
-    module, example = build_model(DEFAULT_MODEL, {}, seed=0)
+    module, example = build_model(args.model, {}, seed=0)
     model_path, prog_path = work / "model.pt", work / "prog.bin"
     export_to_file(module, example, model_path)
-    print(f"[1/3] exported {DEFAULT_MODEL} to {model_path}")
+    print(f"[1/3] exported {args.model} (random weights, seed 0) to {model_path}")
     write_program(compile_model(model_path, args.target), prog_path)
-    print(f"[2/3] compiled to {prog_path}")
     program = read_program(prog_path)
-    x = torch.randn(example.shape, generator=torch.Generator().manual_seed(1))
+    print(f"[2/3] compiled to {prog_path}: {len(program.instructions)} instructions")
+    if example.dim() == 4:  # an image model: feed it a picture
+        x, source = demo_image(example.shape[-1])
+        print(f"      input image: {source}")
+    else:
+        x = torch.randn(example.shape, generator=torch.Generator().manual_seed(1))
     result = run_program(program, {program.symbols[0].name: x.numpy()}, load_target(args.target))
     got = next(iter(result.outputs.values()))
     with torch.no_grad():
         want = module(x).numpy()
     err = float(np.abs(got - want).max() / max(np.abs(want).max(), 1e-30))
     print(f"[3/3] ran on the emulator: max relative error vs PyTorch {err:.2e}")
+    if got.ndim == 2:  # logits: the classes, by index (random weights have no class names)
+        top_emu, top_ref = np.argsort(-got[0])[:5], np.argsort(-want[0])[:5]
+        print(f"      top-5 classes, emulator: {top_emu.tolist()}  PyTorch: {top_ref.tolist()}")
     print(format_report(result, program))
     if err > 1e-4:
         raise NmcError(f"emulator output differs from PyTorch (relative error {err:.2e})")

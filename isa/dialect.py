@@ -211,10 +211,24 @@ def make_buffer_op(
     return BufferOp(name, kind, addr, shape, param=param, layout=layout)
 
 
+_INT_ATTRS: dict[int, IntegerAttr] = {}
+
+
+def int_attr(value: int) -> IntegerAttr:
+    """`IntegerAttr(value, i64)`, shared: attributes are immutable, and building one costs
+    far more than a lookup (a program has ~10 fields per instruction, few distinct values)."""
+    attr = _INT_ATTRS.get(value)
+    if attr is None:
+        if len(_INT_ATTRS) > 1 << 20:
+            _INT_ATTRS.clear()
+        attr = _INT_ATTRS[value] = IntegerAttr(value, i64)
+    return attr
+
+
 def instr_to_op(instr: Instr, layer: str | None = None) -> IsaInstrOp:
     """The `isa.<mnemonic>` op holding `instr`'s field values (and the layer name)."""
     props: dict[str, object] = {
-        f.name: IntegerAttr(instr.fields[f.name], i64) for f in instr.spec.all_fields
+        f.name: int_attr(instr.fields[f.name]) for f in instr.spec.all_fields
     }
     if layer is not None:
         props[LAYER_PROP] = StringAttr(layer)

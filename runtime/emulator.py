@@ -47,6 +47,7 @@ import numpy as np
 
 from nmc.isa.table import QUEUE_UNITS, Instr, Mem, Unit
 from nmc.isa.target import Target
+from nmc.runtime import fastpath
 from nmc.runtime.errors import EmulatorError, at_pc
 from nmc.runtime.machine import Machine
 from nmc.runtime.semantics import SEMANTICS, operand_error
@@ -71,10 +72,25 @@ class LayerStats:
     busy: dict[str, int]  # unit name -> cycles its instructions of this layer took
     start: int  # cycle the layer's first instruction started (0 if it has none)
     end: int  # cycle the layer's last instruction ended
+    macs: int = 0  # sum of m*k*n over the layer's matmuls
+    mx_peak: int = 0  # MACs the matrix unit can do per cycle (mx_rows * mx_cols)
 
     @property
     def span(self) -> int:
         return self.end - self.start
+
+    @property
+    def matrix_utilization(self) -> float:
+        """Useful MACs over what the matrix unit could have done during the layer's span:
+        how well the layer keeps the matrix unit fed (0 for layers without matmuls)."""
+        return self.macs / (self.span * self.mx_peak) if self.span and self.mx_peak else 0.0
+
+    @property
+    def matrix_efficiency(self) -> float:
+        """Useful MACs over the matrix unit's busy cycles in the layer: how well the tiles
+        fill the PE array (padding of partial tiles, pipeline latency)."""
+        busy = self.busy.get("matrix", 0)
+        return self.macs / (busy * self.mx_peak) if busy and self.mx_peak else 0.0
 
 
 @dataclass
@@ -94,6 +110,7 @@ class RunResult:
     clock_mhz: float
     target_name: str
     trace: list[tuple[int, str, int, int]] | None = None  # (pc, unit, start, end)
+    mx_peak: int = 0  # MACs the matrix unit can do per cycle (mx_rows * mx_cols)
 
     @property
     def idle_cycles(self) -> dict[str, int]:
@@ -105,6 +122,13 @@ class RunResult:
     @property
     def seconds(self) -> float:
         return self.total_cycles / (self.clock_mhz * 1e6)
+
+    @property
+    def matrix_occupancy(self) -> float:
+        """Useful MACs over what the matrix unit could have done in the whole run."""
+        if not self.mx_peak or not self.total_cycles:
+            return 0.0
+        return self.matrix_macs / (self.total_cycles * self.mx_peak)
 
 
 class _Decoded:
@@ -391,9 +415,9 @@ def _simulate(decoded: list[_Decoded], mems: tuple[np.ndarray, ...], check_races
 # Statistics
 
 
-def _layer_stats(program: Any, decoded: list[_Decoded], units: np.ndarray,
-                 cycles: np.ndarray, starts: np.ndarray, ends: np.ndarray) -> list[LayerStats]:
-    n = len(decoded)
+def _layer_stats(program: Any, units: np.ndarray, cycles: np.ndarray, macs: np.ndarray,
+                 starts: np.ndarray, ends: np.ndarray, mx_peak: int) -> list[LayerStats]:
+    n = len(units)
     layers = []
     for lr in getattr(program, "debug", None) or ():
         lo, hi = max(0, lr.start_pc), min(lr.end_pc, n)
@@ -401,15 +425,94 @@ def _layer_stats(program: Any, decoded: list[_Decoded], units: np.ndarray,
         if count:
             busy_arr = np.bincount(units[lo:hi], weights=cycles[lo:hi], minlength=NUM_UNITS)
             start, end = int(starts[lo:hi].min()), int(ends[lo:hi].max())
+            layer_macs = int(macs[lo:hi].sum())
         else:
             busy_arr = np.zeros(NUM_UNITS)
-            start = end = 0
+            start = end = layer_macs = 0
         layers.append(LayerStats(
             name=lr.name, kind=lr.kind, start_pc=lr.start_pc, end_pc=lr.end_pc,
             instructions=count, busy=dict(zip(UNIT_NAMES, (int(b) for b in busy_arr))),
-            start=start, end=end,
+            start=start, end=end, macs=layer_macs, mx_peak=mx_peak,
         ))
     return layers
+
+
+def _reference_run(program, target, machine, max_instructions, check_races, trace_list):
+    """Decode and simulate instruction by instruction (the definition of a run)."""
+    decoded = _decode(program, target, machine.sizes, max_instructions)
+    starts_l, ends_l, stall, leftover = _simulate(
+        decoded, machine.mems, check_races, trace_list
+    )
+    n = len(decoded)
+    units = np.fromiter((d.unit for d in decoded), dtype=np.int64, count=n)
+    cycles = np.fromiter((d.cycles for d in decoded), dtype=np.int64, count=n)
+    macs = np.zeros(n, np.int64)
+    dram_read = dram_written = 0
+    for i, d in enumerate(decoded):
+        f = d.fields
+        m = d.instr.mnemonic
+        if m == "matmul":
+            macs[i] = f["m"] * f["k"] * f["n"]
+        elif m == "load":
+            dram_read += f["rows"] * f["cols"]
+        elif m == "store":
+            dram_written += f["rows"] * f["cols"]
+    return (units, cycles, macs, np.asarray(starts_l, dtype=np.int64),
+            np.asarray(ends_l, dtype=np.int64), stall, leftover, dram_read, dram_written)
+
+
+def _fast_run(program, target, machine, max_instructions, check_races, trace_list):
+    """The same run through `nmc.runtime.fastpath`, or None where that does not apply."""
+    plan = fastpath.decode(program.instructions, target, machine.sizes, max_instructions,
+                           machine.mems)
+    if plan is None:
+        return None
+    timed = fastpath.schedule(plan)
+    if timed is None:
+        return None
+    starts_l, ends_l, stall, leftover = timed
+    starts = np.asarray(starts_l, dtype=np.int64)
+    ends = np.asarray(ends_l, dtype=np.int64)
+    n = plan.n
+    order = np.lexsort((np.arange(n), starts))  # execution order: by (start, pc)
+    if check_races:
+        rank = np.empty(n, np.int64)
+        rank[order] = np.arange(n)
+        pairs = fastpath.race_candidates(plan, starts, ends, rank)
+        if pairs:
+            instrs = program.instructions
+            for i, j in pairs:  # confirmed by the reference check, which raises
+                di = _decode_one(i, instrs[i], target)
+                dj = _decode_one(j, instrs[j], target)
+                _race_error(di, starts_l[i], ends_l[i], dj, starts_l[j], ends_l[j])
+    thunks = plan.thunks
+    instrs = program.instructions
+    for i in order.tolist():
+        thunk = thunks[i]
+        if thunk is not None:
+            try:
+                thunk()
+            except Exception as e:  # a bug in the emulator: say where it happened
+                e.add_note(f"while executing {at_pc(i, instrs[i])}")
+                raise
+    if trace_list is not None:
+        units = plan.unit.tolist()
+        trace_list.extend((i, UNIT_NAMES[units[i]], starts_l[i], ends_l[i])
+                          for i in order.tolist())
+    leftover_named = {f"{UNIT_NAMES[s]}->{UNIT_NAMES[d]}": c
+                      for (s, d), c in sorted(leftover.items())}
+    return (plan.unit, plan.cycles, plan.macs, starts, ends, stall, leftover_named,
+            plan.dram_read, plan.dram_written)
+
+
+def _decode_one(pc: int, instr: Instr, target: Target) -> _Decoded:
+    """The reference decoding of one (already validated) instruction."""
+    reads, writes = instr.footprint()
+    spans = [tuple(_region(instr, r) for r in regions if r.length > 0)
+             for regions in (reads, writes)]
+    return _Decoded(pc, instr, int(instr.unit), _MASK_BITS[instr["wait"]],
+                    _MASK_BITS[instr["signal"]], instruction_cycles(instr, target),
+                    SEMANTICS[instr.mnemonic], instr.fields, spans[0], spans[1])
 
 
 def run_program(
@@ -421,6 +524,7 @@ def run_program(
     trace: bool = False,
     check_races: bool = True,
     fill: float = 0.0,
+    fast: bool = True,
 ) -> RunResult:
     """Run `program` on `target` with `inputs` (name -> array); see the module docstring.
 
@@ -431,15 +535,11 @@ def run_program(
         touch overlapping words (at least one writing) as an error.
     fill: initial value of memory no constant or input initialises (NaN exposes reads of
         uninitialised memory).
+    fast: use `nmc.runtime.fastpath` where it applies (same results, much faster); False
+        runs the reference simulation instruction by instruction.
     """
     _check_target(program, target)
-    try:
-        machine = Machine(target, int(program.dram_words), fill)
-    except MemoryError:
-        raise EmulatorError(
-            f"cannot allocate the memories of target '{target.name}' ({program.dram_words} "
-            f"DRAM words for the program, {target.spad_words} SPAD, {target.acc_words} ACC)"
-        ) from None
+    machine = Machine(target, int(program.dram_words), fill)
     checked_inputs = _check_inputs(program, inputs)
     outputs_syms = _symbols(program, "output")
     for i, (addr, values) in enumerate(program.constants):
@@ -454,33 +554,26 @@ def run_program(
                 f"{machine.dram.size} DRAM words"
             )
 
-    decoded = _decode(program, target, machine.sizes, max_instructions)
     trace_list: list | None = [] if trace else None
     with np.errstate(all="ignore"):  # NaN/Inf propagate silently, as in PyTorch
-        starts_l, ends_l, stall, leftover = _simulate(
-            decoded, machine.mems, check_races, trace_list
-        )
+        ran = None
+        if fast:
+            ran = _fast_run(program, target, machine, max_instructions, check_races,
+                            trace_list)
+        if ran is None:
+            if trace_list is not None:
+                trace_list.clear()
+            ran = _reference_run(program, target, machine, max_instructions, check_races,
+                                 trace_list)
+    units, cycles, macs, starts, ends, stall, leftover, dram_read, dram_written = ran
 
-    n = len(decoded)
-    units = np.fromiter((d.unit for d in decoded), dtype=np.int64, count=n)
-    cycles = np.fromiter((d.cycles for d in decoded), dtype=np.int64, count=n)
-    starts = np.asarray(starts_l, dtype=np.int64)
-    ends = np.asarray(ends_l, dtype=np.int64)
+    n = len(units)
     busy = np.bincount(units, weights=cycles, minlength=NUM_UNITS)
     counts = np.bincount(units, minlength=NUM_UNITS)
-
-    macs = dram_read = dram_written = 0
-    for d in decoded:
-        f = d.fields
-        m = d.instr.mnemonic
-        if m == "matmul":
-            macs += f["m"] * f["k"] * f["n"]
-        elif m == "load":
-            dram_read += f["rows"] * f["cols"] * WORD_BYTES
-        elif m == "store":
-            dram_written += f["rows"] * f["cols"] * WORD_BYTES
+    total_macs = int(macs.sum())
     mx_busy = int(busy[Unit.MATRIX])
-    utilization = macs / (mx_busy * target.mx_rows * target.mx_cols) if mx_busy else 0.0
+    mx_peak = target.mx_rows * target.mx_cols
+    utilization = total_macs / (mx_busy * mx_peak) if mx_busy else 0.0
 
     outputs = {
         sym.name: machine.read_dram(int(sym.addr), tuple(sym.shape), f"output '{sym.name}'")
@@ -490,16 +583,17 @@ def run_program(
         outputs=outputs,
         total_cycles=int(ends.max()) if n else 0,
         busy_cycles=dict(zip(UNIT_NAMES, (int(b) for b in busy))),
-        stall_cycles=dict(zip(UNIT_NAMES, stall)),
+        stall_cycles=dict(zip(UNIT_NAMES, (int(s) for s in stall))),
         instruction_counts=dict(zip(UNIT_NAMES, (int(c) for c in counts))),
-        layers=_layer_stats(program, decoded, units, cycles, starts, ends),
-        matrix_macs=macs,
+        layers=_layer_stats(program, units, cycles, macs, starts, ends, mx_peak),
+        matrix_macs=total_macs,
         matrix_utilization=utilization,
-        dram_bytes_read=dram_read,
-        dram_bytes_written=dram_written,
+        dram_bytes_read=int(dram_read) * WORD_BYTES,
+        dram_bytes_written=int(dram_written) * WORD_BYTES,
         leftover_tokens=leftover,
         instructions_executed=n,
         clock_mhz=target.clock_mhz,
         target_name=target.name,
         trace=trace_list,
+        mx_peak=mx_peak,
     )

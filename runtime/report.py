@@ -29,6 +29,21 @@ def _bytes(n: int) -> str:
     return f"{n} B"
 
 
+def summarise_kinds(result: RunResult) -> dict[str, dict]:
+    """Per layer kind: number of layers, summed span cycles, MACs, and matrix utilisation
+    (MACs / (summed spans x PE array))."""
+    out: dict[str, dict] = {}
+    for layer in result.layers:
+        k = out.setdefault(layer.kind, {"layers": 0, "cycles": 0, "macs": 0})
+        k["layers"] += 1
+        k["cycles"] += layer.span
+        k["macs"] += layer.macs
+    for k in out.values():
+        peak = result.mx_peak
+        k["utilization"] = k["macs"] / (k["cycles"] * peak) if k["cycles"] and peak else 0.0
+    return out
+
+
 def format_report(result: RunResult, program: Any = None) -> str:
     """Per-layer and per-unit cycle tables, totals, matrix utilisation and DRAM traffic.
 
@@ -48,13 +63,25 @@ def format_report(result: RunResult, program: Any = None) -> str:
             [
                 layer.name, layer.kind, str(layer.instructions), str(layer.span),
                 _pct(layer.span, total), *(str(layer.busy[u]) for u in UNIT_NAMES),
+                _pct(layer.matrix_utilization, 1.0) if layer.macs else "-",
             ]
             for layer in result.layers
         ]
-        header = ["layer", "kind", "instrs", "cycles", "share", *(f"{u} busy" for u in UNIT_NAMES)]
-        out += ["Layers (cycles = first start .. last end; layers may overlap in time)"]
+        header = ["layer", "kind", "instrs", "cycles", "share",
+                  *(f"{u} busy" for u in UNIT_NAMES), "mx util"]
+        out += ["Layers (cycles = first start .. last end; layers may overlap in time; "
+                "mx util = useful MACs / (cycles x PE array))"]
         out += _table(header, rows, right=set(range(2, len(header))))
         out.append("")
+        kinds = summarise_kinds(result)
+        if kinds:
+            rows = [[k, str(v["layers"]), str(v["cycles"]), _pct(v["cycles"], total),
+                     _pct(v["utilization"], 1.0) if v["macs"] else "-"]
+                    for k, v in kinds.items()]
+            out += ["Layer kinds (cycles: sum of the layers' spans)"]
+            out += _table(["kind", "layers", "cycles", "share", "mx util"], rows,
+                          right={1, 2, 3, 4})
+            out.append("")
 
     idle = result.idle_cycles
     rows = [
@@ -73,8 +100,10 @@ def format_report(result: RunResult, program: Any = None) -> str:
         f"{result.instructions_executed} instructions"
     )
     out.append(
-        f"matrix utilisation: {100.0 * result.matrix_utilization:.1f}% "
-        f"({result.matrix_macs} useful MACs in {result.busy_cycles['matrix']} busy cycles)"
+        f"matrix utilisation: {100.0 * result.matrix_occupancy:.1f}% of the run "
+        f"({result.matrix_macs} useful MACs in {total} cycles), "
+        f"{100.0 * result.matrix_utilization:.1f}% of its {result.busy_cycles['matrix']} "
+        "busy cycles"
     )
     out.append(
         f"DRAM traffic: read {_bytes(result.dram_bytes_read)}, "

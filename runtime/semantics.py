@@ -14,10 +14,17 @@ they do in PyTorch (max and relu propagate NaN).
 `SEMANTICS` maps every mnemonic of `nmc.isa.table.OPS` to its function; the module refuses
 to import if an opcode has none. `operand_error(instr)` rejects field values that encode
 but have no meaning (a vector operand in DRAM, an undefined function number).
+
+`prepare(mnemonic, mems, fields)` is the same semantics split in two for the emulator's hot
+loop: it resolves the operands to numpy views once (when the program is decoded) and
+returns a callable of no arguments that performs the instruction (or None for one that
+does nothing), so running an instruction is one call on prepared views. Both forms compute
+the same function with the same numpy/torch operations; the tests run both.
 """
 
 from __future__ import annotations
 
+from functools import partial
 from typing import Callable, Mapping
 
 import numpy as np
@@ -40,13 +47,12 @@ def _block(mems: Mems, mem: int, addr: int, rows: int, cols: int) -> np.ndarray:
 
 
 def _dram_view(dram: np.ndarray, addr: int, rows: int, cols: int, stride: int) -> np.ndarray:
-    """A [rows x cols] view of DRAM rows `stride` words apart, starting at `addr`."""
+    """A [rows x cols] view of DRAM rows `stride` words apart, starting at `addr` (the
+    footprint bounds checks guarantee it lies inside DRAM)."""
     if stride == cols or rows <= 1:
         return dram[addr : addr + rows * cols].reshape(rows, cols)
     item = dram.itemsize
-    return np.lib.stride_tricks.as_strided(
-        dram[addr:], shape=(rows, cols), strides=(stride * item, item)
-    )
+    return np.ndarray((rows, cols), dram.dtype, dram, addr * item, (stride * item, item))
 
 
 # --------------------------------------------------------------------------------------
@@ -178,6 +184,135 @@ def _vrow(mems: Mems, f: Mapping[str, int]) -> None:
             dst[...] = _softmax(src, f32_from_bits(f["imm"]))
     else:  # operand_error() rejects it before a program runs
         raise AssertionError(f"vrow: no semantics for fn {fn}")
+
+
+# --------------------------------------------------------------------------------------
+# Prepared form: operands resolved to views once, the instruction a call of no arguments.
+
+Thunk = Callable[[], object]
+
+
+def _prep_load(mems: Mems, f: Mapping[str, int]) -> Thunk | None:
+    rows, cols = f["rows"], f["cols"]
+    if not (rows and cols):
+        return None
+    src = _dram_view(mems[Mem.DRAM], f["dram"], rows, cols, f["stride"])
+    return partial(np.copyto, _block(mems, f["mem"], f["local"], rows, cols), src)
+
+
+def _prep_store(mems: Mems, f: Mapping[str, int]) -> Thunk | None:
+    rows, cols = f["rows"], f["cols"]
+    if not (rows and cols):
+        return None
+    dst = _dram_view(mems[Mem.DRAM], f["dram"], rows, cols, f["stride"])
+    return partial(np.copyto, dst, _block(mems, f["mem"], f["local"], rows, cols))
+
+
+_MATMUL_TMP: dict[tuple[int, int], np.ndarray] = {}
+
+
+def _prep_matmul(mems: Mems, f: Mapping[str, int]) -> Thunk | None:
+    m, k, n = f["m"], f["k"], f["n"]
+    if not (m and n):
+        return None
+    a = _block(mems, Mem.SPAD, f["a"], m, k)
+    if f["transpose_w"]:
+        w = _block(mems, Mem.SPAD, f["w"], n, k).T
+    else:
+        w = _block(mems, Mem.SPAD, f["w"], k, n)
+    out = _block(mems, Mem.ACC, f["out"], m, n)
+    if not f["accumulate"]:
+        return partial(np.matmul, a, w, out=out)
+    tmp = _MATMUL_TMP.get((m, n))
+    if tmp is None:  # one scratch product per shape: instructions run one at a time
+        tmp = _MATMUL_TMP[(m, n)] = np.empty((m, n), np.float32)
+
+    def run() -> None:
+        np.matmul(a, w, out=tmp)
+        np.add(out, tmp, out=out)  # out += a @ w
+
+    return run
+
+
+def _prep_vbin(mems: Mems, f: Mapping[str, int]) -> Thunk | None:
+    rows, cols = f["rows"], f["cols"]
+    if not (rows and cols):
+        return None
+    a = _block(mems, f["a_mem"], f["a"], rows, cols)
+    b = _block(mems, f["b_mem"], f["b"], 1 if f["bcast"] else rows, cols)
+    dst = _block(mems, f["dst_mem"], f["dst"], rows, cols)
+    return partial(_VBIN[f["fn"]], a, b, out=dst)
+
+
+def _prep_vun(mems: Mems, f: Mapping[str, int]) -> Thunk | None:
+    rows, cols = f["rows"], f["cols"]
+    if not (rows and cols):
+        return None
+    src = _block(mems, f["src_mem"], f["src"], rows, cols)
+    dst = _block(mems, f["dst_mem"], f["dst"], rows, cols)
+    fn = f["fn"]
+    if fn == VUnFn.COPY:
+        return partial(np.copyto, dst, src)
+    if fn == VUnFn.RELU:
+        return partial(np.maximum, src, np.float32(0.0), out=dst)
+    if fn == VUnFn.EXP:
+        return partial(np.exp, src, out=dst)
+    if fn == VUnFn.SCALE:
+        return partial(np.multiply, src, f32_from_bits(f["imm"]), out=dst)
+    if fn in (VUnFn.GELU, VUnFn.GELU_TANH):
+        approximate = "tanh" if fn == VUnFn.GELU_TANH else "none"
+
+        def run() -> None:
+            dst[...] = _torch_gelu(src, approximate)
+
+        return run
+    return lambda: _vun(mems, f)  # operand_error() rejects undefined functions
+
+
+def _prep_vrow(mems: Mems, f: Mapping[str, int]) -> Thunk | None:
+    rows, cols = f["rows"], f["cols"]
+    if not (rows and cols):
+        return None
+    src = _block(mems, f["src_mem"], f["src"], rows, cols)
+    dst = _block(mems, f["dst_mem"], f["dst"], rows, cols)
+    imm = f32_from_bits(f["imm"])
+    if f["fn"] == VRowFn.SOFTMAX:
+        def run() -> None:
+            dst[...] = _softmax(src, imm)
+
+        return run
+    if f["fn"] == VRowFn.LAYERNORM:
+        p = f["param"]
+        spad = mems[Mem.SPAD]
+        gamma, beta = spad[p : p + cols], spad[p + cols : p + 2 * cols]
+        eps = float(imm)
+
+        def run() -> None:
+            dst[...] = _layernorm(src, gamma, beta, eps)
+
+        return run
+    return lambda: _vrow(mems, f)
+
+
+_PREPARE: dict[str, Callable[[Mems, Mapping[str, int]], Thunk | None]] = {
+    "load": _prep_load,
+    "store": _prep_store,
+    "matmul": _prep_matmul,
+    "vbin": _prep_vbin,
+    "vun": _prep_vun,
+    "vrow": _prep_vrow,
+}
+
+
+def prepare(mnemonic: str, mems: Mems, f: Mapping[str, int]) -> Thunk | None:
+    """A call of no arguments that performs the instruction on `mems` (None: a no-op).
+    The instruction must have passed `operand_error` and the footprint bounds checks.
+    Mnemonics without a prepared form fall back to their `SEMANTICS` function."""
+    prep = _PREPARE.get(mnemonic)
+    if prep is None:
+        sem = SEMANTICS[mnemonic]
+        return lambda: sem(mems, f)
+    return prep(mems, f)
 
 
 # --------------------------------------------------------------------------------------

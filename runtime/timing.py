@@ -1,13 +1,18 @@
 """The timing model, defined once.
 
 The emulator charges every instruction `instruction_cycles(instr, target)` cycles on its
-unit; the compiler's tiling and sparsity searches call the same function on the
+unit; the compiler's tiling and sparsity searches call the same functions on the
 instructions they would emit, so what the compiler optimises is what the emulator reports.
+
+Every formula is written with integer arithmetic only, so it also works elementwise on
+numpy integer arrays: `cycles_of(mnemonic, fields, target)` takes a mapping of field
+values (ints, or arrays of the fields of many instructions of one mnemonic, which is how
+the emulator decodes a whole program at once).
 """
 
 from __future__ import annotations
 
-from math import ceil
+from typing import Any, Mapping
 
 from nmc.isa.table import Instr, VBinFn, VRowFn, VUnFn
 from nmc.isa.target import Target
@@ -15,36 +20,62 @@ from nmc.isa.target import Target
 WORD_BYTES = 4
 
 
-def dma_cycles(rows: int, cols: int, target: Target) -> int:
+def _ceil_div(a, b):
+    return -(-a // b)
+
+
+def dma_cycles(rows, cols, target: Target):
     """A 2-D transfer: fixed latency, a burst setup per row, then bandwidth-bound."""
-    data = ceil(rows * cols * WORD_BYTES / target.dma_bytes_per_cycle)
+    data = _ceil_div(rows * cols * WORD_BYTES, target.dma_bytes_per_cycle)
     return target.dma_latency + rows * target.dma_row_overhead + data
 
 
-def matmul_cycles(m: int, k: int, n: int, target: Target) -> int:
-    """Output-stationary PE array of mx_rows x mx_cols: one k-step per cycle per pass."""
-    passes = ceil(m / target.mx_rows) * ceil(n / target.mx_cols)
+def matmul_cycles(m, k, n, target: Target):
+    """Output-stationary PE array of mx_rows x mx_cols: one k-step per cycle per pass.
+    (`transpose_w` does not change the cost: the array reads W either way round.)"""
+    passes = _ceil_div(m, target.mx_rows) * _ceil_div(n, target.mx_cols)
     return target.mx_latency + passes * k
 
 
-def vector_cycles(fn_name: str, rows: int, cols: int, target: Target) -> int:
-    passes = rows * ceil(cols / target.vec_lanes)
+def vector_cycles(fn_name: str, rows, cols, target: Target):
+    passes = rows * _ceil_div(cols, target.vec_lanes)
     return target.vec_latency + passes * target.vec_cost[fn_name]
 
 
-def instruction_cycles(instr: Instr, target: Target) -> int:
-    f = instr.fields
-    match instr.mnemonic:
+_VECTOR_FNS = {"vbin": VBinFn, "vun": VUnFn, "vrow": VRowFn}
+
+
+def vector_fn_costs(mnemonic: str, target: Target) -> list[int]:
+    """cost[fn] of every function number of a vector mnemonic (for array lookups)."""
+    enum = _VECTOR_FNS[mnemonic]
+    costs = [0] * (max(int(e) for e in enum) + 1)
+    for e in enum:
+        costs[int(e)] = target.vec_cost[e.name.lower()]
+    return costs
+
+
+def cycles_of(mnemonic: str, f: Mapping[str, Any], target: Target):
+    """The cycles of instruction(s) `mnemonic` with field values `f` (ints or int arrays;
+    vector function numbers must be defined ones)."""
+    match mnemonic:
         case "load" | "store":
             return dma_cycles(f["rows"], f["cols"], target)
         case "matmul":
             return matmul_cycles(f["m"], f["k"], f["n"], target)
-        case "vbin":
-            return vector_cycles(VBinFn(f["fn"]).name.lower(), f["rows"], f["cols"], target)
-        case "vun":
-            return vector_cycles(VUnFn(f["fn"]).name.lower(), f["rows"], f["cols"], target)
-        case "vrow":
-            return vector_cycles(VRowFn(f["fn"]).name.lower(), f["rows"], f["cols"], target)
+        case "vbin" | "vun" | "vrow":
+            fn = f["fn"]
+            passes = f["rows"] * _ceil_div(f["cols"], target.vec_lanes)
+            if isinstance(fn, int):
+                cost = vector_fn_costs(mnemonic, target)[fn]
+            else:
+                import numpy as np
+
+                cost = np.asarray(vector_fn_costs(mnemonic, target), dtype=np.int64)[fn]
+            return target.vec_latency + passes * cost
         case "halt":
-            return 0
-    raise AssertionError(f"no timing for '{instr.mnemonic}'")  # every OpSpec must be covered
+            return 0 * f["wait"]
+    raise AssertionError(f"no timing for '{mnemonic}'")  # every OpSpec must be covered
+
+
+def instruction_cycles(instr: Instr, target: Target) -> int:
+    return int(cycles_of(instr.mnemonic, instr.fields, target))

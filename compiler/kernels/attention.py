@@ -10,12 +10,13 @@ plain strided DMA, no reshuffling. Per (b, h):
         load Q [tm x d]
         S[tm x N] = Q . K_h^T        matmul with transpose_w (K_h is stored [N x d])
         P[tm x N] = softmax(S * scale) along rows   vrow, ACC -> SPAD
-        O[tm x d] = P . V_h          matmul
+        O[tm x d] = P . V_h          matmul, into S's ACC buffer (S is dead after softmax)
         store O into the result [B, N, C] at rows b*N + m0, columns h*d (row stride C),
         straight from ACC
 
 Every buffer is double-buffered, so the next tile's Q load and S matmul overlap this tile's
-softmax and store. The tile height tm is chosen by the timing model (S must fit ACC twice).
+softmax and store. The tile height tm is chosen by the timing model (S must fit ACC twice;
+O living in S's buffer is what lets tm = 32 fit for 197 tokens).
 Keys are not tiled (softmax needs whole rows): K_h and V_h must fit SPAD.
 """
 
@@ -40,8 +41,7 @@ def emit_attention(B: int, N: int, C: int, heads: int, scale: float, tiling: dic
     v_ring = chip.ring(Mem.SPAD, N * d, kv_slots)
     q_ring = chip.ring(Mem.SPAD, tm * d)
     p_ring = chip.ring(Mem.SPAD, tm * N)
-    s_ring = chip.ring(Mem.ACC, tm * N)
-    o_ring = chip.ring(Mem.ACC, tm * d)
+    s_ring = chip.ring(Mem.ACC, tm * max(N, d))
     imm = f32_bits(scale)
 
     out: list[Instr] = []
@@ -52,7 +52,8 @@ def emit_attention(B: int, N: int, C: int, heads: int, scale: float, tiling: dic
             out.append(load_block(QKV, r, C + h * d, N, d, Mem.SPAD, kb))
             out.append(load_block(QKV, r, 2 * C + h * d, N, d, Mem.SPAD, vb))
             for m0, mr in tiles(N, tm):
-                q, s, p, o = q_ring.next(), s_ring.next(), p_ring.next(), o_ring.next()
+                q, s, p = q_ring.next(), s_ring.next(), p_ring.next()
+                o = s
                 out.append(load_block(QKV, r + m0, h * d, mr, d, Mem.SPAD, q))
                 out.append(Instr.make("matmul", a=q, w=kb, out=s, m=mr, k=d, n=N,
                                       transpose_w=1))

@@ -108,14 +108,20 @@ def tiles(extent: int, size: int) -> Iterator[tuple[int, int]]:
         yield start, min(size, extent - start)
 
 
-def size_candidates(extent: int, granule: int, limit: int = 4096) -> list[int]:
+def size_candidates(extent: int, granule: int, limit: int = 4096,
+                    balanced: int = 16) -> list[int]:
     """Tile sizes worth trying along one dimension: multiples of the hardware granule in
-    powers of two, plus the whole extent (no tiling at all)."""
-    sizes, s = set(), granule
+    powers of two, the sizes that split the extent into n nearly equal tiles (n up to
+    `balanced`, rounded up to the granule: 197 rows -> 112, 80, 64, 48, ...; no short last
+    tile wasting a pass), and the whole extent (no tiling at all)."""
+    sizes, s = {extent}, granule
     while s < extent and s <= limit:
         sizes.add(s)
         s *= 2
-    sizes.add(extent)
+    for n in range(2, balanced + 1):
+        s = -(-(-(-extent // n)) // granule) * granule
+        if s < extent and s <= limit:
+            sizes.add(s)
     return sorted(sizes)
 
 
@@ -134,42 +140,57 @@ def estimate_cycles(instrs: Iterable[Instr], target: Target) -> int:
     return max(busy.values()) + first_load + last_store
 
 
-def choose_best(layer: str, candidates: Iterable[dict], emit, target: Target,
-                need: str, lower_bound=None) -> dict:
-    """Return the candidate tiling with the lowest estimated cycles (ties: fewer
-    instructions, then the first candidate). `emit(tiling)` builds the kernel with dummy
-    addresses; a candidate that does not fit raises _DoesNotFit inside it.
+TOLERANCE = 0.01
+"""The tile search takes, among the tilings whose estimate is within this fraction of the
+best one, the one with the fewest instructions: a much smaller program (faster to compile
+and to emulate) for a negligible modelled cost."""
 
-    `lower_bound(tiling)`, when given, is a cheap bound that `estimate_cycles` of the
-    tiling can never beat (e.g. the matrix unit's busy cycles, computed in closed form).
-    Candidates are then tried in order of their bound, and once the bound of the next one
-    exceeds the best estimate found, the rest are skipped without emitting them: the search
-    returns the same tiling as the exhaustive one, much faster."""
-    best, best_key = None, None
+
+def choose_best(layer: str, candidates: Iterable[dict], emit, target: Target,
+                need: str, lower_bound=None, cost=None) -> dict:
+    """The candidate tiling to use: the fewest instructions among those whose estimated
+    cycles are within TOLERANCE of the lowest (ties: lower estimate, then the first
+    candidate). `emit(tiling)` builds the kernel with dummy addresses; a candidate that
+    does not fit raises _DoesNotFit inside it.
+
+    `cost(tiling)`, when given, returns (estimate_cycles of the emitted kernel, its number
+    of instructions) in closed form, without emitting it (it must agree with `emit`; the
+    kernel tests check that it does). `lower_bound(tiling)`, when given, is a cheap bound
+    that the estimate can never beat (e.g. the matrix unit's busy cycles): candidates are
+    then tried in order of their bound and the search stops once the bound exceeds the
+    tolerance of the best estimate found, which gives the same result as trying them all.
+    """
+    if cost is None:
+        def cost(tiling):
+            instrs = emit(tiling)
+            return estimate_cycles(instrs, target), len(instrs)
+
     candidates = list(candidates)
     if lower_bound is not None:
         bounds = [lower_bound(t) for t in candidates]
         order = sorted(range(len(candidates)), key=lambda i: bounds[i])
     else:
         bounds, order = None, range(len(candidates))
+    scored = []  # (estimate, instructions, index)
+    best_est = None
     for i in order:
-        tiling = candidates[i]
-        if bounds is not None and best_key is not None and bounds[i] > best_key[0]:
+        if bounds is not None and best_est is not None and bounds[i] > best_est * (1 + TOLERANCE):
             break
         try:
-            instrs = emit(tiling)
+            est, count = cost(candidates[i])
         except _DoesNotFit:
             continue
-        key = (estimate_cycles(instrs, target), len(instrs), i)
-        if best_key is None or key < best_key:
-            best, best_key = tiling, key
-    if best is None:
+        scored.append((est, count, i))
+        if best_est is None or est < best_est:
+            best_est = est
+    if not scored:
         raise TileError(
             f"layer '{layer}' cannot fit the scratchpad under any tiling: it needs {need}; "
             f"target '{target.name}' has {target.spad_words} SPAD words and "
             f"{target.acc_words} ACC words"
         )
-    return best
+    near = [(count, est, i) for est, count, i in scored if est <= best_est * (1 + TOLERANCE)]
+    return candidates[min(near)[2]]
 
 
 def ceil_div(a: int, b: int) -> int:
@@ -190,16 +211,25 @@ class TilingCache:
     same few shapes in every block, so each distinct shape is searched once per process."""
 
     def __init__(self):
-        self._entries: dict[tuple, tuple[Target, dict]] = {}
+        self._entries: dict[tuple, dict] = {}
 
     def get(self, key: tuple, target: Target, compute) -> dict:
-        full_key = (id(target), *key)
+        full_key = (_target_key(target), *key)
         hit = self._entries.get(full_key)
-        if hit is not None and hit[0] is target:
-            return dict(hit[1])
+        if hit is not None:
+            return dict(hit)
         tiling = compute()
-        self._entries[full_key] = (target, dict(tiling))
+        self._entries[full_key] = dict(tiling)
         return tiling
+
+
+def _target_key(target: Target) -> tuple:
+    """Everything that describes the machine (targets are compared by value: the same
+    file loaded twice is the same machine)."""
+    return tuple(
+        tuple(sorted(v.items())) if isinstance(v, dict) else v
+        for k, v in vars(target).items() if k != "source"
+    )
 
 
 TILINGS = TilingCache()

@@ -16,11 +16,11 @@ from __future__ import annotations
 
 from nmc.isa.table import Instr, Mem, VBinFn, VUnFn
 from nmc.isa.target import Target
-from nmc.runtime.timing import matmul_cycles
+from nmc.runtime.timing import dma_cycles, matmul_cycles, vector_cycles
 
 from nmc.compiler.kernels.common import (
-    TILINGS, Matrix2D, OnChipAllocator, choose_best, load_block, size_candidates, store_block,
-    tile_counts, tiles,
+    TILINGS, Matrix2D, OnChipAllocator, _DoesNotFit, align, choose_best, load_block,
+    size_candidates, store_block, tile_counts, tiles,
 )
 
 
@@ -81,6 +81,51 @@ def linear_matrix_cycles(M: int, K: int, N: int, tiling: dict, target: Target) -
     return total
 
 
+def linear_cost(M: int, K: int, N: int, tiling: dict, has_bias: bool, target: Target,
+                w_layout: str = "kn") -> tuple[int, int]:
+    """(estimate_cycles, instruction count) of `emit_linear` under `tiling`, in closed form
+    (the tile search of a big layer would otherwise emit thousands of candidate kernels);
+    raises _DoesNotFit like the emission. Mirrors `emit_linear` loop by loop; the kernel
+    tests check that both agree."""
+    tm, tn, tk = tiling["m"], tiling["n"], tiling["k"]
+    spad = 2 * align(tm * tk) + 2 * align(tk * tn) + 2 * align(tm * tn)
+    if has_bias:
+        spad += align(N)
+    if spad > target.spad_words or 2 * align(tm * tn) > target.acc_words:
+        raise _DoesNotFit
+    single_k = tk >= K
+    nk = w_layout == "nk"
+    busy = dict.fromkeys(("load", "store", "matrix", "vector"), 0)
+    count = 0
+    first_load = 0
+    if has_bias:
+        busy["load"] += dma_cycles(1, N, target)
+        first_load = busy["load"]
+        count += 1
+    epilogue = "add" if has_bias else "copy"
+    for mr, cm in tile_counts(M, tm):
+        if single_k:
+            busy["load"] += cm * dma_cycles(mr, K, target)
+            count += cm
+        for nr, cn in tile_counts(N, tn):
+            for kr, ck in tile_counts(K, tk):
+                c = cm * cn * ck
+                if not single_k:
+                    busy["load"] += c * dma_cycles(mr, kr, target)
+                    count += c
+                busy["load"] += c * (dma_cycles(nr, kr, target) if nk
+                                     else dma_cycles(kr, nr, target))
+                busy["matrix"] += c * matmul_cycles(mr, kr, nr, target)
+                count += 2 * c
+            busy["vector"] += cm * cn * vector_cycles(epilogue, mr, nr, target)
+            busy["store"] += cm * cn * dma_cycles(mr, nr, target)
+            count += 2 * cm * cn
+    if not first_load:
+        first_load = dma_cycles(min(tm, M), K if single_k else min(tk, K), target)
+    last_m, last_n = M - (M - 1) // tm * tm, N - (N - 1) // tn * tn
+    return max(busy.values()) + first_load + dma_cycles(last_m, last_n, target), count
+
+
 def choose_linear_tiling(layer: str, M: int, K: int, N: int, has_bias: bool,
                          target: Target, w_layout: str = "kn") -> dict:
     def search() -> dict:
@@ -88,16 +133,14 @@ def choose_linear_tiling(layer: str, M: int, K: int, N: int, has_bias: bool,
             {"m": tm, "n": tn, "k": tk}
             for tm in size_candidates(M, target.mx_rows, limit=512)
             for tn in size_candidates(N, target.mx_cols, limit=512)
-            for tk in size_candidates(K, 64, limit=1024)
+            for tk in size_candidates(K, 16, limit=1024)
         ]
-        dummy_bias = 0 if has_bias else None
         return choose_best(
-            layer, candidates,
-            lambda t: emit_linear(M, K, N, t, 0, 0, dummy_bias, 0, target, w_layout),
-            target,
-            need=f"at least {2 * 16 * 64 + 2 * 64 * 16 + 2 * 16 * 16 + (N if has_bias else 0)} "
-                 f"SPAD words for 16x64x16 tiles",
+            layer, candidates, None, target,
+            need=f"at least {2 * 16 * 16 + 2 * 16 * 16 + 2 * 16 * 16 + (N if has_bias else 0)} "
+                 f"SPAD words for 16x16x16 tiles",
             lower_bound=lambda t: linear_matrix_cycles(M, K, N, t, target),
+            cost=lambda t: linear_cost(M, K, N, t, has_bias, target, w_layout),
         )
 
     return TILINGS.get(("linear", M, K, N, has_bias, w_layout), target, search)

@@ -1,0 +1,330 @@
+"""The emulator's fast path: a whole program decoded at once into arrays, its timing computed
+from the token graph, its races found with array operations, then one call per instruction.
+
+`nmc.runtime.emulator` defines what a run means (an event-driven simulation, instruction
+by instruction). This module computes the same run faster for the programs the compiler
+makes, and says "not me" (returns None) for everything else, which the reference path
+then runs, reporting errors with its messages:
+
+- Decoding: instructions are grouped by mnemonic and their fields gathered into integer
+  arrays; the static checks (token masks, operand fields, footprints against the memory
+  sizes) and the cycle counts (`timing.cycles_of`, whose formulas work on arrays) are
+  computed per group. Any failed check -> None.
+- Timing: tokens of queue V->U are pushed in V's program order and popped in U's, so the
+  k-th pop of U matches the k-th push of V, whatever the timing: the token graph is static.
+  An instruction starts at max(end of the previous one on its unit, end of the producers of
+  the tokens it pops), the event simulation's rule, evaluated in program order when every
+  producer comes before its consumer (what insert-tokens emits). A missing token (a
+  deadlock), a producer after its consumer, or a zero-cycle instruction -> None.
+- Order: with every instruction taking at least one cycle, the event simulation runs
+  instructions exactly in (start, pc) order (a startable head with a smaller start always
+  exists before a later one), so that order is a sort.
+- Races: each instruction can only overlap, on another unit, the instruction that unit
+  started last before it (units are in order): found with one `searchsorted` per unit, the
+  pairs that overlap in time are checked for a shared word on the bounding ranges of their
+  footprints with array comparisons, and the few hits are confirmed or dismissed (strided
+  DMA rows may interleave) by the reference check, which raises its error for the first.
+- Execution: `semantics.prepare` resolved every operand to a numpy view when decoding, so
+  running an instruction is one call.
+
+The footprints are computed here per mnemonic in array form (`_FOOTPRINTS`); they must agree
+with `OpSpec.footprint` of the ISA table, which tests/test_emulator_fastpath.py checks on
+random instructions. A mnemonic without an array form uses `Instr.footprint()` per
+instruction.
+"""
+
+from __future__ import annotations
+
+from operator import itemgetter
+from typing import Any, Callable
+
+import numpy as np
+
+from nmc.isa.table import QUEUE_UNITS, Instr, Mem, VBinFn, VRowFn, VUnFn
+from nmc.isa.target import Target
+from nmc.runtime.semantics import prepare
+from nmc.runtime.timing import cycles_of
+
+NUM_UNITS = len(QUEUE_UNITS)
+
+# A region in array form: (mem, start, length) of one footprint slot of every instruction
+# of a group; mem < 0 where the slot is empty.
+Slot = tuple[Any, Any, Any]
+
+_ON_CHIP = (int(Mem.SPAD), int(Mem.ACC))
+
+
+def _strided_len(rows, cols, stride):
+    return np.where((rows == 0) | (cols == 0), 0, (rows - 1) * stride + cols)
+
+
+def _fp_load(f) -> tuple[list[Slot], list[Slot]]:
+    dram = (int(Mem.DRAM), f["dram"], _strided_len(f["rows"], f["cols"], f["stride"]))
+    local = (f["mem"], f["local"], f["rows"] * f["cols"])
+    return [dram], [local]
+
+
+def _fp_store(f):
+    reads, writes = _fp_load(f)
+    return writes, reads
+
+
+def _fp_matmul(f):
+    m, k, n = f["m"], f["k"], f["n"]
+    spad, acc = int(Mem.SPAD), int(Mem.ACC)
+    out_words = m * n
+    reads = [(spad, f["a"], m * k), (spad, f["w"], k * n),
+             (np.where(f["accumulate"] != 0, acc, -1), f["out"], out_words)]
+    return reads, [(acc, f["out"], out_words)]
+
+
+def _fp_vbin(f):
+    words = f["rows"] * f["cols"]
+    b_words = np.where(f["bcast"] != 0, f["cols"], words)
+    return ([(f["a_mem"], f["a"], words), (f["b_mem"], f["b"], b_words)],
+            [(f["dst_mem"], f["dst"], words)])
+
+
+def _fp_vun(f):
+    words = f["rows"] * f["cols"]
+    return [(f["src_mem"], f["src"], words)], [(f["dst_mem"], f["dst"], words)]
+
+
+def _fp_vrow(f):
+    words = f["rows"] * f["cols"]
+    param_mem = np.where(f["fn"] == int(VRowFn.LAYERNORM), int(Mem.SPAD), -1)
+    return ([(f["src_mem"], f["src"], words), (param_mem, f["param"], 2 * f["cols"])],
+            [(f["dst_mem"], f["dst"], words)])
+
+
+_FOOTPRINTS: dict[str, Callable] = {
+    "load": _fp_load, "store": _fp_store, "matmul": _fp_matmul,
+    "vbin": _fp_vbin, "vun": _fp_vun, "vrow": _fp_vrow,
+}
+
+# Fields that must name SPAD or ACC, and function enums (as in semantics.operand_error).
+_ONCHIP_FIELDS = {
+    "load": ("mem",), "store": ("mem",), "vbin": ("dst_mem", "a_mem", "b_mem"),
+    "vun": ("dst_mem", "src_mem"), "vrow": ("dst_mem", "src_mem"),
+}
+_FN_ENUMS = {"vbin": VBinFn, "vun": VUnFn, "vrow": VRowFn}
+
+
+def footprint_slots(mnemonic: str, fields: dict[str, np.ndarray],
+                    instrs: list[Instr]) -> tuple[list[Slot], list[Slot]]:
+    """The footprint of every instruction of one mnemonic as slot arrays (empty slots and
+    zero-length regions have mem -1)."""
+    fp = _FOOTPRINTS.get(mnemonic)
+    if fp is not None:
+        reads, writes = fp(fields)
+    else:  # no array form: the table's footprint, instruction by instruction
+        per = [i.footprint() for i in instrs]
+        reads, writes = [], []
+        for side, out in ((0, reads), (1, writes)):
+            width = max((len(p[side]) for p in per), default=0)
+            for s in range(width):
+                regs = [p[side][s] if s < len(p[side]) else None for p in per]
+                out.append((np.array([-1 if r is None else int(r.mem) for r in regs]),
+                            np.array([0 if r is None else r.start for r in regs]),
+                            np.array([0 if r is None else r.length for r in regs])))
+    g = len(instrs)
+
+    def norm(slot: Slot) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        mem, start, length = (np.broadcast_to(np.asarray(x, np.int64), (g,)) for x in slot)
+        mem = np.where(length > 0, mem, -1)
+        return mem, start, start + length
+
+    return [norm(s) for s in reads], [norm(s) for s in writes]
+
+
+class Plan:
+    """A decoded program: per instruction (index = pc) its unit, masks, cycles, footprint
+    slots (mem, start, end arrays), MACs, DRAM traffic and prepared thunk."""
+
+    def __init__(self, n: int):
+        self.n = n
+        self.unit = np.zeros(n, np.int64)
+        self.wait = np.zeros(n, np.int64)
+        self.signal = np.zeros(n, np.int64)
+        self.cycles = np.zeros(n, np.int64)
+        self.macs = np.zeros(n, np.int64)
+        self.dram_read = 0
+        self.dram_written = 0
+        self.reads: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
+        self.writes: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
+        self.thunks: list = [None] * n
+
+
+def _empty_slots(n: int, count: int):
+    return [(np.full(n, -1, np.int64), np.zeros(n, np.int64), np.zeros(n, np.int64))
+            for _ in range(count)]
+
+
+def decode(instructions: list[Instr], target: Target, sizes: tuple[int, ...],
+           max_instructions: int | None, mems) -> Plan | None:
+    """Decode and check every instruction before the first halt; None if anything is
+    unusual (the reference path then reports it)."""
+    n = None
+    for pc, instr in enumerate(instructions):
+        if instr.spec.mnemonic == "halt":
+            n = pc
+            break
+    if n is None or (max_instructions is not None and n > max_instructions):
+        return None
+    halt = instructions[n]
+    if halt.fields["wait"] or halt.fields["signal"]:
+        return None
+    instrs = instructions[:n]
+    groups: dict[str, list[int]] = {}
+    for pc, instr in enumerate(instrs):
+        groups.setdefault(instr.spec.mnemonic, []).append(pc)
+
+    plan = Plan(n)
+    size_arr = np.array(sizes, np.int64)
+    slot_parts: list[tuple[np.ndarray, list, list]] = []
+    for mnemonic, pcs in groups.items():
+        spec = instrs[pcs[0]].spec
+        unit = int(spec.unit)
+        if unit >= NUM_UNITS:
+            return None
+        names = [f.name for f in spec.all_fields]
+        get = itemgetter(*names)
+        rows = [get(instrs[pc].fields) for pc in pcs]
+        table = np.array(rows, dtype=np.int64).reshape(len(pcs), len(names))
+        f = {name: table[:, i] for i, name in enumerate(names)}
+        idx = np.asarray(pcs, np.int64)
+        # token masks may not name the instruction's own unit
+        if np.any(((f["wait"] | f["signal"]) >> unit) & 1):
+            return None
+        for name in _ONCHIP_FIELDS.get(mnemonic, ()):
+            if not np.all(np.isin(f[name], _ON_CHIP)):
+                return None
+        enum = _FN_ENUMS.get(mnemonic)
+        if enum is not None and not np.all(np.isin(f["fn"], [int(e) for e in enum])):
+            return None
+        reads, writes = footprint_slots(mnemonic, f, [instrs[pc] for pc in pcs])
+        for mem, start, end in reads + writes:
+            live = mem >= 0
+            if np.any(live & ((start < 0) | (end > size_arr[np.where(live, mem, 0)]))):
+                return None
+        plan.unit[idx] = unit
+        plan.wait[idx] = f["wait"]
+        plan.signal[idx] = f["signal"]
+        plan.cycles[idx] = cycles_of(mnemonic, f, target)
+        if mnemonic == "matmul":
+            plan.macs[idx] = f["m"] * f["k"] * f["n"]
+        elif mnemonic == "load":
+            plan.dram_read += int(np.sum(f["rows"] * f["cols"]))
+        elif mnemonic == "store":
+            plan.dram_written += int(np.sum(f["rows"] * f["cols"]))
+        slot_parts.append((idx, reads, writes))
+
+    for side in ("reads", "writes"):
+        width = max((len(part[1 if side == "reads" else 2]) for part in slot_parts), default=0)
+        slots = _empty_slots(n, width)
+        for idx, reads, writes in slot_parts:
+            for s, (mem, start, end) in enumerate(reads if side == "reads" else writes):
+                slots[s][0][idx] = mem
+                slots[s][1][idx] = start
+                slots[s][2][idx] = end
+        setattr(plan, side, slots)
+
+    thunks = plan.thunks
+    for pc, instr in enumerate(instrs):
+        thunks[pc] = prepare(instr.spec.mnemonic, mems, instr.fields)
+    return plan
+
+
+def schedule(plan: Plan):
+    """(starts, ends, stall per unit, leftover tokens {(src, dst): count}) from the static
+    token graph, or None when it cannot be evaluated in program order (see the module
+    docstring)."""
+    n = plan.n
+    if n and int(plan.cycles.min()) <= 0:
+        return None
+    unit, wait, signal = plan.unit, plan.wait, plan.signal
+    prods: list[tuple[int, ...]] = [()] * n
+    leftover = {}
+    for v in range(NUM_UNITS):
+        for u in range(NUM_UNITS):
+            if u == v:
+                continue
+            producers = np.flatnonzero((unit == v) & ((signal >> u) & 1).astype(bool))
+            consumers = np.flatnonzero((unit == u) & ((wait >> v) & 1).astype(bool))
+            if len(consumers) > len(producers):
+                return None  # a token that never comes: deadlock
+            matched = producers[: len(consumers)]
+            if np.any(matched > consumers):
+                return None  # a producer after its consumer: not in program order
+            if len(producers) > len(consumers):
+                leftover[(v, u)] = len(producers) - len(consumers)
+            for p, c in zip(matched.tolist(), consumers.tolist()):
+                prods[c] = prods[c] + (p,)
+
+    units = plan.unit.tolist()
+    cycles = plan.cycles.tolist()
+    starts = [0] * n
+    ends = [0] * n
+    free = [0] * NUM_UNITS
+    stall = [0] * NUM_UNITS
+    for i in range(n):
+        u = units[i]
+        t = free[u]
+        ps = prods[i]
+        if ps:
+            for p in ps:
+                e = ends[p]
+                if e > t:
+                    t = e
+        starts[i] = t
+        stall[u] += t - free[u]
+        e = t + cycles[i]
+        ends[i] = e
+        free[u] = e
+    return starts, ends, stall, leftover
+
+
+def race_candidates(plan: Plan, starts: np.ndarray, ends: np.ndarray,
+                    order_rank: np.ndarray) -> list[tuple[int, int]]:
+    """(later, earlier) pc pairs on different units that overlap in time and whose
+    footprints' bounding ranges share a word with at least one side writing, sorted the
+    way the event simulation meets them (by the later one's position, then the earlier
+    one's unit)."""
+    n = plan.n
+    if n == 0:
+        return []
+    key = order_rank  # position in execution order
+    later_all, earlier_all = [], []
+    for o in range(NUM_UNITS):
+        on_o = np.flatnonzero(plan.unit == o)
+        if len(on_o) == 0:
+            continue
+        keys_o = key[on_o]  # increasing: a unit runs in order
+        pos = np.searchsorted(keys_o, key, side="left") - 1
+        ok = (pos >= 0) & (plan.unit != o)
+        i = np.flatnonzero(ok)
+        j = on_o[pos[ok]]
+        overlap = (ends[j] > starts[i]) & (ends[i] > starts[j])
+        later_all.append(i[overlap])
+        earlier_all.append(j[overlap])
+    if not later_all:
+        return []
+    i = np.concatenate(later_all)
+    j = np.concatenate(earlier_all)
+    if len(i) == 0:
+        return []
+
+    def hits(a_slots, b_slots, ia, ib):
+        hit = np.zeros(len(ia), bool)
+        for am, as_, ae in a_slots:
+            m1, s1, e1 = am[ia], as_[ia], ae[ia]
+            for bm, bs, be in b_slots:
+                m2, s2, e2 = bm[ib], bs[ib], be[ib]
+                hit |= (m1 >= 0) & (m1 == m2) & (s1 < e2) & (s2 < e1)
+        return hit
+
+    flagged = (hits(plan.writes, plan.reads, i, j) | hits(plan.writes, plan.writes, i, j)
+               | hits(plan.reads, plan.writes, i, j))
+    i, j = i[flagged], j[flagged]
+    order = np.lexsort((plan.unit[j], key[i]))
+    return list(zip(i[order].tolist(), j[order].tolist()))
