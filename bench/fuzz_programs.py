@@ -10,11 +10,13 @@ checks are reached (section swaps, drops, duplicates, flips inside a body, garbl
 constant records, random or random-but-encodable instruction words), or a stream of random
 encodable instructions (random fields, masks, with or without halt). Each case is read with
 `program_from_bytes` and, if that succeeds, disassembled and assembled back (which must
-give the same program) and run with `run_program` on a small target
-(`SMALL_TARGET`: sta_ref with a 64 Ki-word DRAM) under an instruction budget.
+give the same program) and run with `run_program` on a small target (`SMALL_TARGET`:
+sta_ref with a 64 Ki-word DRAM) under an instruction budget, once through the emulator's
+fast path and once through its reference simulation (`fast=False`), which must agree
+exactly (the same error message, or the same outputs bit for bit, cycles and statistics).
 
 The only allowed outcomes are a `RunResult` or an `NmcError` subclass; anything else (an
-IndexError, a numpy error, a MemoryError, a hang) is a bug. Cases are reproducible: case i of
+IndexError, a numpy error, a MemoryError, a hang, the two simulations disagreeing) is a bug. Cases are reproducible: case i of
 seed s is generated from `random.Random(f"{s}:{i}")`. tests/test_robust_fuzz.py runs the same
 generator under hypothesis (`st.randoms()`), so failures shrink there.
 """
@@ -24,6 +26,7 @@ from __future__ import annotations
 import argparse
 import collections
 import dataclasses
+import inspect
 import os
 import platform
 import random
@@ -418,11 +421,27 @@ def run_case(data: bytes, rng: random.Random, budget: int = BUDGET) -> str:
     # whatever the reader accepts, `nmc disasm` prints and `nmc asm` reads back unchanged
     if assemble(disassemble(program), "fuzz.s") != program:
         raise AssertionError("assemble(disassemble(p)) != p")
+    inputs = _inputs(program, rng)
+    got = _outcome(program, inputs, budget, {})
+    if _HAS_FAST:  # the fast path must agree with the reference simulation exactly
+        want = _outcome(program, inputs, budget, {"fast": False})
+        if got != want:
+            raise AssertionError(f"fast path {str(got)[:300]} != reference {str(want)[:300]}")
+    return got[0]
+
+
+_HAS_FAST = "fast" in inspect.signature(run_program).parameters
+
+
+def _outcome(program: Program, inputs: dict, budget: int, kw: dict) -> tuple:
+    """("ok", cycles, outputs' bytes, ...) or ("error:<class>", message)."""
     try:
-        run_program(program, _inputs(program, rng), SMALL_TARGET, max_instructions=budget)
+        r = run_program(program, inputs, SMALL_TARGET, max_instructions=budget, **kw)
     except NmcError as e:
-        return f"error:{type(e).__name__}"
-    return "ok"
+        return f"error:{type(e).__name__}", str(e)
+    outputs = {k: (v.shape, v.tobytes()) for k, v in r.outputs.items()}
+    return ("ok", r.total_cycles, outputs, r.busy_cycles, r.stall_cycles, r.leftover_tokens,
+            r.instructions_executed)
 
 
 def check_case(rng: random.Random, generate=generate_case) -> tuple[str, str]:

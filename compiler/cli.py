@@ -34,8 +34,15 @@ def _add_target(p: argparse.ArgumentParser) -> None:
                    help="built-in target name or path of a target TOML (default: %(default)s)")
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse, with its errors as one line like every other error (status 2)."""
+
+    def error(self, message: str):
+        self.exit(2, f"nmc: error: {message} (see `{self.prog} --help`)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="nmc", description=__doc__.split("\n\n")[0])
+    parser = _Parser(prog="nmc", description=__doc__.split("\n\n")[0])
     parser.add_argument("--debug", action="store_true", help="show tracebacks on errors")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 

@@ -28,6 +28,31 @@ def _check_output_path(path: Path) -> None:
         raise OutputError(f"cannot write {path}: No such file or directory")
 
 
+def read_source(path: Path | None, shown: str) -> str:
+    """The UTF-8 text of a source file (assembly, IR), or of stdin when `path` is None.
+    Read in chunks and refused at the first NUL byte, so a binary file, /dev/zero or
+    /dev/urandom is an error instead of an endless read."""
+    try:
+        stream = open(path, "rb") if path is not None else getattr(sys.stdin, "buffer", None)
+        if stream is None:  # a text-only stdin (embedding, tests)
+            return sys.stdin.read()
+        chunks = []
+        try:
+            while chunk := stream.read(1 << 20):
+                if b"\0" in chunk:
+                    raise UsageError(f"cannot read {shown}: not a text file (it holds NUL bytes)")
+                chunks.append(chunk)
+        finally:
+            if path is not None:
+                stream.close()
+        return b"".join(chunks).decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise UsageError(f"cannot read {shown}: not UTF-8 text ({e.reason} at byte "
+                         f"{e.start})") from None
+    except OSError as e:
+        raise UsageError(f"cannot read {shown}: {e.strerror or e}") from None
+
+
 def one_line_str(e: BaseException) -> str:
     """An exception's message as one line (some library messages span several)."""
     lines = [line.strip() for line in str(e).splitlines() if line.strip()]
@@ -228,10 +253,7 @@ def cmd_asm(args) -> int:
     from nmc.isa.asm import assemble
     from nmc.isa.container import write_program
 
-    try:
-        text = args.source.read_text()
-    except (OSError, UnicodeDecodeError) as e:
-        raise UsageError(f"cannot read {args.source}: {e}") from None
+    text = read_source(args.source, str(args.source))
     write_program(assemble(text, str(args.source)), args.output)
     return 0
 
@@ -263,10 +285,7 @@ def cmd_opt(args) -> int:
     except ArgSpecParseError as e:  # a BaseException in xDSL, so build_pipeline misses it
         raise UsageError(f"bad pass pipeline '{args.passes}': {_spec_error(e)}") from None
     source = str(args.input) if args.input else "<stdin>"
-    try:
-        text = args.input.read_text() if args.input else sys.stdin.read()
-    except (OSError, UnicodeDecodeError) as e:
-        raise UsageError(f"cannot read {source}: {e}") from None
+    text = read_source(args.input, source)
     ctx = make_context()
     try:
         module = Parser(ctx, text, source).parse_module()

@@ -495,7 +495,12 @@ def program_from_bytes(data: bytes, source: str = "<bytes>") -> Program:
 def read_program(path: str | os.PathLike) -> Program:
     """Read and validate the prog.bin at `path`."""
     try:
-        data = Path(path).read_bytes()
+        with open(path, "rb") as f:
+            # The magic first: a file that is not a prog.bin (or /dev/zero, a terminal...)
+            # is refused before reading the rest of it.
+            data = f.read(len(MAGIC))
+            if data == MAGIC:
+                data += f.read()
     except OSError as e:
         raise ProgramFormatError(f"cannot read {path}: {e.strerror or e}") from None
     return program_from_bytes(data, str(path))

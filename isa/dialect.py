@@ -50,9 +50,18 @@ class IsaInstrOp(IRDLOperation):
         }
 
     def verify_(self) -> None:
-        values = self.field_values()
+        self.verify_fields()
+
+    def verify_fields(self) -> None:
+        """Every field present, an i64 integer attribute, with a legal value: what makes the
+        op an instruction (cheaper than the full op verification, which also runs it)."""
+        props = self.properties
         for f in self.SPEC.all_fields:
-            why = field_error(f, values[f.name])
+            attr = props.get(f.name)
+            if not isinstance(attr, IntegerAttr) or attr.type != i64:
+                raise VerifyException(f"{self.name}: field '{f.name}' must be an i64 integer "
+                                      f"property, got {attr}")
+            why = field_error(f, attr.value.data)
             if why is not None:
                 raise VerifyException(f"{self.name}: {why}")
 
@@ -240,7 +249,7 @@ def op_to_instr(op: Operation) -> Instr:
     missing or out of range, ValueError if `op` is not an instruction op."""
     if not isinstance(op, IsaInstrOp):
         raise ValueError(f"'{op.name}' is not an isa instruction op")
-    op.verify_()
+    op.verify_fields()  # not the whole op verification: this runs once per instruction
     return Instr(op.SPEC, op.field_values())
 
 

@@ -205,6 +205,8 @@ def load_target(name_or_path: str = DEFAULT_TARGET, builtin_only: bool = False) 
     else:
         path = Path(name)
     try:
+        if path.exists() and not path.is_dir() and not path.is_file():
+            raise TargetError(f"cannot read target file {path}: not a regular file")
         text = path.read_text(encoding="utf-8")
     except OSError as e:
         raise TargetError(f"cannot read target file {path}: {e.strerror or e}") from None

@@ -39,7 +39,9 @@ they would in PyTorch. Missing or unexpected input names are errors.
 
 from __future__ import annotations
 
+import gc
 from collections import deque
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any, Mapping
 
@@ -515,6 +517,20 @@ def _decode_one(pc: int, instr: Instr, target: Target) -> _Decoded:
                     SEMANTICS[instr.mnemonic], instr.fields, spans[0], spans[1])
 
 
+@contextmanager
+def _no_gc():
+    """The cyclic garbage collector paused: a run makes ~2 objects per instruction (views,
+    prepared calls), none of them cyclic, and in a process that holds a big object graph
+    (a compiler's IR) every collection would rescan all of it."""
+    was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was_enabled:
+            gc.enable()
+
+
 def run_program(
     program: Any,
     inputs: Mapping[str, Any],
@@ -539,7 +555,13 @@ def run_program(
         runs the reference simulation instruction by instruction.
     """
     _check_target(program, target)
-    machine = Machine(target, int(program.dram_words), fill)
+    try:
+        machine = Machine(target, int(program.dram_words), fill)
+    except MemoryError:
+        raise EmulatorError(
+            f"cannot allocate the memories of target '{target.name}' ({program.dram_words} "
+            f"DRAM words for the program, {target.spad_words} SPAD, {target.acc_words} ACC)"
+        ) from None
     checked_inputs = _check_inputs(program, inputs)
     outputs_syms = _symbols(program, "output")
     for i, (addr, values) in enumerate(program.constants):
@@ -555,7 +577,7 @@ def run_program(
             )
 
     trace_list: list | None = [] if trace else None
-    with np.errstate(all="ignore"):  # NaN/Inf propagate silently, as in PyTorch
+    with np.errstate(all="ignore"), _no_gc():  # NaN/Inf propagate silently, as in PyTorch
         ran = None
         if fast:
             ran = _fast_run(program, target, machine, max_instructions, check_races,

@@ -43,7 +43,7 @@ import numpy as np
 from nmc.isa.table import QUEUE_UNITS, Instr, Mem, VBinFn, VRowFn, VUnFn
 from nmc.isa.target import Target
 from nmc.runtime.semantics import prepare
-from nmc.runtime.timing import cycles_of
+from nmc.runtime.timing import cycles_of, token_schedule
 
 NUM_UNITS = len(QUEUE_UNITS)
 
@@ -230,58 +230,39 @@ def decode(instructions: list[Instr], target: Target, sizes: tuple[int, ...],
         setattr(plan, side, slots)
 
     thunks = plan.thunks
+    shared: dict[tuple, Any] = {}
+    operand_fields = {}  # mnemonic -> getter of every field but the token masks
     for pc, instr in enumerate(instrs):
-        thunks[pc] = prepare(instr.spec.mnemonic, mems, instr.fields)
+        spec = instr.spec
+        mnemonic = spec.mnemonic
+        if mnemonic in _DMA:
+            thunks[pc] = prepare(mnemonic, mems, instr.fields)
+            continue
+        # on-chip operands come from a few ring buffers: the same instruction (but for its
+        # tokens) recurs, and so can its prepared call
+        get = operand_fields.get(mnemonic)
+        if get is None:
+            get = operand_fields[mnemonic] = itemgetter(
+                *[f.name for f in spec.fields], "wait")  # (2+ names: always a tuple)
+        key = (mnemonic, *get(instr.fields)[:-1])
+        thunk = shared.get(key, shared)
+        if thunk is shared:
+            thunk = shared[key] = prepare(mnemonic, mems, instr.fields)
+        thunks[pc] = thunk
     return plan
+
+
+_DMA = ("load", "store")
 
 
 def schedule(plan: Plan):
     """(starts, ends, stall per unit, leftover tokens {(src, dst): count}) from the static
-    token graph, or None when it cannot be evaluated in program order (see the module
-    docstring)."""
-    n = plan.n
-    if n and int(plan.cycles.min()) <= 0:
+    token graph (`timing.token_schedule`), or None when it cannot be evaluated in program
+    order or an instruction takes no cycle (see the module docstring)."""
+    if plan.n and int(plan.cycles.min()) <= 0:
         return None
-    unit, wait, signal = plan.unit, plan.wait, plan.signal
-    prods: list[tuple[int, ...]] = [()] * n
-    leftover = {}
-    for v in range(NUM_UNITS):
-        for u in range(NUM_UNITS):
-            if u == v:
-                continue
-            producers = np.flatnonzero((unit == v) & ((signal >> u) & 1).astype(bool))
-            consumers = np.flatnonzero((unit == u) & ((wait >> v) & 1).astype(bool))
-            if len(consumers) > len(producers):
-                return None  # a token that never comes: deadlock
-            matched = producers[: len(consumers)]
-            if np.any(matched > consumers):
-                return None  # a producer after its consumer: not in program order
-            if len(producers) > len(consumers):
-                leftover[(v, u)] = len(producers) - len(consumers)
-            for p, c in zip(matched.tolist(), consumers.tolist()):
-                prods[c] = prods[c] + (p,)
-
-    units = plan.unit.tolist()
-    cycles = plan.cycles.tolist()
-    starts = [0] * n
-    ends = [0] * n
-    free = [0] * NUM_UNITS
-    stall = [0] * NUM_UNITS
-    for i in range(n):
-        u = units[i]
-        t = free[u]
-        ps = prods[i]
-        if ps:
-            for p in ps:
-                e = ends[p]
-                if e > t:
-                    t = e
-        starts[i] = t
-        stall[u] += t - free[u]
-        e = t + cycles[i]
-        ends[i] = e
-        free[u] = e
-    return starts, ends, stall, leftover
+    return token_schedule(plan.unit.tolist(), plan.wait.tolist(), plan.signal.tolist(),
+                          plan.cycles.tolist())
 
 
 def race_candidates(plan: Plan, starts: np.ndarray, ends: np.ndarray,

@@ -79,3 +79,50 @@ def cycles_of(mnemonic: str, f: Mapping[str, Any], target: Target):
 
 def instruction_cycles(instr: Instr, target: Target) -> int:
     return int(cycles_of(instr.mnemonic, instr.fields, target))
+
+
+QUEUES = 4  # units with an instruction queue (nmc.isa.table.QUEUE_UNITS)
+
+
+def token_schedule(units: list[int], waits: list[int], signals: list[int],
+                   cycles: list[int]):
+    """Start and end cycle of every instruction of a token-ordered stream, or None when
+    the stream cannot be evaluated in program order.
+
+    The emulator's rule: an instruction starts when its unit is free and every token it
+    pops has arrived (tokens arrive when their producer ends). Tokens of queue V->U are
+    pushed in V's program order and popped in U's, so the k-th pop matches the k-th push
+    whatever the timing, and when every producer comes before its consumer in the stream
+    the times follow in one pass. Returns (starts, ends, stall per unit, leftover tokens
+    {(src, dst): count}); None if a pop has no push (a deadlock) or a producer comes after
+    its consumer (the emulator's event simulation handles those)."""
+    n = len(units)
+    pushed = [[[] for _ in range(QUEUES)] for _ in range(QUEUES)]  # [src][dst] -> ends
+    popped = [[0] * QUEUES for _ in range(QUEUES)]
+    starts = [0] * n
+    ends = [0] * n
+    free = [0] * QUEUES
+    stall = [0] * QUEUES
+    bits = [tuple(v for v in range(QUEUES) if mask >> v & 1) for mask in range(1 << QUEUES)]
+    for i in range(n):
+        u = units[i]
+        t = free[u]
+        for v in bits[waits[i]]:
+            queue = pushed[v][u]
+            k = popped[v][u]
+            if k >= len(queue):
+                return None
+            popped[v][u] = k + 1
+            if queue[k] > t:
+                t = queue[k]
+        starts[i] = t
+        stall[u] += t - free[u]
+        e = t + cycles[i]
+        ends[i] = e
+        free[u] = e
+        for v in bits[signals[i]]:
+            pushed[u][v].append(e)
+    leftover = {(s, d): len(pushed[s][d]) - popped[s][d]
+                for s in range(QUEUES) for d in range(QUEUES)
+                if len(pushed[s][d]) > popped[s][d]}
+    return starts, ends, stall, leftover

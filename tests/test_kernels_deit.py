@@ -11,7 +11,9 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-from xdsl.dialects.builtin import ArrayAttr, FunctionType, ModuleOp, StringAttr
+from xdsl.dialects.builtin import (
+    ArrayAttr, DictionaryAttr, FunctionType, IntegerAttr, ModuleOp, StringAttr, i64,
+)
 from xdsl.dialects.func import FuncOp, ReturnOp
 from xdsl.ir import Block, Region
 
@@ -21,6 +23,7 @@ from nmc.compiler.dialects.nm import (
 )
 from nmc.compiler.emit import module_to_program
 from nmc.compiler.pipeline import make_context, run_pipeline
+from nmc.compiler.transforms.schedule_tiles import TILE_ATTR
 from nmc.isa.table import Instr, Mem
 from nmc.isa.target import TARGETS_DIR, load_target
 from nmc.runtime.emulator import run_program
@@ -38,9 +41,10 @@ def small_target(tmp_path, spad=4096, acc=2048):
 
 
 def compile_nm(inputs: dict[str, tuple[int, ...]], params: dict[str, np.ndarray], body,
-               target: str = "sta_ref"):
+               target: str = "sta_ref", tiling: dict | None = None):
     """Build func @main(inputs) with nm.param ops for `params`; `body(values, ops)` appends
-    the compute ops to `ops` and returns the output values. Returns the Program."""
+    the compute ops to `ops` and returns the output values. Returns the Program.
+    `tiling` replaces the tile choice of every compute op (to test a given schedule)."""
     block = Block(arg_types=[f32_tensor(s) for s in inputs.values()])
     values = dict(zip(inputs, block.args))
     ops = []
@@ -60,6 +64,14 @@ def compile_nm(inputs: dict[str, tuple[int, ...]], params: dict[str, np.ndarray]
     module.attributes[MODEL_ATTR] = StringAttr("<hand-built>")
     module.verify()
     spec = BACKEND % (f'"{target}"', f'"{target}"')
+    if tiling is not None:
+        first, rest = spec.split(",", 1)
+        run_pipeline(module, first, make_context())
+        for op in module.walk():
+            if TILE_ATTR in op.attributes:
+                op.attributes[TILE_ATTR] = DictionaryAttr(
+                    {k: IntegerAttr(v, i64) for k, v in tiling.items()})
+        spec = rest
     run_pipeline(module, spec, make_context())
     return module_to_program(module, weights=params)
 
@@ -110,13 +122,13 @@ def attention_reference(qkv: torch.Tensor, heads: int, scale: float) -> torch.Te
     return out.transpose(1, 2).reshape(B, N, C)
 
 
-def _attention_program(B, N, C, heads, scale, target="sta_ref"):
+def _attention_program(B, N, C, heads, scale, target="sta_ref", tiling=None):
     def body(v, ops):
         op = AttentionOp(v["qkv"], heads, scale, "attn")
         ops.append(op)
         return [op.result]
 
-    return compile_nm({"qkv": (B, N, 3 * C)}, {}, body, target)
+    return compile_nm({"qkv": (B, N, 3 * C)}, {}, body, target, tiling)
 
 
 @pytest.mark.parametrize("B,N,C,heads", [
@@ -142,6 +154,20 @@ def test_attention_on_a_small_target_tiles_queries(tmp_path):
     qkv = rand(B, N, 3 * C, seed=3)
     _, (got,) = run(program, {"qkv": qkv.numpy()}, target)
     assert rel_err(got, attention_reference(qkv, heads, 0.125)) < 1e-4
+
+
+@pytest.mark.parametrize("m", [8, 16, 23])
+@pytest.mark.parametrize("kv", [1, 2])
+@pytest.mark.parametrize("depth", [0, 1, 2])
+@pytest.mark.parametrize("o_in_s", [0, 1])
+def test_every_attention_schedule_is_correct(m, kv, depth, o_in_s):
+    # 23 tokens: one tile per head for m=23, so pipelined tiles span heads and batches
+    B, N, C, heads = 2, 23, 24, 3
+    program = _attention_program(B, N, C, heads, 0.3, tiling={
+        "m": m, "kv": kv, "depth": depth, "o_in_s": o_in_s})
+    qkv = rand(B, N, 3 * C, seed=m + 10 * depth)
+    _, (got,) = run(program, {"qkv": qkv.numpy()})
+    assert rel_err(got, attention_reference(qkv, heads, 0.3)) < 1e-4
 
 
 def test_attention_uses_transposed_keys_and_merges_heads_in_place():
@@ -302,3 +328,49 @@ def test_deit_stem_and_head_chain():
     assert rel_err(got, want) < 1e-4
     assert [l.name for l in result.layers] == [
         "patch_embed", "cat", "pos_add", "qkv", "attn", "select"]
+
+
+# ------------------------------------------------------------------------ tile search
+
+
+def test_linear_closed_form_cost_matches_the_emitted_kernel():
+    """The linear tile search ranks candidates by `linear_cost` without emitting them; it
+    must equal estimate_cycles / len of the emitted instructions (or both not fit)."""
+    import random
+
+    from nmc.compiler.kernels.common import _DoesNotFit, estimate_cycles
+    from nmc.compiler.kernels.linear import emit_linear, linear_cost
+
+    rng = random.Random(0)
+    for _ in range(150):
+        M, K, N = rng.randint(1, 300), rng.randint(1, 800), rng.randint(1, 400)
+        t = {"m": rng.choice([16, 32, 48, 64, 100, M]), "n": rng.choice([16, 32, 64, 128, N]),
+             "k": rng.choice([16, 64, 96, 256, K])}
+        bias, layout = rng.random() < 0.5, rng.choice(["kn", "nk"])
+        try:
+            instrs = emit_linear(M, K, N, t, 0, 0, 0 if bias else None, 0, TARGET, layout)
+            emitted = (estimate_cycles(instrs, TARGET), len(instrs))
+        except _DoesNotFit:
+            emitted = None
+        try:
+            closed = linear_cost(M, K, N, t, bias, TARGET, layout)
+        except _DoesNotFit:
+            closed = None
+        assert closed == emitted, (M, K, N, t, bias, layout)
+
+
+def test_tile_choices_are_memoised_per_shape():
+    from nmc.compiler.kernels.common import TILINGS
+    from nmc.compiler.kernels.linear import choose_linear_tiling
+
+    calls = []
+    real = TILINGS.get
+
+    first = choose_linear_tiling("a", 197, 192, 768, True, TARGET)
+    # a second search of the same shape (any layer name, a reloaded target) is a lookup
+    TILINGS.get = lambda key, target, compute: real(key, target, lambda: calls.append(key))
+    try:
+        assert choose_linear_tiling("b", 197, 192, 768, True, load_target()) == first
+    finally:
+        TILINGS.get = real
+    assert calls == []

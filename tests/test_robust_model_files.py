@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import io
 import os
+import random
 import zipfile
 from pathlib import Path
 
@@ -56,7 +57,7 @@ def test_missing_file(capsys, tmp_path):
 @pytest.mark.parametrize("content, what", [
     (b"", "not a torch.export archive (not a zip file)"),
     (b"hello, world\n", "not a torch.export archive (not a zip file)"),
-    (os.urandom(4096), "not a torch.export archive (not a zip file)"),
+    (b"R" + random.Random(0).randbytes(4095), "not a torch.export archive (not a zip file)"),
 ], ids=["empty", "text", "random"])
 def test_not_a_torch_export_file(capsys, tmp_path, content, what):
     path = tmp_path / "model.pt"
@@ -205,3 +206,9 @@ def test_console_script_debug_shows_the_traceback(tmp_path):
     proc = run_nmc("--debug", "compile", tmp_path / "nope.pt", "-o", tmp_path / "prog.bin")
     assert proc.returncode != 0
     assert "Traceback" in proc.stderr and "FrontendError: model file not found" in proc.stderr
+
+
+@pytest.mark.skipif(not os.path.exists("/dev/zero"), reason="needs /dev/zero")
+def test_device_file_is_refused_without_reading_it(capsys, tmp_path):
+    """/dev/zero never ends: it must be refused, not read until memory runs out."""
+    _compile_error(capsys, tmp_path, "/dev/zero", "/dev/zero is not a regular file", HOWTO)

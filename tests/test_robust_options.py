@@ -11,6 +11,7 @@ from __future__ import annotations
 import copy
 import json
 import math
+import os
 import tomllib
 from pathlib import Path
 
@@ -311,3 +312,44 @@ def test_a_target_file_edited_between_two_compiles_is_read_again(capsys, tmp_pat
     target_toml(path, {"spad_words = 65536": "spad_words = 16"})
     expect_error(capsys, ["compile", model, "-o", tmp_path / "b.bin", "--target", path],
                  "cannot fit the scratchpad", "16 SPAD words")
+
+
+@pytest.mark.skipif(not os.path.exists("/dev/zero"), reason="needs /dev/zero")
+def test_endless_files_as_target_or_source(capsys, tmp_path):
+    expect_error(capsys, ["compile", "m.pt", "-o", tmp_path / "x.bin", "--target", "/dev/zero"],
+                 "cannot read target file /dev/zero: not a regular file")
+    expect_error(capsys, ["opt", "-p", "schedule-tiles", "/dev/zero"],
+                 "cannot read /dev/zero: not a text file (it holds NUL bytes)")
+    expect_error(capsys, ["asm", "/dev/urandom", "-o", tmp_path / "x.bin"],
+                 "cannot read /dev/urandom: not a text file (it holds NUL bytes)")
+    assert not (tmp_path / "x.bin").exists()
+
+
+def test_opt_reads_stdin(tmp_path):
+    proc = run_nmc("opt", "-p", "schedule-tiles", stdin="builtin.module {\n}\n")
+    assert proc.returncode == 0 and "builtin.module" in proc.stdout, proc.stderr
+    proc = run_nmc("opt", stdin="\0\0\0")
+    expect_process_error(proc, "cannot read <stdin>: not a text file")
+    proc = run_nmc("opt", stdin="garbage {\n")
+    expect_process_error(proc, "<stdin>:1:9: Operation builtin.unregistered")
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["compile"], "the following arguments are required: model, -o/--output (see `nmc "
+                  "compile --help`)"),
+    (["bogus"], "argument COMMAND: invalid choice: 'bogus'"),
+    (["run", "p.bin", "--max-instructions", "many"],
+     "argument --max-instructions: invalid int value: 'many' (see `nmc run --help`)"),
+])
+def test_command_line_usage_errors_are_one_line_with_status_2(capsys, argv, message):
+    with pytest.raises(SystemExit) as info:
+        cli(capsys, *argv)
+    assert info.value.code == 2
+    from robust_helpers import check_one_line
+
+    check_one_line(capsys.readouterr().err, message)
+
+
+def test_console_script_usage_error():
+    expect_process_error(run_nmc("compile", "m.pt"), "the following arguments are required: "
+                         "-o/--output", status=2)

@@ -6,6 +6,7 @@ IndexError or an endless run (issue 4, class "prog.bin")."""
 
 from __future__ import annotations
 
+import os
 import re
 import struct
 from pathlib import Path
@@ -271,3 +272,9 @@ def test_console_script_reports_corruption_without_traceback(tmp_path, prog, x):
     expect_process_error(proc, "section INSTR: pc 0: unknown opcode 0xee")
     proc = run_nmc("disasm", _write(tmp_path, prog[:100], "cut.bin"))
     expect_process_error(proc, "truncated section table")
+
+
+@pytest.mark.skipif(not os.path.exists("/dev/zero"), reason="needs /dev/zero")
+def test_endless_device_files_are_refused_at_the_magic(capsys, tmp_path, x):
+    _run_error(capsys, Path("/dev/zero"), x, "/dev/zero: wrong magic b'\\x00")
+    expect_error(capsys, ["disasm", "/dev/urandom"], "/dev/urandom: wrong magic")

@@ -93,6 +93,10 @@ def _check_format(path: Path, shown: str) -> None:
         raise FrontendError(
             f"{shown} is a directory; nmc needs a torch.export file: {EXPORT_HOWTO}"
         )
+    if not path.is_file():  # a device or a pipe: a torch.export archive is a seekable file
+        raise FrontendError(
+            f"{shown} is not a regular file; nmc needs a torch.export file: {EXPORT_HOWTO}"
+        )
     try:
         with open(path, "rb") as f:
             head = f.read(4)

@@ -3,21 +3,29 @@ vector units, straight from the output of the qkv linear.
 
 qkv [B, N, 3C] is row-major in DRAM, so with d = C / heads the q, k and v of head h are the
 2-D blocks at columns h*d, C + h*d and 2C + h*d of rows b*N .. b*N + N (row stride 3C):
-plain strided DMA, no reshuffling. Per (b, h):
+plain strided DMA, no reshuffling. Per (b, h), for each tile i of tm query rows:
 
-    load K_h [N x d], V_h [N x d]                   (double-buffered across heads)
-    for each tile of tm query rows:
-        load Q [tm x d]
-        S[tm x N] = Q . K_h^T        matmul with transpose_w (K_h is stored [N x d])
-        P[tm x N] = softmax(S * scale) along rows   vrow, ACC -> SPAD
-        O[tm x d] = P . V_h          matmul, into S's ACC buffer (S is dead after softmax)
-        store O into the result [B, N, C] at rows b*N + m0, columns h*d (row stride C),
-        straight from ACC
+    load Q_i [tm x d]
+    S_i[tm x N] = Q_i . K_h^T    matmul with transpose_w (K_h is loaded [N x d] per head)
+    P_i[tm x N] = softmax(S_i * scale) along rows     vrow, ACC -> SPAD
+    O_i[tm x d] = P_i . V_h      matmul
+    store O_i into the result [B, N, C] at rows b*N + m0, columns h*d (row stride C),
+    straight from ACC
 
-Every buffer is double-buffered, so the next tile's Q load and S matmul overlap this tile's
-softmax and store. The tile height tm is chosen by the timing model (S must fit ACC twice;
-O living in S's buffer is what lets tm = 32 fit for 197 tokens).
-Keys are not tiled (softmax needs whole rows): K_h and V_h must fit SPAD.
+The matrix unit runs its queue in order, so issuing S_i then O_i would leave it idle during
+every softmax. The kernel is software-pipelined instead: the matrix queue holds
+S_0 .. S_(L-1), then O_i followed by S_(i+L), so the scores of the next tiles are computed
+while the vector unit normalises tile i (L = `depth`; the (b, h) loop is flattened so the
+pipeline runs across heads, except that the outputs still reading a V buffer are issued
+before that buffer is reloaded). S, P and Q need L + 1 buffers each. O_i goes either to a separate ring
+of two ACC buffers, or (`o_in_s`, when ACC is tight: 197 tokens, tm = 32) into the ACC
+buffer of S_i, which is dead after its softmax. K_h and V_h are double-buffered across
+heads (`kv` = 2) when SPAD allows. Keys are not tiled (softmax needs whole rows): K_h and
+V_h must fit SPAD.
+
+The tiling {m, kv, depth, o_in_s} is chosen by simulating each candidate kernel with the
+emulator's timing rule (`simulate_cycles`), which sees these stalls; the simple
+busiest-unit estimate does not.
 """
 
 from __future__ import annotations
@@ -35,32 +43,54 @@ def emit_attention(B: int, N: int, C: int, heads: int, scale: float, tiling: dic
                    y: int, target: Target) -> list[Instr]:
     d = C // heads
     tm, kv_slots = tiling["m"], tiling.get("kv", 2)
+    depth, o_in_s = tiling.get("depth", 1), bool(tiling.get("o_in_s", 0))
     QKV, Y = Matrix2D(qkv, B * N, 3 * C), Matrix2D(y, B * N, C)
     chip = OnChipAllocator(target)
     k_ring = chip.ring(Mem.SPAD, N * d, kv_slots)
     v_ring = chip.ring(Mem.SPAD, N * d, kv_slots)
-    q_ring = chip.ring(Mem.SPAD, tm * d)
-    p_ring = chip.ring(Mem.SPAD, tm * N)
-    s_ring = chip.ring(Mem.ACC, tm * max(N, d))
+    q_ring = chip.ring(Mem.SPAD, tm * d, depth + 1)
+    p_ring = chip.ring(Mem.SPAD, tm * N, depth + 1)
+    s_ring = chip.ring(Mem.ACC, tm * (max(N, d) if o_in_s else N), depth + 1)
+    o_ring = None if o_in_s else chip.ring(Mem.ACC, tm * d)
     imm = f32_bits(scale)
 
-    out: list[Instr] = []
+    # every (b, h, tile) in order, with the K/V buffers of its head
+    work = []
     for b in range(B):
-        r = b * N
         for h in range(heads):
             kb, vb = k_ring.next(), v_ring.next()
-            out.append(load_block(QKV, r, C + h * d, N, d, Mem.SPAD, kb))
-            out.append(load_block(QKV, r, 2 * C + h * d, N, d, Mem.SPAD, vb))
-            for m0, mr in tiles(N, tm):
-                q, s, p = q_ring.next(), s_ring.next(), p_ring.next()
-                o = s
-                out.append(load_block(QKV, r + m0, h * d, mr, d, Mem.SPAD, q))
-                out.append(Instr.make("matmul", a=q, w=kb, out=s, m=mr, k=d, n=N,
-                                      transpose_w=1))
-                out.append(Instr.make("vrow", fn=VRowFn.SOFTMAX, dst_mem=Mem.SPAD, dst=p,
-                                      src_mem=Mem.ACC, src=s, rows=mr, cols=N, imm=imm))
-                out.append(Instr.make("matmul", a=p, w=vb, out=o, m=mr, k=N, n=d))
-                out.append(store_block(Y, r + m0, h * d, mr, d, Mem.ACC, o))
+            for i, (m0, mr) in enumerate(tiles(N, tm)):
+                work.append((b, h, m0, mr, kb, vb, i == 0))
+
+    out: list[Instr] = []
+    pending: list[tuple] = []  # tiles whose scores are computed, oldest first
+
+    def issue_scores(t) -> None:
+        b, h, m0, mr, kb, vb, first = t
+        if first:  # the head's keys and values
+            while any(pt[0][5] == vb for pt in pending):
+                issue_output()  # a pending tile still reads the V buffer being replaced
+            out.append(load_block(QKV, b * N, C + h * d, N, d, Mem.SPAD, kb))
+            out.append(load_block(QKV, b * N, 2 * C + h * d, N, d, Mem.SPAD, vb))
+        q, s, p = q_ring.next(), s_ring.next(), p_ring.next()
+        out.append(load_block(QKV, b * N + m0, h * d, mr, d, Mem.SPAD, q))
+        out.append(Instr.make("matmul", a=q, w=kb, out=s, m=mr, k=d, n=N, transpose_w=1))
+        out.append(Instr.make("vrow", fn=VRowFn.SOFTMAX, dst_mem=Mem.SPAD, dst=p,
+                              src_mem=Mem.ACC, src=s, rows=mr, cols=N, imm=imm))
+        pending.append((t, s, p))
+
+    def issue_output() -> None:
+        (b, h, m0, mr, kb, vb, _), s, p = pending.pop(0)
+        o = s if o_ring is None else o_ring.next()
+        out.append(Instr.make("matmul", a=p, w=vb, out=o, m=mr, k=N, n=d))
+        out.append(store_block(Y, b * N + m0, h * d, mr, d, Mem.ACC, o))
+
+    for t in work:
+        issue_scores(t)
+        if len(pending) > depth:
+            issue_output()
+    while pending:
+        issue_output()
     return out
 
 
@@ -68,16 +98,21 @@ def choose_attention_tiling(layer: str, B: int, N: int, C: int, heads: int,
                             target: Target) -> dict:
     def search() -> dict:
         # heights below the PE array's rows waste part of it: only for tiny accumulators
-        heights = sorted(set(size_candidates(N, target.mx_rows, limit=N))
+        heights = sorted(set(size_candidates(N, target.mx_rows, limit=N, balanced=8))
                          | {s for s in (1, 2, 4, 8) if s < min(N, target.mx_rows)})
-        candidates = [{"m": tm, "kv": kv} for kv in (2, 1) for tm in heights]
+        candidates = [{"m": tm, "kv": kv, "depth": depth, "o_in_s": o_in_s}
+                      for tm in heights for kv in (2, 1) for depth in (1, 2, 0)
+                      for o_in_s in (0, 1)]
         d = C // heads
+        # every head repeats the same schedule: two of them show the steady state
+        h = min(heads, 2)
         return choose_best(
             layer, candidates,
-            lambda t: emit_attention(B, N, C, heads, 1.0, t, 0, 0, target),
+            lambda t: emit_attention(1, N, d * h, h, 1.0, t, 0, 0, target),
             target,
             need=f"{2 * N * d} SPAD words for one head's keys and values ({N} tokens x {d}) "
                  f"and {2 * target.mx_rows * N} ACC words for two tiles of scores",
+            simulate=True,
         )
 
     return TILINGS.get(("attention", B, N, C, heads), target, search)

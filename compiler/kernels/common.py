@@ -15,7 +15,7 @@ from typing import Iterable, Iterator
 from nmc.isa.errors import NmcError
 from nmc.isa.table import Instr, Mem, Unit
 from nmc.isa.target import Target
-from nmc.runtime.timing import instruction_cycles
+from nmc.runtime.timing import instruction_cycles, token_schedule
 
 SCRATCH_ATTR = "nm.scratch"
 """DRAM address of an op's scratch space (set by plan-memory for kernels that ask for one
@@ -140,6 +140,22 @@ def estimate_cycles(instrs: Iterable[Instr], target: Target) -> int:
     return max(busy.values()) + first_load + last_store
 
 
+def simulate_cycles(instrs: list[Instr], target: Target) -> int:
+    """The cycles the emulator would take for `instrs` alone: tokens from insert-tokens'
+    hazard analysis, then the emulator's timing rule (`timing.token_schedule`). Unlike
+    `estimate_cycles` it sees the stalls of an in-order queue waiting for another unit
+    (e.g. the matrix unit waiting for a softmax before it can start the next tile), at the
+    price of the hazard analysis; kernels with few, short candidates use it."""
+    from nmc.compiler.transforms.insert_tokens import assign_tokens
+
+    tokened = assign_tokens(instrs)
+    timed = token_schedule(
+        [int(i.unit) for i in tokened], [i["wait"] for i in tokened],
+        [i["signal"] for i in tokened], [instruction_cycles(i, target) for i in tokened])
+    assert timed is not None  # insert-tokens only makes earlier producers signal
+    return max(timed[1], default=0)
+
+
 TOLERANCE = 0.01
 """The tile search takes, among the tilings whose estimate is within this fraction of the
 best one, the one with the fewest instructions: a much smaller program (faster to compile
@@ -147,12 +163,13 @@ and to emulate) for a negligible modelled cost."""
 
 
 def choose_best(layer: str, candidates: Iterable[dict], emit, target: Target,
-                need: str, lower_bound=None, cost=None) -> dict:
+                need: str, lower_bound=None, cost=None, simulate: bool = False) -> dict:
     """The candidate tiling to use: the fewest instructions among those whose estimated
     cycles are within TOLERANCE of the lowest (ties: lower estimate, then the first
     candidate). `emit(tiling)` builds the kernel with dummy addresses; a candidate that
     does not fit raises _DoesNotFit inside it.
 
+    `simulate=True` ranks by `simulate_cycles` instead of `estimate_cycles`.
     `cost(tiling)`, when given, returns (estimate_cycles of the emitted kernel, its number
     of instructions) in closed form, without emitting it (it must agree with `emit`; the
     kernel tests check that it does). `lower_bound(tiling)`, when given, is a cheap bound
@@ -161,9 +178,11 @@ def choose_best(layer: str, candidates: Iterable[dict], emit, target: Target,
     tolerance of the best estimate found, which gives the same result as trying them all.
     """
     if cost is None:
+        objective = simulate_cycles if simulate else estimate_cycles
+
         def cost(tiling):
             instrs = emit(tiling)
-            return estimate_cycles(instrs, target), len(instrs)
+            return objective(instrs, target), len(instrs)
 
     candidates = list(candidates)
     if lower_bound is not None:

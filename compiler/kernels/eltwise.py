@@ -86,13 +86,14 @@ def choose_rowwise_tiling(layer: str, M: int, C: int, n_inputs: int, n_params: i
     period = min(periods) if periods else M
 
     def search() -> dict:
-        candidates = [{"rows": r} for r in size_candidates(period, 1, limit=period)]
+        candidates = [{"rows": r} for r in size_candidates(period, 1, limit=period, balanced=64)]
         return choose_best(
             layer, candidates,
             lambda t: emit_rowwise(M, C, t, [0] * n_inputs, 0, compute, target,
                                    [0] * n_params, periods),
             target,
             need=f"{2 * n_inputs * C + n_params * C} SPAD words for one row of {C}",
+            simulate=True,
         )
 
     if key is None:
