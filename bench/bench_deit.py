@@ -53,11 +53,28 @@ def cpu_model() -> str:
     return platform.processor() or "unknown"
 
 
+def uname() -> str:
+    try:
+        return subprocess.run(["uname", "-a"], capture_output=True, text=True,
+                              check=True).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return " ".join(platform.uname())
+
+
 def load_average() -> str:
     try:
         return " ".join(f"{x:.2f}" for x in os.getloadavg())
     except OSError:
         return "n/a"
+
+
+def wait_for_quiet(limit: float, timeout_s: float = 600.0) -> None:
+    start = time.monotonic()
+    while os.getloadavg()[0] >= limit and time.monotonic() - start < timeout_s:
+        time.sleep(5)
+    if os.getloadavg()[0] >= limit:
+        print(f"warning: load average still {os.getloadavg()[0]:.2f} after "
+              f"{timeout_s:.0f} s", file=sys.stderr)
 
 
 def nmc_exe() -> list[str]:
@@ -142,7 +159,7 @@ def table(rows: list[dict]) -> str:
     head = ("| model | instrs | compile (s) | prog.bin (MB) | read (s) | eager (ms) med / min "
             "| emulator (ms) med / min | ratio med / min | rel. error | modelled cycles "
             "(ms @ clock) | mx util: all / linear (min layer) | mx busy efficiency: all / "
-            "linear |")
+            "linear | load |")
     sep = "|" + "|".join("---" for _ in range(head.count("|") - 1)) + "|"
     lines = [head, sep]
     for r in rows:
@@ -155,7 +172,8 @@ def table(rows: list[dict]) -> str:
             f"| {r['err']:.1e} | {r['cycles']} ({r['modelled_ms']:.2f}) "
             f"| {100 * r['util_all']:.1f}% / {100 * r['util_linear']:.1f}% "
             f"({100 * r['util_linear_min']:.1f}%) "
-            f"| {100 * r['eff_all']:.1f}% / {100 * r['eff_linear']:.1f}% |")
+            f"| {100 * r['eff_all']:.1f}% / {100 * r['eff_linear']:.1f}% "
+            f"| {r.get('load', '-')} |")
     return "\n".join(lines)
 
 
@@ -167,7 +185,7 @@ def write_markdown(path: Path, rows: list[dict], command: str, load_before: str,
         "",
         f"    {command}",
         "",
-        f"- machine: `{' '.join(platform.uname())}`",
+        f"- machine: `{uname()}`",
         f"- CPU: {cpu_model()}, {os.cpu_count()} cores; torch threads "
         f"{torch.get_num_threads()}; load average before {load_before}, after {load_after}",
         f"- Python {platform.python_version()}, torch {torch.__version__}, numpy "
@@ -181,7 +199,9 @@ def write_markdown(path: Path, rows: list[dict], command: str, load_before: str,
         "`run_program` (decode, timing, race checks, execution), measured interleaved with "
         "eager in one process after a warm-up run; ratio = emulator / eager; mx util = useful "
         "MACs / (cycles x 16x16 PE array), over the whole run and over the linear layers' "
-        "spans; busy efficiency = MACs / (matrix busy cycles x PE array).",
+        "spans; busy efficiency = MACs / (matrix busy cycles x PE array); load = 1-minute load "
+        "average when the model's timings ended (2 cores: anything above ~0.5 means other "
+        "jobs shared the machine).",
         END,
     ])
     text = path.read_text() if path.exists() else (
@@ -204,6 +224,10 @@ def main(argv=None) -> int:
     parser.add_argument("--batch", type=int, default=1)
     parser.add_argument("--output", type=Path, default=ROOT / "BENCHMARKS.md")
     parser.add_argument("--no-write", action="store_true", help="print only")
+    parser.add_argument("--quiet-load", type=float, default=None, metavar="LOAD",
+                        help="before timing each model, wait (up to 10 minutes) until the "
+                             "1-minute load average is below LOAD (other jobs on a shared "
+                             "machine distort both timings)")
     args = parser.parse_args(argv)
 
     command = " ".join([".venv/bin/python", "bench/bench_deit.py",
@@ -212,7 +236,10 @@ def main(argv=None) -> int:
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         for name in args.models:
+            if args.quiet_load is not None:
+                wait_for_quiet(args.quiet_load)
             row = bench_model(name, args.repeat, Path(tmp), args.batch)
+            row["load"] = load_average().split()[0]
             rows.append(row)
             print(table([row]).splitlines()[-1], flush=True)
     load_after = load_average()

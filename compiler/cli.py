@@ -3,8 +3,10 @@
     nmc export mlp_block -o model.pt       a torch.export file of a built-in model
     nmc export deit_tiny --img-size 160 --weights deit.pth -o model.pt
     nmc compile model.pt -o prog.bin       compile (IR: --print-ir-after-all, --dump-ir DIR)
+    nmc compile model.pt -o prog.bin --sparsity elsa:speedup=2 --sparsity-out s.json
     nmc run prog.bin --input x.npy -o y.npy --report
     nmc disasm prog.bin [-o prog.s]        nmc asm prog.s -o prog.bin
+    nmc inspect prog.bin                   header, sections, symbols, per-layer sparsity
     nmc opt -p PASS,PASS in.mlir           run passes on a dumped IR file, like mlir-opt
     nmc demo                               all of the above on the default model
 
@@ -66,6 +68,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--print-ir-after-all", action="store_true")
     p.add_argument("--print-ir-after", action="append", default=[], metavar="PASS")
     p.add_argument("--dump-ir", type=Path, metavar="DIR", help="write the IR of every stage")
+    p.add_argument("--sparsity", metavar="SPEC",
+                   help="N:M sparsity of the linear layers: N:M (every block linear), "
+                        "FILE.json (per layer), elsa:speedup=S or elsa:flops=F (search)")
+    p.add_argument("--calib", type=Path, metavar="FILE.npy",
+                   help="calibration inputs of the ELSA search (default: fixed-seed inputs)")
+    p.add_argument("--sparsity-out", type=Path, metavar="FILE.json",
+                   help="write the chosen sparsity (the format --sparsity FILE.json reads)")
 
     p = sub.add_parser("run", help="run prog.bin on the emulator")
     p.add_argument("program", type=Path)
@@ -80,6 +89,10 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("disasm", help="print prog.bin as assembly")
     p.add_argument("program", type=Path)
     p.add_argument("-o", "--output", type=Path)
+
+    p = sub.add_parser("inspect", help="summarise prog.bin: header, sections, symbols, "
+                                       "per-layer sparsity, bytes and instruction counts")
+    p.add_argument("program", type=Path)
 
     p = sub.add_parser("asm", help="assemble a .s file into prog.bin")
     p.add_argument("source", type=Path)

@@ -99,8 +99,10 @@ def cmd_export(args) -> int:
 # ---------------------------------------------------------------------------- compile
 
 
-def compile_model(model: Path, target: str = "sta_ref", after_pass=None, meta=None):
-    """model.pt -> Program, through the default pipeline. Raises NmcError subclasses."""
+def compile_model(model: Path, target: str = "sta_ref", after_pass=None, meta=None,
+                  sparsity: dict | None = None):
+    """model.pt -> Program, through the default pipeline. Raises NmcError subclasses.
+    `sparsity`: options of assign-sparsity (spec, calib, out, report)."""
     from nmc.compiler.emit import module_to_program
     from nmc.compiler.frontend import import_model
     from nmc.compiler.pipeline import default_pipeline_spec, make_context, run_pipeline
@@ -110,7 +112,7 @@ def compile_model(model: Path, target: str = "sta_ref", after_pass=None, meta=No
     cached_target(target)  # a bad target fails before the slow import
     ctx = make_context()
     module = import_model(model, ctx)
-    run_pipeline(module, default_pipeline_spec(target), ctx, after_pass)
+    run_pipeline(module, default_pipeline_spec(target, sparsity), ctx, after_pass)
     return module_to_program(module, {"model": str(model), "target": target, **(meta or {})})
 
 
@@ -123,6 +125,7 @@ def cmd_compile(args) -> int:
         raise UsageError(f"--print-ir-after: unknown pass {', '.join(unknown)} "
                          f"(passes: {', '.join(PASSES)})")
     _check_output_path(args.output)
+    sparsity = _sparsity_options(args)
     if args.dump_ir is not None:
         try:
             args.dump_ir.mkdir(parents=True, exist_ok=True)
@@ -131,12 +134,37 @@ def cmd_compile(args) -> int:
                               f"{e.strerror or e}") from None
     dumper = IrDumper(args.print_ir_after, args.print_ir_after_all, args.dump_ir,
                       atomic_write_text)
-    program = compile_model(args.model, args.target, dumper)
+    program = compile_model(args.model, args.target, dumper, sparsity=sparsity)
     write_program(program, args.output)
     print(f"wrote {args.output}: {len(program.instructions)} instructions, "
           f"{sum(c.size for _, c in program.constants) * 4 / 1e6:.2f} MB of constants, "
           f"target {program.target_name}", file=sys.stderr)
     return 0
+
+
+def _sparsity_options(args) -> dict | None:
+    """The assign-sparsity options of `nmc compile --sparsity/--calib/--sparsity-out`,
+    checked before the slow import."""
+    spec = getattr(args, "sparsity", None)
+    calib = getattr(args, "calib", None)
+    out = getattr(args, "sparsity_out", None)
+    if spec is None:
+        for flag, value in (("--calib", calib), ("--sparsity-out", out)):
+            if value is not None:
+                raise UsageError(f"{flag} needs --sparsity")
+        return None
+    from nmc.compiler.sparsity.spec import parse_spec
+
+    parsed = parse_spec(spec)
+    if calib is not None:
+        if parsed.kind != "elsa":
+            raise UsageError("--calib is only used by --sparsity elsa:...")
+        if not calib.is_file():
+            raise UsageError(f"--calib {calib}: file not found")
+    if out is not None:
+        _check_output_path(out)
+    return {"spec": spec, "calib": str(calib) if calib is not None else "",
+            "out": str(out) if out is not None else "", "report": parsed.kind == "elsa"}
 
 
 # ---------------------------------------------------------------------------- run
@@ -246,6 +274,67 @@ def cmd_disasm(args) -> int:
         sys.stdout.write(text)
     else:
         atomic_write_text(args.output, text)
+    return 0
+
+
+def inspect_program(data: bytes, source: str = "<bytes>") -> str:
+    """`nmc inspect`: a prog.bin's header, sections, symbols and, per layer, its kind,
+    weight pattern / density / bytes (from META "layers") and instruction counts."""
+    from collections import Counter
+
+    from nmc.isa.container import (
+        FORMAT_VERSION, _header, _sections, program_from_bytes,
+    )
+
+    program = program_from_bytes(data, source)  # validates the whole file first
+    name, target_id, dram_words, count = _header(data)
+    bodies = _sections(data, count)
+    lines = [f"{source}: prog.bin version {FORMAT_VERSION}, {len(data)} bytes",
+             f"target      {name} (id {target_id})",
+             f"dram_words  {dram_words} ({dram_words * 4 / 2**20:.2f} MiB)",
+             f"sections    {count}"]
+    for kind, body in sorted(bodies.items()):
+        lines.append(f"  {kind.name:8s} {len(body):>12d} bytes")
+    const_words = sum(c.size for _, c in program.constants)
+    lines.append(f"constants   {len(program.constants)} blocks, {const_words * 4} bytes")
+    lines.append(f"symbols     {len(program.symbols)}")
+    for sym in program.symbols:
+        shape = "x".join(str(d) for d in sym.shape) or "scalar"
+        lines.append(f"  {sym.kind:6s} {sym.name:16s} {sym.dtype}[{shape}] @ {sym.addr:#x}")
+    total = Counter(i.mnemonic for i in program.instructions)
+    lines.append(f"instructions {len(program.instructions)}: "
+                 + ", ".join(f"{k} {v}" for k, v in sorted(total.items())))
+    meta_layers = program.meta.get("layers", {}) if isinstance(program.meta, dict) else {}
+    if not isinstance(meta_layers, dict):
+        meta_layers = {}
+    lines.append("layers")
+    lines.append(f"  {'layer':28s} {'kind':12s} {'pattern':7s} {'density':>7s} "
+                 f"{'weight bytes':>12s} {'dense bytes':>12s}  instructions")
+    for r in program.debug:
+        info = meta_layers.get(r.name, {})
+        info = info if isinstance(info, dict) else {}
+        counts = Counter(i.mnemonic for i in program.instructions[r.start_pc : r.end_pc])
+        shown = ", ".join(f"{k} {v}" for k, v in sorted(counts.items()))
+        density = info.get("density")
+        lines.append(
+            f"  {r.name:28s} {r.kind:12s} {str(info.get('pattern', '-')):7s} "
+            f"{f'{density:.3f}' if isinstance(density, (int, float)) else '-':>7s} "
+            f"{str(info.get('weight_bytes', '-')):>12s} {str(info.get('dense_bytes', '-')):>12s}"
+            f"  {r.end_pc - r.start_pc} ({shown})")
+    other = {k: v for k, v in program.meta.items() if k != "layers"}
+    if other:
+        lines.append("meta        " + ", ".join(f"{k}={v}" for k, v in sorted(other.items())))
+    return "\n".join(lines) + "\n"
+
+
+def cmd_inspect(args) -> int:
+    from nmc.isa.container import ProgramFormatError
+
+    try:
+        data = Path(args.program).read_bytes()
+    except OSError as e:
+        raise ProgramFormatError(f"cannot read {args.program}: {e.strerror or e}") from None
+    sys.stdout.write(inspect_program(data, str(args.program)))
     return 0
 
 

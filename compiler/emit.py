@@ -16,8 +16,10 @@ from xdsl.dialects.builtin import ModuleOp
 from nmc.compiler.frontend.weights import load_weights
 from nmc.compiler.dialects.nm import MODEL_ATTR
 from nmc.compiler.transforms.lower_nm_to_isa import (
-    LAYER_KINDS_ATTR, TARGET_ID_ATTR, TARGET_NAME_ATTR,
+    LAYER_KINDS_ATTR, LAYER_WEIGHTS_ATTR, TARGET_ID_ATTR, TARGET_NAME_ATTR,
 )
+from nmc.compiler.transforms.prune_and_pack import parse_nm_pack
+from nmc.isa.table import nm_index_bits, nm_index_rows, nm_indices_per_word
 from nmc.compiler.transforms.plan_memory import DRAM_WORDS_ATTR
 from nmc.isa.container import LayerRange, Program, Symbol
 from nmc.isa.dialect import BufferOp, is_instruction_op, op_to_instr
@@ -26,6 +28,61 @@ LAYOUTS = {
     "identity": lambda a: a,
     "transpose": lambda a: a.T,
 }
+
+
+def pack_nm_words(weight: np.ndarray, n: int, m: int) -> np.ndarray:
+    """The `nm_pack:N:M` layout of a weight W [N_out, K]: the kept values of W^T,
+    [K*n/m x N_out], then their in-group indices packed down the columns (P per 32-bit
+    word, index i of a word at bits i*b; the word's bit pattern stored as an f32), as one
+    [rows x N_out] float32 array (`nmc.compiler.kernels.linear.nm_packed_shape`)."""
+    from nmc.models.nm_sparsity import pack_nm
+
+    values, indices = pack_nm(np.asarray(weight, np.float32), n, m)  # [N_out, kc]
+    values, indices = values.T, indices.T.astype(np.uint32)  # [kc, N_out]
+    kc, cols = values.shape
+    bits, per = nm_index_bits(m), nm_indices_per_word(m)
+    rows = nm_index_rows(kc, m)
+    padded = np.zeros((rows * per, cols), np.uint32)
+    padded[:kc] = indices
+    shifts = (np.arange(per, dtype=np.uint32) * np.uint32(bits))[None, :, None]
+    words = np.bitwise_or.reduce(padded.reshape(rows, per, cols) << shifts, axis=1)
+    return np.concatenate([np.ascontiguousarray(values, np.float32),
+                           words.astype(np.uint32).view(np.float32)])
+
+
+def apply_layout(layout: str, weight: np.ndarray) -> np.ndarray:
+    """A parameter stored in `layout` (LAYOUTS, or `nm_pack:N:M`)."""
+    fn = LAYOUTS.get(layout)
+    if fn is not None:
+        return fn(weight)
+    pattern = parse_nm_pack(layout)
+    if pattern is None:
+        raise ValueError(f"unknown layout '{layout}'")
+    return pack_nm_words(weight, *pattern)
+
+
+def _layer_meta(module: ModuleOp, buffers: dict[str, tuple[str, tuple[int, ...]]],
+                weights: Mapping[str, np.ndarray]) -> dict:
+    """Per linear layer: its weight's pattern, density and bytes in DRAM (META "layers")."""
+    attr = module.attributes.get(LAYER_WEIGHTS_ATTR)
+    if attr is None:
+        return {}
+    layers = {}
+    for layer, param in attr.data.items():
+        param = param.data
+        if param not in buffers:
+            continue
+        layout, stored = buffers[param]
+        dense = int(np.prod(np.shape(weights[param]))) if param in weights else 0
+        pattern = parse_nm_pack(layout)
+        n, m = pattern if pattern is not None else (1, 1)
+        layers[layer] = {
+            "pattern": f"{n}:{m}" if pattern is not None else "dense",
+            "density": n / m,
+            "weight_bytes": int(np.prod(stored)) * 4,
+            "dense_bytes": dense * 4,
+        }
+    return layers
 
 
 def _layer_ranges(layers: list[str | None], kinds: dict[str, str]) -> list[LayerRange]:
@@ -48,6 +105,7 @@ def module_to_program(module: ModuleOp, meta: dict | None = None,
     kinds = {k: v.data for k, v in attrs[LAYER_KINDS_ATTR].data.items()}
 
     instructions, layers, constants, symbols = [], [], [], []
+    buffers: dict[str, tuple[str, tuple[int, ...]]] = {}
     for op in module.body.block.ops:
         if is_instruction_op(op):
             instructions.append(op_to_instr(op))
@@ -56,8 +114,9 @@ def module_to_program(module: ModuleOp, meta: dict | None = None,
         elif isinstance(op, BufferOp):
             info = op.info()
             if info.kind == "const":
-                data = LAYOUTS[info.layout](weights[info.param])
+                data = apply_layout(info.layout, weights[info.param])
                 constants.append((info.addr, np.ascontiguousarray(data, np.float32).ravel()))
+                buffers[info.param] = (info.layout, tuple(info.shape))
             elif info.kind in ("input", "output"):
                 symbols.append(Symbol(info.name, info.kind, tuple(info.shape), "f32", info.addr))
 
@@ -69,5 +128,12 @@ def module_to_program(module: ModuleOp, meta: dict | None = None,
         constants=constants,
         symbols=symbols,
         debug=_layer_ranges(layers, kinds),
-        meta=meta or {},
+        meta=_with_layers(meta, _layer_meta(module, buffers, weights)),
     )
+
+
+def _with_layers(meta: dict | None, layers: dict) -> dict:
+    meta = dict(meta or {})
+    if layers:
+        meta.setdefault("layers", layers)
+    return meta

@@ -16,21 +16,24 @@ from xdsl.passes import ModulePass, PassPipeline
 from xdsl.printer import Printer
 
 from nmc.compiler.dialects.context import make_context as make_frontend_context
+from nmc.compiler.transforms.assign_sparsity import AssignSparsity
 from nmc.compiler.transforms.insert_tokens import InsertTokens
 from nmc.compiler.transforms.lower_nm_to_isa import LowerNmToIsa
 from nmc.compiler.transforms.plan_memory import PlanMemory
+from nmc.compiler.transforms.prune_and_pack import PruneAndPack
 from nmc.compiler.transforms.raise_torch_to_nm import RaiseTorchToNm
 from nmc.compiler.transforms.schedule_tiles import ScheduleTiles
 from nmc.isa.dialect import ISA
 from nmc.isa.errors import NmcError
 
 PASSES: dict[str, type[ModulePass]] = {
-    p.name: p for p in (RaiseTorchToNm, ScheduleTiles, PlanMemory, LowerNmToIsa, InsertTokens)
+    p.name: p for p in (RaiseTorchToNm, AssignSparsity, ScheduleTiles, PruneAndPack, PlanMemory,
+                        LowerNmToIsa, InsertTokens)
 }
 
-DEFAULT_PIPELINE = ("raise-torch-to-nm", "schedule-tiles", "plan-memory", "lower-nm-to-isa",
-                    "insert-tokens")
-TARGETED_PASSES = ("schedule-tiles", "lower-nm-to-isa")
+DEFAULT_PIPELINE = ("raise-torch-to-nm", "assign-sparsity", "schedule-tiles", "prune-and-pack",
+                    "plan-memory", "lower-nm-to-isa", "insert-tokens")
+TARGETED_PASSES = ("assign-sparsity", "prune-and-pack", "schedule-tiles", "lower-nm-to-isa")
 
 
 def make_context() -> Context:
@@ -38,10 +41,20 @@ def make_context() -> Context:
     return make_frontend_context(extra=(ISA,))
 
 
-def default_pipeline_spec(target: str) -> str:
-    quoted = json.dumps(target)  # a path needs quotes in a pass option
-    return ",".join(f"{p}{{target={quoted}}}" if p in TARGETED_PASSES else p
-                    for p in DEFAULT_PIPELINE)
+def default_pipeline_spec(target: str, sparsity: dict[str, object] | None = None) -> str:
+    """The pipeline of `nmc compile`; `sparsity` holds the options of assign-sparsity
+    (spec, calib, out, report; without it the pass is a no-op)."""
+
+    def options(p: str) -> str:
+        opts = {"target": target} if p in TARGETED_PASSES else {}
+        if p == "assign-sparsity":
+            opts.update({k: v for k, v in (sparsity or {}).items() if v not in (None, "")})
+        # strings need quotes in a pass option (a path, "elsa:speedup=2")
+        text = " ".join(f"{k}={'true' if v is True else 'false' if v is False else json.dumps(str(v))}"
+                        for k, v in opts.items())
+        return f"{p}{{{text}}}" if text else p
+
+    return ",".join(options(p) for p in DEFAULT_PIPELINE)
 
 
 def print_ir(module: ModuleOp) -> str:

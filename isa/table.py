@@ -198,6 +198,38 @@ def _matmul_footprint(f: Mapping[str, int]) -> Footprint:
     return tuple(reads), (_dense(Mem.ACC, f["out"], m * n),)
 
 
+def nm_index_bits(m: int) -> int:
+    """Bits of one in-group index of an N:M pattern: ceil(log2(M)) (at least 1)."""
+    return max(1, (max(int(m), 2) - 1).bit_length())
+
+
+def nm_indices_per_word(m: int) -> int:
+    """In-group indices packed into one 32-bit word (index i of a word at bits i*b..)."""
+    return 32 // nm_index_bits(m)
+
+
+def nm_compressed_rows(k: int, n: int, m: int) -> int:
+    """Rows of the compressed W of a spmatmul: k * N / M (k is a multiple of M)."""
+    return (int(k) * int(n)) // max(int(m), 1)
+
+
+def nm_index_rows(kc: int, m: int) -> int:
+    """Rows of index words covering `kc` compressed rows: indices are packed down the
+    columns, word row r holding compressed rows r*P .. r*P+P-1 (P = nm_indices_per_word)."""
+    p = nm_indices_per_word(m)
+    return -(-int(kc) // p)
+
+
+def _spmatmul_footprint(f: Mapping[str, int]) -> Footprint:
+    m, k, n = f["m"], f["k"], f["n"]
+    kc = nm_compressed_rows(k, f["pat_n"], f["pat_m"])
+    reads = [_dense(Mem.SPAD, f["a"], m * k), _dense(Mem.SPAD, f["w"], kc * n),
+             _dense(Mem.SPAD, f["idx"], nm_index_rows(kc, f["pat_m"]) * n)]
+    if f["accumulate"]:
+        reads.append(_dense(Mem.ACC, f["out"], m * n))
+    return tuple(reads), (_dense(Mem.ACC, f["out"], m * n),)
+
+
 def _vbin_footprint(f: Mapping[str, int]) -> Footprint:
     words = f["rows"] * f["cols"]
     b_words = f["cols"] if f["bcast"] else words
@@ -258,6 +290,29 @@ OPS: tuple[OpSpec, ...] = (
         ),
         _matmul_footprint,
         "dense matrix tile on the matrix unit",
+    ),
+    OpSpec(
+        0x11, "spmatmul", Unit.MATRIX,
+        (
+            _addr("a", "spad address of A, [m x k] row-major (dense activations)"),
+            _addr("w", "spad address of the kept weights of W: [k*N/M x n] row-major; "
+                       "compressed row r belongs to group r / N (rows r*M/N.. of dense W)"),
+            _addr("idx", "spad address of the in-group indices of W's kept weights: "
+                         "[ceil(k*N/M / P) x n] 32-bit words, P = 32 / ceil(log2 M); word "
+                         "(r, j) holds the indices of compressed rows r*P+i at bits "
+                         "i*b .. i*b+b-1 (b = ceil(log2 M))"),
+            _addr("out", "acc address of OUT, [m x n] row-major"),
+            _dim("m", "rows of A and OUT"),
+            _dim("k", "reduction length of the dense product (a multiple of M)"),
+            _dim("n", "columns of W and OUT"),
+            Field("pat_n", 8, doc="N of the N:M pattern: weights kept per group"),
+            Field("pat_m", 8, doc="M of the N:M pattern: group length along k (>= 2)"),
+            Field("accumulate", 1, doc="1: OUT += A.W; 0: OUT = A.W"),
+        ),
+        _spmatmul_footprint,
+        "N:M structured-sparse matrix tile: OUT (+)= A.W with W stored as kept values "
+        "plus in-group indices; element (r, j) of W multiplies "
+        "A[:, (r / N) * M + idx(r, j)]",
     ),
     OpSpec(
         0x20, "vbin", Unit.VECTOR,

@@ -455,6 +455,8 @@ def _reference_run(program, target, machine, max_instructions, check_races, trac
         m = d.instr.mnemonic
         if m == "matmul":
             macs[i] = f["m"] * f["k"] * f["n"]
+        elif m == "spmatmul":  # the MACs of the kept weights
+            macs[i] = f["m"] * (f["k"] * f["pat_n"] // max(f["pat_m"], 1)) * f["n"]
         elif m == "load":
             dram_read += f["rows"] * f["cols"]
         elif m == "store":
@@ -488,19 +490,21 @@ def _fast_run(program, target, machine, max_instructions, check_races, trace_lis
                 dj = _decode_one(j, instrs[j], target)
                 _race_error(di, starts_l[i], ends_l[i], dj, starts_l[j], ends_l[j])
     thunks = plan.thunks
-    instrs = program.instructions
-    for i in order.tolist():
-        thunk = thunks[i]
-        if thunk is not None:
-            try:
+    order_list = order.tolist()
+    seq = [thunks[i] for i in order_list]
+    k = 0
+    try:
+        for k, thunk in enumerate(seq):
+            if thunk is not None:
                 thunk()
-            except Exception as e:  # a bug in the emulator: say where it happened
-                e.add_note(f"while executing {at_pc(i, instrs[i])}")
-                raise
+    except Exception as e:  # a bug in the emulator: say where it happened
+        pc = order_list[k]
+        e.add_note(f"while executing {at_pc(pc, program.instructions[pc])}")
+        raise
     if trace_list is not None:
         units = plan.unit.tolist()
         trace_list.extend((i, UNIT_NAMES[units[i]], starts_l[i], ends_l[i])
-                          for i in order.tolist())
+                          for i in order_list)
     leftover_named = {f"{UNIT_NAMES[s]}->{UNIT_NAMES[d]}": c
                       for (s, d), c in sorted(leftover.items())}
     return (plan.unit, plan.cycles, plan.macs, starts, ends, stall, leftover_named,

@@ -42,7 +42,7 @@ import numpy as np
 
 from nmc.isa.table import QUEUE_UNITS, Instr, Mem, VBinFn, VRowFn, VUnFn
 from nmc.isa.target import Target
-from nmc.runtime.semantics import prepare
+from nmc.runtime.semantics import operand_error, prepare
 from nmc.runtime.timing import cycles_of, token_schedule
 
 NUM_UNITS = len(QUEUE_UNITS)
@@ -165,19 +165,22 @@ def decode(instructions: list[Instr], target: Target, sizes: tuple[int, ...],
     """Decode and check every instruction before the first halt; None if anything is
     unusual (the reference path then reports it)."""
     n = None
+    groups: dict[str, list[int]] = {}
     for pc, instr in enumerate(instructions):
-        if instr.spec.mnemonic == "halt":
+        mnemonic = instr.spec.mnemonic
+        if mnemonic == "halt":
             n = pc
             break
+        group = groups.get(mnemonic)
+        if group is None:
+            group = groups[mnemonic] = []
+        group.append(pc)
     if n is None or (max_instructions is not None and n > max_instructions):
         return None
     halt = instructions[n]
     if halt.fields["wait"] or halt.fields["signal"]:
         return None
     instrs = instructions[:n]
-    groups: dict[str, list[int]] = {}
-    for pc, instr in enumerate(instrs):
-        groups.setdefault(instr.spec.mnemonic, []).append(pc)
 
     plan = Plan(n)
     size_arr = np.array(sizes, np.int64)
@@ -193,6 +196,8 @@ def decode(instructions: list[Instr], target: Target, sizes: tuple[int, ...],
         table = np.array(rows, dtype=np.int64).reshape(len(pcs), len(names))
         f = {name: table[:, i] for i, name in enumerate(names)}
         idx = np.asarray(pcs, np.int64)
+        if mnemonic == "spmatmul" and any(operand_error(instrs[pc]) for pc in pcs):
+            return None  # the reference path reports the bad pattern
         # token masks may not name the instruction's own unit
         if np.any(((f["wait"] | f["signal"]) >> unit) & 1):
             return None
@@ -213,6 +218,8 @@ def decode(instructions: list[Instr], target: Target, sizes: tuple[int, ...],
         plan.cycles[idx] = cycles_of(mnemonic, f, target)
         if mnemonic == "matmul":
             plan.macs[idx] = f["m"] * f["k"] * f["n"]
+        elif mnemonic == "spmatmul":  # the MACs of the kept weights
+            plan.macs[idx] = f["m"] * (f["k"] * f["pat_n"] // np.maximum(f["pat_m"], 1)) * f["n"]
         elif mnemonic == "load":
             plan.dram_read += int(np.sum(f["rows"] * f["cols"]))
         elif mnemonic == "store":
@@ -231,24 +238,21 @@ def decode(instructions: list[Instr], target: Target, sizes: tuple[int, ...],
 
     thunks = plan.thunks
     shared: dict[tuple, Any] = {}
-    operand_fields = {}  # mnemonic -> getter of every field but the token masks
-    for pc, instr in enumerate(instrs):
-        spec = instr.spec
-        mnemonic = spec.mnemonic
+    for mnemonic, pcs in groups.items():
         if mnemonic in _DMA:
-            thunks[pc] = prepare(mnemonic, mems, instr.fields)
+            for pc in pcs:
+                thunks[pc] = prepare(mnemonic, mems, instrs[pc].fields)
             continue
         # on-chip operands come from a few ring buffers: the same instruction (but for its
         # tokens) recurs, and so can its prepared call
-        get = operand_fields.get(mnemonic)
-        if get is None:
-            get = operand_fields[mnemonic] = itemgetter(
-                *[f.name for f in spec.fields], "wait")  # (2+ names: always a tuple)
-        key = (mnemonic, *get(instr.fields)[:-1])
-        thunk = shared.get(key, shared)
-        if thunk is shared:
-            thunk = shared[key] = prepare(mnemonic, mems, instr.fields)
-        thunks[pc] = thunk
+        get = itemgetter(*[f.name for f in instrs[pcs[0]].spec.fields], "wait")
+        for pc in pcs:
+            fields = instrs[pc].fields
+            key = (mnemonic, *get(fields)[:-1])  # ("wait" only makes it a tuple)
+            thunk = shared.get(key, shared)
+            if thunk is shared:
+                thunk = shared[key] = prepare(mnemonic, mems, fields)
+            thunks[pc] = thunk
     return plan
 
 

@@ -5,7 +5,8 @@ instruction's decoded fields, and performs the instruction as one numpy operatio
 of those memories (no per-element Python loops). Operands are contiguous row-major
 [rows x cols] blocks on chip; only DMA touches DRAM, with a row stride.
 
-Numerics: every result is float32. Matmul multiplies and accumulates in float32 (BLAS sgemm).
+Numerics: every result is float32. Matmul multiplies and accumulates in float32 (one BLAS
+sgemm per instruction, torch's; accumulate = sgemm with beta = 1).
 GELU is computed by torch itself (`torch.nn.functional.gelu`, exact erf or tanh form), so it
 matches the reference models bit for bit. Layernorm statistics and the softmax
 normalisation are computed in float64 and rounded once to float32. NaN and Inf propagate as
@@ -29,7 +30,10 @@ from typing import Callable, Mapping
 
 import numpy as np
 
-from nmc.isa.table import OPS, Instr, Mem, VBinFn, VRowFn, VUnFn, bits_f32
+from nmc.isa.table import (
+    OPS, Instr, Mem, VBinFn, VRowFn, VUnFn, bits_f32, nm_compressed_rows, nm_index_bits,
+    nm_index_rows, nm_indices_per_word,
+)
 
 Mems = tuple[np.ndarray, ...]
 Semantics = Callable[[Mems, Mapping[str, int]], None]
@@ -82,20 +86,58 @@ def _store(mems: Mems, f: Mapping[str, int]) -> None:
 # Matrix unit
 
 
-def _matmul(mems: Mems, f: Mapping[str, int]) -> None:
+def _matmul_operands(mems: Mems, f: Mapping[str, int]):
     m, k, n = f["m"], f["k"], f["n"]
-    if not (m and n):
-        return
     a = _block(mems, Mem.SPAD, f["a"], m, k)
     if f["transpose_w"]:
         w = _block(mems, Mem.SPAD, f["w"], n, k).T  # a transposed view: BLAS reads it as is
     else:
         w = _block(mems, Mem.SPAD, f["w"], k, n)
-    out = _block(mems, Mem.ACC, f["out"], m, n)
-    if f["accumulate"]:
-        out += a @ w
-    else:
-        np.matmul(a, w, out=out)
+    return a, w, _block(mems, Mem.ACC, f["out"], m, n)
+
+
+def _matmul_thunk(a: np.ndarray, w: np.ndarray, out: np.ndarray, accumulate: bool):
+    """out = a @ w, or out += a @ w, as one sgemm (beta = 1 when accumulating) by torch's
+    BLAS on views of the memories. torch, not numpy: GELU already runs in torch, and two
+    BLAS thread pools (numpy's OpenBLAS, torch's OpenMP) busy-waiting for each other's
+    cores make every switch between them cost milliseconds."""
+    import torch  # lazy: `nmc disasm` and friends never pay for it
+
+    ta, tw, to = torch.from_numpy(a), torch.from_numpy(w), torch.from_numpy(out)
+    if accumulate:
+        return partial(torch.addmm, to, ta, tw, out=to)
+    return partial(torch.mm, ta, tw, out=to)
+
+
+def _matmul(mems: Mems, f: Mapping[str, int]) -> None:
+    if f["m"] and f["n"]:
+        _matmul_thunk(*_matmul_operands(mems, f), bool(f["accumulate"]))()
+
+
+def _spmatmul(mems: Mems, f: Mapping[str, int]) -> None:
+    """N:M sparse tile: decode the packed in-group indices, place every kept weight at the
+    row of the activation column it selects (group * M + index), and multiply as one sgemm
+    (torch, as `matmul`). Rows no kept weight selects hold 0. A kept weight per in-group
+    slot s (compressed rows s, s+N, ...) lands in distinct rows, so N scatter-adds sum
+    weights that select the same column (only a malformed index stream does that)."""
+    m, k, n, pn, pm = f["m"], f["k"], f["n"], f["pat_n"], f["pat_m"]
+    if not (m and n):
+        return
+    kc = nm_compressed_rows(k, pn, pm)
+    bits, per = nm_index_bits(pm), nm_indices_per_word(pm)
+    rows = nm_index_rows(kc, pm)
+    w = _block(mems, Mem.SPAD, f["w"], kc, n)
+    words = _block(mems, Mem.SPAD, f["idx"], rows, n).view(np.uint32)
+    shifts = (np.arange(per, dtype=np.uint32) * np.uint32(bits))[None, :, None]
+    idx = (words[:, None, :] >> shifts) & np.uint32((1 << bits) - 1)  # [rows, per, n]
+    idx = np.minimum(idx.reshape(rows * per, n)[:kc].astype(np.int64), pm - 1)  # M < 2^b
+    col = (np.arange(kc, dtype=np.int64) // pn * pm)[:, None] + idx  # [kc, n] A column
+    dense = np.zeros((k, n), np.float32)
+    j = np.arange(n)[None, :]
+    for s in range(pn):
+        dense[col[s::pn], j] += w[s::pn]
+    a = _block(mems, Mem.SPAD, f["a"], m, k)
+    _matmul_thunk(a, dense, _block(mems, Mem.ACC, f["out"], m, n), bool(f["accumulate"]))()
 
 
 # --------------------------------------------------------------------------------------
@@ -208,30 +250,10 @@ def _prep_store(mems: Mems, f: Mapping[str, int]) -> Thunk | None:
     return partial(np.copyto, dst, _block(mems, f["mem"], f["local"], rows, cols))
 
 
-_MATMUL_TMP: dict[tuple[int, int], np.ndarray] = {}
-
-
 def _prep_matmul(mems: Mems, f: Mapping[str, int]) -> Thunk | None:
-    m, k, n = f["m"], f["k"], f["n"]
-    if not (m and n):
+    if not (f["m"] and f["n"]):
         return None
-    a = _block(mems, Mem.SPAD, f["a"], m, k)
-    if f["transpose_w"]:
-        w = _block(mems, Mem.SPAD, f["w"], n, k).T
-    else:
-        w = _block(mems, Mem.SPAD, f["w"], k, n)
-    out = _block(mems, Mem.ACC, f["out"], m, n)
-    if not f["accumulate"]:
-        return partial(np.matmul, a, w, out=out)
-    tmp = _MATMUL_TMP.get((m, n))
-    if tmp is None:  # one scratch product per shape: instructions run one at a time
-        tmp = _MATMUL_TMP[(m, n)] = np.empty((m, n), np.float32)
-
-    def run() -> None:
-        np.matmul(a, w, out=tmp)
-        np.add(out, tmp, out=out)  # out += a @ w
-
-    return run
+    return _matmul_thunk(*_matmul_operands(mems, f), bool(f["accumulate"]))
 
 
 def _prep_vbin(mems: Mems, f: Mapping[str, int]) -> Thunk | None:
@@ -323,6 +345,7 @@ SEMANTICS: dict[str, Semantics] = {
     "load": _load,
     "store": _store,
     "matmul": _matmul,
+    "spmatmul": _spmatmul,
     "vbin": _vbin,
     "vun": _vun,
     "vrow": _vrow,
@@ -354,6 +377,12 @@ def operand_error(instr: Instr) -> str | None:
         if f[name] not in _ON_CHIP:
             what = Mem(f[name]).name if f[name] in Mem._value2member_map_ else str(f[name])
             return f"field '{name}' = {what}: the operand must be in SPAD or ACC"
+    if instr.mnemonic == "spmatmul":
+        pn, pm = f["pat_n"], f["pat_m"]
+        if not (2 <= pm and 0 < pn <= pm):
+            return f"N:M pattern {pn}:{pm} needs 0 < N <= M and M >= 2"
+        if f["k"] % pm:
+            return f"k = {f['k']} is not a multiple of M = {pm}"
     enum = _FN_ENUMS.get(instr.mnemonic)
     if enum is not None and f["fn"] not in enum._value2member_map_:
         return f"field 'fn' = {f['fn']} is not a {enum.__name__}"

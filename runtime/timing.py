@@ -37,6 +37,12 @@ def matmul_cycles(m, k, n, target: Target):
     return target.mx_latency + passes * k
 
 
+def spmatmul_cycles(m, k, n, pat_n, pat_m, target: Target):
+    """An N:M sparse tile: the array steps only over the kept weights, k*N/M (rounded up)
+    k-steps per pass; the index decode is pipelined with it (no extra cycles)."""
+    return matmul_cycles(m, _ceil_div(k * pat_n, pat_m), n, target)
+
+
 def vector_cycles(fn_name: str, rows, cols, target: Target):
     passes = rows * _ceil_div(cols, target.vec_lanes)
     return target.vec_latency + passes * target.vec_cost[fn_name]
@@ -62,6 +68,11 @@ def cycles_of(mnemonic: str, f: Mapping[str, Any], target: Target):
             return dma_cycles(f["rows"], f["cols"], target)
         case "matmul":
             return matmul_cycles(f["m"], f["k"], f["n"], target)
+        case "spmatmul":
+            # pat_m = 0 is rejected by the emulator's operand check; avoid dividing by it
+            pat_m = f["pat_m"]
+            pat_m = max(pat_m, 1) if isinstance(pat_m, int) else pat_m.clip(min=1)
+            return spmatmul_cycles(f["m"], f["k"], f["n"], f["pat_n"], pat_m, target)
         case "vbin" | "vun" | "vrow":
             fn = f["fn"]
             passes = f["rows"] * _ceil_div(f["cols"], target.vec_lanes)

@@ -10,7 +10,6 @@ import random
 import numpy as np
 import pytest
 from hypothesis import given, settings
-from hypothesis import strategies as st
 
 from emulator_helpers import TARGET, program
 from isa_strategies import instrs

@@ -6,7 +6,7 @@ Value semantics, builtin `tensor<...xf32>` types with static shapes. Every compu
 | op              | operands                                        | properties              |
 |-----------------|-------------------------------------------------|-------------------------|
 | `nm.param`      | -                                               | `name` (state_dict key) |
-| `nm.linear`     | input [..., K], weight [N, K], bias [N] (opt.)  | `layer`                 |
+| `nm.linear`     | input [..., K], weight [N, K], bias [N] (opt.)  | `layer`, `sparsity` (opt.) |
 | `nm.layer_norm` | input [..., C], gamma [C], beta [C]             | `layer`, `eps` (f64)    |
 | `nm.gelu`       | input                                           | `layer`, `approximate`  |
 | `nm.add`        | lhs, rhs (rhs same shape or broadcast, below)   | `layer`                 |
@@ -27,7 +27,7 @@ The module carries the `nm.model` attribute (path of the model file, from which 
 values are read by name) and `func.func @main` carries `nm.input_names` / `nm.output_names`.
 
 Python accessors: `ParamOp.param_name` (the `name` property; `name` itself is the op name),
-`LinearOp.input/weight/bias/result/layer`, `LayerNormOp.input/gamma/beta/result/layer/eps`,
+`LinearOp.input/weight/bias/result/layer/sparsity` + `sparsity_pattern` ((N, M) or None), `LayerNormOp.input/gamma/beta/result/layer/eps`,
 `GeluOp.input/result/layer/approximate`, `AddOp.lhs/rhs/result/layer`,
 `PatchEmbedOp.input/weight/bias/result/layer/patch` + `patch_size` (int),
 `ConcatOp.inputs/result/layer/axis` + `axis_value` (int),
@@ -45,6 +45,7 @@ import math
 
 from xdsl.dialects.builtin import (
     I64,
+    DenseArrayBase,
     Float32Type,
     Float64Type,
     FloatAttr,
@@ -59,6 +60,7 @@ from xdsl.irdl import (
     irdl_op_definition,
     operand_def,
     opt_operand_def,
+    opt_prop_def,
     var_operand_def,
     prop_def,
     result_def,
@@ -101,6 +103,11 @@ def _i64(value: int | IntegerAttr) -> IntegerAttr:
     if isinstance(value, IntegerAttr):
         return value
     return IntegerAttr(int(value), IntegerType(64))
+
+
+def sparsity_attr(n: int, m: int) -> DenseArrayBase:
+    """The `sparsity` property of nm.linear: `array<i64: N, M>`."""
+    return DenseArrayBase.from_list(IntegerType(64), [int(n), int(m)])
 
 
 def _check_static(op: IRDLOperation) -> None:
@@ -168,6 +175,10 @@ class LinearOp(_ComputeOp):
     bias = opt_operand_def(F32Tensor)
     result = result_def(F32Tensor)
 
+    # N:M sparsity of the weight, `array<i64: N, M>` (absent = dense; N = M is dense too):
+    # per group of M consecutive weights along K, N are kept. Set by assign-sparsity.
+    sparsity = opt_prop_def(DenseArrayBase)
+
     traits = traits_def(Pure())
 
     def __init__(
@@ -176,22 +187,58 @@ class LinearOp(_ComputeOp):
         weight: SSAValue,
         bias: SSAValue | None,
         layer: str | StringAttr,
+        sparsity: tuple[int, int] | None = None,
     ):
         if isinstance(layer, str):
             layer = StringAttr(layer)
         in_shape = tensor_shape(input)
         w_shape = tensor_shape(weight)
         out_shape = (*in_shape[:-1], w_shape[0])
+        properties: dict[str, Attribute] = {"layer": layer}
+        if sparsity is not None:
+            properties["sparsity"] = sparsity_attr(*sparsity)
         super().__init__(
             operands=[input, weight, [bias] if bias is not None else []],
             result_types=[f32_tensor(out_shape)],
-            properties={"layer": layer},
+            properties=properties,
         )
+
+    @property
+    def sparsity_pattern(self) -> tuple[int, int] | None:
+        """(N, M) of the `sparsity` property, or None when it is absent (dense)."""
+        if self.sparsity is None:
+            return None
+        values = tuple(self.sparsity.iter_values())
+        return (int(values[0]), int(values[1])) if len(values) == 2 else None
+
+    def set_sparsity(self, pattern: tuple[int, int] | None) -> None:
+        """Set (N, M), or remove the property with None (dense)."""
+        if pattern is None:
+            self.properties.pop("sparsity", None)
+        else:
+            self.properties["sparsity"] = sparsity_attr(*pattern)
+
+    def _verify_sparsity(self, where: str) -> None:
+        if self.sparsity is None:
+            return
+        elt = self.sparsity.elt_type
+        values = tuple(self.sparsity.iter_values())
+        if not (isinstance(elt, IntegerType) and elt.width.data == 64) or len(values) != 2:
+            raise VerifyException(
+                f"{where}: sparsity must be array<i64: N, M>, got {self.sparsity}"
+            )
+        n, m = values
+        if not 0 < n <= m:
+            raise VerifyException(
+                f"{where}: sparsity N:M = {n}:{m} needs 0 < N <= M (keep N of every M "
+                f"weights along K)"
+            )
 
     def verify_(self) -> None:
         self._verify_layer()
         _check_static(self)
         where = f"nm.linear ({self.layer.data})"
+        self._verify_sparsity(where)
         x = tensor_shape(self.input)
         w = tensor_shape(self.weight)
         if len(x) < 1:
@@ -694,6 +741,7 @@ __all__ = [
     "PARAM_ARG_ATTR",
     "GELU_APPROXIMATIONS",
     "broadcasts_to",
+    "sparsity_attr",
     "f32_tensor",
     "tensor_shape",
 ]

@@ -10,13 +10,24 @@ When one k tile covers K, the A tile is loaded once per m tile and reused across
 a W tile is then the [tn x tk] block at (n0, k0) and the matmul multiplies by its
 transpose (`transpose_w`). The patch embedding uses it: its conv weight [D, Cin, p, p] is
 already [D x Cin*p*p] row-major, so no layout change is needed.
+
+N:M sparse weights (`pattern=(N, M)`, issue 5) are stored packed (layout "nm_pack:N:M",
+`nm_packed_shape`): the kept values of W^T, [K*N/M x N_out], then their in-group indices,
+packed down the columns P = 32/ceil(log2 M) to a word, [ceil(K*N/M / P) x N_out]. A W tile
+of [tk x tn] dense weights is then two 2-D blocks, [tk*N/M x tn] values and
+[ceil(tk*N/M / P) x tn] index words, multiplied by `spmatmul`; k tiles are multiples of
+M*P/gcd(N, P) so every tile's index words start on a word row.
 """
 
 from __future__ import annotations
 
-from nmc.isa.table import Instr, Mem, VBinFn, VUnFn
+from math import gcd
+
+from nmc.isa.table import (
+    Instr, Mem, VBinFn, VUnFn, nm_compressed_rows, nm_index_rows, nm_indices_per_word,
+)
 from nmc.isa.target import Target
-from nmc.runtime.timing import dma_cycles, matmul_cycles, vector_cycles
+from nmc.runtime.timing import dma_cycles, matmul_cycles, spmatmul_cycles, vector_cycles
 
 from nmc.compiler.kernels.common import (
     TILINGS, Matrix2D, OnChipAllocator, _DoesNotFit, align, choose_best, load_block,
@@ -24,15 +35,56 @@ from nmc.compiler.kernels.common import (
 )
 
 
+Pattern = tuple[int, int] | None
+
+
+def sparse_pattern(pattern: Pattern) -> Pattern:
+    """(N, M) of a sparse pattern, None for dense (absent or N = M)."""
+    if pattern is None or pattern[0] == pattern[1]:
+        return None
+    return int(pattern[0]), int(pattern[1])
+
+
+def nm_packed_shape(K: int, N: int, pattern: tuple[int, int]) -> tuple[int, int]:
+    """[rows x N] of a packed N:M weight W^T [K x N]: value rows, then index-word rows."""
+    kc = nm_compressed_rows(K, *pattern)
+    return kc + nm_index_rows(kc, pattern[1]), N
+
+
+def nm_k_step(pattern: tuple[int, int]) -> int:
+    """k tiles of a sparse linear are multiples of this (but for one tile covering K)."""
+    n, m = pattern
+    p = nm_indices_per_word(m)
+    return m * p // gcd(n, p)
+
+
+def _w_tile_words(tk: int, tn: int, pattern: Pattern) -> tuple[int, int]:
+    """(value words, index words) of one W tile buffer."""
+    if pattern is None:
+        return tk * tn, 0
+    kc = nm_compressed_rows(tk, *pattern)
+    return kc * tn, nm_index_rows(kc, pattern[1]) * tn
+
+
 def emit_linear(M: int, K: int, N: int, tiling: dict, x: int, wt: int, bias: int | None,
-                y: int, target: Target, w_layout: str = "kn") -> list[Instr]:
+                y: int, target: Target, w_layout: str = "kn",
+                pattern: Pattern = None) -> list[Instr]:
     tm, tn, tk = tiling["m"], tiling["n"], tiling["k"]
+    pattern = sparse_pattern(pattern)
     nk = w_layout == "nk"
+    assert not (nk and pattern), "N:M weights are stored packed along K of W^T"
     X, Y = Matrix2D(x, M, K), Matrix2D(y, M, N)
-    W = Matrix2D(wt, N, K) if nk else Matrix2D(wt, K, N)
+    if pattern is not None:
+        W = Matrix2D(wt, nm_packed_shape(K, N, pattern)[0], N)
+        kc_all = nm_compressed_rows(K, *pattern)
+        per_word = nm_indices_per_word(pattern[1])
+    else:
+        W = Matrix2D(wt, N, K) if nk else Matrix2D(wt, K, N)
     chip = OnChipAllocator(target)
     a_ring = chip.ring(Mem.SPAD, tm * tk)
-    w_ring = chip.ring(Mem.SPAD, tk * tn)
+    w_words, idx_words = _w_tile_words(tk, tn, pattern)
+    w_ring = chip.ring(Mem.SPAD, w_words)
+    idx_ring = chip.ring(Mem.SPAD, idx_words) if pattern is not None else None
     o_ring = chip.ring(Mem.SPAD, tm * tn)
     acc_ring = chip.ring(Mem.ACC, tm * tn)
     bias_buf = chip.alloc(Mem.SPAD, N) if bias is not None else None
@@ -52,6 +104,16 @@ def emit_linear(M: int, K: int, N: int, tiling: dict, x: int, wt: int, bias: int
                     a = a_ring.next()
                     out.append(load_block(X, m0, k0, mr, kr, Mem.SPAD, a))
                 w = w_ring.next()
+                if pattern is not None:
+                    kc0, kcr = nm_compressed_rows(k0, *pattern), nm_compressed_rows(kr, *pattern)
+                    idx = idx_ring.next()
+                    out.append(load_block(W, kc0, n0, kcr, nr, Mem.SPAD, w))
+                    out.append(load_block(W, kc_all + kc0 // per_word, n0,
+                                          nm_index_rows(kcr, pattern[1]), nr, Mem.SPAD, idx))
+                    out.append(Instr.make("spmatmul", a=a, w=w, idx=idx, out=acc, m=mr, k=kr,
+                                          n=nr, pat_n=pattern[0], pat_m=pattern[1],
+                                          accumulate=int(k0 > 0)))
+                    continue
                 if nk:
                     out.append(load_block(W, n0, k0, nr, kr, Mem.SPAD, w))
                 else:
@@ -70,25 +132,37 @@ def emit_linear(M: int, K: int, N: int, tiling: dict, x: int, wt: int, bias: int
     return out
 
 
-def linear_matrix_cycles(M: int, K: int, N: int, tiling: dict, target: Target) -> int:
+def _mx_cycles(mr: int, kr: int, nr: int, target: Target, pattern: Pattern) -> int:
+    if pattern is None:
+        return matmul_cycles(mr, kr, nr, target)
+    return spmatmul_cycles(mr, kr, nr, pattern[0], pattern[1], target)
+
+
+def linear_matrix_cycles(M: int, K: int, N: int, tiling: dict, target: Target,
+                         pattern: Pattern = None) -> int:
     """The matrix unit's busy cycles under `tiling`, in closed form: a lower bound of the
     kernel's estimated cycles, used to prune the tile search."""
+    pattern = sparse_pattern(pattern)
     total = 0
     for mr, cm in tile_counts(M, tiling["m"]):
         for nr, cn in tile_counts(N, tiling["n"]):
             for kr, ck in tile_counts(K, tiling["k"]):
-                total += cm * cn * ck * matmul_cycles(mr, kr, nr, target)
+                total += cm * cn * ck * _mx_cycles(mr, kr, nr, target, pattern)
     return total
 
 
 def linear_cost(M: int, K: int, N: int, tiling: dict, has_bias: bool, target: Target,
-                w_layout: str = "kn") -> tuple[int, int]:
+                w_layout: str = "kn", pattern: Pattern = None) -> tuple[int, int]:
     """(estimate_cycles, instruction count) of `emit_linear` under `tiling`, in closed form
     (the tile search of a big layer would otherwise emit thousands of candidate kernels);
     raises _DoesNotFit like the emission. Mirrors `emit_linear` loop by loop; the kernel
     tests check that both agree."""
     tm, tn, tk = tiling["m"], tiling["n"], tiling["k"]
-    spad = 2 * align(tm * tk) + 2 * align(tk * tn) + 2 * align(tm * tn)
+    pattern = sparse_pattern(pattern)
+    w_words, idx_words = _w_tile_words(tk, tn, pattern)
+    spad = 2 * align(tm * tk) + 2 * align(w_words) + 2 * align(tm * tn)
+    if pattern is not None:
+        spad += 2 * align(idx_words)
     if has_bias:
         spad += align(N)
     if spad > target.spad_words or 2 * align(tm * tn) > target.acc_words:
@@ -113,9 +187,15 @@ def linear_cost(M: int, K: int, N: int, tiling: dict, has_bias: bool, target: Ta
                 if not single_k:
                     busy["load"] += c * dma_cycles(mr, kr, target)
                     count += c
-                busy["load"] += c * (dma_cycles(nr, kr, target) if nk
-                                     else dma_cycles(kr, nr, target))
-                busy["matrix"] += c * matmul_cycles(mr, kr, nr, target)
+                if pattern is not None:
+                    kcr = nm_compressed_rows(kr, *pattern)
+                    busy["load"] += c * (dma_cycles(kcr, nr, target) + dma_cycles(
+                        nm_index_rows(kcr, pattern[1]), nr, target))
+                    count += c
+                else:
+                    busy["load"] += c * (dma_cycles(nr, kr, target) if nk
+                                         else dma_cycles(kr, nr, target))
+                busy["matrix"] += c * _mx_cycles(mr, kr, nr, target, pattern)
                 count += 2 * c
             busy["vector"] += cm * cn * vector_cycles(epilogue, mr, nr, target)
             busy["store"] += cm * cn * dma_cycles(mr, nr, target)
@@ -127,20 +207,24 @@ def linear_cost(M: int, K: int, N: int, tiling: dict, has_bias: bool, target: Ta
 
 
 def choose_linear_tiling(layer: str, M: int, K: int, N: int, has_bias: bool,
-                         target: Target, w_layout: str = "kn") -> dict:
+                         target: Target, w_layout: str = "kn", pattern: Pattern = None) -> dict:
+    pattern = sparse_pattern(pattern)
+    k_granule = 16 if pattern is None else nm_k_step(pattern)
+
     def search() -> dict:
         candidates = [
             {"m": tm, "n": tn, "k": tk}
             for tm in size_candidates(M, target.mx_rows, limit=512)
             for tn in size_candidates(N, target.mx_cols, limit=512)
-            for tk in size_candidates(K, 16, limit=1024)
+            for tk in size_candidates(K, k_granule, limit=1024)
         ]
         return choose_best(
             layer, candidates, None, target,
             need=f"at least {2 * 16 * 16 + 2 * 16 * 16 + 2 * 16 * 16 + (N if has_bias else 0)} "
                  f"SPAD words for 16x16x16 tiles",
-            lower_bound=lambda t: linear_matrix_cycles(M, K, N, t, target),
-            cost=lambda t: linear_cost(M, K, N, t, has_bias, target, w_layout),
+            lower_bound=lambda t: linear_matrix_cycles(M, K, N, t, target, pattern),
+            cost=lambda t: linear_cost(M, K, N, t, has_bias, target, w_layout, pattern),
         )
 
-    return TILINGS.get(("linear", M, K, N, has_bias, w_layout), target, search)
+    key = ("linear", M, K, N, has_bias, w_layout) + ((pattern,) if pattern else ())
+    return TILINGS.get(key, target, search)

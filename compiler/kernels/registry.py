@@ -69,14 +69,26 @@ def _linear_dims(op: LinearOp) -> tuple[int, int, int]:
     return M, K, tensor_shape(op.weight)[0]
 
 
+def linear_pattern(op: Operation) -> tuple[int, int] | None:
+    """(N, M) of an nm.linear's `sparsity` property; None when absent or dense (N = M)."""
+    attr = op.properties.get("sparsity")
+    if attr is None:
+        return None
+    values = tuple(int(v) for v in attr.iter_values())
+    if len(values) != 2 or values[0] == values[1]:
+        return None
+    return values[0], values[1]
+
+
 def _choose_linear(op: LinearOp, target: Target) -> dict:
-    return choose_linear_tiling(op.layer_name, *_linear_dims(op), op.bias is not None, target)
+    return choose_linear_tiling(op.layer_name, *_linear_dims(op), op.bias is not None, target,
+                                pattern=linear_pattern(op))
 
 
 def _emit_linear(op: LinearOp, tiling: dict, addr: AddrOf, target: Target) -> list[Instr]:
     bias = addr(op.bias) if op.bias is not None else None
     return emit_linear(*_linear_dims(op), tiling, addr(op.input), addr(op.weight), bias,
-                       addr(op.result), target)
+                       addr(op.result), target, pattern=linear_pattern(op))
 
 
 # ---------------------------------------------------------------------------- row-wise

@@ -21,7 +21,9 @@ from nmc.compiler.dialects.nm import (
 )
 from nmc.compiler.kernels.common import SCRATCH_ATTR
 from nmc.compiler.kernels.registry import KERNELS, scratch_of
+from nmc.compiler.kernels.linear import nm_packed_shape
 from nmc.compiler.transforms.plan_memory import LAYOUT_ATTR, address_of
+from nmc.compiler.transforms.prune_and_pack import parse_nm_pack
 from nmc.compiler.transforms.schedule_tiles import tiling_of
 from nmc.compiler.transforms.target_option import DEFAULT_TARGET, TARGET_ATTR, cached_target
 from nmc.isa.dialect import make_buffer_op, instr_to_op
@@ -30,6 +32,7 @@ from nmc.isa.table import Instr
 TARGET_NAME_ATTR = "isa.target"
 TARGET_ID_ATTR = "isa.target_id"
 LAYER_KINDS_ATTR = "nm.layer_kinds"
+LAYER_WEIGHTS_ATTR = "nm.layer_weights"  # linear layer -> its weight's parameter name
 
 
 def _names(func: FuncOp, attr: str) -> list[str]:
@@ -58,6 +61,9 @@ class LowerNmToIsa(ModulePass):
                 shape = tensor_shape(o.result)
                 layout = o.attributes[LAYOUT_ATTR].data
                 stored = shape[::-1] if layout == "transpose" else shape
+                pattern = parse_nm_pack(layout)
+                if pattern is not None:  # W^T packed: value rows then index-word rows
+                    stored = nm_packed_shape(shape[1], shape[0], pattern)
                 records.append(make_buffer_op(o.param_name.data, "const", addr(o.result), stored,
                                               param=o.param_name.data, layout=layout))
         for name, arg in zip(_names(func, INPUT_NAMES_ATTR), block.args):
@@ -65,7 +71,7 @@ class LowerNmToIsa(ModulePass):
         for name, value in zip(_names(func, OUTPUT_NAMES_ATTR), ret.operands):
             records.append(make_buffer_op(name, "output", addr(value), tensor_shape(value)))
 
-        stream, kinds = [], {}
+        stream, kinds, weights = [], {}, {}
         for o in block.ops:
             if not isinstance(o, _ComputeOp):
                 continue
@@ -80,6 +86,8 @@ class LowerNmToIsa(ModulePass):
                     f"{o.layer_name}.scratch", "temp", scratch_of(o),
                     (kernel.scratch_words(o),)))
             kinds[o.layer_name] = StringAttr(o.KIND)
+            if o.name == "nm.linear" and isinstance(o.operands[1].owner, ParamOp):
+                weights[o.layer_name] = StringAttr(o.operands[1].owner.param_name.data)
             for instr in kernel.emit(o, tiling_of(o), addr, target):
                 stream.append(instr_to_op(instr, o.layer_name))
         stream.append(instr_to_op(Instr.make("halt")))
@@ -90,3 +98,4 @@ class LowerNmToIsa(ModulePass):
         op.attributes[TARGET_NAME_ATTR] = StringAttr(target.name)
         op.attributes[TARGET_ID_ATTR] = IntegerAttr(target.id, i64)
         op.attributes[LAYER_KINDS_ATTR] = DictionaryAttr(kinds)
+        op.attributes[LAYER_WEIGHTS_ATTR] = DictionaryAttr(weights)

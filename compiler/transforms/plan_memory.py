@@ -12,7 +12,8 @@ that lives only during the op (it never overlaps the op's operands or result) an
 address is the op's `nm.scratch`.
 
 Results: `nm.addr` on every nm.param and compute op (its result), `nm.layout` on params
-("identity", or "transpose" where a kernel asks for it), `nm.scratch` on ops with scratch
+("identity", or "transpose" where a kernel asks for it; an `nm_pack:N:M` layout set by
+prune-and-pack is kept, and the param gets the packed size, `param_words`), `nm.scratch` on ops with scratch
 space, `nm.input_addrs` on the function and `nm.dram_words` (the DRAM the program needs)
 on the module. On-chip memory is planned per kernel by the kernels themselves
 (compiler/kernels/common.py).
@@ -78,6 +79,20 @@ class FreeList:
         self.free = merged
 
 
+def param_words(param: ParamOp) -> int:
+    """DRAM words (unaligned) a parameter takes in its layout (packed N:M: values plus
+    index words)."""
+    from nmc.compiler.kernels.linear import nm_packed_shape
+    from nmc.compiler.transforms.prune_and_pack import parse_nm_pack
+
+    shape = tensor_shape(param.result)
+    layout = param.attributes.get(LAYOUT_ATTR)
+    pattern = parse_nm_pack(layout.data) if layout is not None else None
+    if pattern is None:
+        return prod(shape)
+    return prod(nm_packed_shape(shape[1], shape[0], pattern))
+
+
 def address_of(value: SSAValue, func: FuncOp) -> int:
     """The DRAM address plan-memory gave `value` (a function argument or an op result)."""
     owner = value.owner
@@ -102,9 +117,12 @@ class PlanMemory(ModulePass):
         for o in ops:
             if isinstance(o, ParamOp):
                 o.attributes[ADDR_ATTR] = IntegerAttr(top, i64)
-                layout = "transpose" if o.result in transposed else "identity"
-                o.attributes[LAYOUT_ATTR] = StringAttr(layout)
-                top += _words(o.result)
+                packed = LAYOUT_ATTR in o.attributes and o.attributes[LAYOUT_ATTR].data.startswith(
+                    "nm_pack:")
+                if not packed:
+                    layout = "transpose" if o.result in transposed else "identity"
+                    o.attributes[LAYOUT_ATTR] = StringAttr(layout)
+                top += _aligned(param_words(o))
 
         input_addrs = []
         for arg in block.args:

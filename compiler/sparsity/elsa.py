@@ -1,0 +1,156 @@
+"""ELSA-style layer-wise N:M search (METHODS.md, "ELSA"; arXiv 2409.09708).
+
+Every sparsifiable layer takes one choice among dense and the target's N:M patterns (those
+whose M divides the layer's input dimension K). A configuration's predicted accuracy loss is
+the sum of its layers' sensitivities (`sensitivity.py`); its cost is either
+
+- speedup: the predicted cycles of all the model's `nm.linear` layers (the head and other
+  dense ones included, at their dense cost; `cost.linear_cycles`), which must be at most
+  dense / S;
+- flops: the MACs of those layers, a sparse one counting dense MACs x N/M, at most dense / F.
+
+The search: a greedy allocation (from all-dense, repeatedly the move with the least added
+error per cost saved, until the budget is met) seeds an evolutionary search as in ELSA
+(population 50, the best 10 kept, 25 mutations + 25 crossovers per generation, 20
+generations, fixed seed); a configuration over budget is repaired with greedy moves. The
+best feasible configuration found is the result, so it is never worse than the greedy one.
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass
+
+from nmc.compiler.sparsity.spec import Pattern, SparsityError, format_pattern
+
+POPULATION = 50
+KEEP = 10
+MUTATIONS = 25
+CROSSOVERS = 25
+GENERATIONS = 20
+SEED = 0
+
+
+@dataclass
+class LayerChoices:
+    """One sparsifiable layer: its choices (index 0 is dense) and their error and cost."""
+
+    name: str
+    patterns: list[Pattern]
+    errors: list[float]
+    costs: list[float]
+
+
+@dataclass
+class SearchResult:
+    choice: list[int]  # index into each layer's patterns
+    error: float
+    cost: float
+    dense_cost: float
+
+    def patterns(self, layers: list[LayerChoices]) -> dict[str, Pattern]:
+        return {l.name: l.patterns[c] for l, c in zip(layers, self.choice)}
+
+
+def search(layers: list[LayerChoices], fixed_cost: float, budget: float, what: str,
+           factor: float) -> SearchResult:
+    """The configuration of least total error with fixed_cost + sum(costs) <= budget.
+    `what` and `factor` word the error when no configuration meets the budget."""
+    dense_total = fixed_cost + sum(l.costs[0] for l in layers)
+    eps = 1e-9 * max(dense_total, 1.0)
+
+    def cost(choice):
+        return fixed_cost + sum(l.costs[c] for l, c in zip(layers, choice))
+
+    def error(choice):
+        return sum(l.errors[c] for l, c in zip(layers, choice))
+
+    cheapest = [min(range(len(l.costs)), key=lambda c, l=l: (l.costs[c], l.errors[c]))
+                for l in layers]
+    best_cost = cost(cheapest)
+    if best_cost > budget + eps:
+        reach = dense_total / best_cost if best_cost > 0 else float("inf")
+        raise SparsityError(
+            f"--sparsity elsa:{what}={factor:g}: no configuration of the target's patterns "
+            f"meets the budget; the best reachable {what} is {reach:.3f}x (every "
+            f"sparsifiable layer at its cheapest pattern)")
+
+    def repair(choice):
+        """Greedy moves (least added error per cost saved) until within budget."""
+        choice = list(choice)
+        total = cost(choice)
+        while total > budget + eps:
+            best = None
+            for i, l in enumerate(layers):
+                cur = choice[i]
+                for c in range(len(l.costs)):
+                    saved = l.costs[cur] - l.costs[c]
+                    if saved <= 0:
+                        continue
+                    ratio = (l.errors[c] - l.errors[cur]) / saved
+                    key = (ratio, -saved, i, c)
+                    if best is None or key < best[0]:
+                        best = (key, i, c, saved)
+            if best is None:  # cannot happen: the cheapest configuration is feasible
+                break
+            _, i, c, saved = best
+            choice[i] = c
+            total -= saved
+        return choice
+
+    greedy = repair([0] * len(layers))
+    rng = random.Random(SEED)
+    n_layers = len(layers)
+
+    def mutate(choice):
+        out = list(choice)
+        for _ in range(max(1, rng.randint(1, max(1, n_layers // 8)))):
+            i = rng.randrange(n_layers)
+            out[i] = rng.randrange(len(layers[i].costs))
+        return repair(out)
+
+    def crossover(a, b):
+        return repair([x if rng.random() < 0.5 else y for x, y in zip(a, b)])
+
+    def score(choice):
+        return (error(choice), cost(choice))
+
+    seen: dict[tuple, tuple] = {}
+
+    def add(pop, choice):
+        key = tuple(choice)
+        if key not in seen:
+            seen[key] = score(choice)
+            pop.append(key)
+
+    population: list[tuple] = []
+    if n_layers:
+        add(population, greedy)
+        for _ in range(10 * POPULATION):  # small models have fewer distinct configurations
+            if len(population) >= POPULATION:
+                break
+            add(population, mutate(greedy) if rng.random() < 0.5
+                else mutate([rng.randrange(len(l.costs)) for l in layers]))
+        for _ in range(GENERATIONS):
+            parents = sorted(population, key=lambda k: seen[k])[:KEEP]
+            population = list(parents)
+            for _ in range(MUTATIONS):
+                add(population, mutate(rng.choice(parents)))
+            for _ in range(CROSSOVERS):
+                add(population, crossover(rng.choice(parents), rng.choice(parents)))
+        best = list(min(population + [tuple(greedy)], key=lambda k: score(list(k))))
+    else:
+        best = []
+    return SearchResult(best, error(best), cost(best), dense_total)
+
+
+def format_table(rows: list[tuple[str, Pattern, float, float | None]], total_line: str) -> str:
+    """(layer, pattern, cycles, error) rows as a text table."""
+    width = max([len("layer")] + [len(r[0]) for r in rows])
+    lines = [f"{'layer':{width}s}  {'pattern':>7s}  {'cycles':>10s}  {'error':>9s}"]
+    for name, pattern, cycles, err in rows:
+        e = "-" if err is None else f"{err:.3e}"
+        lines.append(f"{name:{width}s}  {format_pattern(pattern):>7s}  {int(cycles):>10d}  "
+                     f"{e:>9s}")
+    lines.append(total_line)
+    return "\n".join(lines)

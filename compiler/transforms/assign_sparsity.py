@@ -1,0 +1,205 @@
+"""assign-sparsity: choose the N:M pattern of every nm.linear (issue 5).
+
+Sets (or removes) the `sparsity` property of `nm.linear` ops from the `spec` option, in
+one of the forms of `nmc compile --sparsity` (see `nmc.compiler.sparsity.spec`):
+
+    N:M | FILE.json | elsa:speedup=S | elsa:flops=F
+
+With an empty `spec` (the default) the pass changes nothing, so it sits in the default
+pipeline after raise-torch-to-nm. Every pattern must be supported by `target` (the
+verifier of nm.linear checks only 0 < N <= M) and M must divide the layer's K. The ELSA
+form measures per-layer sensitivities on the PyTorch model of the module's `nm.model`
+file with the calibration inputs of `calib` (a .npy; default: see
+`nmc.compiler.sparsity.sensitivity`). `out` writes the chosen configuration as JSON (the
+format FILE.json reads); `report` prints the (layer, pattern, cycles, error) table.
+"""
+
+from __future__ import annotations
+
+import sys
+from dataclasses import dataclass
+from math import prod
+
+from xdsl.context import Context
+from xdsl.dialects.builtin import ModuleOp, StringAttr
+from xdsl.dialects.func import FuncOp, ReturnOp
+from xdsl.passes import ModulePass
+
+from nmc.compiler.dialects.nm import MODEL_ATTR, LinearOp, ParamOp, tensor_shape
+from nmc.compiler.sparsity.cost import LinearDims, linear_cycles, linear_macs
+from nmc.compiler.sparsity.spec import (
+    Pattern, SparsityError, config_to_json, format_pattern, parse_pattern, parse_spec,
+    read_config, supported_text,
+)
+from nmc.compiler.transforms.target_option import DEFAULT_TARGET, cached_target
+from nmc.isa.target import Target
+
+HEAD_NAMES = ("head", "classifier")
+
+
+def linear_dims(op: LinearOp) -> LinearDims:
+    shape = tensor_shape(op.input)
+    return LinearDims(prod(shape[:-1]), shape[-1], tensor_shape(op.weight)[0],
+                      op.bias is not None)
+
+
+def is_head(op: LinearOp) -> bool:
+    """The classifier head: named head/classifier, or its result is returned directly."""
+    if op.layer_name.rsplit(".", 1)[-1] in HEAD_NAMES:
+        return True
+    return any(isinstance(use.operation, ReturnOp) for use in op.result.uses)
+
+
+def linear_ops(module: ModuleOp) -> list[LinearOp]:
+    return [op for op in module.walk() if isinstance(op, LinearOp)]
+
+
+def sparsifiable(module: ModuleOp) -> list[LinearOp]:
+    """ELSA's layers: every nm.linear but the classifier head."""
+    return [op for op in linear_ops(module) if not is_head(op)]
+
+
+def _check_k(op: LinearOp, pattern: Pattern, where: str) -> None:
+    if pattern is not None and linear_dims(op).K % pattern[1]:
+        raise SparsityError(f"{where}: layer '{op.layer_name}' has input dimension K = "
+                            f"{linear_dims(op).K}, not a multiple of M = {pattern[1]} "
+                            f"(pattern {pattern[0]}:{pattern[1]})")
+
+
+def _weight_param(op: LinearOp) -> str:
+    owner = op.weight.owner
+    if not isinstance(owner, ParamOp):
+        raise SparsityError(f"layer '{op.layer_name}': its weight is not a model parameter, "
+                            f"so its sensitivity cannot be measured")
+    return owner.param_name.data
+
+
+def _input_shape(module: ModuleOp) -> tuple[int, ...]:
+    main = next((op for op in module.walk() if isinstance(op, FuncOp)
+                 and op.sym_name.data == "main"), None)
+    if main is None or len(main.args) != 1:
+        raise SparsityError("--sparsity elsa needs a model with exactly one input")
+    return tensor_shape(main.args[0])
+
+
+def uniform_config(module: ModuleOp, pattern: Pattern, target: Target) -> dict[str, Pattern]:
+    if pattern is not None and not target.supports_pattern(*pattern):
+        raise SparsityError(f"--sparsity {pattern[0]}:{pattern[1]}: target '{target.name}' "
+                            f"does not support it; supported: {supported_text(target)}")
+    config = {}
+    for op in sparsifiable(module):
+        _check_k(op, pattern, f"--sparsity {format_pattern(pattern)}")
+        config[op.layer_name] = pattern
+    return config
+
+
+def file_config(module: ModuleOp, path: str, target: Target) -> dict[str, Pattern]:
+    raw = read_config(path)
+    ops = {op.layer_name: op for op in linear_ops(module)}
+    config: dict[str, Pattern] = {}
+    for key, value in raw.items():
+        where = f"--sparsity {path}: layer '{key}'"
+        if key not in ops:
+            known = list(ops)
+            shown = ", ".join(known[:8]) + (f", ... ({len(known)} in all)" if len(known) > 8
+                                            else "")
+            raise SparsityError(f"{where}: the model has no linear layer of that name "
+                                f"(linear layers: {shown})")
+        pattern = parse_pattern(value, where, target)
+        _check_k(ops[key], pattern, f"--sparsity {path}")
+        config[key] = pattern
+    return config
+
+
+def elsa_config(module: ModuleOp, budget: str, factor: float, calib: str,
+                target: Target) -> tuple[dict[str, Pattern], list[tuple]]:
+    """The ELSA search's configuration and its table rows."""
+    from nmc.compiler.sparsity.elsa import LayerChoices, search
+    from nmc.compiler.sparsity.sensitivity import Sensitivity
+
+    model = module.attributes.get(MODEL_ATTR)
+    if not isinstance(model, StringAttr):
+        raise SparsityError("--sparsity elsa needs the model file (the module has no "
+                            f"{MODEL_ATTR} attribute)")
+    sens = Sensitivity(model.data, calib, _input_shape(module))
+    cand = sparsifiable(module)
+    cand_names = {op.layer_name for op in cand}
+
+    def cost(op, pattern):
+        d = linear_dims(op)
+        return linear_cycles(d, pattern, target) if budget == "speedup" else linear_macs(d, pattern)
+
+    fixed = sum(cost(op, None) for op in linear_ops(module) if op.layer_name not in cand_names)
+    layers = []
+    for op in cand:
+        param = _weight_param(op)
+        pats: list[Pattern] = [None] + [p for p in target.sparse_patterns
+                                        if linear_dims(op).K % p[1] == 0 and p[0] < p[1]]
+        layers.append(LayerChoices(op.layer_name, pats, [sens.error(param, p) for p in pats],
+                                   [cost(op, p) for p in pats]))
+    dense = fixed + sum(l.costs[0] for l in layers)
+    result = search(layers, fixed, dense / factor, budget, factor)
+    config = result.patterns(layers)
+    rows = []
+    by_name = {l.name: (l, c) for l, c in zip(layers, result.choice)}
+    for op in linear_ops(module):
+        pattern = config.get(op.layer_name)
+        err = by_name[op.layer_name][0].errors[by_name[op.layer_name][1]] \
+            if op.layer_name in by_name else None
+        rows.append((op.layer_name, pattern, linear_cycles(linear_dims(op), pattern, target),
+                     err))
+    return config, rows
+
+
+@dataclass(frozen=True)
+class AssignSparsity(ModulePass):
+    """Set the N:M `sparsity` of nm.linear ops (spec: N:M, FILE.json, elsa:speedup=S|flops=F)."""
+
+    name = "assign-sparsity"
+
+    spec: str = ""
+    calib: str = ""
+    target: str = DEFAULT_TARGET
+    out: str = ""
+    report: bool = False
+
+    def apply(self, ctx: Context, op: ModuleOp) -> None:
+        if not self.spec:
+            return
+        target = cached_target(self.target)
+        spec = parse_spec(self.spec)
+        rows = None
+        if spec.kind == "uniform":
+            config = uniform_config(op, spec.pattern, target)
+        elif spec.kind == "file":
+            config = file_config(op, spec.path, target)
+        else:
+            config, rows = elsa_config(op, spec.budget, spec.value, self.calib, target)
+        for linear in linear_ops(op):
+            if linear.layer_name in config:
+                linear.set_sparsity(config[linear.layer_name])
+        if self.report:
+            print(self.table(op, config, rows, target), file=sys.stdout, flush=True)
+        if self.out:
+            from nmc.isa.fileio import atomic_write_text
+
+            atomic_write_text(self.out, config_to_json(config))
+
+    def table(self, module: ModuleOp, config: dict[str, Pattern], rows, target: Target) -> str:
+        from nmc.compiler.sparsity.elsa import format_table
+
+        if rows is None:
+            rows = [(op.layer_name, config.get(op.layer_name),
+                     linear_cycles(linear_dims(op), config.get(op.layer_name), target), None)
+                    for op in linear_ops(module)]
+        dense = sum(linear_cycles(linear_dims(op), None, target) for op in linear_ops(module))
+        total = sum(r[2] for r in rows)
+        macs = sum(linear_macs(linear_dims(op), config.get(op.layer_name))
+                   for op in linear_ops(module))
+        dense_macs = sum(linear_dims(op).macs for op in linear_ops(module))
+        errs = [r[3] for r in rows if r[3] is not None]
+        err = f", predicted error {sum(errs):.3e}" if errs else ""
+        line = (f"linear layers: {int(total)} cycles ({dense / max(total, 1):.3f}x faster "
+                f"than dense), {macs / 1e6:.3f} M MACs ({dense_macs / max(macs, 1):.3f}x "
+                f"fewer){err}")
+        return format_table(rows, line)

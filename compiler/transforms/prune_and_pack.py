@@ -1,0 +1,99 @@
+"""prune-and-pack: give every N:M sparse nm.linear's weight its packed DRAM layout.
+
+For each `nm.linear` whose `sparsity` property is a sparse N:M pattern (N < M; set by
+`assign-sparsity` or by hand), the pass checks that the target's matrix unit supports the
+pattern and that K is a multiple of M, and marks the weight's `nm.param` with the layout
+`nm_pack:N:M` (`nm.layout`). The values themselves are computed at emission, from the
+model's weights (`nmc.models.nm_sparsity.pack_nm`: per group of M weights along K the N of
+largest magnitude, ties to the lower index), so the pass only decides; `plan-memory`
+allocates the packed size and `lower-nm-to-isa` emits the sparse kernel (`spmatmul`).
+A model without sparse linears is left unchanged.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from xdsl.context import Context
+from xdsl.dialects.builtin import ModuleOp, StringAttr
+from xdsl.passes import ModulePass
+
+from nmc.compiler.dialects.nm import LinearOp, ParamOp, tensor_shape
+from nmc.compiler.kernels.registry import linear_pattern
+from nmc.compiler.transforms.target_option import DEFAULT_TARGET, TARGET_ATTR, cached_target
+from nmc.isa.errors import NmcError
+
+LAYOUT_ATTR = "nm.layout"  # the same attribute plan-memory writes
+NM_PACK = "nm_pack"
+
+
+class SparsityError(NmcError):
+    """A sparsity pattern the target or the layer cannot use."""
+
+
+def nm_pack_layout(n: int, m: int) -> str:
+    return f"{NM_PACK}:{n}:{m}"
+
+
+def parse_nm_pack(layout: str) -> tuple[int, int] | None:
+    """(N, M) of an `nm_pack:N:M` layout, None for any other layout."""
+    parts = layout.split(":")
+    if len(parts) != 3 or parts[0] != NM_PACK:
+        return None
+    try:
+        return int(parts[1]), int(parts[2])
+    except ValueError:
+        return None
+
+
+def _fmt(patterns) -> str:
+    return ", ".join(f"{n}:{m}" for n, m in patterns) or "none"
+
+
+@dataclass(frozen=True)
+class PruneAndPack(ModulePass):
+    name = "prune-and-pack"
+
+    target: str = DEFAULT_TARGET
+
+    def apply(self, ctx: Context, op: ModuleOp) -> None:
+        linears = [o for o in op.walk() if isinstance(o, LinearOp)]
+        if not any(linear_pattern(o) for o in linears):
+            return  # dense model: nothing to do
+        name = op.attributes[TARGET_ATTR].data if TARGET_ATTR in op.attributes else self.target
+        target = cached_target(name)
+        chosen: dict = {}  # weight value -> (pattern, layer)
+        for lin in linears:
+            pattern = linear_pattern(lin)
+            layer = lin.layer_name
+            if pattern is not None:
+                n, m = pattern
+                if not target.supports_pattern(n, m):
+                    raise SparsityError(
+                        f"layer '{layer}': N:M pattern {n}:{m} is not supported by target "
+                        f"'{target.name}' (supported: dense, {_fmt(target.sparse_patterns)})")
+                K = tensor_shape(lin.weight)[1]
+                if K % m:
+                    raise SparsityError(
+                        f"layer '{layer}': input dimension K = {K} is not a multiple of "
+                        f"M = {m}, so the {n}:{m} pattern cannot group it")
+                if not isinstance(lin.weight.owner, ParamOp):
+                    raise SparsityError(
+                        f"layer '{layer}': an N:M sparse weight must be a model parameter")
+            previous = chosen.setdefault(lin.weight, (pattern, layer))
+            if previous[0] != pattern:
+                shown = [f"'{l}' ({_fmt([p]) if p else 'dense'})"
+                         for p, l in (previous, (pattern, layer))]
+                raise SparsityError(
+                    f"weight '{lin.weight.owner.param_name.data}' is shared by layers "
+                    f"{shown[0]} and {shown[1]} with different sparsity patterns")
+        for value, (pattern, layer) in chosen.items():
+            if pattern is None:
+                continue
+            # a sparse weight read by anything but its linear(s) would need it dense too
+            for use in value.uses:
+                if not isinstance(use.operation, LinearOp) or use.index != 1:
+                    raise SparsityError(
+                        f"weight of layer '{layer}' is also used by {use.operation.name}; "
+                        f"it cannot be stored {_fmt([pattern])} packed")
+            value.owner.attributes[LAYOUT_ATTR] = StringAttr(nm_pack_layout(*pattern))
