@@ -218,17 +218,6 @@ def is_instruction_op(op: Operation) -> bool:
     return isinstance(op, IsaInstrOp)
 
 
-def make_buffer_op(
-    name: str,
-    kind: str,
-    addr: int,
-    shape: tuple[int, ...] | list[int],
-    param: str | None = None,
-    layout: str | None = None,
-) -> BufferOp:
-    """An `isa.buffer` op (the same as calling BufferOp)."""
-    return BufferOp(name, kind, addr, shape, param=param, layout=layout)
-
 
 _INT_ATTRS: dict[int, IntegerAttr] = {}
 

@@ -20,7 +20,6 @@ from nmc.isa.dialect import (
     IsaInstrOp,
     instr_to_op,
     is_instruction_op,
-    make_buffer_op,
     op_class,
     op_to_instr,
 )
@@ -182,7 +181,7 @@ def test_layer_property_is_a_string():
 def test_helpers_used_by_the_compiler():
     assert is_instruction_op(instr_to_op(Instr.make("halt")))
     assert not is_instruction_op(BufferOp("x", "temp", 0, (1,)))
-    b = make_buffer_op("w", "const", 64, [3, 2], param="fc.weight", layout="identity")
+    b = BufferOp("w", "const", 64, [3, 2], param="fc.weight", layout="identity")
     b.verify()
     assert b.info() == BufferInfo("w", "const", 64, (3, 2), "fc.weight", "identity")
     assert BufferOp("x", "input", 0, (4,)).info() == BufferInfo("x", "input", 0, (4,))

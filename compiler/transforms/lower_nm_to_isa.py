@@ -26,7 +26,7 @@ from nmc.compiler.transforms.plan_memory import LAYOUT_ATTR, address_of
 from nmc.compiler.transforms.prune_and_pack import parse_nm_pack
 from nmc.compiler.transforms.schedule_tiles import tiling_of
 from nmc.compiler.transforms.target_option import DEFAULT_TARGET, TARGET_ATTR, cached_target
-from nmc.isa.dialect import make_buffer_op, instr_to_op
+from nmc.isa.dialect import BufferOp, instr_to_op
 from nmc.isa.table import Instr
 
 TARGET_NAME_ATTR = "isa.target"
@@ -64,12 +64,12 @@ class LowerNmToIsa(ModulePass):
                 pattern = parse_nm_pack(layout)
                 if pattern is not None:  # W^T packed: value rows then index-word rows
                     stored = nm_packed_shape(shape[1], shape[0], pattern)
-                records.append(make_buffer_op(o.param_name.data, "const", addr(o.result), stored,
+                records.append(BufferOp(o.param_name.data, "const", addr(o.result), stored,
                                               param=o.param_name.data, layout=layout))
         for name, arg in zip(_names(func, INPUT_NAMES_ATTR), block.args):
-            records.append(make_buffer_op(name, "input", addr(arg), tensor_shape(arg)))
+            records.append(BufferOp(name, "input", addr(arg), tensor_shape(arg)))
         for name, value in zip(_names(func, OUTPUT_NAMES_ATTR), ret.operands):
-            records.append(make_buffer_op(name, "output", addr(value), tensor_shape(value)))
+            records.append(BufferOp(name, "output", addr(value), tensor_shape(value)))
 
         stream, kinds, weights = [], {}, {}
         for o in block.ops:
@@ -79,10 +79,10 @@ class LowerNmToIsa(ModulePass):
             if kernel is None:
                 raise ValueError(f"no kernel for {o.name} ({o.layer_name})")
             if o.results[0] not in ret.operands:
-                records.append(make_buffer_op(o.layer_name, "temp", addr(o.results[0]),
+                records.append(BufferOp(o.layer_name, "temp", addr(o.results[0]),
                                               tensor_shape(o.results[0])))
             if SCRATCH_ATTR in o.attributes:
-                records.append(make_buffer_op(
+                records.append(BufferOp(
                     f"{o.layer_name}.scratch", "temp", scratch_of(o),
                     (kernel.scratch_words(o),)))
             kinds[o.layer_name] = StringAttr(o.KIND)
