@@ -102,3 +102,13 @@ def test_non_standard_deit(tmp_path):
     _, result, got, want = compile_and_run(tmp_path, "deit_tiny", params)
     assert got.shape == (2, 100)
     assert rel_err(got, want) < 1e-4
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("arch", ["deit_small", "deit_base"])
+def test_full_size_deit_224(tmp_path, arch):
+    # outside the default suite (make test-all): DeiT-base compiles ~20 s, runs ~1 s, and
+    # needs ~2 GB of memory
+    _, result, got, want = compile_and_run(tmp_path, arch, {})
+    assert got.shape == (1, 1000)
+    assert rel_err(got, want) < 1e-4
