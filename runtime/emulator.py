@@ -30,6 +30,13 @@ How a run proceeds:
    Tokens left over at the end are fine; they are counted in `RunResult.leftover_tokens`.
 6. Outputs are read from DRAM through the output symbols.
 
+Steps 3-5 are the definition. Programs as the compiler makes them (every token produced
+before it is consumed, every instruction at least one cycle) take `nmc.runtime.fastpath`
+instead, which computes the same run (same outputs, times, statistics and errors; the tests
+compare both on compiled models and on random programs) with array operations and one
+prepared call per instruction; `fast=False` forces the reference simulation. While the
+instructions run, the garbage collector is paused and torch (matmul, GELU) uses one thread.
+
 Input policy: each input must be an array (anything `np.asarray` accepts) with exactly the
 symbol's shape. float32 is used as is; other floating-point dtypes (float16, float64, ...)
 are converted to float32 with round-to-nearest, as torch's `.float()` does; integer,
@@ -522,6 +529,23 @@ def _decode_one(pc: int, instr: Instr, target: Target) -> _Decoded:
 
 
 @contextmanager
+def _torch_single_threaded():
+    """torch (tile matmuls, GELU) on one thread while the instructions run: tiles are too
+    small for two threads to gain anything (measured), and a pool busy-waiting for a core
+    that another process holds turns every call into a scheduler time slice (a 100x
+    slowdown of a whole run when the machine is shared, e.g. by `pytest -n 2`)."""
+    import torch  # the semantics need it for matmul and GELU (and BLAS results may depend
+    # on the thread count: both paths must run with the same one)
+
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(previous)
+
+
+@contextmanager
 def _no_gc():
     """The cyclic garbage collector paused: a run makes ~2 objects per instruction (views,
     prepared calls), none of them cyclic, and in a process that holds a big object graph
@@ -581,7 +605,8 @@ def run_program(
             )
 
     trace_list: list | None = [] if trace else None
-    with np.errstate(all="ignore"), _no_gc():  # NaN/Inf propagate silently, as in PyTorch
+    # NaN/Inf propagate silently, as in PyTorch
+    with np.errstate(all="ignore"), _no_gc(), _torch_single_threaded():
         ran = None
         if fast:
             ran = _fast_run(program, target, machine, max_instructions, check_races,
