@@ -169,12 +169,21 @@ def _torch_gelu(x: np.ndarray, approximate: str) -> np.ndarray:
     return y.numpy()
 
 
-def _vun(mems: Mems, f: Mapping[str, int]) -> None:
+def _src_dst(mems: Mems, f: Mapping[str, int]) -> tuple[np.ndarray, np.ndarray] | None:
+    """The [rows x cols] source and destination blocks of a unary or row instruction
+    (None for an empty block, which does nothing)."""
     rows, cols = f["rows"], f["cols"]
     if not (rows and cols):
+        return None
+    return (_block(mems, f["src_mem"], f["src"], rows, cols),
+            _block(mems, f["dst_mem"], f["dst"], rows, cols))
+
+
+def _vun(mems: Mems, f: Mapping[str, int]) -> None:
+    blocks = _src_dst(mems, f)
+    if blocks is None:
         return
-    src = _block(mems, f["src_mem"], f["src"], rows, cols)
-    dst = _block(mems, f["dst_mem"], f["dst"], rows, cols)
+    src, dst = blocks
     fn = f["fn"]
     if fn == VUnFn.COPY:
         dst[...] = src
@@ -209,11 +218,11 @@ def _softmax(x: np.ndarray, scale: np.float32) -> np.ndarray:
 
 
 def _vrow(mems: Mems, f: Mapping[str, int]) -> None:
-    rows, cols = f["rows"], f["cols"]
-    if not (rows and cols):
+    blocks = _src_dst(mems, f)
+    if blocks is None:
         return
-    src = _block(mems, f["src_mem"], f["src"], rows, cols)
-    dst = _block(mems, f["dst_mem"], f["dst"], rows, cols)
+    src, dst = blocks
+    cols = f["cols"]
     fn = f["fn"]
     if fn == VRowFn.LAYERNORM:
         p = f["param"]
