@@ -21,14 +21,10 @@ from xdsl.passes import ModulePass
 from nmc.compiler.dialects.nm import LinearOp, ParamOp, tensor_shape
 from nmc.compiler.kernels.registry import linear_pattern
 from nmc.compiler.transforms.target_option import DEFAULT_TARGET, TARGET_ATTR, cached_target
-from nmc.isa.errors import NmcError
+from nmc.compiler.sparsity.spec import SparsityError, format_pattern
 
 LAYOUT_ATTR = "nm.layout"  # the same attribute plan-memory writes
 NM_PACK = "nm_pack"
-
-
-class SparsityError(NmcError):
-    """A sparsity pattern the target or the layer cannot use."""
 
 
 def nm_pack_layout(n: int, m: int) -> str:
@@ -82,7 +78,7 @@ class PruneAndPack(ModulePass):
                         f"layer '{layer}': an N:M sparse weight must be a model parameter")
             previous = chosen.setdefault(lin.weight, (pattern, layer))
             if previous[0] != pattern:
-                shown = [f"'{l}' ({_fmt([p]) if p else 'dense'})"
+                shown = [f"'{l}' ({format_pattern(p)})"
                          for p, l in (previous, (pattern, layer))]
                 raise SparsityError(
                     f"weight '{lin.weight.owner.param_name.data}' is shared by layers "
@@ -95,5 +91,5 @@ class PruneAndPack(ModulePass):
                 if not isinstance(use.operation, LinearOp) or use.index != 1:
                     raise SparsityError(
                         f"weight of layer '{layer}' is also used by {use.operation.name}; "
-                        f"it cannot be stored {_fmt([pattern])} packed")
+                        f"it cannot be stored {format_pattern(pattern)} packed")
             value.owner.attributes[LAYOUT_ATTR] = StringAttr(nm_pack_layout(*pattern))
