@@ -16,14 +16,11 @@ from typing import Any, Callable
 
 import torch
 
-from nmc.isa.errors import NmcError
 from nmc.isa.fileio import atomic_write_bytes
 from nmc.models.deit import DEIT_CONFIGS, DeiT
+from nmc.models.errors import ModelError  # defined there, raised here and by the models
 from nmc.models.mlp_block import MLPBlock
-
-
-class ModelError(NmcError):
-    """An unknown built-in model, a bad hyper-parameter or a weights file that does not fit."""
+from nmc.models.swin import SWIN_CONFIGS, SWIN_DEFAULTS, check_config, swin
 
 
 @dataclass(frozen=True)
@@ -77,6 +74,34 @@ def _deit_spec(name: str) -> ModelSpec:
     )
 
 
+def _swin_spec(name: str) -> ModelSpec:
+    """A Swin: embed_dim, patch, window, image size and classes can be overridden; the depths
+    and head counts are the named model's (scaled heads would change the checkpoint shapes)."""
+    embed_dim, depths, heads = SWIN_CONFIGS[name]
+    d = SWIN_DEFAULTS[name]
+
+    def factory(*, batch: int = 1, img_size: int, patch: int, window: int, embed_dim: int,
+                mlp_ratio: int, num_classes: int, in_chans: int) -> torch.nn.Module:
+        del batch  # the example input's, not the model's
+        return swin(name, img_size=img_size, patch_size=patch, window_size=window,
+                    embed_dim=embed_dim, mlp_ratio=mlp_ratio, num_classes=num_classes,
+                    in_chans=in_chans)
+
+    def validate(name: str, p: dict[str, int]) -> None:
+        check_config(img_size=p["img_size"], patch=p["patch"], window=p["window"],
+                     embed_dim=p["embed_dim"], depths=depths, num_heads=heads, name=name)
+
+    return ModelSpec(
+        f"Swin-{name.removeprefix('swin_')} (timm SwinTransformer: embed {embed_dim}, depths "
+        f"{depths}, heads {heads}, patch {d['patch']}, window {d['window']}, "
+        f"{d['img_size']}x{d['img_size']}, {d['num_classes']} classes)",
+        factory,
+        {**d, "embed_dim": embed_dim, "mlp_ratio": 4, "in_chans": 3, "batch": 1},
+        lambda p: (p["batch"], p["in_chans"], p["img_size"], p["img_size"]),
+        validate,
+    )
+
+
 MODELS: dict[str, ModelSpec] = {
     "mlp_block": ModelSpec(
         "x + fc2(gelu(fc1(layer_norm(x)))): a ViT block's MLP half (DeiT-tiny sizes)",
@@ -85,6 +110,7 @@ MODELS: dict[str, ModelSpec] = {
         lambda p: (p["batch"], p["tokens"], p["dim"]),
     ),
     **{name: _deit_spec(name) for name in DEIT_CONFIGS},
+    **{name: _swin_spec(name) for name in SWIN_CONFIGS},
 }
 DEFAULT_MODEL = "mlp_block"
 

@@ -62,7 +62,8 @@ from nmc.runtime.machine import Machine
 from nmc.runtime.semantics import SEMANTICS, operand_error
 from nmc.runtime.timing import WORD_BYTES, instruction_cycles
 
-__all__ = ["EmulatorError", "LayerStats", "RunResult", "run_program", "UNIT_NAMES"]
+__all__ = ["EmulatorError", "LayerStats", "LoadedProgram", "RunResult", "run_program",
+           "UNIT_NAMES"]
 
 NUM_UNITS = len(QUEUE_UNITS)
 UNIT_NAMES: tuple[str, ...] = tuple(u.name.lower() for u in QUEUE_UNITS)
@@ -472,8 +473,31 @@ def _reference_run(program, target, machine, max_instructions, check_races, trac
             np.asarray(ends_l, dtype=np.int64), stall, leftover, dram_read, dram_written)
 
 
-def _fast_run(program, target, machine, max_instructions, check_races, trace_list):
-    """The same run through `nmc.runtime.fastpath`, or None where that does not apply."""
+@dataclass
+class _FastRun:
+    """A program decoded, timed and race-checked by the fast path: what every run of it
+    repeats (the thunks, in execution order) and what all runs share (the statistics)."""
+
+    order: list[int]  # pcs in execution order
+    seq: list  # their thunks (None: nothing to do)
+    stats: tuple  # (units, cycles, macs, starts, ends, stall, leftover, dram r, dram w)
+    trace: list[tuple[int, str, int, int]]
+
+    def execute(self, instructions: list[Instr]) -> None:
+        k = 0
+        try:
+            for k, thunk in enumerate(self.seq):
+                if thunk is not None:
+                    thunk()
+        except Exception as e:  # a bug in the emulator: say where it happened
+            pc = self.order[k]
+            e.add_note(f"while executing {at_pc(pc, instructions[pc])}")
+            raise
+
+
+def _fast_plan(program, target, machine, max_instructions, check_races) -> _FastRun | None:
+    """Decode, time and race-check through `nmc.runtime.fastpath` (raising the reference
+    path's error for a race), or None where the fast path does not apply."""
     plan = fastpath.decode(program.instructions, target, machine.sizes, max_instructions,
                            machine.mems)
     if plan is None:
@@ -496,26 +520,14 @@ def _fast_run(program, target, machine, max_instructions, check_races, trace_lis
                 di = _decode_one(i, instrs[i], target)
                 dj = _decode_one(j, instrs[j], target)
                 _race_error(di, starts_l[i], ends_l[i], dj, starts_l[j], ends_l[j])
-    thunks = plan.thunks
     order_list = order.tolist()
-    seq = [thunks[i] for i in order_list]
-    k = 0
-    try:
-        for k, thunk in enumerate(seq):
-            if thunk is not None:
-                thunk()
-    except Exception as e:  # a bug in the emulator: say where it happened
-        pc = order_list[k]
-        e.add_note(f"while executing {at_pc(pc, program.instructions[pc])}")
-        raise
-    if trace_list is not None:
-        units = plan.unit.tolist()
-        trace_list.extend((i, UNIT_NAMES[units[i]], starts_l[i], ends_l[i])
-                          for i in order_list)
+    units = plan.unit.tolist()
+    trace = [(i, UNIT_NAMES[units[i]], starts_l[i], ends_l[i]) for i in order_list]
     leftover_named = {f"{UNIT_NAMES[s]}->{UNIT_NAMES[d]}": c
                       for (s, d), c in sorted(leftover.items())}
-    return (plan.unit, plan.cycles, plan.macs, starts, ends, stall, leftover_named,
-            plan.dram_read, plan.dram_written)
+    stats = (plan.unit, plan.cycles, plan.macs, starts, ends, stall, leftover_named,
+             plan.dram_read, plan.dram_written)
+    return _FastRun(order_list, [plan.thunks[i] for i in order_list], stats, trace)
 
 
 def _decode_one(pc: int, instr: Instr, target: Target) -> _Decoded:
@@ -559,6 +571,143 @@ def _no_gc():
             gc.enable()
 
 
+def _stored_ranges(instructions: list[Instr], dram_words: int) -> list[tuple[int, int]]:
+    """The DRAM word ranges the stores before the first halt can write (bounding range of
+    each store's rows, clipped to DRAM, merged): all a run can change in DRAM."""
+    spans = []
+    for instr in instructions:
+        if instr.mnemonic == "halt":
+            break
+        if instr.mnemonic == "store":
+            f = instr.fields
+            if f["rows"] and f["cols"]:
+                lo = max(0, f["dram"])
+                hi = min(dram_words, f["dram"] + (f["rows"] - 1) * f["stride"] + f["cols"])
+                if lo < hi:
+                    spans.append((lo, hi))
+    merged: list[tuple[int, int]] = []
+    for lo, hi in sorted(spans):
+        if merged and lo <= merged[-1][1]:
+            merged[-1] = (merged[-1][0], max(merged[-1][1], hi))
+        else:
+            merged.append((lo, hi))
+    return merged
+
+
+class LoadedProgram:
+    """A program loaded into a machine of `target` once, to be run on many inputs.
+
+        loaded = LoadedProgram(program, target)
+        for x in images:
+            result = loaded.run({"x": x})
+
+    Loading checks the target, the symbols and the constants and writes the constants to
+    DRAM. The first run also decodes, times and race-checks the program (the fast path's
+    plan, see `nmc.runtime.fastpath`); later runs reuse it: they put back a fresh machine's
+    state where a run can have changed it (`Machine.reset`: the on-chip memories and the
+    DRAM that stores write, with the constants that lie there), write the inputs and run
+    the prepared instructions. So every run gives the result `run_program` gives for its
+    inputs alone. Programs that take the reference path are decoded and simulated on every
+    run (that path is the definition, not tuned for speed). Arguments: as `run_program`.
+    """
+
+    def __init__(self, program: Any, target: Target, *, max_instructions: int | None = None,
+                 check_races: bool = True, fill: float = 0.0, fast: bool = True):
+        _check_target(program, target)
+        try:
+            machine = Machine(target, int(program.dram_words), fill)
+        except MemoryError:
+            raise EmulatorError(
+                f"cannot allocate the memories of target '{target.name}' ({program.dram_words} "
+                f"DRAM words for the program, {target.spad_words} SPAD, {target.acc_words} ACC)"
+            ) from None
+        self.program, self.target, self.machine = program, target, machine
+        self._options = (max_instructions, check_races)
+        self._fast = fast
+        self._plan: _FastRun | None = None
+        self._used = False  # the machine holds a run's leftovers
+        self._outputs = _symbols(program, "output")
+        self._write_constants(None)
+        for sym in self._outputs:  # check before running, not after
+            end = int(sym.addr) + int(np.prod(sym.shape, dtype=np.int64))
+            if sym.addr < 0 or end > machine.dram.size:
+                raise EmulatorError(
+                    f"output '{sym.name}' at DRAM [{sym.addr}, {end}) does not fit the "
+                    f"program's {machine.dram.size} DRAM words"
+                )
+        self._stored = _stored_ranges(program.instructions, machine.dram.size)
+
+    def _write_constants(self, ranges: list[tuple[int, int]] | None) -> None:
+        """Write the constants (only those meeting `ranges`, when given) to DRAM."""
+        for i, (addr, values) in enumerate(self.program.constants):
+            values = np.asarray(values)
+            if ranges is not None and not any(lo < addr + values.size and addr < hi
+                                              for lo, hi in ranges):
+                continue
+            self.machine.write_dram(int(addr), values, f"constant #{i}")
+
+    def run(self, inputs: Mapping[str, Any], *, trace: bool = False) -> RunResult:
+        program, target, machine = self.program, self.target, self.machine
+        checked_inputs = _check_inputs(program, inputs)
+        if self._used:
+            machine.reset(self._stored)
+            self._write_constants(self._stored)
+        self._used = True
+        for sym, value in checked_inputs:
+            machine.write_dram(int(sym.addr), value, f"input '{sym.name}'")
+
+        max_instructions, check_races = self._options
+        trace_list: list | None = [] if trace else None
+        # NaN/Inf propagate silently, as in PyTorch
+        with np.errstate(all="ignore"), _no_gc(), _torch_single_threaded():
+            if self._fast and self._plan is None:
+                self._plan = _fast_plan(program, target, machine, max_instructions,
+                                        check_races)
+            if self._plan is not None:
+                self._plan.execute(program.instructions)
+                ran = self._plan.stats
+                if trace_list is not None:
+                    trace_list.extend(self._plan.trace)
+            else:
+                ran = _reference_run(program, target, machine, max_instructions,
+                                     check_races, trace_list)
+        outputs = {
+            sym.name: machine.read_dram(int(sym.addr), tuple(sym.shape), f"output '{sym.name}'")
+            for sym in self._outputs
+        }
+        return _result(program, target, ran, outputs, trace_list)
+
+
+def _result(program, target: Target, ran: tuple, outputs: dict[str, np.ndarray],
+            trace_list: list | None) -> RunResult:
+    units, cycles, macs, starts, ends, stall, leftover, dram_read, dram_written = ran
+    n = len(units)
+    busy = np.bincount(units, weights=cycles, minlength=NUM_UNITS)
+    counts = np.bincount(units, minlength=NUM_UNITS)
+    total_macs = int(macs.sum())
+    mx_busy = int(busy[Unit.MATRIX])
+    mx_peak = target.mx_rows * target.mx_cols
+    utilization = total_macs / (mx_busy * mx_peak) if mx_busy else 0.0
+    return RunResult(
+        outputs=outputs,
+        total_cycles=int(ends.max()) if n else 0,
+        busy_cycles=dict(zip(UNIT_NAMES, (int(b) for b in busy))),
+        stall_cycles=dict(zip(UNIT_NAMES, (int(s) for s in stall))),
+        instruction_counts=dict(zip(UNIT_NAMES, (int(c) for c in counts))),
+        layers=_layer_stats(program, units, cycles, macs, starts, ends, mx_peak),
+        matrix_macs=total_macs,
+        matrix_utilization=utilization,
+        dram_bytes_read=int(dram_read) * WORD_BYTES,
+        dram_bytes_written=int(dram_written) * WORD_BYTES,
+        leftover_tokens=dict(leftover),
+        instructions_executed=n,
+        clock_mhz=target.clock_mhz,
+        target_name=target.name,
+        trace=trace_list,
+        mx_peak=mx_peak,
+    )
+
+
 def run_program(
     program: Any,
     inputs: Mapping[str, Any],
@@ -571,6 +720,7 @@ def run_program(
     fast: bool = True,
 ) -> RunResult:
     """Run `program` on `target` with `inputs` (name -> array); see the module docstring.
+    (`LoadedProgram` does the same for many inputs, decoding the program once.)
 
     max_instructions: refuse programs with more instructions before `halt` (None: no limit;
         the ISA has no branches, so every instruction runs exactly once).
@@ -582,69 +732,6 @@ def run_program(
     fast: use `nmc.runtime.fastpath` where it applies (same results, much faster); False
         runs the reference simulation instruction by instruction.
     """
-    _check_target(program, target)
-    try:
-        machine = Machine(target, int(program.dram_words), fill)
-    except MemoryError:
-        raise EmulatorError(
-            f"cannot allocate the memories of target '{target.name}' ({program.dram_words} "
-            f"DRAM words for the program, {target.spad_words} SPAD, {target.acc_words} ACC)"
-        ) from None
-    checked_inputs = _check_inputs(program, inputs)
-    outputs_syms = _symbols(program, "output")
-    for i, (addr, values) in enumerate(program.constants):
-        machine.write_dram(int(addr), np.asarray(values), f"constant #{i}")
-    for sym, value in checked_inputs:
-        machine.write_dram(int(sym.addr), value, f"input '{sym.name}'")
-    for sym in outputs_syms:  # check before running, not after
-        end = int(sym.addr) + int(np.prod(sym.shape, dtype=np.int64))
-        if sym.addr < 0 or end > machine.dram.size:
-            raise EmulatorError(
-                f"output '{sym.name}' at DRAM [{sym.addr}, {end}) does not fit the program's "
-                f"{machine.dram.size} DRAM words"
-            )
-
-    trace_list: list | None = [] if trace else None
-    # NaN/Inf propagate silently, as in PyTorch
-    with np.errstate(all="ignore"), _no_gc(), _torch_single_threaded():
-        ran = None
-        if fast:
-            ran = _fast_run(program, target, machine, max_instructions, check_races,
-                            trace_list)
-        if ran is None:
-            if trace_list is not None:
-                trace_list.clear()
-            ran = _reference_run(program, target, machine, max_instructions, check_races,
-                                 trace_list)
-    units, cycles, macs, starts, ends, stall, leftover, dram_read, dram_written = ran
-
-    n = len(units)
-    busy = np.bincount(units, weights=cycles, minlength=NUM_UNITS)
-    counts = np.bincount(units, minlength=NUM_UNITS)
-    total_macs = int(macs.sum())
-    mx_busy = int(busy[Unit.MATRIX])
-    mx_peak = target.mx_rows * target.mx_cols
-    utilization = total_macs / (mx_busy * mx_peak) if mx_busy else 0.0
-
-    outputs = {
-        sym.name: machine.read_dram(int(sym.addr), tuple(sym.shape), f"output '{sym.name}'")
-        for sym in outputs_syms
-    }
-    return RunResult(
-        outputs=outputs,
-        total_cycles=int(ends.max()) if n else 0,
-        busy_cycles=dict(zip(UNIT_NAMES, (int(b) for b in busy))),
-        stall_cycles=dict(zip(UNIT_NAMES, (int(s) for s in stall))),
-        instruction_counts=dict(zip(UNIT_NAMES, (int(c) for c in counts))),
-        layers=_layer_stats(program, units, cycles, macs, starts, ends, mx_peak),
-        matrix_macs=total_macs,
-        matrix_utilization=utilization,
-        dram_bytes_read=int(dram_read) * WORD_BYTES,
-        dram_bytes_written=int(dram_written) * WORD_BYTES,
-        leftover_tokens=leftover,
-        instructions_executed=n,
-        clock_mhz=target.clock_mhz,
-        target_name=target.name,
-        trace=trace_list,
-        mx_peak=mx_peak,
-    )
+    loaded = LoadedProgram(program, target, max_instructions=max_instructions,
+                           check_races=check_races, fill=fill, fast=fast)
+    return loaded.run(inputs, trace=trace)

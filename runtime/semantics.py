@@ -161,12 +161,18 @@ def _vbin(mems: Mems, f: Mapping[str, int]) -> None:
     _VBIN[f["fn"]](a, b, out=dst)  # ufuncs copy overlapping operands first
 
 
-def _torch_gelu(x: np.ndarray, approximate: str) -> np.ndarray:
+def _torch_gelu(x: np.ndarray, approximate: str, out: np.ndarray) -> None:
+    """out = gelu(x), by torch (so it matches the reference models bit for bit), written
+    straight into `out` (a contiguous block)."""
     import torch  # lazy: only programs with GELU pay for importing torch
 
     with torch.no_grad():
-        y = torch.nn.functional.gelu(torch.from_numpy(np.ascontiguousarray(x)), approximate=approximate)
-    return y.numpy()
+        torch._C._nn.gelu(torch.from_numpy(np.ascontiguousarray(x)), approximate=approximate,
+                          out=torch.from_numpy(out))
+
+
+def _gelu_into(src: np.ndarray, fn: int, dst: np.ndarray) -> None:
+    _torch_gelu(src, "tanh" if fn == VUnFn.GELU_TANH else "none", dst)
 
 
 def _src_dst(mems: Mems, f: Mapping[str, int]) -> tuple[np.ndarray, np.ndarray] | None:
@@ -187,10 +193,8 @@ def _vun(mems: Mems, f: Mapping[str, int]) -> None:
     fn = f["fn"]
     if fn == VUnFn.COPY:
         dst[...] = src
-    elif fn == VUnFn.GELU:
-        dst[...] = _torch_gelu(src, "none")
-    elif fn == VUnFn.GELU_TANH:
-        dst[...] = _torch_gelu(src, "tanh")
+    elif fn in (VUnFn.GELU, VUnFn.GELU_TANH):
+        _gelu_into(src, fn, dst)
     elif fn == VUnFn.RELU:
         np.maximum(src, np.float32(0.0), out=dst)  # relu(NaN) = NaN, as in torch
     elif fn == VUnFn.EXP:
@@ -201,20 +205,27 @@ def _vun(mems: Mems, f: Mapping[str, int]) -> None:
         raise AssertionError(f"vun: no semantics for fn {fn}")
 
 
-def _layernorm(x: np.ndarray, gamma: np.ndarray, beta: np.ndarray, eps: float) -> np.ndarray:
+def _layernorm(x: np.ndarray, gamma: np.ndarray, beta: np.ndarray, eps: float,
+               out: np.ndarray) -> None:
+    """out = layernorm of the rows of x, in float64 rounded once (in place on one float64
+    copy: the temporaries cost more than the arithmetic)."""
     x64 = x.astype(np.float64)
-    mean = x64.mean(axis=1, keepdims=True)
-    centred = x64 - mean
-    var = np.mean(centred * centred, axis=1, keepdims=True)  # biased, as torch
-    y = centred / np.sqrt(var + eps) * gamma.astype(np.float64) + beta.astype(np.float64)
-    return y.astype(np.float32)
+    x64 -= x64.mean(axis=1, keepdims=True)
+    var = np.mean(np.square(x64), axis=1, keepdims=True)  # biased, as torch
+    np.divide(x64, np.sqrt(var + eps), out=x64)
+    x64 *= gamma.astype(np.float64)
+    x64 += beta.astype(np.float64)
+    np.copyto(out, x64, casting="same_kind")
 
 
-def _softmax(x: np.ndarray, scale: np.float32) -> np.ndarray:
-    z = (x * scale).astype(np.float64)  # the scaling is an f32 multiply, then f64 math
+def _softmax(x: np.ndarray, scale: np.float32, out: np.ndarray) -> None:
+    """out = softmax of the rows of x * scale: the scaling is an f32 multiply, then float64
+    math rounded once."""
+    z = np.multiply(x, scale).astype(np.float64)
     z -= z.max(axis=1, keepdims=True)
-    e = np.exp(z)
-    return (e / e.sum(axis=1, keepdims=True)).astype(np.float32)
+    np.exp(z, out=z)
+    z /= z.sum(axis=1, keepdims=True)
+    np.copyto(out, z, casting="same_kind")
 
 
 def _vrow(mems: Mems, f: Mapping[str, int]) -> None:
@@ -229,10 +240,10 @@ def _vrow(mems: Mems, f: Mapping[str, int]) -> None:
         spad = mems[Mem.SPAD]
         gamma, beta = spad[p : p + cols], spad[p + cols : p + 2 * cols]
         with np.errstate(all="ignore"):  # NaN/Inf propagate silently, as in torch
-            dst[...] = _layernorm(src, gamma, beta, float(f32_from_bits(f["imm"])))
+            _layernorm(src, gamma, beta, float(f32_from_bits(f["imm"])), dst)
     elif fn == VRowFn.SOFTMAX:
         with np.errstate(all="ignore"):
-            dst[...] = _softmax(src, f32_from_bits(f["imm"]))
+            _softmax(src, f32_from_bits(f["imm"]), dst)
     else:  # operand_error() rejects it before a program runs
         raise AssertionError(f"vrow: no semantics for fn {fn}")
 
@@ -291,12 +302,7 @@ def _prep_vun(mems: Mems, f: Mapping[str, int]) -> Thunk | None:
     if fn == VUnFn.SCALE:
         return partial(np.multiply, src, f32_from_bits(f["imm"]), out=dst)
     if fn in (VUnFn.GELU, VUnFn.GELU_TANH):
-        approximate = "tanh" if fn == VUnFn.GELU_TANH else "none"
-
-        def run() -> None:
-            dst[...] = _torch_gelu(src, approximate)
-
-        return run
+        return partial(_gelu_into, src, fn, dst)
     return lambda: _vun(mems, f)  # operand_error() rejects undefined functions
 
 
@@ -308,20 +314,12 @@ def _prep_vrow(mems: Mems, f: Mapping[str, int]) -> Thunk | None:
     dst = _block(mems, f["dst_mem"], f["dst"], rows, cols)
     imm = f32_from_bits(f["imm"])
     if f["fn"] == VRowFn.SOFTMAX:
-        def run() -> None:
-            dst[...] = _softmax(src, imm)
-
-        return run
+        return partial(_softmax, src, imm, dst)
     if f["fn"] == VRowFn.LAYERNORM:
         p = f["param"]
         spad = mems[Mem.SPAD]
         gamma, beta = spad[p : p + cols], spad[p + cols : p + 2 * cols]
-        eps = float(imm)
-
-        def run() -> None:
-            dst[...] = _layernorm(src, gamma, beta, eps)
-
-        return run
+        return partial(_layernorm, src, gamma, beta, float(imm), dst)
     return lambda: _vrow(mems, f)
 
 

@@ -94,7 +94,7 @@ def rand(*shape, seed=0):
 
 
 def test_matmul_transpose_w_semantics():
-    from tests.emulator_helpers import I, program, serialize
+    from emulator_helpers import I, program, serialize
 
     m, k, n = 5, 7, 3
     a, w = rand(m, k).numpy(), rand(n, k, seed=1).numpy()
