@@ -9,10 +9,12 @@ Per model:
   imports, torch.export load, torch-mlir import, every pass, writing prog.bin);
 - prog.bin size, and the time to read it back (`read_program`);
 - emulator vs PyTorch eager, in this one process, interleaved: the eager forward of the very
-  module that was exported (torch.no_grad, default threads) and `run_program` on the program
-  read from prog.bin (decode, timing, race checks, execution), each `--repeat` times after
-  one warm-up run of both; the ratio is of the medians (also of the minima, the least
-  disturbed by other load on the machine);
+  module that was exported (torch.no_grad, default threads), `run_program` on the program
+  read from prog.bin (one input: memories, constants, decode, timing, race checks,
+  execution), and `LoadedProgram.run` (the program loaded and decoded once, as for a
+  dataset: reset, inputs, execution), each `--repeat` times after one warm-up run of each,
+  on a new random input every repetition; the ratios are of the medians (also of the minima,
+  the least disturbed by other load on the machine);
 - the emulator's output against eager's (relative max error), its modelled cycles, and the
   matrix unit's utilisation: useful MACs / (cycles x PE array) over the whole run and over
   the linear layers (their spans summed), plus the busy-cycle efficiency (MACs / (matrix busy
@@ -86,7 +88,7 @@ def bench_model(name: str, repeat: int, workdir: Path, batch: int) -> dict:
     from nmc.isa.container import read_program
     from nmc.isa.target import load_target
     from nmc.models.registry import build_model, export_to_file
-    from nmc.runtime.emulator import run_program
+    from nmc.runtime.emulator import LoadedProgram, run_program
 
     module, example = build_model(name, {"batch": batch}, seed=0)
     model_path, prog_path = workdir / f"{name}.pt", workdir / f"{name}.bin"
@@ -104,28 +106,36 @@ def bench_model(name: str, repeat: int, workdir: Path, batch: int) -> dict:
     read_s = time.perf_counter() - t0
     target = load_target(program.target_name)
     (input_name,) = [s.name for s in program.symbols if s.kind == "input"]
-    x = torch.randn(example.shape, generator=torch.Generator().manual_seed(1))
-    inputs = {input_name: x.numpy()}
+    gen = torch.Generator().manual_seed(1)
+    loaded = LoadedProgram(program, target)
 
-    def eager():
+    def timed(fn, x):
+        t0 = time.perf_counter()
+        out = fn(x)
+        return out, time.perf_counter() - t0
+
+    def eager(x):
         with torch.no_grad():
-            return module(x)
+            return module(x).numpy()
 
-    def emulate():
-        return run_program(program, inputs, target)
+    def emulate(x):
+        return run_program(program, {input_name: x.numpy()}, target)
 
-    want = eager().numpy()  # warm-up runs
-    result = emulate()
-    eager_s, emu_s = [], []
-    for _ in range(repeat):
-        t0 = time.perf_counter()
-        eager()
-        eager_s.append(time.perf_counter() - t0)
-        t0 = time.perf_counter()
-        result = emulate()
-        emu_s.append(time.perf_counter() - t0)
-    (got,) = result.outputs.values()
-    err = float(np.abs(got - want).max() / np.abs(want).max())
+    def emulate_loaded(x):
+        return loaded.run({input_name: x.numpy()})
+
+    times: dict[str, list[float]] = {"eager": [], "cold": [], "warm": []}
+    err = 0.0
+    for rep in range(repeat + 1):  # the first round warms up
+        x = torch.randn(example.shape, generator=gen)
+        want, t_eager = timed(eager, x)
+        result, t_cold = timed(emulate, x)
+        warm, t_warm = timed(emulate_loaded, x)
+        for got in (*result.outputs.values(), *warm.outputs.values()):
+            err = max(err, float(np.abs(got - want).max() / np.abs(want).max()))
+        if rep:
+            for key, t in (("eager", t_eager), ("cold", t_cold), ("warm", t_warm)):
+                times[key].append(t)
 
     peak = result.mx_peak
     linear = [layer for layer in result.layers if layer.kind == "linear"]
@@ -140,10 +150,12 @@ def bench_model(name: str, repeat: int, workdir: Path, batch: int) -> dict:
         "compile_s": compile_s,
         "prog_bytes": prog_path.stat().st_size,
         "read_s": read_s,
-        "eager_med": statistics.median(eager_s),
-        "eager_min": min(eager_s),
-        "emu_med": statistics.median(emu_s),
-        "emu_min": min(emu_s),
+        "eager_med": statistics.median(times["eager"]),
+        "eager_min": min(times["eager"]),
+        "emu_med": statistics.median(times["cold"]),
+        "emu_min": min(times["cold"]),
+        "warm_med": statistics.median(times["warm"]),
+        "warm_min": min(times["warm"]),
         "err": err,
         "cycles": result.total_cycles,
         "modelled_ms": result.seconds * 1e3,
@@ -157,7 +169,9 @@ def bench_model(name: str, repeat: int, workdir: Path, batch: int) -> dict:
 
 def table(rows: list[dict]) -> str:
     head = ("| model | instrs | compile (s) | prog.bin (MB) | read (s) | eager (ms) med / min "
-            "| emulator (ms) med / min | ratio med / min | rel. error | modelled cycles "
+            "| emulator, one input (ms) med / min | ratio med / min "
+            "| emulator, loaded once (ms) med / min | ratio med / min | rel. error "
+            "| modelled cycles "
             "(ms @ clock) | mx util: all / linear (min layer) | mx busy efficiency: all / "
             "linear | load |")
     sep = "|" + "|".join("---" for _ in range(head.count("|") - 1)) + "|"
@@ -169,6 +183,8 @@ def table(rows: list[dict]) -> str:
             f"| {r['eager_med'] * 1e3:.0f} / {r['eager_min'] * 1e3:.0f} "
             f"| {r['emu_med'] * 1e3:.0f} / {r['emu_min'] * 1e3:.0f} "
             f"| {r['emu_med'] / r['eager_med']:.2f}x / {r['emu_min'] / r['eager_min']:.2f}x "
+            f"| {r['warm_med'] * 1e3:.0f} / {r['warm_min'] * 1e3:.0f} "
+            f"| {r['warm_med'] / r['eager_med']:.2f}x / {r['warm_min'] / r['eager_min']:.2f}x "
             f"| {r['err']:.1e} | {r['cycles']} ({r['modelled_ms']:.2f}) "
             f"| {100 * r['util_all']:.1f}% / {100 * r['util_linear']:.1f}% "
             f"({100 * r['util_linear_min']:.1f}%) "
@@ -195,9 +211,12 @@ def write_markdown(path: Path, rows: list[dict], command: str, load_before: str,
         "",
         "Columns: compile = wall time of `nmc compile` in a fresh process (imports, torch.export "
         "load, torch-mlir import, all passes, writing prog.bin); read = `read_program` of "
-        "prog.bin; eager = PyTorch forward of the exported module (no_grad); emulator = "
-        "`run_program` (decode, timing, race checks, execution), measured interleaved with "
-        "eager in one process after a warm-up run; ratio = emulator / eager; mx util = useful "
+        "prog.bin; eager = PyTorch forward of the exported module (no_grad); emulator, one "
+        "input = `run_program` (memories, constants, decode, timing, race checks, execution); "
+        "emulator, loaded once = `LoadedProgram.run` of a program loaded and decoded once "
+        "(reset, inputs, execution: the cost per input of a dataset); all three interleaved "
+        "in one process, a new random input each round, after a warm-up round; ratio = "
+        "emulator / eager; mx util = useful "
         "MACs / (cycles x 16x16 PE array), over the whole run and over the linear layers' "
         "spans; busy efficiency = MACs / (matrix busy cycles x PE array); load = 1-minute load "
         "average when the model's timings ended (2 cores: anything above ~0.5 means other "

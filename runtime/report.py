@@ -1,13 +1,242 @@
-"""A plain-text performance report of one emulator run."""
+"""The performance report of one emulator run: per layer, per unit, totals, speedup.
+
+    report = build_report(result, program)          # result = run_program(..., trace=True)
+    print(render_text(report)); json.dumps(report.to_json())
+
+Per-layer cycles follow `nmc.runtime.attribution` (each cycle of the run belongs to exactly
+one layer, so they add up to the total); they need the run's trace. Without it the cycles
+column is "-" and only the spans (first start .. last end, overlapping) are known.
+Sparsity comes from the program's META "layers" (pattern, density, window_keep); DRAM bytes
+from the layer's load and store instructions.
+"""
 
 from __future__ import annotations
 
+import textwrap
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from nmc.runtime.attribution import (
+    ATTRIBUTION_RULE, NO_LAYER, UNIT_PRIORITY, attribute_cycles, layer_of_pc,
+)
 from nmc.runtime.emulator import UNIT_NAMES, RunResult
+from nmc.runtime.timing import WORD_BYTES
+
+OTHER_ROW = "(idle / other)"
+DENSE_CYCLES_META = "dense_cycles"  # META key: the compiler's estimate of the dense model
 
 
-def _table(header: list[str], rows: list[list[str]], right: set[int]) -> list[str]:
+@dataclass(frozen=True)
+class Baseline:
+    """The cycles of the same model compiled dense, and where that number comes from;
+    `layer_cycles` (layer name -> cycles) when a dense program was run."""
+
+    cycles: int
+    source: str
+    layer_cycles: dict[str, int] | None = None
+
+
+@dataclass
+class LayerRow:
+    name: str
+    kind: str
+    sparsity: str  # "dense", "2:4", "2:4, keep 0.50", ... ("-" when the meta says nothing)
+    pattern: str | None
+    density: float | None
+    window_keep: float | None
+    instructions: int
+    macs: int
+    cycles: int | None  # attributed cycles (None without a trace)
+    cycles_by_unit: dict[str, int]  # how `cycles` split (see attribution); "idle" for gaps
+    share: float | None
+    span_start: int
+    span_end: int
+    busy: dict[str, int]  # unit -> cycles its instructions of this layer took
+    matrix_utilization: float  # MACs / (span x PE array)
+    dram_bytes_read: int
+    dram_bytes_written: int
+    dense_cycles: int | None = None  # the same layer in the dense baseline run
+
+    @property
+    def dram_bytes(self) -> int:
+        return self.dram_bytes_read + self.dram_bytes_written
+
+
+@dataclass
+class Report:
+    title: str
+    model: str | None
+    target: str
+    clock_mhz: float
+    total_cycles: int
+    instructions: int
+    layers: list[LayerRow]
+    units: dict[str, dict[str, int]]  # unit -> busy, stalled, idle, instructions
+    matrix_macs: int
+    matrix_utilization: float  # of the matrix unit's busy cycles
+    matrix_occupancy: float  # of the whole run
+    dram_bytes_read: int
+    dram_bytes_written: int
+    leftover_tokens: dict[str, int]
+    baseline: Baseline | None
+    cycle_rule: str = ATTRIBUTION_RULE
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def seconds(self) -> float:
+        return self.total_cycles / (self.clock_mhz * 1e6) if self.clock_mhz else 0.0
+
+    @property
+    def speedup(self) -> float | None:
+        if self.baseline is None or not self.total_cycles:
+            return None
+        return self.baseline.cycles / self.total_cycles
+
+    def to_json(self) -> dict[str, Any]:
+        out = asdict(self)
+        out["seconds"] = self.seconds
+        out["speedup"] = self.speedup
+        out["baseline"] = asdict(self.baseline) if self.baseline else None
+        return out
+
+
+# ------------------------------------------------------------------------ building
+
+
+@dataclass(frozen=True)
+class LayerSparsity:
+    """What META says about one layer: N:M pattern ("dense" or "2:4"), kept weight
+    fraction, SparseViT window keep ratio; None where it says nothing."""
+
+    pattern: str | None = None
+    density: float | None = None
+    window_keep: float | None = None
+
+
+def _number(value: Any) -> float | None:
+    return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else None
+
+
+def layer_sparsity(program: Any) -> dict[str, LayerSparsity]:
+    """Per layer name of program.debug, from META "layers" {name: {pattern, density,
+    window_keep}}; a layer without its own "window_keep" takes that of the longest block
+    prefix of its name in META "window_keep" {block: ratio}. Malformed entries are ignored."""
+    meta = getattr(program, "meta", None)
+    meta = meta if isinstance(meta, dict) else {}
+    layers = meta.get("layers") if isinstance(meta.get("layers"), dict) else {}
+    block_keep = meta.get("window_keep") if isinstance(meta.get("window_keep"), dict) else {}
+    out = {}
+    for r in getattr(program, "debug", None) or ():
+        info = layers.get(r.name) if isinstance(layers.get(r.name), dict) else {}
+        keep = _number(info.get("window_keep"))
+        blocks = [b for b in block_keep if r.name == b or r.name.startswith(b + ".")]
+        if keep is None and blocks:
+            keep = _number(block_keep[max(blocks, key=len)])
+        pattern = info.get("pattern")
+        out[r.name] = LayerSparsity(pattern if isinstance(pattern, str) else None,
+                                    _number(info.get("density")), keep)
+    return out
+
+
+def sparsity_text(s: LayerSparsity) -> str:
+    parts = [s.pattern] if s.pattern else []
+    if s.window_keep is not None:
+        parts.append(f"keep {s.window_keep:.2f}")
+    return ", ".join(parts) or "-"
+
+
+def _dram_bytes(instructions: list, lo: int, hi: int) -> tuple[int, int]:
+    """Bytes read by the loads and written by the stores among instructions[lo:hi]."""
+    read = written = 0
+    for instr in instructions[lo:hi]:
+        if instr.mnemonic in ("load", "store"):
+            words = instr["rows"] * instr["cols"]
+            if instr.mnemonic == "load":
+                read += words
+            else:
+                written += words
+    return read * WORD_BYTES, written * WORD_BYTES
+
+
+def meta_baseline(program: Any) -> Baseline | None:
+    """The dense estimate a compiler recorded in META, if any."""
+    meta = getattr(program, "meta", None)
+    value = meta.get(DENSE_CYCLES_META) if isinstance(meta, dict) else None
+    if isinstance(value, int) and not isinstance(value, bool) and value > 0:
+        return Baseline(value, "compiler estimate (prog.bin META dense_cycles)")
+    return None
+
+
+def build_report(result: RunResult, program: Any = None,
+                 baseline: Baseline | None = None) -> Report:
+    """The report of `result`, a run of `program` (for layer names' sparsity and DRAM
+    bytes). `baseline` defaults to the META estimate; None there means unknown."""
+    total = result.total_cycles
+    executed = result.instructions_executed
+    debug = list(getattr(program, "debug", None) or ())
+    instructions = list(getattr(program, "instructions", None) or ())
+    attribution = None
+    if result.trace is not None:
+        attribution = attribute_cycles(result.trace, layer_of_pc(debug, executed), total)
+    baseline = baseline or meta_baseline(program)
+    sparsity = layer_sparsity(program)
+
+    rows = []
+    for index, layer in enumerate(result.layers):
+        sp = sparsity.get(layer.name, LayerSparsity())
+        lo, hi = max(0, layer.start_pc), min(layer.end_pc, executed)
+        read, written = _dram_bytes(instructions, lo, hi)
+        cycles = attribution.layer_cycles(index) if attribution else None
+        rows.append(LayerRow(
+            name=layer.name, kind=layer.kind, sparsity=sparsity_text(sp),
+            pattern=sp.pattern, density=sp.density, window_keep=sp.window_keep,
+            instructions=layer.instructions, macs=layer.macs, cycles=cycles,
+            cycles_by_unit=dict(attribution.cycles.get(index, {})) if attribution else {},
+            share=cycles / total if cycles is not None and total else None,
+            span_start=layer.start, span_end=layer.end, busy=dict(layer.busy),
+            matrix_utilization=layer.matrix_utilization,
+            dram_bytes_read=read, dram_bytes_written=written,
+            dense_cycles=(baseline.layer_cycles or {}).get(layer.name) if baseline else None,
+        ))
+    if attribution and attribution.layer_cycles(NO_LAYER):
+        rows.append(_other_row(result, attribution, rows))
+
+    idle = result.idle_cycles
+    units = {u: {"busy": result.busy_cycles[u], "stalled": result.stall_cycles[u],
+                 "idle": idle[u], "instructions": result.instruction_counts[u]}
+             for u in UNIT_NAMES}
+    meta = getattr(program, "meta", None)
+    model = meta.get("model") if isinstance(meta, dict) else None
+    notes = [] if attribution else [
+        "per-layer cycles need the run's trace (run_program(..., trace=True)); spans overlap"]
+    return Report(
+        title="nmc emulator report" + (f": {model}" if model else ""), model=model,
+        target=result.target_name, clock_mhz=result.clock_mhz, total_cycles=total,
+        instructions=executed, layers=rows, units=units, matrix_macs=result.matrix_macs,
+        matrix_utilization=result.matrix_utilization,
+        matrix_occupancy=result.matrix_occupancy, dram_bytes_read=result.dram_bytes_read,
+        dram_bytes_written=result.dram_bytes_written,
+        leftover_tokens=dict(result.leftover_tokens), baseline=baseline, notes=notes,
+    )
+
+
+def _other_row(result: RunResult, attribution, rows: list[LayerRow]) -> LayerRow:
+    """Cycles in which nothing runs, or only instructions outside every layer."""
+    cycles = attribution.layer_cycles(NO_LAYER)
+    in_layers = sum(r.instructions for r in rows)
+    return LayerRow(
+        name=OTHER_ROW, kind="other", sparsity="-", pattern=None, density=None,
+        window_keep=None, instructions=result.instructions_executed - in_layers, macs=0,
+        cycles=cycles, cycles_by_unit=dict(attribution.cycles[NO_LAYER]),
+        share=cycles / result.total_cycles, span_start=0, span_end=0, busy={},
+        matrix_utilization=0.0, dram_bytes_read=0, dram_bytes_written=0,
+    )
+
+
+# ------------------------------------------------------------------------ text
+
+
+def text_table(header: list[str], rows: list[list[str]], right: set[int]) -> list[str]:
     widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
 
     def line(cells: list[str]) -> str:
@@ -18,8 +247,16 @@ def _table(header: list[str], rows: list[list[str]], right: set[int]) -> list[st
     return [line(header), line(["-" * w for w in widths]), *(line(r) for r in rows)]
 
 
-def _pct(part: float, whole: float) -> str:
-    return f"{100.0 * part / whole:.1f}%" if whole else "-"
+def _pct(part: float | None, whole: float = 1.0) -> str:
+    return f"{100.0 * part / whole:.1f}%" if whole and part is not None else "-"
+
+
+def _si(n: float) -> str:
+    """Three significant digits with a decimal SI suffix (the exact value is in the JSON)."""
+    for suffix, size in (("G", 1e9), ("M", 1e6), ("k", 1e3)):
+        if abs(n) >= size:
+            return f"{n / size:.3g}{suffix}"
+    return f"{n:g}"
 
 
 def _bytes(n: int) -> str:
@@ -29,87 +266,94 @@ def _bytes(n: int) -> str:
     return f"{n} B"
 
 
-def summarise_kinds(result: RunResult) -> dict[str, dict]:
-    """Per layer kind: number of layers, summed span cycles, MACs, and matrix utilisation
-    (MACs / (summed spans x PE array))."""
+def _short_bytes(n: int) -> str:
+    for unit, size in (("GiB", 1 << 30), ("MiB", 1 << 20), ("KiB", 1 << 10)):
+        if n >= size:
+            return f"{n / size:.1f} {unit}"
+    return f"{n} B"
+
+
+def _speedup(dense: int | None, cycles: int | None) -> str:
+    return f"{dense / cycles:.2f}x" if dense and cycles else "-"
+
+
+def summarise_kinds(report: Report) -> dict[str, dict]:
+    """Per layer kind: number of layers, attributed cycles and MACs."""
     out: dict[str, dict] = {}
-    for layer in result.layers:
-        k = out.setdefault(layer.kind, {"layers": 0, "cycles": 0, "macs": 0})
+    for row in report.layers:
+        k = out.setdefault(row.kind, {"layers": 0, "cycles": 0, "macs": 0})
         k["layers"] += 1
-        k["cycles"] += layer.span
-        k["macs"] += layer.macs
-    for k in out.values():
-        peak = result.mx_peak
-        k["utilization"] = k["macs"] / (k["cycles"] * peak) if k["cycles"] and peak else 0.0
+        k["cycles"] += row.cycles or 0
+        k["macs"] += row.macs
     return out
 
 
-def format_report(result: RunResult, program: Any = None) -> str:
-    """Per-layer and per-unit cycle tables, totals, matrix utilisation and DRAM traffic.
-
-    `program` is accepted for context (its name in the heading, when its meta has one);
-    everything else comes from `result`.
-    """
-    total = result.total_cycles
-    out: list[str] = []
-    title = "nmc emulator report"
-    meta = getattr(program, "meta", None) or {}
-    if isinstance(meta, dict) and meta.get("model"):
-        title += f": {meta['model']}"
-    out += [title, f"target {result.target_name} @ {result.clock_mhz:g} MHz", ""]
-
-    if result.layers:
-        rows = [
-            [
-                layer.name, layer.kind, str(layer.instructions), str(layer.span),
-                _pct(layer.span, total), *(str(layer.busy[u]) for u in UNIT_NAMES),
-                _pct(layer.matrix_utilization, 1.0) if layer.macs else "-",
-            ]
-            for layer in result.layers
-        ]
-        header = ["layer", "kind", "instrs", "cycles", "share",
-                  *(f"{u} busy" for u in UNIT_NAMES), "mx util"]
-        out += ["Layers (cycles = first start .. last end; layers may overlap in time; "
-                "mx util = useful MACs / (cycles x PE array))"]
-        out += _table(header, rows, right=set(range(2, len(header))))
-        out.append("")
-        kinds = summarise_kinds(result)
-        if kinds:
-            rows = [[k, str(v["layers"]), str(v["cycles"]), _pct(v["cycles"], total),
-                     _pct(v["utilization"], 1.0) if v["macs"] else "-"]
-                    for k, v in kinds.items()]
-            out += ["Layer kinds (cycles: sum of the layers' spans)"]
-            out += _table(["kind", "layers", "cycles", "share", "mx util"], rows,
-                          right={1, 2, 3, 4})
-            out.append("")
-
-    idle = result.idle_cycles
+def _layer_lines(report: Report) -> list[str]:
+    with_dense = any(r.dense_cycles for r in report.layers)
+    header = ["layer", "kind", "sparsity", "instrs", "MACs", "cycles", "share", "mx util",
+              "DRAM bytes", *(["vs dense"] if with_dense else [])]
     rows = [
-        [
-            u, str(result.busy_cycles[u]), _pct(result.busy_cycles[u], total),
-            str(result.stall_cycles[u]), str(idle[u]), str(result.instruction_counts[u]),
-        ]
-        for u in UNIT_NAMES
+        [r.name, r.kind, r.sparsity, str(r.instructions), _si(r.macs) if r.macs else "-",
+         "-" if r.cycles is None else str(r.cycles), _pct(r.share),
+         _pct(r.matrix_utilization) if r.macs else "-",
+         _short_bytes(r.dram_bytes) if r.dram_bytes else "-",
+         *([_speedup(r.dense_cycles, r.cycles)] if with_dense else [])]
+        for r in report.layers
     ]
-    out += ["Units"]
-    out += _table(["unit", "busy", "busy %", "stalled", "idle", "instrs"], rows, right={1, 2, 3, 4, 5})
+    return text_table(header, rows, right=set(range(3, len(header))))
+
+
+def render_text(report: Report) -> str:
+    total = report.total_cycles
+    out = [report.title, f"target {report.target} @ {report.clock_mhz:g} MHz", ""]
+    if report.layers:
+        out += ["Layers", *(f"  {line}" for line in textwrap.wrap(report.cycle_rule, 88)),
+                "  mx util: useful MACs / (the layer's first start .. last end x PE array); "
+                "DRAM bytes: its loads + stores"]
+        out += [f"note: {n}" for n in report.notes]
+        out += _layer_lines(report)
+        out.append("")
+        kinds = summarise_kinds(report)
+        rows = [[k, str(v["layers"]), str(v["cycles"]), _pct(v["cycles"], total),
+                 _si(v["macs"]) if v["macs"] else "-"] for k, v in kinds.items()]
+        out += ["Layer kinds"]
+        out += text_table(["kind", "layers", "cycles", "share", "MACs"], rows, right={1, 2, 3, 4})
+        out.append("")
+
+    rows = [[u, str(s["busy"]), _pct(s["busy"], total), str(s["stalled"]), str(s["idle"]),
+             str(s["instructions"])] for u, s in report.units.items()]
+    out += ["Units (stalled = waiting for dependency tokens; idle = queue empty)"]
+    out += text_table(["unit", "busy", "busy %", "stalled", "idle", "instrs"], rows,
+                  right={1, 2, 3, 4, 5})
     out.append("")
 
+    out.append(f"total: {total} cycles = {report.seconds * 1e6:.3f} us, "
+               f"{report.instructions} instructions")
     out.append(
-        f"total: {total} cycles = {result.seconds * 1e6:.3f} us, "
-        f"{result.instructions_executed} instructions"
-    )
-    out.append(
-        f"matrix utilisation: {100.0 * result.matrix_occupancy:.1f}% of the run "
-        f"({result.matrix_macs} useful MACs in {total} cycles), "
-        f"{100.0 * result.matrix_utilization:.1f}% of its {result.busy_cycles['matrix']} "
-        "busy cycles"
-    )
-    out.append(
-        f"DRAM traffic: read {_bytes(result.dram_bytes_read)}, "
-        f"written {_bytes(result.dram_bytes_written)}"
-    )
-    if result.leftover_tokens:
-        left = ", ".join(f"{k}: {v}" for k, v in sorted(result.leftover_tokens.items()))
+        f"matrix utilisation: {100.0 * report.matrix_occupancy:.1f}% of the run "
+        f"({report.matrix_macs} useful MACs in {total} cycles), "
+        f"{100.0 * report.matrix_utilization:.1f}% of its {report.units['matrix']['busy']} "
+        "busy cycles")
+    out.append(f"DRAM traffic: read {_bytes(report.dram_bytes_read)}, "
+               f"written {_bytes(report.dram_bytes_written)}")
+    if report.baseline is not None:
+        out.append(f"speedup vs dense: {report.speedup:.3f}x (dense {report.baseline.cycles} "
+                   f"cycles, {report.baseline.source})")
+    else:
+        out.append("speedup vs dense: unknown (pass --dense-baseline DENSE.bin or "
+                   "--baseline-cycles N)")
+    if report.leftover_tokens:
+        left = ", ".join(f"{k}: {v}" for k, v in sorted(report.leftover_tokens.items()))
         out.append(f"tokens never consumed: {left}")
     return "\n".join(out) + "\n"
+
+
+def format_report(result: RunResult, program: Any = None,
+                  baseline: Baseline | None = None) -> str:
+    """`render_text(build_report(...))`: the text report of one run."""
+    return render_text(build_report(result, program, baseline))
+
+
+__all__ = ["Baseline", "LayerRow", "LayerSparsity", "OTHER_ROW", "Report", "UNIT_PRIORITY", "build_report",
+           "format_report", "meta_baseline", "layer_sparsity", "render_text", "sparsity_text", "summarise_kinds",
+           "text_table"]
