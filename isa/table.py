@@ -68,6 +68,11 @@ class VRowFn(enum.IntEnum):
     SOFTMAX = 1  # dst = softmax(src * imm) along each row; P unused
 
 
+class VRedFn(enum.IntEnum):
+    MEAN_ABS = 0  # dst[r] = mean over the row of |src[r, :]|
+    L2 = 1  # dst[r] = sqrt(sum over the row of src[r, :]^2)
+
+
 @dataclass(frozen=True)
 class Field:
     """One operand field of an instruction word.
@@ -250,6 +255,38 @@ def _vrow_footprint(f: Mapping[str, int]) -> Footprint:
     return tuple(reads), (_dense(f["dst_mem"], f["dst"], words),)
 
 
+def _table_region(f: Mapping[str, int]) -> Region:
+    """The DRAM extent of a gathered/scattered DMA: all `limit` blocks an index may name
+    (the indices are data, so this bound is what the dependency analysis can know)."""
+    return _strided(Mem.DRAM, f["dram"], f["limit"], f["block"], f["stride"])
+
+
+def _gathered(f: Mapping[str, int]) -> tuple[Region, Region]:
+    """The on-chip side of a gathered/scattered DMA: the packed blocks, and the indices."""
+    return (_dense(f["mem"], f["local"], f["count"] * f["block"]),
+            _dense(Mem.SPAD, f["idx"], f["count"]))
+
+
+def _gload_footprint(f: Mapping[str, int]) -> Footprint:
+    packed, idx = _gathered(f)
+    return (_table_region(f), idx), (packed,)
+
+
+def _gstore_footprint(f: Mapping[str, int]) -> Footprint:
+    packed, idx = _gathered(f)
+    return (packed, idx), (_table_region(f),)
+
+
+def _vred_footprint(f: Mapping[str, int]) -> Footprint:
+    reads = (_dense(f["src_mem"], f["src"], f["rows"] * f["cols"]),)
+    return reads, (_dense(f["dst_mem"], f["dst"], f["rows"]),)
+
+
+def _topk_footprint(f: Mapping[str, int]) -> Footprint:
+    return ((_dense(f["src_mem"], f["src"], f["n"]),),
+            (_dense(f["dst_mem"], f["dst"], f["k"]),))
+
+
 def _no_footprint(f: Mapping[str, int]) -> Footprint:
     return (), ()
 
@@ -268,12 +305,29 @@ _DMA_FIELDS = (
 
 _VEC_SHAPE = (_dim("rows", "rows"), _dim("cols", "words per row; operands are contiguous"))
 
+# Gathered / scattered DMA: whole blocks picked by indices that a program computes (window
+# pruning: the kept windows of a feature map). Indices are f32 words holding integers.
+_GATHER_FIELDS = (
+    _mem("mem", "on-chip memory (spad or acc) of the packed blocks"),
+    _addr("local", "on-chip word address of the packed blocks, block i at local + i*block"),
+    _addr("dram", "DRAM word address of block 0 of the table"),
+    _addr("idx", "spad address of `count` indices (f32 words holding integers 0..limit-1)"),
+    _dim("count", "blocks moved"),
+    Field("block", 24, doc="words per block"),
+    Field("stride", 24, doc="DRAM words between the starts of consecutive table blocks"),
+    _dim("limit", "blocks in the table: every index must be below it"),
+)
+
 OPS: tuple[OpSpec, ...] = (
     OpSpec(0x01, "halt", Unit.CONTROL, (), _no_footprint, "end of the instruction stream"),
     OpSpec(0x02, "load", Unit.LOAD, _DMA_FIELDS, _load_footprint,
            "2-D strided DMA from DRAM into a contiguous on-chip block"),
     OpSpec(0x03, "store", Unit.STORE, _DMA_FIELDS, _store_footprint,
            "2-D strided DMA from a contiguous on-chip block to DRAM"),
+    OpSpec(0x04, "gload", Unit.LOAD, _GATHER_FIELDS, _gload_footprint,
+           "gathered DMA: block i of the on-chip destination is DRAM table block idx[i]"),
+    OpSpec(0x05, "gstore", Unit.STORE, _GATHER_FIELDS, _gstore_footprint,
+           "scattered DMA: DRAM table block idx[i] becomes block i of the on-chip source"),
     OpSpec(
         0x10, "matmul", Unit.MATRIX,
         (
@@ -351,6 +405,31 @@ OPS: tuple[OpSpec, ...] = (
         ),
         _vrow_footprint,
         "a function of whole rows (normalisation, softmax) over a [rows x cols] block",
+    ),
+    OpSpec(
+        0x23, "vred", Unit.VECTOR,
+        (
+            Field("fn", 4, "enum", VRedFn, "the reduction"),
+            _mem("dst_mem", "memory of dst"), _addr("dst", "destination: rows words"),
+            _mem("src_mem", "memory of src"), _addr("src", "source"),
+            *_VEC_SHAPE,
+        ),
+        _vred_footprint,
+        "dst[r] = fn(src[r, :]): each row of a [rows x cols] block reduced to one word "
+        "(window scores: mean |x| per token, then the L2 norm per window)",
+    ),
+    OpSpec(
+        0x24, "topk", Unit.VECTOR,
+        (
+            _mem("dst_mem", "memory of dst"), _addr("dst", "destination: k indices"),
+            _mem("src_mem", "memory of src"), _addr("src", "source: n scores"),
+            _dim("n", "scores"),
+            _dim("k", "indices written (k <= n)"),
+        ),
+        _topk_footprint,
+        "dst = the indices (as f32 integers) of the k largest of n scores, largest first; "
+        "ties go to the lower index and NaN ranks above every number (torch.sort "
+        "descending, stable)",
     ),
 )
 

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from nmc.isa.errors import NmcError
-from nmc.isa.table import ADDR_BITS, VBinFn, VRowFn, VUnFn
+from nmc.isa.table import ADDR_BITS, VBinFn, VRedFn, VRowFn, VUnFn
 
 TARGETS_DIR = Path(__file__).parent / "targets"
 DEFAULT_TARGET = "sta_ref"
@@ -53,7 +53,9 @@ class Target:
 
 
 def _vector_fn_names() -> list[str]:
-    return sorted({e.name.lower() for fns in (VBinFn, VUnFn, VRowFn) for e in fns})
+    """The keys of [vector.cost]: every vector function, and `topk`."""
+    return sorted({e.name.lower() for fns in (VBinFn, VUnFn, VRowFn, VRedFn) for e in fns}
+                  | {"topk"})
 
 
 TARGET_NAME_BYTES = 32

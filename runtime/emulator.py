@@ -60,7 +60,7 @@ from nmc.runtime import fastpath
 from nmc.runtime.errors import EmulatorError, at_pc
 from nmc.runtime.machine import Machine
 from nmc.runtime.overlap import OverlappedRun
-from nmc.runtime.semantics import SEMANTICS, operand_error
+from nmc.runtime.semantics import SEMANTICS, DataError, operand_error
 from nmc.runtime.timing import WORD_BYTES, instruction_cycles
 
 __all__ = ["EmulatorError", "LayerStats", "LoadedProgram", "RunResult", "run_program",
@@ -336,6 +336,10 @@ def _race_error(d: _Decoded, start: int, end: int, other: _Decoded, o_start: int
         )
 
 
+def _data_error(e: DataError, pc: int, instr: Instr) -> EmulatorError:
+    return EmulatorError(f"{instr.mnemonic}: {e} {at_pc(pc, instr)}")
+
+
 def _deadlock_error(queues, head, tokens) -> EmulatorError:
     blocked = []
     for u in range(NUM_UNITS):
@@ -401,6 +405,8 @@ def _simulate(decoded: list[_Decoded], mems: tuple[np.ndarray, ...], check_races
                         _race_error(best, best_t, end, o, starts[o.pc], o_end)
         try:
             best.sem(mems, best.fields)
+        except DataError as e:
+            raise _data_error(e, best.pc, best.instr) from None
         except Exception as e:  # a bug in the emulator: say where it happened
             e.add_note(f"while executing {at_pc(best.pc, best.instr)}")
             raise
@@ -496,6 +502,9 @@ class _FastRun:
             for k, thunk in enumerate(self.seq):
                 if thunk is not None:
                     thunk()
+        except DataError as e:
+            pc = self.order[getattr(e, "position", k)]
+            raise _data_error(e, pc, instructions[pc]) from None
         except Exception as e:  # a bug in the emulator: say where it happened
             pc = self.order[getattr(e, "position", k)]
             e.add_note(f"while executing {at_pc(pc, instructions[pc])}")

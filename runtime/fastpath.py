@@ -40,9 +40,11 @@ from typing import Any, Callable
 
 import numpy as np
 
-from nmc.isa.table import QUEUE_UNITS, Instr, Mem, VBinFn, VRowFn, VUnFn
+from nmc.isa.table import QUEUE_UNITS, Instr, Mem, VRowFn
 from nmc.isa.target import Target
-from nmc.runtime.semantics import operand_error, prepare
+from nmc.runtime.semantics import (
+    FN_ENUMS, ONCHIP_FIELDS, VALUE_CHECKED, operand_error, prepare,
+)
 from nmc.runtime.timing import cycles_of, token_schedule
 
 NUM_UNITS = len(QUEUE_UNITS)
@@ -101,14 +103,6 @@ _FOOTPRINTS: dict[str, Callable] = {
     "load": _fp_load, "store": _fp_store, "matmul": _fp_matmul,
     "vbin": _fp_vbin, "vun": _fp_vun, "vrow": _fp_vrow,
 }
-
-# Fields that must name SPAD or ACC, and function enums (as in semantics.operand_error).
-_ONCHIP_FIELDS = {
-    "load": ("mem",), "store": ("mem",), "vbin": ("dst_mem", "a_mem", "b_mem"),
-    "vun": ("dst_mem", "src_mem"), "vrow": ("dst_mem", "src_mem"),
-}
-_FN_ENUMS = {"vbin": VBinFn, "vun": VUnFn, "vrow": VRowFn}
-
 
 def footprint_slots(mnemonic: str, fields: dict[str, np.ndarray],
                     instrs: list[Instr]) -> tuple[list[Slot], list[Slot]]:
@@ -196,15 +190,15 @@ def decode(instructions: list[Instr], target: Target, sizes: tuple[int, ...],
         table = np.array(rows, dtype=np.int64).reshape(len(pcs), len(names))
         f = {name: table[:, i] for i, name in enumerate(names)}
         idx = np.asarray(pcs, np.int64)
-        if mnemonic == "spmatmul" and any(operand_error(instrs[pc]) for pc in pcs):
-            return None  # the reference path reports the bad pattern
+        if mnemonic in VALUE_CHECKED and any(operand_error(instrs[pc]) for pc in pcs):
+            return None  # the reference path reports the bad value
         # token masks may not name the instruction's own unit
         if np.any(((f["wait"] | f["signal"]) >> unit) & 1):
             return None
-        for name in _ONCHIP_FIELDS.get(mnemonic, ()):
+        for name in ONCHIP_FIELDS.get(mnemonic, ()):
             if not np.all(np.isin(f[name], _ON_CHIP)):
                 return None
-        enum = _FN_ENUMS.get(mnemonic)
+        enum = FN_ENUMS.get(mnemonic)
         if enum is not None and not np.all(np.isin(f["fn"], [int(e) for e in enum])):
             return None
         reads, writes = footprint_slots(mnemonic, f, [instrs[pc] for pc in pcs])

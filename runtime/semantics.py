@@ -31,7 +31,7 @@ from typing import Callable, Mapping
 import numpy as np
 
 from nmc.isa.table import (
-    OPS, Instr, Mem, VBinFn, VRowFn, VUnFn, bits_f32, nm_compressed_rows, nm_index_bits,
+    OPS, Instr, Mem, VBinFn, VRedFn, VRowFn, VUnFn, bits_f32, nm_compressed_rows, nm_index_bits,
     nm_index_rows, nm_indices_per_word,
 )
 
@@ -80,6 +80,43 @@ def _store(mems: Mems, f: Mapping[str, int]) -> None:
         # A stride smaller than cols makes rows overlap in DRAM: later rows win.
         dst = _dram_view(mems[Mem.DRAM], f["dram"], rows, cols, f["stride"])
         dst[...] = _block(mems, f["mem"], f["local"], rows, cols)
+
+
+class DataError(Exception):
+    """A value the program computed cannot be used as it says (e.g. a gather index out of
+    its table): the emulator reports it as an EmulatorError at the instruction's pc."""
+
+
+def _indices(mems: Mems, f: Mapping[str, int]) -> np.ndarray:
+    """The `count` block indices of a gathered/scattered DMA, checked: integers in
+    [0, limit)."""
+    raw = mems[Mem.SPAD][f["idx"] : f["idx"] + f["count"]]
+    ints = raw.astype(np.int64, copy=True) if np.all(np.isfinite(raw)) else None
+    if ints is None or np.any(ints != raw) or np.any((ints < 0) | (ints >= f["limit"])):
+        bad = next(float(v) for v in raw if not (np.isfinite(v) and v == int(v)
+                                                  and 0 <= v < f["limit"]))
+        raise DataError(f"block index {bad!r} is not an integer in [0, {f['limit']}) "
+                        f"(indices at SPAD [{f['idx']}, {f['idx'] + f['count']}))")
+    return ints
+
+
+def _table(mems: Mems, f: Mapping[str, int]) -> np.ndarray:
+    """The DRAM table of a gathered/scattered DMA as [limit x block] rows `stride` apart."""
+    return _dram_view(mems[Mem.DRAM], f["dram"], f["limit"], f["block"], f["stride"])
+
+
+def _gload(mems: Mems, f: Mapping[str, int]) -> None:
+    if f["count"] and f["block"]:
+        idx = _indices(mems, f)
+        dst = _block(mems, f["mem"], f["local"], f["count"], f["block"])
+        np.take(_table(mems, f), idx, axis=0, out=dst)
+
+
+def _gstore(mems: Mems, f: Mapping[str, int]) -> None:
+    if f["count"] and f["block"]:
+        idx = _indices(mems, f)
+        # repeated indices: the last block written wins, as a sequence of stores would do
+        _table(mems, f)[idx] = _block(mems, f["mem"], f["local"], f["count"], f["block"])
 
 
 # --------------------------------------------------------------------------------------
@@ -248,6 +285,33 @@ def _vrow(mems: Mems, f: Mapping[str, int]) -> None:
         raise AssertionError(f"vrow: no semantics for fn {fn}")
 
 
+def _vred(mems: Mems, f: Mapping[str, int]) -> None:
+    """Row reductions in float64, rounded once (scores decide which windows are kept, so
+    they are computed as exactly as is cheap)."""
+    rows, cols = f["rows"], f["cols"]
+    if not (rows and cols):
+        return
+    src = _block(mems, f["src_mem"], f["src"], rows, cols).astype(np.float64)
+    dst = mems[f["dst_mem"]][f["dst"] : f["dst"] + rows]
+    with np.errstate(all="ignore"):
+        if f["fn"] == VRedFn.MEAN_ABS:
+            np.copyto(dst, np.abs(src).mean(axis=1), casting="same_kind")
+        elif f["fn"] == VRedFn.L2:
+            np.copyto(dst, np.sqrt(np.square(src).sum(axis=1)), casting="same_kind")
+        else:  # operand_error() rejects it before a program runs
+            raise AssertionError(f"vred: no semantics for fn {f['fn']}")
+
+
+def _topk(mems: Mems, f: Mapping[str, int]) -> None:
+    n, k = f["n"], f["k"]
+    if not k:
+        return
+    scores = mems[f["src_mem"]][f["src"] : f["src"] + n]
+    # descending, stable, NaN first: keys (NaN?, -score, index), the last key primary
+    order = np.lexsort((np.arange(n), -np.nan_to_num(scores, nan=0.0), ~np.isnan(scores)))
+    mems[f["dst_mem"]][f["dst"] : f["dst"] + k] = order[:k]
+
+
 # --------------------------------------------------------------------------------------
 # Prepared form: operands resolved to views once, the instruction a call of no arguments.
 
@@ -356,6 +420,10 @@ SEMANTICS: dict[str, Semantics] = {
     "vbin": _vbin,
     "vun": _vun,
     "vrow": _vrow,
+    "gload": _gload,
+    "gstore": _gstore,
+    "vred": _vred,
+    "topk": _topk,
 }
 
 _missing = [op.mnemonic for op in OPS if op.mnemonic not in SEMANTICS]
@@ -366,21 +434,28 @@ if _missing or _stale:
         f"no semantics for {_missing}, semantics for unknown opcodes {_stale}"
     )
 
-# Fields naming a memory that must be on chip, and enum fields whose value must be defined.
-_ONCHIP_FIELDS: dict[str, tuple[str, ...]] = {
+# Fields naming a memory that must be on chip, and enum fields whose value must be defined
+# (also checked, in array form, by nmc.runtime.fastpath), and the mnemonics whose other
+# field values have further constraints (checked by `operand_error` alone).
+ONCHIP_FIELDS: dict[str, tuple[str, ...]] = {
     "load": ("mem",),
     "store": ("mem",),
     "vbin": ("dst_mem", "a_mem", "b_mem"),
     "vun": ("dst_mem", "src_mem"),
     "vrow": ("dst_mem", "src_mem"),
+    "gload": ("mem",),
+    "gstore": ("mem",),
+    "vred": ("dst_mem", "src_mem"),
+    "topk": ("dst_mem", "src_mem"),
 }
-_FN_ENUMS = {"vbin": VBinFn, "vun": VUnFn, "vrow": VRowFn}
+FN_ENUMS = {"vbin": VBinFn, "vun": VUnFn, "vrow": VRowFn, "vred": VRedFn}
+VALUE_CHECKED = ("spmatmul", "topk")
 
 
 def operand_error(instr: Instr) -> str | None:
     """Why `instr` has no meaning (a field value the ISA leaves undefined), or None."""
     f = instr.fields
-    for name in _ONCHIP_FIELDS.get(instr.mnemonic, ()):
+    for name in ONCHIP_FIELDS.get(instr.mnemonic, ()):
         if f[name] not in _ON_CHIP:
             what = Mem(f[name]).name if f[name] in Mem._value2member_map_ else str(f[name])
             return f"field '{name}' = {what}: the operand must be in SPAD or ACC"
@@ -390,7 +465,9 @@ def operand_error(instr: Instr) -> str | None:
             return f"N:M pattern {pn}:{pm} needs 0 < N <= M and M >= 2"
         if f["k"] % pm:
             return f"k = {f['k']} is not a multiple of M = {pm}"
-    enum = _FN_ENUMS.get(instr.mnemonic)
+    if instr.mnemonic == "topk" and f["k"] > f["n"]:
+        return f"k = {f['k']} is more than n = {f['n']} scores"
+    enum = FN_ENUMS.get(instr.mnemonic)
     if enum is not None and f["fn"] not in enum._value2member_map_:
         return f"field 'fn' = {f['fn']} is not a {enum.__name__}"
     return None

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from typing import Any, Mapping
 
-from nmc.isa.table import Instr, VBinFn, VRowFn, VUnFn
+from nmc.isa.table import Instr, VBinFn, VRedFn, VRowFn, VUnFn
 from nmc.isa.target import Target
 
 WORD_BYTES = 4
@@ -43,12 +43,28 @@ def spmatmul_cycles(m, k, n, pat_n, pat_m, target: Target):
     return matmul_cycles(m, _ceil_div(k * pat_n, pat_m), n, target)
 
 
+def _log2_ceil(n):
+    """ceil(log2(n)) for n >= 1 (0 for n <= 1), elementwise on int arrays too."""
+    import numpy as np
+
+    return np.ceil(np.log2(np.maximum(n, 1))).astype(np.int64) if not isinstance(n, int) \
+        else max(0, (n - 1).bit_length())
+
+
+def topk_cycles(n, target: Target):
+    """A sorting network over n scores on the vector lanes: ceil(log2 n)^2 compare-exchange
+    steps (bitonic sort), each a pass over ceil(n / lanes) lane groups."""
+    depth = _log2_ceil(n)
+    return target.vec_latency + _ceil_div(n, target.vec_lanes) * depth * depth * \
+        target.vec_cost["topk"]
+
+
 def vector_cycles(fn_name: str, rows, cols, target: Target):
     passes = rows * _ceil_div(cols, target.vec_lanes)
     return target.vec_latency + passes * target.vec_cost[fn_name]
 
 
-_VECTOR_FNS = {"vbin": VBinFn, "vun": VUnFn, "vrow": VRowFn}
+_VECTOR_FNS = {"vbin": VBinFn, "vun": VUnFn, "vrow": VRowFn, "vred": VRedFn}
 
 
 def vector_fn_costs(mnemonic: str, target: Target) -> list[int]:
@@ -66,6 +82,8 @@ def cycles_of(mnemonic: str, f: Mapping[str, Any], target: Target):
     match mnemonic:
         case "load" | "store":
             return dma_cycles(f["rows"], f["cols"], target)
+        case "gload" | "gstore":  # one burst per block, as a 2-D transfer's rows
+            return dma_cycles(f["count"], f["block"], target)
         case "matmul":
             return matmul_cycles(f["m"], f["k"], f["n"], target)
         case "spmatmul":
@@ -73,7 +91,9 @@ def cycles_of(mnemonic: str, f: Mapping[str, Any], target: Target):
             pat_m = f["pat_m"]
             pat_m = max(pat_m, 1) if isinstance(pat_m, int) else pat_m.clip(min=1)
             return spmatmul_cycles(f["m"], f["k"], f["n"], f["pat_n"], pat_m, target)
-        case "vbin" | "vun" | "vrow":
+        case "topk":
+            return topk_cycles(f["n"], target)
+        case "vbin" | "vun" | "vrow" | "vred":
             fn = f["fn"]
             passes = f["rows"] * _ceil_div(f["cols"], target.vec_lanes)
             if isinstance(fn, int):

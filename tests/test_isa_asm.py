@@ -114,8 +114,8 @@ def asm_error(text: str, message: str):
 @pytest.mark.parametrize(
     "line, message",
     [
-        ("foo a=1", "t.s:3:1: unknown mnemonic 'foo' (known: halt, load, store, matmul, spmatmul, vbin, vun, vrow)"),
-        ("  loadx", "t.s:3:3: unknown mnemonic 'loadx' (known: halt, load, store, matmul, spmatmul, vbin, vun, vrow)"),
+        ("foo a=1", "t.s:3:1: unknown mnemonic 'foo' (known: halt, load, store, gload, gstore, matmul, spmatmul, vbin, vun, vrow, vred, topk)"),
+        ("  loadx", "t.s:3:3: unknown mnemonic 'loadx' (known: halt, load, store, gload, gstore, matmul, spmatmul, vbin, vun, vrow, vred, topk)"),
         ("matmul foo=1", "t.s:3:8: unknown field 'foo' for matmul (fields: wait, signal, a, w, out, m, k, n, accumulate, transpose_w)"),
         ("halt rows=1", "t.s:3:6: unknown field 'rows' for halt (fields: wait, signal)"),
         ("matmul m", "t.s:3:8: matmul: expected '=' after field 'm'"),
