@@ -5,6 +5,8 @@
     nmc compile model.pt -o prog.bin       compile (IR: --print-ir-after-all, --dump-ir DIR)
     nmc compile model.pt -o prog.bin --sparsity elsa:speedup=2 --sparsity-out s.json
     nmc run prog.bin --input x.npy -o y.npy --report
+    nmc run prog.bin -i x.npy --report-json r.json --trace run.json --dense-baseline dense.bin
+    nmc report dense.bin sparse.bin --plot cycles.png   per-layer comparison and plot
     nmc disasm prog.bin [-o prog.s]        nmc asm prog.s -o prog.bin
     nmc inspect prog.bin                   header, sections, symbols, per-layer sparsity
     nmc opt -p PASS,PASS in.mlir           run passes on a dumped IR file, like mlir-opt
@@ -31,6 +33,11 @@ from nmc.isa.errors import NmcError
 from nmc.isa.target import DEFAULT_TARGET
 
 
+def _add_quiet(p: argparse.ArgumentParser) -> None:
+    p.add_argument("-q", "--quiet", action="store_true",
+                   help="no progress bars (they only show when stderr is a terminal)")
+
+
 def _add_target(p: argparse.ArgumentParser) -> None:
     p.add_argument("--target", default=DEFAULT_TARGET,
                    help="built-in target name or path of a target TOML (default: %(default)s)")
@@ -41,6 +48,22 @@ class _Parser(argparse.ArgumentParser):
 
     def error(self, message: str):
         self.exit(2, f"nmc: error: {message} (see `{self.prog} --help`)\n")
+
+
+def _add_run_options(p: argparse.ArgumentParser) -> None:
+    """Options of the commands that run programs on the emulator (run, report)."""
+    p.add_argument("--report-json", type=Path, metavar="FILE",
+                   help="write the report as JSON (per layer: cycles, MACs, sparsity, ...)")
+    p.add_argument("--target", help="built-in target name or path of a target TOML "
+                                    "(default: the target prog.bin was built for)")
+    p.add_argument("--max-instructions", type=int, metavar="N",
+                   help="refuse programs with more than N instructions before halt")
+    p.add_argument("--dense-baseline", type=Path, metavar="DENSE.bin",
+                   help="the same model compiled dense: run it for the speedup (default: "
+                        "the compiler's estimate in prog.bin, if any)")
+    p.add_argument("--baseline-cycles", type=int, metavar="N",
+                   help="cycles of the dense model, for the speedup")
+    _add_quiet(p)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -75,16 +98,33 @@ def build_parser() -> argparse.ArgumentParser:
                    help="calibration inputs of the ELSA search (default: fixed-seed inputs)")
     p.add_argument("--sparsity-out", type=Path, metavar="FILE.json",
                    help="write the chosen sparsity (the format --sparsity FILE.json reads)")
+    _add_quiet(p)
 
     p = sub.add_parser("run", help="run prog.bin on the emulator")
     p.add_argument("program", type=Path)
     p.add_argument("--input", "-i", action="append", default=[], metavar="[NAME=]FILE.npy")
     p.add_argument("-o", "--output", type=Path, help=".npy (one output) or .npz")
-    p.add_argument("--report", action="store_true", help="print the cycle report")
-    p.add_argument("--target", help="built-in target name or path of a target TOML "
-                                    "(default: the target prog.bin was built for)")
-    p.add_argument("--max-instructions", type=int, metavar="N",
-                   help="refuse programs with more than N instructions before halt")
+    p.add_argument("--report", action="store_true",
+                   help="print the cycle report (per layer, per unit, totals, speedup)")
+    p.add_argument("--trace", type=Path, metavar="FILE.json",
+                   help="write a Chrome trace-event file (ui.perfetto.dev, chrome://tracing)")
+    _add_run_options(p)
+
+    p = sub.add_parser("report", help="run programs of one model and report, compare, plot")
+    p.add_argument("programs", type=Path, nargs="+", metavar="prog.bin",
+                   help="one program, or several of the same model (the first is the "
+                        "reference of the speedups)")
+    p.add_argument("--input", "-i", action="append", default=[], metavar="[NAME=]FILE.npy",
+                   help="inputs of every program (default: fixed-seed random inputs; cycles "
+                        "do not depend on the values)")
+    p.add_argument("--plot", type=Path, metavar="FILE.png", help="write the per-layer plot")
+    p.add_argument("--group", choices=("auto", "layer", "block", "role"), default="auto",
+                   help="rows of the comparison and the plot: every layer, one per block "
+                        "(blocks.3.*), one per role (blocks.*.mlp.fc1), or auto (layers "
+                        "up to 40, else blocks; default)")
+    p.add_argument("--labels", metavar="A,B,...", help="names of the programs (default: "
+                                                       "their file names)")
+    _add_run_options(p)
 
     p = sub.add_parser("disasm", help="print prog.bin as assembly")
     p.add_argument("program", type=Path)
@@ -109,6 +149,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--workdir", type=Path, default=Path("out/demo"))
     p.add_argument("--model", default="deit_tiny", help="built-in model (default: %(default)s)")
     _add_target(p)
+    _add_quiet(p)
     return parser
 
 
@@ -164,8 +205,10 @@ def main(argv: list[str] | None = None) -> int:
     previous = _install_sigterm()
     try:
         from nmc.compiler import commands
+        from nmc.isa.progress import quiet
 
-        status = getattr(commands, f"cmd_{args.command}")(args) or 0
+        with quiet(getattr(args, "quiet", False)):
+            status = getattr(commands, f"cmd_{args.command}")(args) or 0
         sys.stdout.flush()  # a closed pipe shows here, not in the interpreter's last flush
         return status
     except NmcError as e:

@@ -12,7 +12,9 @@ from pathlib import Path
 import numpy as np
 
 from nmc.isa.errors import NmcError
-from nmc.isa.fileio import OutputError, atomic_save_npy, atomic_save_npz, atomic_write_text
+from nmc.isa.fileio import (
+    OutputError, atomic_save_npy, atomic_save_npz, atomic_write_bytes, atomic_write_text,
+)
 
 
 class UsageError(NmcError):
@@ -105,15 +107,32 @@ def compile_model(model: Path, target: str = "sta_ref", after_pass=None, meta=No
     `sparsity`: options of assign-sparsity (spec, calib, out, report)."""
     from nmc.compiler.emit import module_to_program
     from nmc.compiler.frontend import import_model
-    from nmc.compiler.pipeline import default_pipeline_spec, make_context, run_pipeline
+    from nmc.compiler.pipeline import (
+        DEFAULT_PIPELINE, default_pipeline_spec, make_context, run_pipeline,
+    )
     from nmc.compiler.transforms.target_option import cached_target
+    from nmc.isa.progress import progress
 
     cached_target.cache_clear()  # a target file may have changed since the last compile
     cached_target(target)  # a bad target fails before the slow import
     ctx = make_context()
-    module = import_model(model, ctx)
-    run_pipeline(module, default_pipeline_spec(target, sparsity), ctx, after_pass)
-    return module_to_program(module, {"model": str(model), "target": target, **(meta or {})})
+    steps = ("import", *DEFAULT_PIPELINE, "emit")
+    with progress(total=len(steps), desc="compile", unit="step") as bar:
+
+        def step_done(name: str, module) -> None:
+            # called with "input" before the first pass, then after each pass by name
+            bar.update()
+            bar.set_postfix_str(steps[bar.n] if bar.n < len(steps) else "")
+            if after_pass is not None:
+                after_pass(name, module)
+
+        bar.set_postfix_str(steps[0])
+        module = import_model(model, ctx)
+        run_pipeline(module, default_pipeline_spec(target, sparsity), ctx, step_done)
+        program = module_to_program(module, {"model": str(model), "target": target,
+                                             **(meta or {})})
+        bar.update()
+    return program
 
 
 def cmd_compile(args) -> int:
@@ -229,25 +248,83 @@ def _load_inputs(specs: list[str], program) -> dict[str, np.ndarray]:
     return inputs
 
 
+def _target_for(program, target_option: str | None, path: Path):
+    """The target to run `program` on: --target, else the built-in one it was built for."""
+    from nmc.isa.target import load_target
+
+    if target_option is not None:
+        return load_target(target_option)
+    try:  # the name recorded in prog.bin selects a built-in target, never a file
+        return load_target(program.target_name, builtin_only=True)
+    except NmcError as e:
+        raise UsageError(f"{path} was built for target '{program.target_name}': {e}; pass "
+                         "--target NAME or --target FILE.toml") from None
+
+
+def synthetic_inputs(program) -> dict[str, np.ndarray]:
+    """Fixed-seed normal inputs of the program's input shapes. Enough for timing: cycles do
+    not depend on the input values (the ISA has no branches)."""
+    rng = np.random.default_rng(0)
+    return {s.name: rng.standard_normal(s.shape).astype(np.float32)
+            for s in program.symbols if s.kind == "input"}
+
+
+def _run_traced(path: Path, target_option: str | None, input_specs: list[str] | None,
+                max_instructions: int | None = None):
+    """Read and run a prog.bin with its trace: (program, result). Without `input_specs`
+    the inputs are `synthetic_inputs`."""
+    from nmc.isa.container import read_program
+    from nmc.runtime.emulator import run_program
+
+    program = read_program(path)
+    target = _target_for(program, target_option, path)
+    inputs = _load_inputs(input_specs, program) if input_specs else synthetic_inputs(program)
+    return program, run_program(program, inputs, target, max_instructions=max_instructions,
+                                trace=True)
+
+
+def _baseline(args):
+    """The dense baseline of --baseline-cycles / --dense-baseline (None: the report falls
+    back on the compiler's estimate in META, else says "unknown")."""
+    from nmc.runtime.report import Baseline, build_report
+
+    cycles, dense = getattr(args, "baseline_cycles", None), getattr(args, "dense_baseline", None)
+    if cycles is not None and dense is not None:
+        raise UsageError("give --baseline-cycles or --dense-baseline, not both")
+    if cycles is not None:
+        if cycles <= 0:
+            raise UsageError(f"--baseline-cycles must be positive, not {cycles}")
+        return Baseline(cycles, "--baseline-cycles")
+    if dense is None:
+        return None
+    program, result = _run_traced(dense, args.target, None)
+    per_layer = {r.name: r.cycles for r in build_report(result, program).layers}
+    return Baseline(result.total_cycles, f"run of {dense}", per_layer)
+
+
+def _write_json(path: Path, value) -> None:
+    import json
+
+    atomic_write_text(path, json.dumps(value, indent=1) + "\n")
+
+
 def cmd_run(args) -> int:
     from nmc.isa.container import read_program
-    from nmc.isa.target import load_target
     from nmc.runtime.emulator import run_program
-    from nmc.runtime.report import format_report
+    from nmc.runtime.report import build_report, render_text
 
+    wants_report = args.report or args.report_json is not None
+    if not wants_report and (args.dense_baseline is not None or args.baseline_cycles is not None):
+        raise UsageError("--dense-baseline and --baseline-cycles need --report or --report-json")
+    for out in (args.output, args.report_json, args.trace):
+        if out is not None:
+            _check_output_path(out)
     program = read_program(args.program)
-    if args.target is not None:
-        target = load_target(args.target)
-    else:  # the name recorded in prog.bin selects a built-in target, never a file
-        try:
-            target = load_target(program.target_name, builtin_only=True)
-        except NmcError as e:
-            raise UsageError(f"{args.program} was built for target '{program.target_name}': "
-                             f"{e}; pass --target NAME or --target FILE.toml") from None
-    if args.output is not None:
-        _check_output_path(args.output)
+    target = _target_for(program, args.target, args.program)
+    baseline = _baseline(args) if wants_report else None
     result = run_program(program, _load_inputs(args.input, program), target,
-                         max_instructions=args.max_instructions)
+                         max_instructions=args.max_instructions,
+                         trace=wants_report or args.trace is not None)
     if args.output is not None:
         if args.output.suffix == ".npz":
             atomic_save_npz(args.output, result.outputs)
@@ -255,10 +332,61 @@ def cmd_run(args) -> int:
             atomic_save_npy(args.output, next(iter(result.outputs.values())))
         else:
             raise UsageError(f"the program has {len(result.outputs)} outputs: use -o FILE.npz")
-    if args.report:
-        print(format_report(result, program))
-    else:
+    if wants_report:
+        report = build_report(result, program, baseline)
+        if args.report_json is not None:
+            _write_json(args.report_json, report.to_json())
+        if args.report:
+            print(render_text(report))
+    if args.trace is not None:
+        from nmc.runtime.trace import trace_events
+
+        _write_json(args.trace, trace_events(result, program, str(args.program)))
+    if not args.report:
         print(f"{result.total_cycles} cycles", file=sys.stderr)
+    return 0
+
+
+def _labels(args) -> list[str]:
+    """--labels a,b,c, else the file names (their paths where two names are equal)."""
+    if args.labels is not None:
+        labels = [label.strip() for label in args.labels.split(",")]
+        if len(labels) != len(args.programs):
+            raise UsageError(f"--labels has {len(labels)} names for {len(args.programs)} "
+                             "programs")
+        return labels
+    stems = [p.stem for p in args.programs]
+    return stems if len(set(stems)) == len(stems) else [str(p) for p in args.programs]
+
+
+def cmd_report(args) -> int:
+    """Run one or several programs (the same model compiled differently) and report: the
+    full report of one, a comparison table of several; optionally JSON and a plot."""
+    from nmc.runtime.compare import render_comparison
+    from nmc.runtime.report import build_report, render_text
+
+    labels = _labels(args)
+    for out in (args.plot, args.report_json):
+        if out is not None:
+            _check_output_path(out)
+    baseline = _baseline(args)
+    reports = []
+    for label, path in zip(labels, args.programs):
+        program, result = _run_traced(path, args.target, args.input, args.max_instructions)
+        reports.append((label, build_report(result, program, baseline)))
+    if len(reports) == 1:
+        print(render_text(reports[0][1]))
+    else:
+        print(render_comparison(reports, args.group))
+    if args.report_json is not None:
+        _write_json(args.report_json, {"programs": [
+            {"label": label, "path": str(path), "report": report.to_json()}
+            for (label, report), path in zip(reports, args.programs)]})
+    if args.plot is not None:
+        from nmc.runtime.plot import plot_reports
+
+        atomic_write_bytes(args.plot, plot_reports(reports, args.group))
+        print(f"wrote {args.plot}", file=sys.stderr)
     return 0
 
 
@@ -285,6 +413,7 @@ def inspect_program(data: bytes, source: str = "<bytes>") -> str:
     from nmc.isa.container import (
         FORMAT_VERSION, _header, _sections, program_from_bytes,
     )
+    from nmc.runtime.report import layer_sparsity
 
     program = program_from_bytes(data, source)  # validates the whole file first
     name, target_id, dram_words, count = _header(data)
@@ -307,21 +436,23 @@ def inspect_program(data: bytes, source: str = "<bytes>") -> str:
     meta_layers = program.meta.get("layers", {}) if isinstance(program.meta, dict) else {}
     if not isinstance(meta_layers, dict):
         meta_layers = {}
+    sparsity = layer_sparsity(program)
     lines.append("layers")
-    lines.append(f"  {'layer':28s} {'kind':12s} {'pattern':7s} {'density':>7s} "
+    lines.append(f"  {'layer':28s} {'kind':12s} {'pattern':7s} {'density':>7s} {'keep':>5s} "
                  f"{'weight bytes':>12s} {'dense bytes':>12s}  instructions")
     for r in program.debug:
         info = meta_layers.get(r.name, {})
         info = info if isinstance(info, dict) else {}
+        sp = sparsity[r.name]
         counts = Counter(i.mnemonic for i in program.instructions[r.start_pc : r.end_pc])
         shown = ", ".join(f"{k} {v}" for k, v in sorted(counts.items()))
-        density = info.get("density")
+        density = f"{sp.density:.3f}" if sp.density is not None else "-"
+        keep = f"{sp.window_keep:.2f}" if sp.window_keep is not None else "-"
         lines.append(
-            f"  {r.name:28s} {r.kind:12s} {str(info.get('pattern', '-')):7s} "
-            f"{f'{density:.3f}' if isinstance(density, (int, float)) else '-':>7s} "
+            f"  {r.name:28s} {r.kind:12s} {sp.pattern or '-':7s} {density:>7s} {keep:>5s} "
             f"{str(info.get('weight_bytes', '-')):>12s} {str(info.get('dense_bytes', '-')):>12s}"
             f"  {r.end_pc - r.start_pc} ({shown})")
-    other = {k: v for k, v in program.meta.items() if k != "layers"}
+    other = {k: v for k, v in program.meta.items() if k not in ("layers", "window_keep")}
     if other:
         lines.append("meta        " + ", ".join(f"{k}={v}" for k, v in sorted(other.items())))
     return "\n".join(lines) + "\n"
@@ -446,7 +577,8 @@ def cmd_demo(args) -> int:
         print(f"      input image: {source}")
     else:
         x = torch.randn(example.shape, generator=torch.Generator().manual_seed(1))
-    result = run_program(program, {program.symbols[0].name: x.numpy()}, load_target(args.target))
+    result = run_program(program, {program.symbols[0].name: x.numpy()}, load_target(args.target),
+                         trace=True)  # the report's per-layer cycles need it
     got = next(iter(result.outputs.values()))
     with torch.no_grad():
         want = module(x).numpy()

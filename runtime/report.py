@@ -145,17 +145,20 @@ def sparsity_text(s: LayerSparsity) -> str:
     return ", ".join(parts) or "-"
 
 
+# DRAM words a DMA moves: (mnemonic -> (direction, its fields whose product is the words))
+_DMA_WORDS = {"load": ("read", ("rows", "cols")), "store": ("written", ("rows", "cols")),
+              "gload": ("read", ("count", "block")), "gstore": ("written", ("count", "block"))}
+
+
 def _dram_bytes(instructions: list, lo: int, hi: int) -> tuple[int, int]:
-    """Bytes read by the loads and written by the stores among instructions[lo:hi]."""
-    read = written = 0
+    """Bytes read from and written to DRAM by the DMAs among instructions[lo:hi]."""
+    moved = {"read": 0, "written": 0}
     for instr in instructions[lo:hi]:
-        if instr.mnemonic in ("load", "store"):
-            words = instr["rows"] * instr["cols"]
-            if instr.mnemonic == "load":
-                read += words
-            else:
-                written += words
-    return read * WORD_BYTES, written * WORD_BYTES
+        dma = _DMA_WORDS.get(instr.mnemonic)
+        if dma is not None:
+            direction, (a, b) = dma
+            moved[direction] += instr[a] * instr[b]
+    return moved["read"] * WORD_BYTES, moved["written"] * WORD_BYTES
 
 
 def meta_baseline(program: Any) -> Baseline | None:
@@ -164,6 +167,15 @@ def meta_baseline(program: Any) -> Baseline | None:
     value = meta.get(DENSE_CYCLES_META) if isinstance(meta, dict) else None
     if isinstance(value, int) and not isinstance(value, bool) and value > 0:
         return Baseline(value, "compiler estimate (prog.bin META dense_cycles)")
+    return None
+
+
+def _self_baseline(sparsity: dict[str, LayerSparsity], total: int) -> Baseline | None:
+    """A program whose META says every layer is dense (and no window is pruned) is its
+    own dense baseline."""
+    known = [s for s in sparsity.values() if s.pattern is not None or s.window_keep is not None]
+    if total and known and all(s.pattern == "dense" and s.window_keep is None for s in known):
+        return Baseline(total, "the program is dense (prog.bin META)")
     return None
 
 
@@ -178,8 +190,8 @@ def build_report(result: RunResult, program: Any = None,
     attribution = None
     if result.trace is not None:
         attribution = attribute_cycles(result.trace, layer_of_pc(debug, executed), total)
-    baseline = baseline or meta_baseline(program)
     sparsity = layer_sparsity(program)
+    baseline = baseline or meta_baseline(program) or _self_baseline(sparsity, total)
 
     rows = []
     for index, layer in enumerate(result.layers):
@@ -199,7 +211,8 @@ def build_report(result: RunResult, program: Any = None,
             dense_cycles=(baseline.layer_cycles or {}).get(layer.name) if baseline else None,
         ))
     if attribution and attribution.layer_cycles(NO_LAYER):
-        rows.append(_other_row(result, attribution, rows))
+        rows.append(_other_row(result, attribution, rows,
+                               _dram_bytes(instructions, 0, executed)))
 
     idle = result.idle_cycles
     units = {u: {"busy": result.busy_cycles[u], "stalled": result.stall_cycles[u],
@@ -220,16 +233,20 @@ def build_report(result: RunResult, program: Any = None,
     )
 
 
-def _other_row(result: RunResult, attribution, rows: list[LayerRow]) -> LayerRow:
-    """Cycles in which nothing runs, or only instructions outside every layer."""
+def _other_row(result: RunResult, attribution, rows: list[LayerRow],
+               program_dram: tuple[int, int]) -> LayerRow:
+    """Cycles in which nothing runs, or only instructions outside every layer (whose
+    instructions and DRAM bytes are the program's less the layers')."""
     cycles = attribution.layer_cycles(NO_LAYER)
     in_layers = sum(r.instructions for r in rows)
+    read = program_dram[0] - sum(r.dram_bytes_read for r in rows)
+    written = program_dram[1] - sum(r.dram_bytes_written for r in rows)
     return LayerRow(
         name=OTHER_ROW, kind="other", sparsity="-", pattern=None, density=None,
         window_keep=None, instructions=result.instructions_executed - in_layers, macs=0,
         cycles=cycles, cycles_by_unit=dict(attribution.cycles[NO_LAYER]),
         share=cycles / result.total_cycles, span_start=0, span_end=0, busy={},
-        matrix_utilization=0.0, dram_bytes_read=0, dram_bytes_written=0,
+        matrix_utilization=0.0, dram_bytes_read=read, dram_bytes_written=written,
     )
 
 
@@ -259,18 +276,16 @@ def _si(n: float) -> str:
     return f"{n:g}"
 
 
+def _short_bytes(n: int, digits: int = 1) -> str:
+    for unit, size in (("GiB", 1 << 30), ("MiB", 1 << 20), ("KiB", 1 << 10)):
+        if n >= size:
+            return f"{n / size:.{digits}f} {unit}"
+    return f"{n} B"
+
+
 def _bytes(n: int) -> str:
-    for unit, size in (("GiB", 1 << 30), ("MiB", 1 << 20), ("KiB", 1 << 10)):
-        if n >= size:
-            return f"{n} B ({n / size:.2f} {unit})"
-    return f"{n} B"
-
-
-def _short_bytes(n: int) -> str:
-    for unit, size in (("GiB", 1 << 30), ("MiB", 1 << 20), ("KiB", 1 << 10)):
-        if n >= size:
-            return f"{n / size:.1f} {unit}"
-    return f"{n} B"
+    """Exact, and in binary units when that is shorter to read."""
+    return f"{n} B ({_short_bytes(n, 2)})" if n >= 1 << 10 else f"{n} B"
 
 
 def _speedup(dense: int | None, cycles: int | None) -> str:
@@ -307,9 +322,9 @@ def render_text(report: Report) -> str:
     total = report.total_cycles
     out = [report.title, f"target {report.target} @ {report.clock_mhz:g} MHz", ""]
     if report.layers:
-        out += ["Layers", *(f"  {line}" for line in textwrap.wrap(report.cycle_rule, 88)),
-                "  mx util: useful MACs / (the layer's first start .. last end x PE array); "
-                "DRAM bytes: its loads + stores"]
+        legend = (f"{report.cycle_rule}. mx util: useful MACs / (the layer's first start .. "
+                  "last end x PE array). DRAM bytes: its loads + stores.")
+        out += ["Layers", *(f"  {line}" for line in textwrap.wrap(legend, 88))]
         out += [f"note: {n}" for n in report.notes]
         out += _layer_lines(report)
         out.append("")

@@ -22,6 +22,7 @@ import random
 from dataclasses import dataclass
 
 from nmc.compiler.sparsity.spec import Pattern, SparsityError, format_pattern
+from nmc.isa.progress import progress
 
 POPULATION = 50
 KEEP = 10
@@ -131,7 +132,7 @@ def search(layers: list[LayerChoices], fixed_cost: float, budget: float, what: s
                 break
             add(population, mutate(greedy) if rng.random() < 0.5
                 else mutate([rng.randrange(len(l.costs)) for l in layers]))
-        for _ in range(GENERATIONS):
+        for _ in progress(range(GENERATIONS), desc="ELSA search", unit="gen"):
             parents = sorted(population, key=lambda k: seen[k])[:KEEP]
             population = list(parents)
             for _ in range(MUTATIONS):
