@@ -61,7 +61,9 @@ from nmc.runtime.errors import EmulatorError, at_pc
 from nmc.runtime.machine import Machine
 from nmc.runtime.overlap import OverlappedRun
 from nmc.runtime.semantics import SEMANTICS, DataError, operand_error
-from nmc.runtime.timing import WORD_BYTES, instruction_cycles
+from nmc.runtime.timing import (
+    DRAM_READERS, DRAM_WRITERS, WORD_BYTES, dma_words, instruction_cycles,
+)
 
 __all__ = ["EmulatorError", "LayerStats", "LoadedProgram", "RunResult", "run_program",
            "UNIT_NAMES"]
@@ -472,10 +474,10 @@ def _reference_run(program, target, machine, max_instructions, check_races, trac
             macs[i] = f["m"] * f["k"] * f["n"]
         elif m == "spmatmul":  # the MACs of the kept weights
             macs[i] = f["m"] * (f["k"] * f["pat_n"] // max(f["pat_m"], 1)) * f["n"]
-        elif m == "load":
-            dram_read += f["rows"] * f["cols"]
-        elif m == "store":
-            dram_written += f["rows"] * f["cols"]
+        elif m in DRAM_READERS:
+            dram_read += dma_words(m, f)
+        elif m in DRAM_WRITERS:
+            dram_written += dma_words(m, f)
     return (units, cycles, macs, np.asarray(starts_l, dtype=np.int64),
             np.asarray(ends_l, dtype=np.int64), stall, leftover, dram_read, dram_written)
 

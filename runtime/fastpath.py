@@ -45,7 +45,9 @@ from nmc.isa.target import Target
 from nmc.runtime.semantics import (
     FN_ENUMS, ONCHIP_FIELDS, VALUE_CHECKED, operand_error, prepare,
 )
-from nmc.runtime.timing import cycles_of, token_schedule
+from nmc.runtime.timing import (
+    DRAM_READERS, DRAM_WRITERS, cycles_of, dma_words, token_schedule,
+)
 
 NUM_UNITS = len(QUEUE_UNITS)
 
@@ -214,10 +216,10 @@ def decode(instructions: list[Instr], target: Target, sizes: tuple[int, ...],
             plan.macs[idx] = f["m"] * f["k"] * f["n"]
         elif mnemonic == "spmatmul":  # the MACs of the kept weights
             plan.macs[idx] = f["m"] * (f["k"] * f["pat_n"] // np.maximum(f["pat_m"], 1)) * f["n"]
-        elif mnemonic == "load":
-            plan.dram_read += int(np.sum(f["rows"] * f["cols"]))
-        elif mnemonic == "store":
-            plan.dram_written += int(np.sum(f["rows"] * f["cols"]))
+        elif mnemonic in DRAM_READERS:
+            plan.dram_read += int(np.sum(dma_words(mnemonic, f)))
+        elif mnemonic in DRAM_WRITERS:
+            plan.dram_written += int(np.sum(dma_words(mnemonic, f)))
         slot_parts.append((idx, reads, writes))
 
     for side in ("reads", "writes"):

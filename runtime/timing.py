@@ -108,6 +108,20 @@ def cycles_of(mnemonic: str, f: Mapping[str, Any], target: Target):
     raise AssertionError(f"no timing for '{mnemonic}'")  # every OpSpec must be covered
 
 
+DRAM_READERS = ("load", "gload")
+DRAM_WRITERS = ("store", "gstore")
+
+
+def dma_words(mnemonic: str, f: Mapping[str, Any]):
+    """Words a DMA instruction moves between DRAM and the chip (ints or int arrays; 0 for
+    other instructions): what the run statistics count as DRAM traffic."""
+    if mnemonic in ("load", "store"):
+        return f["rows"] * f["cols"]
+    if mnemonic in ("gload", "gstore"):
+        return f["count"] * f["block"]
+    return 0
+
+
 def instruction_cycles(instr: Instr, target: Target) -> int:
     return int(cycles_of(instr.mnemonic, instr.fields, target))
 

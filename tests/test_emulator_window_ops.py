@@ -76,9 +76,12 @@ def test_gload_gathers_blocks_in_index_order():
     table = np.arange(10 * 12, dtype=np.float32).reshape(10, 12)  # 10 blocks, stride 12
     idx = np.array([7, 0, 7, 3], np.float32)
     body = _gather_body(idx, 4, 8, 10, 12)
-    got = _run(body, [("t", (10, 12), 0), ("i", (4,), 4000)], [("y", (4, 8), 2000)],
-               t=table, i=idx).outputs["y"]
-    np.testing.assert_array_equal(got, table[[7, 0, 7, 3], :8])
+    result = _run(body, [("t", (10, 12), 0), ("i", (4,), 4000)], [("y", (4, 8), 2000)],
+                  t=table, i=idx)
+    np.testing.assert_array_equal(result.outputs["y"], table[[7, 0, 7, 3], :8])
+    # DRAM traffic: the 4 indices and the 4 gathered blocks of 8 words in, 4 blocks out
+    assert result.dram_bytes_read == 4 * (4 + 4 * 8)
+    assert result.dram_bytes_written == 4 * 4 * 8
 
 
 def test_gstore_scatters_and_leaves_other_blocks():
