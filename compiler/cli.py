@@ -98,6 +98,13 @@ def build_parser() -> argparse.ArgumentParser:
                    help="calibration inputs of the ELSA search (default: fixed-seed inputs)")
     p.add_argument("--sparsity-out", type=Path, metavar="FILE.json",
                    help="write the chosen sparsity (the format --sparsity FILE.json reads)")
+    p.add_argument("--window-keep", metavar="SPEC",
+                   help="SparseViT window pruning of Swin blocks: a keep ratio R in (0, 1] "
+                        "for every block, FILE.json ({block: ratio}), or "
+                        "sparsevit:latency=L (search per-block ratios under a modelled-"
+                        "latency budget, L a fraction of the dense latency)")
+    p.add_argument("--window-keep-out", type=Path, metavar="FILE.json",
+                   help="write the keep ratios used (the format --window-keep FILE.json reads)")
     _add_quiet(p)
 
     p = sub.add_parser("run", help="run prog.bin on the emulator")

@@ -102,9 +102,10 @@ def cmd_export(args) -> int:
 
 
 def compile_model(model: Path, target: str = "sta_ref", after_pass=None, meta=None,
-                  sparsity: dict | None = None):
+                  sparsity: dict | None = None, window: dict | None = None):
     """model.pt -> Program, through the default pipeline. Raises NmcError subclasses.
-    `sparsity`: options of assign-sparsity (spec, calib, out, report)."""
+    `sparsity`: options of assign-sparsity (spec, calib, out, report); `window`: options
+    of window-prune (keep, calib, out)."""
     from nmc.compiler.emit import module_to_program
     from nmc.compiler.frontend import import_model
     from nmc.compiler.pipeline import (
@@ -128,7 +129,7 @@ def compile_model(model: Path, target: str = "sta_ref", after_pass=None, meta=No
 
         bar.set_postfix_str(steps[0])
         module = import_model(model, ctx)
-        run_pipeline(module, default_pipeline_spec(target, sparsity), ctx, step_done)
+        run_pipeline(module, default_pipeline_spec(target, sparsity, window), ctx, step_done)
         program = module_to_program(module, {"model": str(model), "target": target,
                                              **(meta or {})})
         bar.update()
@@ -145,6 +146,7 @@ def cmd_compile(args) -> int:
                          f"(passes: {', '.join(PASSES)})")
     _check_output_path(args.output)
     sparsity = _sparsity_options(args)
+    window = _window_options(args)
     if args.dump_ir is not None:
         try:
             args.dump_ir.mkdir(parents=True, exist_ok=True)
@@ -153,12 +155,31 @@ def cmd_compile(args) -> int:
                               f"{e.strerror or e}") from None
     dumper = IrDumper(args.print_ir_after, args.print_ir_after_all, args.dump_ir,
                       atomic_write_text)
-    program = compile_model(args.model, args.target, dumper, sparsity=sparsity)
+    program = compile_model(args.model, args.target, dumper, sparsity=sparsity, window=window)
     write_program(program, args.output)
     print(f"wrote {args.output}: {len(program.instructions)} instructions, "
           f"{sum(c.size for _, c in program.constants) * 4 / 1e6:.2f} MB of constants, "
           f"target {program.target_name}", file=sys.stderr)
     return 0
+
+
+def _window_options(args) -> dict | None:
+    """The window-prune options of `nmc compile --window-keep/--window-keep-out`, checked
+    before the slow import."""
+    keep = getattr(args, "window_keep", None)
+    out = getattr(args, "window_keep_out", None)
+    if keep is None:
+        if out is not None:
+            raise UsageError("--window-keep-out needs --window-keep")
+        return None
+    from nmc.compiler.transforms.window_prune import parse_keep
+
+    parse_keep(keep)  # a bad value fails now, not after the import
+    if out is not None:
+        _check_output_path(out)
+    calib = getattr(args, "calib", None)
+    return {"keep": keep, "out": str(out) if out is not None else "",
+            "calib": str(calib) if calib is not None else ""}
 
 
 def _sparsity_options(args) -> dict | None:

@@ -8,6 +8,7 @@ the debug section from the `layer` attribute of consecutive instructions.
 
 from __future__ import annotations
 
+import json
 from typing import Mapping
 
 import numpy as np
@@ -15,6 +16,7 @@ from xdsl.dialects.builtin import ModuleOp
 
 from nmc.compiler.frontend.weights import load_weights
 from nmc.compiler.dialects.nm import MODEL_ATTR
+from nmc.compiler.dialects.win import WINDOW_KEEP_ATTR
 from nmc.compiler.transforms.lower_nm_to_isa import (
     LAYER_KINDS_ATTR, LAYER_WEIGHTS_ATTR, TARGET_ID_ATTR, TARGET_NAME_ATTR,
 )
@@ -128,8 +130,16 @@ def module_to_program(module: ModuleOp, meta: dict | None = None,
         constants=constants,
         symbols=symbols,
         debug=_layer_ranges(layers, kinds),
-        meta=_with_layers(meta, _layer_meta(module, buffers, weights)),
+        meta=_with_window_keep(_with_layers(meta, _layer_meta(module, buffers, weights)),
+                               module),
     )
+
+
+def _with_window_keep(meta: dict, module: ModuleOp) -> dict:
+    attr = module.attributes.get(WINDOW_KEEP_ATTR)
+    if attr is not None:
+        meta.setdefault("window_keep", json.loads(attr.data))
+    return meta
 
 
 def _with_layers(meta: dict | None, layers: dict) -> dict:

@@ -23,17 +23,19 @@ from nmc.compiler.transforms.plan_memory import PlanMemory
 from nmc.compiler.transforms.prune_and_pack import PruneAndPack
 from nmc.compiler.transforms.raise_torch_to_nm import RaiseTorchToNm
 from nmc.compiler.transforms.schedule_tiles import ScheduleTiles
+from nmc.compiler.transforms.window_prune import WindowPrune
 from nmc.isa.dialect import ISA
 from nmc.isa.errors import NmcError
 
 PASSES: dict[str, type[ModulePass]] = {
-    p.name: p for p in (RaiseTorchToNm, AssignSparsity, ScheduleTiles, PruneAndPack, PlanMemory,
-                        LowerNmToIsa, InsertTokens)
+    p.name: p for p in (RaiseTorchToNm, WindowPrune, AssignSparsity, ScheduleTiles,
+                        PruneAndPack, PlanMemory, LowerNmToIsa, InsertTokens)
 }
 
-DEFAULT_PIPELINE = ("raise-torch-to-nm", "assign-sparsity", "schedule-tiles", "prune-and-pack",
-                    "plan-memory", "lower-nm-to-isa", "insert-tokens")
-TARGETED_PASSES = ("assign-sparsity", "prune-and-pack", "schedule-tiles", "lower-nm-to-isa")
+DEFAULT_PIPELINE = ("raise-torch-to-nm", "window-prune", "assign-sparsity", "schedule-tiles",
+                    "prune-and-pack", "plan-memory", "lower-nm-to-isa", "insert-tokens")
+TARGETED_PASSES = ("window-prune", "assign-sparsity", "prune-and-pack", "schedule-tiles",
+                   "lower-nm-to-isa")
 
 
 def make_context() -> Context:
@@ -41,14 +43,16 @@ def make_context() -> Context:
     return make_frontend_context(extra=(ISA,))
 
 
-def default_pipeline_spec(target: str, sparsity: dict[str, object] | None = None) -> str:
+def default_pipeline_spec(target: str, sparsity: dict[str, object] | None = None,
+                          window: dict[str, object] | None = None) -> str:
     """The pipeline of `nmc compile`; `sparsity` holds the options of assign-sparsity
-    (spec, calib, out, report; without it the pass is a no-op)."""
+    (spec, calib, out, report), `window` those of window-prune (keep, calib, out); without
+    them those passes are no-ops."""
 
     def options(p: str) -> str:
         opts = {"target": target} if p in TARGETED_PASSES else {}
-        if p == "assign-sparsity":
-            opts.update({k: v for k, v in (sparsity or {}).items() if v not in (None, "")})
+        extra = {"assign-sparsity": sparsity, "window-prune": window}.get(p)
+        opts.update({k: v for k, v in (extra or {}).items() if v not in (None, "")})
         # strings need quotes in a pass option (a path, "elsa:speedup=2")
         text = " ".join(f"{k}={'true' if v is True else 'false' if v is False else json.dumps(str(v))}"
                         for k, v in opts.items())

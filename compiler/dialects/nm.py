@@ -12,8 +12,11 @@ Value semantics, builtin `tensor<...xf32>` types with static shapes. Every compu
 | `nm.add`        | lhs, rhs (rhs same shape or broadcast, below)   | `layer`                 |
 | `nm.patch_embed`| x [B, Cin, H, W], weight [D, Cin, p, p], bias [D] | `layer`, `patch` (p)  |
 | `nm.concat`     | inputs (variadic, same rank)                    | `layer`, `axis`         |
-| `nm.attention`  | qkv [B, N, 3C]                                  | `layer`, `heads`, `scale` |
+| `nm.attention`  | qkv [B, N, 3C], bias [G, heads, N, N] (opt.)    | `layer`, `heads`, `scale` |
 | `nm.select`     | input [B, N, D]                                 | `layer`, `axis`, `index`  |
+| `nm.reshape`    | input (same data, new shape; not a compute op)  | -                       |
+| `nm.permute_rows` | input [..., C] -> [..., k*C]                  | `layer`, `rows` (array<i64>) |
+| `nm.mean`       | input [B, T..., C] -> [B, C]                    | `layer`                 |
 
 `nm.add` broadcasting: the rhs shape, with its leading 1s dropped, must be a suffix of the lhs
 shape (e.g. the position embedding [1, N, D] added to [B, N, D]); the result has the lhs shape.
@@ -31,8 +34,10 @@ Python accessors: `ParamOp.param_name` (the `name` property; `name` itself is th
 `GeluOp.input/result/layer/approximate`, `AddOp.lhs/rhs/result/layer`,
 `PatchEmbedOp.input/weight/bias/result/layer/patch` + `patch_size` (int),
 `ConcatOp.inputs/result/layer/axis` + `axis_value` (int),
-`AttentionOp.qkv/result/layer/heads/scale` + `heads_value` (int), `scale_value` (float),
-`head_dim` (int), `SelectOp.input/result/layer/axis/index` + `axis_value`, `index_value` (int).
+`AttentionOp.qkv/bias/result/layer/heads/scale` + `heads_value` (int), `scale_value` (float),
+`head_dim` (int), `SelectOp.input/result/layer/axis/index` + `axis_value`, `index_value` (int),
+`ReshapeOp.input/result`, `PermuteRowsOp.input/result/layer/rows` + `row_indices` (list),
+`MeanOp.input/result/layer`.
 Every compute op has `layer_name` (str) and the helpers `tensor_shape(value)`.
 """
 
@@ -571,13 +576,17 @@ class ConcatOp(_ComputeOp):
 class AttentionOp(_ComputeOp):
     """`nm.attention`: multi-head self-attention core on the output of the qkv linear.
     qkv [B, N, 3C] is split along the last dim into q, k, v (in that order), each viewed as
-    [B, N, heads, C/heads]; per head softmax(q . k^T * scale) . v; heads merged back
-    (head h -> columns [h*C/heads, (h+1)*C/heads)): result [B, N, C]."""
+    [B, N, heads, C/heads]; per head softmax(q . k^T * scale + bias[b % G, h]) . v; heads
+    merged back (head h -> columns [h*C/heads, (h+1)*C/heads)): result [B, N, C]. The
+    optional bias [G, heads, N, N] is an additive term of the scores (Swin: relative
+    position bias, plus the shifted-window mask, one [N, N] block per (window, head);
+    B = images * windows, G = 1 or B)."""
 
     name = "nm.attention"
     KIND: ClassVar[str] = "attention"
 
     qkv = operand_def(F32Tensor)
+    bias = opt_operand_def(F32Tensor)
     result = result_def(F32Tensor)
 
     heads = prop_def(IntegerAttr[I64])
@@ -591,6 +600,7 @@ class AttentionOp(_ComputeOp):
         heads: int | IntegerAttr,
         scale: float | FloatAttr,
         layer: str | StringAttr,
+        bias: SSAValue | None = None,
     ):
         if isinstance(layer, str):
             layer = StringAttr(layer)
@@ -600,7 +610,7 @@ class AttentionOp(_ComputeOp):
         x = tensor_shape(qkv)
         out = (*x[:-1], x[-1] // 3) if len(x) >= 1 else (0,)
         super().__init__(
-            operands=[qkv],
+            operands=[qkv, [bias] if bias is not None else []],
             result_types=[f32_tensor(out)],
             properties={"layer": layer, "heads": heads, "scale": scale},
         )
@@ -646,6 +656,13 @@ class AttentionOp(_ComputeOp):
             )
         if not (math.isfinite(s) and s > 0.0):
             raise VerifyException(f"{where}: scale must be finite and > 0, got {s}")
+        if self.bias is not None:
+            bs = tensor_shape(self.bias)
+            if len(bs) != 4 or bs[1:] != (h, x[1], x[1]) or bs[0] < 1 or x[0] % bs[0]:
+                raise VerifyException(
+                    f"{where}: bias must be [G, heads, N, N] = [G, {h}, {x[1]}, {x[1]}] with "
+                    f"G dividing B = {x[0]}, got {_fmt(bs)}"
+                )
         self._check_result_shape((x[0], x[1], c))
 
 
@@ -710,6 +727,120 @@ class SelectOp(_ComputeOp):
         self._check_result_shape((x[0], x[2]))
 
 
+@irdl_op_definition
+class ReshapeOp(IRDLOperation):
+    """`nm.reshape`: the same row-major data under another shape (same number of elements).
+    Not a compute op: plan-memory gives the result the address of the input."""
+
+    name = "nm.reshape"
+
+    input = operand_def(F32Tensor)
+    result = result_def(F32Tensor)
+
+    traits = traits_def(Pure())
+
+    def __init__(self, input: SSAValue, shape: Sequence[int]):
+        super().__init__(operands=[input], result_types=[f32_tensor(shape)])
+
+    def verify_(self) -> None:
+        _check_static(self)
+        a, b = tensor_shape(self.input), tensor_shape(self.result)
+        if math.prod(a) != math.prod(b):
+            raise VerifyException(
+                f"nm.reshape: {_fmt(a)} and {_fmt(b)} have different numbers of elements"
+            )
+
+
+@irdl_op_definition
+class PermuteRowsOp(_ComputeOp):
+    """`nm.permute_rows`: a static gather of rows. The input [..., C] is viewed as R rows
+    of C words; the result [..., k*C] (the same or more words per row) is the rows
+    `rows[0], rows[1], ...` of the input laid end to end (k consecutive entries per result
+    row). Swin's cyclic shift, window partition / reverse and the 2x2 gather of patch
+    merging are such permutations (raise-torch-to-nm composes chains of them into one)."""
+
+    name = "nm.permute_rows"
+    KIND: ClassVar[str] = "permute_rows"
+
+    input = operand_def(F32Tensor)
+    result = result_def(F32Tensor)
+
+    rows = prop_def(DenseArrayBase)
+
+    traits = traits_def(Pure())
+
+    def __init__(self, input: SSAValue, rows: Sequence[int], shape: Sequence[int],
+                 layer: str | StringAttr):
+        if isinstance(layer, str):
+            layer = StringAttr(layer)
+        super().__init__(
+            operands=[input],
+            result_types=[f32_tensor(shape)],
+            properties={"layer": layer,
+                        "rows": DenseArrayBase.from_list(IntegerType(64), list(rows))},
+        )
+
+    @property
+    def row_indices(self) -> list[int]:
+        return [int(r) for r in self.rows.iter_values()]
+
+    def verify_(self) -> None:
+        self._verify_layer()
+        _check_static(self)
+        where = f"nm.permute_rows ({self.layer.data})"
+        x, y = tensor_shape(self.input), tensor_shape(self.result)
+        if not x or not y:
+            raise VerifyException(f"{where}: input and result must have rank >= 1")
+        c = x[-1]
+        if c <= 0 or y[-1] % c:
+            raise VerifyException(
+                f"{where}: the result's last dim {y[-1]} must be a multiple of the input's "
+                f"row width {c}"
+            )
+        rows = self.row_indices
+        if len(rows) * c != math.prod(y):
+            raise VerifyException(
+                f"{where}: {len(rows)} rows of {c} do not make the result {_fmt(y)}"
+            )
+        n = math.prod(x[:-1])
+        if any(not 0 <= r < n for r in rows):
+            raise VerifyException(f"{where}: a row index is out of range [0, {n})")
+
+
+@irdl_op_definition
+class MeanOp(_ComputeOp):
+    """`nm.mean`: input [B, T1, ..., C] -> [B, C], the mean over every dim between the
+    first and the last (global average pooling of tokens)."""
+
+    name = "nm.mean"
+    KIND: ClassVar[str] = "mean"
+
+    input = operand_def(F32Tensor)
+    result = result_def(F32Tensor)
+
+    traits = traits_def(Pure())
+
+    def __init__(self, input: SSAValue, layer: str | StringAttr):
+        if isinstance(layer, str):
+            layer = StringAttr(layer)
+        x = tensor_shape(input)
+        super().__init__(
+            operands=[input],
+            result_types=[f32_tensor((x[0], x[-1]) if len(x) >= 3 else (0,))],
+            properties={"layer": layer},
+        )
+
+    def verify_(self) -> None:
+        self._verify_layer()
+        _check_static(self)
+        x = tensor_shape(self.input)
+        if len(x) < 3:
+            raise VerifyException(
+                f"nm.mean ({self.layer.data}): input must be [B, tokens..., C], got {_fmt(x)}"
+            )
+        self._check_result_shape((x[0], x[-1]))
+
+
 COMPUTE_OPS: tuple[type[_ComputeOp], ...] = (
     LinearOp,
     LayerNormOp,
@@ -719,9 +850,11 @@ COMPUTE_OPS: tuple[type[_ComputeOp], ...] = (
     ConcatOp,
     AttentionOp,
     SelectOp,
+    PermuteRowsOp,
+    MeanOp,
 )
 
-NM = Dialect("nm", [ParamOp, *COMPUTE_OPS], [])
+NM = Dialect("nm", [ParamOp, ReshapeOp, *COMPUTE_OPS], [])
 
 __all__ = [
     "NM",
@@ -734,6 +867,9 @@ __all__ = [
     "ConcatOp",
     "AttentionOp",
     "SelectOp",
+    "ReshapeOp",
+    "PermuteRowsOp",
+    "MeanOp",
     "COMPUTE_OPS",
     "MODEL_ATTR",
     "INPUT_NAMES_ATTR",

@@ -8,7 +8,7 @@ its patterns (`aten.linear`, `aten.layer_norm`, `aten.gelu`, `aten.add.Tensor`; 
 `aten.transpose.int`, `aten.permute`, `aten.select.int`, `aten.slice.Tensor`,
 `aten.squeeze.dim`, `aten.expand`, `aten.broadcast_to`, `aten.cat`,
 `aten.scaled_dot_product_attention`, `aten.mul.Scalar`, `aten.div.Scalar`, `aten.matmul`,
-`aten.softmax.int`). The non-tensor
+`aten.softmax.int`; and for Swin `aten.roll`, `aten.mean.dim`). The non-tensor
 operands of those ops are left unconstrained (any type) so that every form torch-mlir
 prints parses and verifies; the raise pass checks their values. Every other torch op and
 type still parses when the context allows unregistered constructs (`make_context()` does):
@@ -659,6 +659,32 @@ class AtenSoftmaxIntOp(_AtenOp):
     traits = traits_def(Pure())
 
 
+@irdl_op_definition
+class AtenRollOp(_AtenOp):
+    """`torch.aten.roll(self, shifts: list<int>, dims: list<int>)` (kept whole: Swin's cyclic
+    shift, a static permutation of tokens)."""
+
+    name = "torch.aten.roll"
+    input = operand_def(ValueTensorType)
+    shifts = operand_def()
+    dims = operand_def()
+    result = result_def(ValueTensorType)
+    traits = traits_def(Pure())
+
+
+@irdl_op_definition
+class AtenMeanDimOp(_AtenOp):
+    """`torch.aten.mean.dim(self, dim: list<int>, keepdim, dtype|none)`."""
+
+    name = "torch.aten.mean.dim"
+    input = operand_def(ValueTensorType)
+    dim = operand_def()
+    keepdim = operand_def()
+    dtype = operand_def()
+    result = result_def(ValueTensorType)
+    traits = traits_def(Pure())
+
+
 PATTERN_OPS = (
     AtenConv2dOp,
     *RESHAPE_OPS,
@@ -675,6 +701,7 @@ PATTERN_OPS = (
     AtenDivScalarOp,
     AtenMatmulOp,
     AtenSoftmaxIntOp,
+    AtenRollOp,
 )
 """The modelled aten ops that are converted only as part of a pattern."""
 
@@ -695,6 +722,7 @@ TORCH = Dialect(
         AtenGeluOp,
         AtenAddTensorOp,
         *PATTERN_OPS,
+        AtenMeanDimOp,
     ],
     [
         ValueTensorType,

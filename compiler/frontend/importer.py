@@ -56,6 +56,8 @@ BACKEND_LEGAL_OPS = [
     "aten.softmax.int",
     "aten.conv2d",
     "aten.matmul",
+    "aten.roll",
+    "aten.mean.dim",
 ]
 """Ops torch-mlir keeps whole instead of decomposing (nmc maps them to its own ops)."""
 

@@ -29,6 +29,7 @@ from torch.export import ExportedProgram
 from torch.export.graph_signature import InputKind, OutputKind
 
 from nmc.compiler.errors import FrontendError
+from nmc.compiler.frontend.fold import fold_constants
 
 EXPORT_HOWTO = (
     "torch.export.save(torch.export.export(model, (example,)), 'model.pt')"
@@ -251,7 +252,7 @@ def _load_entry(model_path: str | os.PathLike[str]) -> _Entry:
     _check_signature(ep, shown)
     try:
         with _quiet_torch():
-            ep = ep.run_decompositions({})
+            ep = fold_constants(ep.run_decompositions({}))
     except Exception as e:
         raise FrontendError(
             f"{shown}: torch.export decomposition failed ({type(e).__name__}: {e})"

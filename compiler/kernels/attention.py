@@ -12,6 +12,11 @@ plain strided DMA, no reshuffling. Per (b, h), for each tile i of tm query rows:
     store O_i into the result [B, N, C] at rows b*N + m0, columns h*d (row stride C),
     straight from ACC
 
+With an additive bias [G, heads, N, N] (Swin's relative position bias + shifted-window
+mask, one [N x N] block per (window, head)), the tile's bias rows are loaded too, Q_i is
+scaled in place (vun scale, as timm scales q), and S_i + bias goes through vbin add
+(ACC + SPAD -> SPAD) before a softmax with scale 1.
+
 The matrix unit runs its queue in order, so issuing S_i then O_i would leave it idle during
 every softmax. The kernel is software-pipelined instead: the matrix queue holds
 S_0 .. S_(L-1), then O_i followed by S_(i+L), so the scores of the next tiles are computed
@@ -30,7 +35,7 @@ busiest-unit estimate does not.
 
 from __future__ import annotations
 
-from nmc.isa.table import Instr, Mem, VRowFn, f32_bits
+from nmc.isa.table import Instr, Mem, VBinFn, VRowFn, VUnFn, f32_bits
 from nmc.isa.target import Target
 
 from nmc.compiler.kernels.common import (
@@ -40,7 +45,10 @@ from nmc.compiler.kernels.common import (
 
 
 def emit_attention(B: int, N: int, C: int, heads: int, scale: float, tiling: dict, qkv: int,
-                   y: int, target: Target) -> list[Instr]:
+                   y: int, target: Target, bias: int | None = None, groups: int = 1
+                   ) -> list[Instr]:
+    """`bias`: DRAM address of the additive term [groups, heads, N, N] of the scores (None:
+    no bias); batch b uses bias[b % groups]."""
     d = C // heads
     tm, kv_slots = tiling["m"], tiling.get("kv", 2)
     depth, o_in_s = tiling.get("depth", 1), bool(tiling.get("o_in_s", 0))
@@ -52,6 +60,8 @@ def emit_attention(B: int, N: int, C: int, heads: int, scale: float, tiling: dic
     p_ring = chip.ring(Mem.SPAD, tm * N, depth + 1)
     s_ring = chip.ring(Mem.ACC, tm * (max(N, d) if o_in_s else N), depth + 1)
     o_ring = None if o_in_s else chip.ring(Mem.ACC, tm * d)
+    b_ring = None if bias is None else chip.ring(Mem.SPAD, tm * N, depth + 1)
+    BIAS = None if bias is None else Matrix2D(bias, groups * heads * N, N)
     imm = f32_bits(scale)
 
     # every (b, h, tile) in order, with the K/V buffers of its head
@@ -74,9 +84,22 @@ def emit_attention(B: int, N: int, C: int, heads: int, scale: float, tiling: dic
             out.append(load_block(QKV, b * N, 2 * C + h * d, N, d, Mem.SPAD, vb))
         q, s, p = q_ring.next(), s_ring.next(), p_ring.next()
         out.append(load_block(QKV, b * N + m0, h * d, mr, d, Mem.SPAD, q))
-        out.append(Instr.make("matmul", a=q, w=kb, out=s, m=mr, k=d, n=N, transpose_w=1))
-        out.append(Instr.make("vrow", fn=VRowFn.SOFTMAX, dst_mem=Mem.SPAD, dst=p,
-                              src_mem=Mem.ACC, src=s, rows=mr, cols=N, imm=imm))
+        if BIAS is None:
+            out.append(Instr.make("matmul", a=q, w=kb, out=s, m=mr, k=d, n=N, transpose_w=1))
+            out.append(Instr.make("vrow", fn=VRowFn.SOFTMAX, dst_mem=Mem.SPAD, dst=p,
+                                  src_mem=Mem.ACC, src=s, rows=mr, cols=N, imm=imm))
+        else:  # softmax((q * scale) . k^T + bias), q scaled first as in timm
+            bb = b_ring.next()
+            out.append(load_block(BIAS, ((b % groups) * heads + h) * N + m0, 0, mr, N,
+                                  Mem.SPAD, bb))
+            out.append(Instr.make("vun", fn=VUnFn.SCALE, dst_mem=Mem.SPAD, dst=q,
+                                  src_mem=Mem.SPAD, src=q, rows=mr, cols=d, imm=imm))
+            out.append(Instr.make("matmul", a=q, w=kb, out=s, m=mr, k=d, n=N, transpose_w=1))
+            out.append(Instr.make("vbin", fn=VBinFn.ADD, dst_mem=Mem.SPAD, dst=p,
+                                  a_mem=Mem.ACC, a=s, b_mem=Mem.SPAD, b=bb, rows=mr, cols=N))
+            out.append(Instr.make("vrow", fn=VRowFn.SOFTMAX, dst_mem=Mem.SPAD, dst=p,
+                                  src_mem=Mem.SPAD, src=p, rows=mr, cols=N,
+                                  imm=f32_bits(1.0)))
         pending.append((t, s, p))
 
     def issue_output() -> None:
@@ -95,7 +118,7 @@ def emit_attention(B: int, N: int, C: int, heads: int, scale: float, tiling: dic
 
 
 def choose_attention_tiling(layer: str, B: int, N: int, C: int, heads: int,
-                            target: Target) -> dict:
+                            target: Target, bias: bool = False) -> dict:
     def search() -> dict:
         # heights below the PE array's rows waste part of it: only for tiny accumulators
         heights = sorted(set(size_candidates(N, target.mx_rows, limit=N, balanced=8))
@@ -108,11 +131,12 @@ def choose_attention_tiling(layer: str, B: int, N: int, C: int, heads: int,
         h = min(heads, 2)
         return choose_best(
             layer, candidates,
-            lambda t: emit_attention(1, N, d * h, h, 1.0, t, 0, 0, target),
+            lambda t: emit_attention(1, N, d * h, h, 1.0, t, 0, 0, target,
+                                     bias=0 if bias else None),
             target,
             need=f"{2 * N * d} SPAD words for one head's keys and values ({N} tokens x {d}) "
                  f"and {2 * target.mx_rows * N} ACC words for two tiles of scores",
             simulate=True,
         )
 
-    return TILINGS.get(("attention", B, N, C, heads), target, search)
+    return TILINGS.get(("attention", B, N, C, heads, bias), target, search)

@@ -1,4 +1,5 @@
-"""Data movement kernels, DMA only: nm.concat (along a non-last axis) and nm.select.
+"""Data movement kernels, DMA only: nm.concat (along a non-last axis), nm.select and
+nm.permute_rows.
 
 Both are copies of 2-D blocks through SPAD (`emit_copies`): per input of a concat, the
 slab of each outer index is contiguous in the input ([outer x n_i*rest]) and lands at
@@ -6,6 +7,13 @@ column offset off_i*rest of the output viewed as [outer x total*rest]; a select 
 along an axis reads [outer x rest] rows shape[axis]*rest apart, starting at i*rest, into a
 contiguous result. Blocks bigger than a SPAD chunk are split (`copy_chunks`); the chunk
 size is chosen by the timing model.
+
+nm.permute_rows (`permute_rows_copies`): output row j is input row rows[j]. Runs of
+consecutive source rows landing on consecutive output rows are one block; runs of the
+same length whose source and destination starts advance by constant steps (the rows of
+one window: `window` tokens per image row, image rows W apart) merge into one 2-D strided
+block, so a window partition is one transfer per window (or per piece of a window that
+the cyclic shift wrapped around).
 """
 
 from __future__ import annotations
@@ -60,3 +68,33 @@ def choose_copy_tiling(layer: str, key: tuple, copies_of, target: Target) -> dic
         )
 
     return TILINGS.get(key, target, search)
+
+
+def permute_rows_copies(rows: list[int], unit: int, x: int, y: int):
+    """The 2-D block copies of a row gather: output row j (of `unit` words) = input row
+    rows[j]."""
+    runs: list[list[int]] = []  # [source row, output row, length]
+    for j, r in enumerate(rows):
+        if runs and runs[-1][0] + runs[-1][2] == r and runs[-1][1] + runs[-1][2] == j:
+            runs[-1][2] += 1
+        else:
+            runs.append([r, j, 1])
+    copies, i = [], 0
+    while i < len(runs):
+        s0, d0, n = runs[i]
+        count, steps = 1, None
+        while i + count < len(runs):
+            (sp, dp, _), (s1, d1, n1) = runs[i + count - 1], runs[i + count]
+            step = (s1 - sp, d1 - dp)
+            if n1 != n or step[0] < n or step[1] < n or (steps is not None and step != steps):
+                break
+            steps, count = step, count + 1
+        ss, ds = steps or (n, n)
+        copies.append((Block2D(x + s0 * unit, count, n * unit, ss * unit), y + d0 * unit,
+                       ds * unit))
+        i += count
+    return copies
+
+
+def emit_permute_rows(rows, unit, tiling, x, y, target) -> list[Instr]:
+    return emit_copies(permute_rows_copies(rows, unit, x, y), tiling["chunk"], target)

@@ -16,21 +16,28 @@ from typing import Callable
 from xdsl.ir import Operation, SSAValue
 
 from nmc.compiler.dialects.nm import (
-    AddOp, AttentionOp, ConcatOp, GeluOp, LayerNormOp, LinearOp, PatchEmbedOp, SelectOp,
-    tensor_shape,
+    AddOp, AttentionOp, ConcatOp, GeluOp, LayerNormOp, LinearOp, MeanOp, PatchEmbedOp,
+    PermuteRowsOp, SelectOp, tensor_shape,
 )
 from nmc.compiler.kernels.attention import choose_attention_tiling, emit_attention
 from nmc.compiler.kernels.common import SCRATCH_ATTR
 from nmc.compiler.kernels.copy import (
-    choose_copy_tiling, concat_copies, emit_concat, emit_select, select_copies,
+    choose_copy_tiling, concat_copies, emit_concat, emit_permute_rows, emit_select,
+    permute_rows_copies, select_copies,
 )
 from nmc.compiler.kernels.eltwise import (
     add_compute, add_row_compute, choose_rowwise_tiling, emit_rowwise, gelu_compute,
     layernorm_compute,
 )
 from nmc.compiler.kernels.linear import choose_linear_tiling, emit_linear
+from nmc.compiler.kernels.mean import choose_mean_tiling, emit_mean
 from nmc.compiler.kernels.patch_embed import (
     choose_patch_embed_tiling, emit_patch_embed, im2col_words,
+)
+from nmc.compiler.dialects.win import GatherOp, MagnitudeOp, RankOp, ScatterOp
+from nmc.compiler.kernels.window import (
+    choose_gather_tiling, choose_magnitude_tiling, choose_rank_tiling, choose_scatter_tiling,
+    emit_gather, emit_magnitude, emit_rank, emit_scatter,
 )
 from nmc.isa.table import Instr
 from nmc.isa.target import Target
@@ -157,12 +164,15 @@ def _attention_dims(op: AttentionOp) -> tuple[int, int, int, int]:
 
 
 def _choose_attention(op: AttentionOp, target: Target) -> dict:
-    return choose_attention_tiling(op.layer_name, *_attention_dims(op), target)
+    return choose_attention_tiling(op.layer_name, *_attention_dims(op), target,
+                                   bias=op.bias is not None)
 
 
 def _emit_attention(op: AttentionOp, tiling: dict, addr: AddrOf, target: Target):
+    bias = None if op.bias is None else addr(op.bias)
+    groups = 1 if op.bias is None else tensor_shape(op.bias)[0]
     return emit_attention(*_attention_dims(op), op.scale_value, tiling, addr(op.qkv),
-                          addr(op.result), target)
+                          addr(op.result), target, bias=bias, groups=groups)
 
 
 def _choose_patch_embed(op: PatchEmbedOp, target: Target) -> dict:
@@ -209,6 +219,35 @@ def _emit_select(op: SelectOp, tiling: dict, addr: AddrOf, target: Target):
                        addr(op.input), addr(op.result), target)
 
 
+def _permute_rows_args(op: PermuteRowsOp) -> tuple[list[int], int]:
+    return op.row_indices, tensor_shape(op.input)[-1]
+
+
+def _choose_permute_rows(op: PermuteRowsOp, target: Target) -> dict:
+    rows, unit = _permute_rows_args(op)
+    return choose_copy_tiling(
+        op.layer_name, ("permute_rows", tuple(rows), unit),
+        lambda: permute_rows_copies(rows, unit, 0, 0), target)
+
+
+def _emit_permute_rows(op: PermuteRowsOp, tiling: dict, addr: AddrOf, target: Target):
+    rows, unit = _permute_rows_args(op)
+    return emit_permute_rows(rows, unit, tiling, addr(op.input), addr(op.result), target)
+
+
+def _mean_dims(op: MeanOp) -> tuple[int, int, int]:
+    shape = tensor_shape(op.input)
+    return shape[0], prod(shape[1:-1]), shape[-1]
+
+
+def _choose_mean(op: MeanOp, target: Target) -> dict:
+    return choose_mean_tiling(op.layer_name, *_mean_dims(op), target)
+
+
+def _emit_mean(op: MeanOp, tiling: dict, addr: AddrOf, target: Target):
+    return emit_mean(*_mean_dims(op), tiling, addr(op.input), addr(op.result), target)
+
+
 KERNELS: dict[str, Kernel] = {
     LinearOp.name: Kernel(_choose_linear, _emit_linear, lambda op: [op.weight]),
     GeluOp.name: _rowwise(lambda op: gelu_compute(op.approximate.data),
@@ -222,4 +261,59 @@ KERNELS: dict[str, Kernel] = {
                               scratch_words=_patch_embed_scratch),
     ConcatOp.name: Kernel(_choose_concat, _emit_concat),
     SelectOp.name: Kernel(_choose_select, _emit_select),
+    PermuteRowsOp.name: Kernel(_choose_permute_rows, _emit_permute_rows),
+    MeanOp.name: Kernel(_choose_mean, _emit_mean),
 }
+
+
+# ---------------------------------------------------------------------------- window pruning
+
+
+def _table_dims(op) -> tuple[int, int]:
+    """(windows, words per window) of the table of a win.gather / win.scatter."""
+    shape = tensor_shape(op.table)
+    return shape[0], prod(shape[1:])
+
+
+def _choose_gather(op: GatherOp, target: Target) -> dict:
+    return choose_gather_tiling(op.layer_name, *_table_dims(op), op.count_value, target)
+
+
+def _emit_gather(op: GatherOp, tiling: dict, addr: AddrOf, target: Target):
+    return emit_gather(*_table_dims(op), op.count_value, tiling, addr(op.table),
+                       addr(op.indices), addr(op.result), target)
+
+
+def _choose_scatter(op: ScatterOp, target: Target) -> dict:
+    return choose_scatter_tiling(op.layer_name, *_table_dims(op), op.count_value, target)
+
+
+def _emit_scatter(op: ScatterOp, tiling: dict, addr: AddrOf, target: Target):
+    return emit_scatter(*_table_dims(op), op.count_value, tiling, addr(op.table),
+                        addr(op.indices), addr(op.values), addr(op.result), target)
+
+
+def _choose_magnitude(op: MagnitudeOp, target: Target) -> dict:
+    return choose_magnitude_tiling(op.layer_name, *_rows_cols(op.input), target)
+
+
+def _emit_magnitude(op: MagnitudeOp, tiling: dict, addr: AddrOf, target: Target):
+    return emit_magnitude(*_rows_cols(op.input), tiling, addr(op.input), addr(op.result),
+                          target)
+
+
+def _choose_rank(op: RankOp, target: Target) -> dict:
+    return choose_rank_tiling(op.layer_name, *tensor_shape(op.input), op.keep_value, target)
+
+
+def _emit_rank(op: RankOp, tiling: dict, addr: AddrOf, target: Target):
+    return emit_rank(*tensor_shape(op.input), op.keep_value, tiling, addr(op.input),
+                     addr(op.result), target)
+
+
+KERNELS.update({
+    MagnitudeOp.name: Kernel(_choose_magnitude, _emit_magnitude),
+    RankOp.name: Kernel(_choose_rank, _emit_rank),
+    GatherOp.name: Kernel(_choose_gather, _emit_gather),
+    ScatterOp.name: Kernel(_choose_scatter, _emit_scatter),
+})

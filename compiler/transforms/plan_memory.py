@@ -9,7 +9,8 @@ DRAM_ALIGN words so distinct tensors never share a DMA burst.
 Kernels that need DRAM of their own while they run (the patch embedding's im2col matrix)
 say how much through `Kernel.scratch_words`; that space is allocated like an intermediate
 that lives only during the op (it never overlaps the op's operands or result) and its
-address is the op's `nm.scratch`.
+address is the op's `nm.scratch`. An `nm.reshape` is a view: its result gets the address of
+its input, whose space lives until the last use of either.
 
 Results: `nm.addr` on every nm.param and compute op (its result), `nm.layout` on params
 ("identity", or "transpose" where a kernel asks for it; an `nm_pack:N:M` layout set by
@@ -30,7 +31,7 @@ from xdsl.dialects.func import FuncOp, ReturnOp
 from xdsl.ir import SSAValue
 from xdsl.passes import ModulePass
 
-from nmc.compiler.dialects.nm import ParamOp, tensor_shape
+from nmc.compiler.dialects.nm import ParamOp, ReshapeOp, tensor_shape
 from nmc.compiler.kernels.common import SCRATCH_ATTR
 from nmc.compiler.kernels.registry import KERNELS
 
@@ -93,6 +94,13 @@ def param_words(param: ParamOp) -> int:
     return prod(nm_packed_shape(shape[1], shape[0], pattern))
 
 
+def _storage(value: SSAValue) -> SSAValue:
+    """The value whose DRAM space `value` uses: through nm.reshape (a view) to its source."""
+    while isinstance(value.owner, ReshapeOp):
+        value = value.owner.input
+    return value
+
+
 def address_of(value: SSAValue, func: FuncOp) -> int:
     """The DRAM address plan-memory gave `value` (a function argument or an op result)."""
     owner = value.owner
@@ -110,7 +118,7 @@ class PlanMemory(ModulePass):
         block = func.body.block
         ops = list(block.ops)
         ret = next(o for o in ops if isinstance(o, ReturnOp))
-        outputs = set(ret.operands)
+        outputs = {_storage(v) for v in ret.operands}
 
         transposed = {v for o in ops if o.name in KERNELS for v in KERNELS[o.name].transposed(o)}
         top = 0
@@ -139,10 +147,10 @@ class PlanMemory(ModulePass):
         last_use = {}
         for index, o in enumerate(ops):
             for operand in o.operands:
-                last_use[operand] = index
+                last_use[_storage(operand)] = index
         temps = FreeList(top)
         for index, o in enumerate(ops):
-            if isinstance(o, (ParamOp, ReturnOp)):
+            if isinstance(o, (ParamOp, ReturnOp, ReshapeOp)):
                 continue
             for result in o.results:
                 if result not in outputs:
@@ -152,11 +160,14 @@ class PlanMemory(ModulePass):
             if scratch:
                 scratch_addr = temps.alloc(scratch)
                 o.attributes[SCRATCH_ATTR] = IntegerAttr(scratch_addr, i64)
-            for operand in set(o.operands):
+            for operand in {_storage(x) for x in o.operands}:
                 owner = operand.owner
                 if (last_use.get(operand) == index and operand not in outputs
                         and owner is not block and not isinstance(owner, ParamOp)):
                     temps.release(owner.attributes[ADDR_ATTR].value.data, _words(operand))
             if scratch:
                 temps.release(scratch_addr, scratch)
+        for o in ops:
+            if isinstance(o, ReshapeOp):
+                o.attributes[ADDR_ATTR] = IntegerAttr(address_of(_storage(o.result), func), i64)
         op.attributes[DRAM_WORDS_ATTR] = IntegerAttr(max(temps.top, DRAM_ALIGN), i64)

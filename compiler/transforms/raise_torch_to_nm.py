@@ -26,6 +26,18 @@ timm / nmc DeiT):
       then transpose(1, 2) -> view [B, N, C]                   -> nm.attention(qkv)
     squeeze(slice(x, 1, i, i + 1), 1), or select(x, 1, i), x [B, N, D]
                                                                -> nm.select (x[:, i])
+    the explicit attention with an additive term before the softmax, softmax(q @ k^T *
+      scale + bias) (bias [G, heads, N, N] or a suffix of it: Swin)
+                                                               -> nm.attention(qkv, bias)
+    conv2d -> permute(0, 2, 3, 1) (NHWC tokens, Swin)          -> nm.patch_embed + nm.reshape
+    mean.dim(x, [1 .. rank-2]) (global average pooling)        -> nm.mean
+    chains of view / reshape / flatten / permute / transpose / roll that keep rows (the
+      last dim, or a multiple of it) whole, not claimed by the patterns above
+                                                               -> one nm.permute_rows (row
+                                                                  index composed with numpy,
+                                                                  `movement_rows`) or
+                                                                  nm.reshape (rows in place)
+                                                                  per value read by others
 
 Reshapes, slices and expands to the operand's own shape and clone / alias / detach /
 contiguous are no-ops. Every other op, and any op of a pattern that does not match in
@@ -52,6 +64,8 @@ from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import ClassVar
+
+import numpy as np
 
 from xdsl.context import Context
 from xdsl.dialects.builtin import (
@@ -302,10 +316,10 @@ Mapper = Callable[[SSAValue], SSAValue]
 class _Group:
     """Torch ops replaced by one nm compute op, built where `root` is (its last op)."""
 
-    kind: str  # the layer-name kind
+    kind: str  # the layer-name kind ("": no compute op, no layer name)
     ops: tuple[Operation, ...]
-    root: Operation  # its result is replaced by the nm op's result
-    build: Callable[[Mapper, str], Operation]
+    root: Operation  # its result is replaced by the (last) nm op's result
+    build: Callable[[Mapper, str], Operation | list[Operation]]
     loc_op: Operation  # the nm op takes its location
 
     @property
@@ -353,6 +367,20 @@ def _match_patch_embed(conv: tt.AtenConv2dOp) -> _Group:
         raise _Reject("a patch-embedding convolution without bias is not supported")
     b, d, tokens = x[0], w[0], (x[2] // p) * (x[3] // p)
     flat = _only_user(conv.result)
+    if isinstance(flat, tt.AtenPermuteOp) and [
+            _dim(i, 4) for i in _ints(flat.dims, "dims")] == [0, 2, 3, 1]:
+        # NHWC tokens (Swin): [B, H/p, W/p, D], the same data as [B, (H/p)(W/p), D]
+        nhwc = flat
+        return _Group(
+            nm.PatchEmbedOp.KIND,
+            (conv, nhwc),
+            nhwc,
+            lambda v, layer: [
+                pe := nm.PatchEmbedOp(v(conv.input), v(conv.weight), v(conv.bias), p, layer),
+                nm.ReshapeOp(pe.result, _shape(nhwc.result)),
+            ],
+            conv,
+        )
     tr = _only_user(flat.results[0]) if isinstance(flat, tt.RESHAPE_OPS) else None
     if not (
         isinstance(flat, tt.RESHAPE_OPS)
@@ -362,7 +390,7 @@ def _match_patch_embed(conv: tt.AtenConv2dOp) -> _Group:
     ):
         raise _Reject(
             "the patch-embedding convolution's output must go only through "
-            "flatten(2).transpose(1, 2) (timm's PatchEmbed)"
+            "flatten(2).transpose(1, 2) (timm's PatchEmbed) or permute(0, 2, 3, 1) (NHWC)"
         )
     assert tr is not None
     return _Group(
@@ -399,6 +427,7 @@ def _match_attention(core: Operation) -> _Group:
     """`core` is an sdpa, or the `attn @ v` matmul of the explicit form."""
     _verified(core)
     inner: list[Operation] = [core]
+    bias: SSAValue | None = None
     if isinstance(core, tt.AtenScaledDotProductAttentionOp):
         what = "scaled_dot_product_attention"
         if _const(core.attn_mask, "attn_mask") is not None:
@@ -431,6 +460,23 @@ def _match_attention(core: Operation) -> _Group:
         inner.append(sm)
         scale = 1.0
         scores = _owner(sm.input)
+        if isinstance(scores, tt.AtenAddTensorOp):
+            # an additive term of the scores (Swin: relative position bias + window mask)
+            _verified(scores)
+            if _const(scores.alpha, "alpha") != 1:
+                raise _Reject("the attention bias add must have alpha 1")
+            add = scores
+            lhs, rhs = _owner(add.input), _owner(add.other)
+            if isinstance(rhs, (tt.AtenMatmulOp, tt.AtenMulScalarOp, tt.AtenDivScalarOp)) \
+                    and not isinstance(lhs, (tt.AtenMatmulOp, tt.AtenMulScalarOp,
+                                             tt.AtenDivScalarOp)):
+                score_value, bias = add.other, add.input
+            else:
+                score_value, bias = add.input, add.other
+            if _shape(add.result) != _shape(score_value):
+                raise _Reject("the attention bias must broadcast to the scores")
+            inner.append(add)
+            scores = _owner(score_value)
         factor = _scalar_factor(scores)
         if factor is not None:
             assert scores is not None
@@ -505,11 +551,34 @@ def _match_attention(core: Operation) -> _Group:
             "the attention output must go only through transpose(1, 2).reshape(B, N, C) "
             "(heads merged back)"
         )
+    if bias is not None:
+        bshape = _shape(bias)
+        if len(bshape) > 4 or len(bshape) < 2:
+            raise _Reject(f"the attention bias {list(bshape)} must be [G, heads, N, N]")
+        bshape = (1,) * (4 - len(bshape)) + bshape
+        if bshape[1:] != (heads, n, n) or b % bshape[0]:
+            raise _Reject(
+                f"the attention bias must be [G, heads, N, N] = [G, {heads}, {n}, {n}] with "
+                f"G dividing {b} (one [N, N] term per head, per window or for all), got "
+                f"{list(_shape(bias))}"
+            )
+    bias_shape = None if bias is None else (1,) * (4 - len(_shape(bias))) + _shape(bias)
+
+    def build(vmap: Mapper, layer: str) -> Operation | list[Operation]:
+        if bias is None:
+            return nm.AttentionOp(vmap(qkv), heads, scale, layer)
+        bv = vmap(bias)
+        ops: list[Operation] = []
+        if _shape(bias) != bias_shape:
+            ops.append(nm.ReshapeOp(bv, bias_shape))
+            bv = ops[-1].results[0]
+        return [*ops, nm.AttentionOp(vmap(qkv), heads, scale, layer, bv)]
+
     return _Group(
         nm.AttentionOp.KIND,
         (split, perm, *sels, *inner, merge_t, merge),
         merge,
-        lambda vmap, layer: nm.AttentionOp(vmap(qkv), heads, scale, layer),
+        build,
         core,
     )
 
@@ -644,6 +713,122 @@ def _check_internal_uses(g: _Group) -> None:
                     )
 
 
+def _match_mean(op: tt.AtenMeanDimOp) -> _Group:
+    """x.mean(dim=(1, ..., rank-2)) of x [B, tokens..., C] (global average pooling)."""
+    _verified(op)
+    shape = _shape(op.input)
+    r = len(shape)
+    dims = sorted({_dim(d, r) for d in _ints(op.dim, "dim")}) if r else []
+    if r < 3 or dims != list(range(1, r - 1)):
+        raise _Reject(f"only the mean over the token dims 1..{r - 2} of a [B, tokens..., C] "
+                      f"tensor is supported (global average pooling), got dims "
+                      f"{_const(op.dim, 'dim')} of {list(shape)}")
+    if _const(op.keepdim, "keepdim") not in (False, 0):
+        raise _Reject("mean with keepdim=True is not supported")
+    if _const(op.dtype, "dtype") is not None:
+        raise _Reject("mean with a dtype is not supported")
+    return _Group(nm.MeanOp.KIND, (op,), op, lambda v, layer: nm.MeanOp(v(op.input), layer), op)
+
+
+# ------------------------------------------------------------- row permutations
+
+# Data movement that keeps rows (the last dim) whole: folded into nm.permute_rows /
+# nm.reshape when no other pattern has claimed it.
+_MOVEMENT = (*tt.RESHAPE_OPS, tt.AtenPermuteOp, tt.AtenTransposeIntOp, tt.AtenRollOp)
+
+
+def movement_rows(op: Operation, units: np.ndarray, unit: int) -> np.ndarray:
+    """The rows of `op`'s result, given those of its input: `units` has the input's shape
+    with its last dim counted in rows of `unit` words (entry = row of the chain's base
+    tensor); the result is the same for the output. _Reject when the op splits rows."""
+    x, y = _shape(op.operands[0]), _shape(op.results[0])
+    r = len(x)
+    if isinstance(op, tt.RESHAPE_OPS):
+        if not y or y[-1] % unit:
+            raise _Reject(f"a reshape {list(x)} -> {list(y)} that splits rows of {unit} is "
+                          f"only supported as part of another pattern")
+        return units.reshape(*y[:-1], y[-1] // unit)
+    if isinstance(op, tt.AtenPermuteOp):
+        dims = [_dim(d, r) for d in _ints(op.dims, "dims")]
+        if dims[-1] != r - 1:
+            raise _Reject(f"a permute {dims} that moves the last dim is only supported as "
+                          f"part of another pattern")
+        return units.transpose(dims)
+    if isinstance(op, tt.AtenTransposeIntOp):
+        d0, d1 = _dim(_int(op.dim0, "dim0"), r), _dim(_int(op.dim1, "dim1"), r)
+        if r - 1 in (d0, d1) and d0 != d1:
+            raise _Reject("a transpose of the last dim is only supported as part of another "
+                          "pattern")
+        return units.swapaxes(d0, d1)
+    assert isinstance(op, tt.AtenRollOp)
+    shifts, dims = _ints(op.shifts, "shifts"), _ints(op.dims, "dims")
+    dims = [_dim(d, r) for d in dims]
+    if len(shifts) != len(dims) or not dims:
+        raise _Reject("roll needs one shift per dim (a roll of the flattened tensor is not "
+                      "supported)")
+    if r - 1 in dims:
+        raise _Reject("a roll along the last dim is not supported")
+    return np.roll(units, shifts, axis=dims)
+
+
+def _plan_movements(ops: list[Operation], plan: _Plan, claimed: set[Operation],
+                    reasons: dict[Operation, str]) -> None:
+    """Compose the unclaimed chains of data-movement ops into one nm op per value that
+    something else reads: nm.reshape when the rows stay in place, else nm.permute_rows."""
+
+    def source(value: SSAValue) -> SSAValue:
+        while (o := _owner(value)) is not None and o in plan.aliases:
+            value = plan.aliases[o]
+        return value
+
+    forms: dict[Operation, tuple[SSAValue, np.ndarray, int, tuple[Operation, ...]]] = {}
+    for op in ops:
+        if op in claimed or not isinstance(op, _MOVEMENT):
+            continue
+        try:
+            _verified(op)
+            x = source(op.operands[0])
+            owner = _owner(x)
+            if owner in forms:
+                base, units, unit, chain = forms[owner]
+            else:
+                shape = _shape(x)
+                if not shape:
+                    raise _Reject("a scalar cannot be reshaped into rows")
+                base, unit, chain = x, shape[-1], ()
+                units = np.arange(math.prod(shape[:-1])).reshape(*shape[:-1], 1)
+            forms[op] = (base, movement_rows(op, units, unit), unit, (*chain, op))
+        except _Reject as e:
+            reasons.setdefault(op, str(e))
+
+    def consumers(value: SSAValue):
+        for use in value.uses:
+            if use.operation in plan.aliases:
+                yield from consumers(use.operation.results[0])
+            else:
+                yield use.operation
+
+    for op, (base, units, unit, chain) in forms.items():
+        claimed.add(op)
+        if all(c in forms for c in consumers(op.results[0])):
+            plan.aliases[op] = op.operands[0]  # read by other movement ops only: erased
+            continue
+        shape = _shape(op.results[0])
+        rows = units.reshape(-1)
+        if np.array_equal(rows, np.arange(rows.size)):  # the rows stay in place
+            if shape == _shape(base):
+                plan.aliases[op] = base
+                continue
+            plan.groups.append(_Group(
+                "", chain, op, lambda v, _layer, b=base, s=shape: nm.ReshapeOp(v(b), s), op))
+            continue
+        plan.groups.append(_Group(
+            nm.PermuteRowsOp.KIND, chain, op,
+            lambda v, layer, b=base, r=rows.tolist(), s=shape: nm.PermuteRowsOp(
+                v(b), r, s, layer),
+            op))
+
+
 # Matchers, in priority order: (applies to op?, matcher).
 _MATCHERS: tuple[tuple[Callable[[Operation], bool], Callable[[Operation], _Group]], ...] = (
     (_is_attention_core, _match_attention),
@@ -651,6 +836,7 @@ _MATCHERS: tuple[tuple[Callable[[Operation], bool], Callable[[Operation], _Group
     (_is_select, _match_select),
     (lambda op: isinstance(op, tt.AtenCatOp), _match_concat),  # type: ignore[arg-type]
     (lambda op: isinstance(op, tt.EXPAND_OPS), _match_expand),  # type: ignore[arg-type]
+    (lambda op: isinstance(op, tt.AtenMeanDimOp), _match_mean),  # type: ignore[arg-type]
     (lambda op: isinstance(op, _CONVERTIBLE), _single),
 )
 
@@ -706,6 +892,7 @@ def _plan(func: FuncOp) -> _Plan:
             plan.groups.append(group)
             claimed.update(group.ops)
 
+    _plan_movements(ops, plan, claimed, reasons)
     plan.problems = _argument_problems(func)
     for op in ops:
         if op in claimed or isinstance(op, (ReturnOp, *_PASSIVE, *nm.COMPUTE_OPS, nm.ParamOp)):
@@ -831,8 +1018,9 @@ def _raise_func(func: FuncOp, plan: _Plan) -> None:
     ops = list(block.ops)
     position = {op: i for i, op in enumerate(ops)}
     groups = sorted(plan.groups, key=lambda g: position[g.root])
-    layers = assign_layer_names([(g.path, g.kind) for g in groups])
-    by_root = {g.root: (g, layer) for g, layer in zip(groups, layers)}
+    named = [g for g in groups if g.kind]  # nm.reshape groups (kind "") need no layer
+    layers = dict(zip(named, assign_layer_names([(g.path, g.kind) for g in named])))
+    by_root = {g.root: (g, layers.get(g, "")) for g in groups}
     for op in ops:
         if op in plan.aliases:
             m[op.results[0]] = v(plan.aliases[op])
@@ -841,11 +1029,14 @@ def _raise_func(func: FuncOp, plan: _Plan) -> None:
         if entry is None:
             continue
         group, layer = entry
-        new = group.build(v, layer)
-        new.location = group.loc_op.location
-        new.results[0].name_hint = layer
-        block.insert_op_before(new, op)
-        m[op.results[0]] = new.results[0]
+        built = group.build(v, layer)
+        news = built if isinstance(built, list) else [built]
+        for new in news:
+            new.location = group.loc_op.location
+            block.insert_op_before(new, op)
+            if "layer" in new.properties:
+                new.results[0].name_hint = layer
+        m[op.results[0]] = news[-1].results[0]
 
     ret = block.last_op
     assert isinstance(ret, ReturnOp)

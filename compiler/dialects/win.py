@@ -1,0 +1,188 @@
+"""The `win` dialect: SparseViT window pruning (data-dependent window selection).
+
+The ops extend the nm compute ops (same `layer` property, DRAM tensors in and out, a kernel
+each in compiler/kernels/window.py); `window-prune` (compiler/transforms/window_prune.py)
+builds them. Window indices are data: a tensor of f32 values holding integers, computed at
+run time by `win.rank` and consumed by `win.gather` / `win.scatter` (the `topk`, `gload`
+and `gstore` instructions of the ISA).
+
+| op             | operands                                   | result          | properties |
+|----------------|--------------------------------------------|-----------------|------------|
+| `win.magnitude`| x [..., C]                                 | [..., 1]        | `layer`    |
+| `win.rank`     | magnitudes per window [W, N]               | indices [k]     | `layer`, `keep` (k) |
+| `win.gather`   | table [W, ...], indices [>= count]         | [count, ...]    | `layer`, `count` |
+| `win.scatter`  | table [W, ...], indices, values [count, ...] | [W, ...]      | `layer`, `count` |
+
+`win.magnitude`: mean of |x| over the last dim (SparseViT's token magnitude).
+`win.rank`: the window scores are the L2 norms of the rows; the result is the indices of the
+`keep` best, best first, ties to the lower index (as models/window_prune.rank_windows).
+`win.gather`: block i of the result is block indices[i] of the table (i < count; blocks are
+the table's rows along its first dim). `win.scatter`: the table with block indices[i]
+replaced by block i of the values (i < count); the other blocks are the table's.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import ClassVar
+
+from xdsl.dialects.builtin import I64, IntegerAttr, StringAttr
+from xdsl.ir import Dialect, SSAValue
+from xdsl.irdl import irdl_op_definition, operand_def, prop_def, result_def, traits_def
+from xdsl.traits import Pure
+from xdsl.utils.exceptions import VerifyException
+
+from nmc.compiler.dialects.nm import (
+    F32Tensor, _check_static, _ComputeOp, _fmt, _i64, f32_tensor, tensor_shape,
+)
+
+
+def _layer(layer: str | StringAttr) -> StringAttr:
+    return StringAttr(layer) if isinstance(layer, str) else layer
+
+
+@irdl_op_definition
+class MagnitudeOp(_ComputeOp):
+    name = "win.magnitude"
+    KIND: ClassVar[str] = "window_magnitude"
+
+    input = operand_def(F32Tensor)
+    result = result_def(F32Tensor)
+
+    traits = traits_def(Pure())
+
+    def __init__(self, input: SSAValue, layer: str | StringAttr):
+        shape = tensor_shape(input)
+        super().__init__(operands=[input], result_types=[f32_tensor((*shape[:-1], 1))],
+                         properties={"layer": _layer(layer)})
+
+    def verify_(self) -> None:
+        self._verify_layer()
+        _check_static(self)
+        x = tensor_shape(self.input)
+        if not x:
+            raise VerifyException(f"{self.name} ({self.layer_name}): input must have rank >= 1")
+        self._check_result_shape((*x[:-1], 1))
+
+
+@irdl_op_definition
+class RankOp(_ComputeOp):
+    name = "win.rank"
+    KIND: ClassVar[str] = "window_rank"
+
+    input = operand_def(F32Tensor)
+    result = result_def(F32Tensor)
+
+    keep = prop_def(IntegerAttr[I64])
+
+    traits = traits_def(Pure())
+
+    def __init__(self, input: SSAValue, keep: int, layer: str | StringAttr):
+        super().__init__(operands=[input], result_types=[f32_tensor((int(keep),))],
+                         properties={"layer": _layer(layer), "keep": _i64(keep)})
+
+    @property
+    def keep_value(self) -> int:
+        return self.keep.value.data
+
+    def verify_(self) -> None:
+        self._verify_layer()
+        _check_static(self)
+        x = tensor_shape(self.input)
+        where = f"{self.name} ({self.layer_name})"
+        if len(x) != 2:
+            raise VerifyException(f"{where}: input must be [windows, tokens], got {_fmt(x)}")
+        if not 1 <= self.keep_value <= x[0]:
+            raise VerifyException(f"{where}: keep {self.keep_value} must be in [1, {x[0]}]")
+        self._check_result_shape((self.keep_value,))
+
+
+def _check_indices(op: _ComputeOp, indices: SSAValue, count: int, table: tuple[int, ...]):
+    where = f"{op.name} ({op.layer_name})"
+    idx = tensor_shape(indices)
+    if len(idx) != 1 or idx[0] < count:
+        raise VerifyException(f"{where}: indices must be [n >= {count}], got {_fmt(idx)}")
+    if not table or not 1 <= count <= table[0]:
+        raise VerifyException(f"{where}: count {count} must be in [1, {table[0] if table else 0}]")
+
+
+@irdl_op_definition
+class GatherOp(_ComputeOp):
+    name = "win.gather"
+    KIND: ClassVar[str] = "window_gather"
+
+    table = operand_def(F32Tensor)
+    indices = operand_def(F32Tensor)
+    result = result_def(F32Tensor)
+
+    count = prop_def(IntegerAttr[I64])
+
+    traits = traits_def(Pure())
+
+    def __init__(self, table: SSAValue, indices: SSAValue, count: int, layer: str | StringAttr):
+        shape = tensor_shape(table)
+        super().__init__(operands=[table, indices],
+                         result_types=[f32_tensor((int(count), *shape[1:]))],
+                         properties={"layer": _layer(layer), "count": _i64(count)})
+
+    @property
+    def count_value(self) -> int:
+        return self.count.value.data
+
+    def verify_(self) -> None:
+        self._verify_layer()
+        _check_static(self)
+        table = tensor_shape(self.table)
+        _check_indices(self, self.indices, self.count_value, table)
+        self._check_result_shape((self.count_value, *table[1:]))
+
+
+@irdl_op_definition
+class ScatterOp(_ComputeOp):
+    name = "win.scatter"
+    KIND: ClassVar[str] = "window_scatter"
+
+    table = operand_def(F32Tensor)
+    indices = operand_def(F32Tensor)
+    values = operand_def(F32Tensor)
+    result = result_def(F32Tensor)
+
+    count = prop_def(IntegerAttr[I64])
+
+    traits = traits_def(Pure())
+
+    def __init__(self, table: SSAValue, indices: SSAValue, values: SSAValue, count: int,
+                 layer: str | StringAttr):
+        super().__init__(operands=[table, indices, values],
+                         result_types=[f32_tensor(tensor_shape(table))],
+                         properties={"layer": _layer(layer), "count": _i64(count)})
+
+    @property
+    def count_value(self) -> int:
+        return self.count.value.data
+
+    def verify_(self) -> None:
+        self._verify_layer()
+        _check_static(self)
+        table = tensor_shape(self.table)
+        _check_indices(self, self.indices, self.count_value, table)
+        values = tensor_shape(self.values)
+        if tuple(values) != (self.count_value, *table[1:]):
+            raise VerifyException(
+                f"{self.name} ({self.layer_name}): values must be "
+                f"{_fmt((self.count_value, *table[1:]))}, got {_fmt(values)}")
+        self._check_result_shape(table)
+
+
+WINDOW_KEEP_ATTR = "nm.window_keep"
+"""Module attribute set by window-prune: the keep ratio of every Swin block, as JSON
+({block: ratio}); nmc compile copies it into the program's meta ("window_keep")."""
+
+
+def block_words(shape: tuple[int, ...]) -> int:
+    """Words of one block (one window) of a table [W, ...]."""
+    return math.prod(shape[1:])
+
+
+WIN_OPS = (MagnitudeOp, RankOp, GatherOp, ScatterOp)
+WIN = Dialect("win", list(WIN_OPS), [])

@@ -1,0 +1,72 @@
+"""nm.mean: the mean over the tokens of x [B, T, C] (global average pooling) -> [B, C], on
+the vector unit alone.
+
+Per image and column tile of tc columns, row blocks of tr tokens are loaded ([tr x tc],
+row stride C) and summed in place by halving: rows [0, h) += rows [n - h, n) with
+h = n // 2 (one vbin add, the middle row of an odd n stays), until one row is left. With
+several row blocks their sums accumulate in a separate row (vun copy, then vbin add). The
+sum is scaled by 1/T (vun scale) and stored. No constant operand is needed; the pairwise
+summation order keeps the rounding error at the level of PyTorch's own.
+"""
+
+from __future__ import annotations
+
+from nmc.isa.table import Instr, Mem, VBinFn, VUnFn, f32_bits
+from nmc.isa.target import Target
+
+from nmc.compiler.kernels.common import (
+    TILINGS, Matrix2D, OnChipAllocator, choose_best, load_block, size_candidates, store_block,
+    tiles,
+)
+
+
+def _vbin_add(dst: int, a: int, b: int, rows: int, cols: int) -> Instr:
+    return Instr.make("vbin", fn=VBinFn.ADD, dst_mem=Mem.SPAD, dst=dst, a_mem=Mem.SPAD, a=a,
+                      b_mem=Mem.SPAD, b=b, rows=rows, cols=cols)
+
+
+def emit_mean(B: int, T: int, C: int, tiling: dict, x: int, y: int,
+              target: Target) -> list[Instr]:
+    tr, tc = tiling["rows"], tiling["cols"]
+    chip = OnChipAllocator(target)
+    ring = chip.ring(Mem.SPAD, tr * tc)
+    row_tiles = list(tiles(T, tr))
+    acc = chip.alloc(Mem.SPAD, tc) if len(row_tiles) > 1 else None
+    X, Y = Matrix2D(x, B * T, C), Matrix2D(y, B, C)
+    out: list[Instr] = []
+    for b in range(B):
+        for c0, cc in tiles(C, tc):
+            res = acc
+            for i, (r0, rr) in enumerate(row_tiles):
+                buf = ring.next()
+                out.append(load_block(X, b * T + r0, c0, rr, cc, Mem.SPAD, buf))
+                n = rr
+                while n > 1:
+                    h = n // 2
+                    out.append(_vbin_add(buf, buf, buf + (n - h) * cc, h, cc))
+                    n -= h
+                if acc is None:
+                    res = buf
+                elif i == 0:
+                    out.append(Instr.make("vun", fn=VUnFn.COPY, dst_mem=Mem.SPAD, dst=acc,
+                                          src_mem=Mem.SPAD, src=buf, rows=1, cols=cc))
+                else:
+                    out.append(_vbin_add(acc, acc, buf, 1, cc))
+            out.append(Instr.make("vun", fn=VUnFn.SCALE, dst_mem=Mem.SPAD, dst=res,
+                                  src_mem=Mem.SPAD, src=res, rows=1, cols=cc,
+                                  imm=f32_bits(1.0 / T)))
+            out.append(store_block(Y, b, c0, 1, cc, Mem.SPAD, res))
+    return out
+
+
+def choose_mean_tiling(layer: str, B: int, T: int, C: int, target: Target) -> dict:
+    def search() -> dict:
+        cols = sorted({C, *(c for c in (64, 128, 256, 512) if c < C)})
+        candidates = [{"rows": r, "cols": c}
+                      for r in size_candidates(T, 1, limit=T, balanced=8) for c in cols]
+        return choose_best(
+            layer, candidates, lambda t: emit_mean(B, T, C, t, 0, 0, target), target,
+            need=f"{3 * min(C, 64)} SPAD words for two rows and a sum of {min(C, 64)} columns",
+        )
+
+    return TILINGS.get(("mean", B, T, C), target, search)

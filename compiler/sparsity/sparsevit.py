@@ -1,0 +1,154 @@
+"""SparseViT-style search of per-block window keep ratios (METHODS.md, "SparseViT"; issue 6):
+
+    nmc compile swin.pt --window-keep sparsevit:latency=0.6 --window-keep-out keep.json
+
+finds keep ratios in RATIOS (0.2 .. 1.0), one per Swin block and non-increasing within a
+stage, whose modelled latency is at most L x the dense model's, with the least output error
+on calibration inputs.
+
+- Latency: the sum of the kernels' estimated cycles (`kernels.common.estimate_cycles`, the
+  function the tile search ranks tilings with) over the ops of the module: per block and
+  ratio from the module pruned uniformly at that ratio (a block's cost depends only on its
+  own windows), plus the scoring overhead per stage (token magnitudes) and per window grid
+  (window scores and ranking), plus everything outside the blocks. The compiled program's
+  cycles, which the emulator reports, differ from this sum by the overlap between kernels.
+- Error: ||y - y_dense|| / ||y_dense|| over the calibration inputs' outputs, y computed by
+  interpreting the pruned nm IR itself (`compiler/interpret.py`): the computation that is
+  compiled, not a proxy.
+- Search: evolutionary, as SparseViT's: a population of POPULATION feasible configurations
+  (the uniform ones within the budget, then random ones), each generation keeps the PARENTS
+  best, and makes children by mutation (each block's ratio resampled with probability
+  MUTATION) and by crossover (each block's ratio from either of two parents); a child is
+  repaired to be non-increasing within each stage (its ratios sorted) and rejected when
+  over budget. Fixed seed. The best configuration seen is the result.
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass, field
+from typing import Callable
+
+import numpy as np
+
+RATIOS = (0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0)
+POPULATION = 16
+PARENTS = 4
+GENERATIONS = 8
+MUTATION = 0.2
+SEED = 0
+TRIES = 2000  # random draws to fill a population before giving up on more
+
+
+@dataclass
+class LatencyModel:
+    """Estimated cycles of a configuration: `fixed` + per block cost at its ratio + the
+    scoring overhead of the stages and window grids that prune anything."""
+
+    blocks: list[str]
+    stage_of: dict[str, str]
+    grid_of: dict[str, tuple]
+    cost: dict[str, dict[float, float]]  # block -> ratio -> cycles
+    stage_overhead: dict[str, float] = field(default_factory=dict)
+    grid_overhead: dict[tuple, float] = field(default_factory=dict)
+    fixed: float = 0.0
+
+    def cycles(self, config: dict[str, float]) -> float:
+        total = self.fixed + sum(self.cost[b][config[b]] for b in self.blocks)
+        pruned = [b for b in self.blocks if config[b] < 1.0]
+        total += sum(self.stage_overhead.get(s, 0.0) for s in {self.stage_of[b] for b in pruned})
+        total += sum(self.grid_overhead.get(g, 0.0) for g in {self.grid_of[b] for b in pruned})
+        return total
+
+    def dense(self) -> float:
+        return self.cycles({b: 1.0 for b in self.blocks})
+
+
+@dataclass
+class SearchResult:
+    config: dict[str, float]
+    error: float
+    cycles: float
+    dense_cycles: float
+    evaluated: int
+
+
+def _repair(config: dict[str, float], stages: list[list[str]]) -> dict[str, float]:
+    """Ratios sorted non-increasing within each stage (SparseViT's nested window sets)."""
+    out = dict(config)
+    for stage in stages:
+        for name, r in zip(stage, sorted((config[b] for b in stage), reverse=True)):
+            out[name] = r
+    return out
+
+
+def search(model: LatencyModel, stages: list[list[str]], budget: float,
+           error_of: Callable[[dict[str, float]], float]) -> SearchResult | None:
+    """The least-error configuration with model.cycles <= budget; None if none exists
+    (the caller words the error)."""
+    rng = random.Random(SEED)
+    names = model.blocks
+    key = lambda c: tuple(c[b] for b in names)  # noqa: E731
+    errors: dict[tuple, float] = {}
+
+    def feasible(c) -> bool:
+        return model.cycles(c) <= budget * (1 + 1e-9)
+
+    def score(c) -> float:
+        k = key(c)
+        if k not in errors:
+            errors[k] = error_of(c)
+        return errors[k]
+
+    population = [c for c in ({b: r for b in names} for r in RATIOS) if feasible(c)]
+    for _ in range(TRIES):
+        if len(population) >= POPULATION:
+            break
+        c = _repair({b: rng.choice(RATIOS) for b in names}, stages)
+        if feasible(c) and key(c) not in {key(p) for p in population}:
+            population.append(c)
+    if not population:
+        return None
+    for _ in range(GENERATIONS):
+        parents = sorted(population, key=score)[:PARENTS]
+        children = []
+        for i in range(TRIES):
+            if len(children) >= POPULATION - PARENTS:
+                break
+            if i % 2 == 0:
+                p = rng.choice(parents)
+                c = {b: rng.choice(RATIOS) if rng.random() < MUTATION else p[b] for b in names}
+            else:
+                p, q = rng.sample(parents, 2) if len(parents) > 1 else (parents[0], parents[0])
+                c = {b: (p if rng.random() < 0.5 else q)[b] for b in names}
+            c = _repair(c, stages)
+            if feasible(c):
+                children.append(c)
+        population = parents + children
+    best = min(population, key=score)
+    return SearchResult(best, score(best), model.cycles(best), model.dense(), len(errors))
+
+
+def relative_error(y: list[np.ndarray], y_dense: list[np.ndarray]) -> float:
+    num = sum(float(np.sum((a.astype(np.float64) - b) ** 2)) for a, b in zip(y, y_dense))
+    den = sum(float(np.sum(b.astype(np.float64) ** 2)) for b in y_dense)
+    return (num / den) ** 0.5 if den else float(num > 0)
+
+
+def format_table(result: SearchResult, model: LatencyModel, windows: dict[str, int],
+                 budget_fraction: float) -> str:
+    from nmc.models.window_prune import num_kept
+
+    rows = [("block", "keep", "windows", "est. cycles")]
+    for b in model.blocks:
+        r = result.config[b]
+        rows.append((b, f"{r:.1f}", f"{num_kept(r, windows[b])}/{windows[b]}",
+                     f"{model.cost[b][r]:.0f}"))
+    width = [max(len(row[i]) for row in rows) for i in range(4)]
+    lines = ["  ".join(cell.ljust(w) if i == 0 else cell.rjust(w)
+                       for i, (cell, w) in enumerate(zip(row, width))) for row in rows]
+    lines.append(
+        f"latency {result.cycles:.0f} of {result.dense_cycles:.0f} estimated cycles "
+        f"({result.cycles / result.dense_cycles:.2f} of dense, budget {budget_fraction:.2f}); "
+        f"output error {result.error:.3g}; {result.evaluated} configurations evaluated")
+    return "\n".join(lines)

@@ -1,0 +1,428 @@
+"""window-prune: SparseViT window pruning of Swin blocks (issue 6).
+
+    nmc compile swin.pt --window-keep 0.5            # every block keeps half its windows
+    nmc compile swin.pt --window-keep keep.json      # {"layers.1.blocks.0": 0.6, ...}
+
+A Swin block, as raise-torch-to-nm leaves it, is
+
+    n1 = layer_norm(x); w = permute_rows(n1)          # cyclic shift + window partition
+    y = linear(attention(linear(w), bias))             # qkv, window attention, proj
+    x1 = x + permute_rows(y)                           # window reverse + roll back
+    x2 = x1 + fc2(gelu(fc1(layer_norm(x1))))
+
+With keep ratio r < 1 it becomes what models/window_prune.py computes:
+
+    xw = permute_rows(x)                               # the block input, in windows
+    g  = win.gather(xw, idx, k)                        # the k kept windows
+    g1 = g + proj(attention(qkv(layer_norm(g)), bias gathered too when it differs per window))
+    g2 = g1 + fc2(gelu(fc1(layer_norm(g1))))
+    x2 = permute_rows(win.scatter(xw, idx, g2))        # pruned windows pass through
+
+(the norms, the MLP and the residuals are per token, so they commute with the window
+permutation). `idx` is the ranking of the block's window grid: per stage, the token
+magnitudes (`win.magnitude`) of the input of its first pruned block, permuted like that
+grid's windows, ranked by `win.rank` (L2 norm of each window's magnitudes, best first) once
+per grid; every block keeps a prefix of its grid's ranking, k = max(1, ceil(r * windows))
+(`models.window_prune.num_kept`). Ratios come from `models.window_prune.resolve_keep`
+(per block, non-increasing within a stage), so the compiled program and the PyTorch
+reference prune the same windows. Layer names of the linears are kept, so N:M sparsity
+(assign-sparsity, after this pass) composes.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from xdsl.context import Context
+from xdsl.dialects.builtin import ModuleOp, StringAttr
+from xdsl.dialects.func import FuncOp
+from xdsl.ir import Operation, SSAValue
+from xdsl.passes import ModulePass
+from xdsl.rewriter import InsertPoint, Rewriter
+
+from nmc.compiler.dialects.nm import (
+    AddOp, AttentionOp, GeluOp, LayerNormOp, LinearOp, PermuteRowsOp, ReshapeOp, tensor_shape,
+)
+from nmc.compiler.dialects.win import (
+    WINDOW_KEEP_ATTR, GatherOp, MagnitudeOp, RankOp, ScatterOp,
+)
+from nmc.compiler.transforms.target_option import DEFAULT_TARGET, cached_target
+from nmc.isa.errors import NmcError
+from nmc.models.errors import ModelError
+from nmc.models.window_prune import num_kept, resolve_keep
+
+
+class WindowPruneError(NmcError):
+    """A bad --window-keep value, or a model whose blocks are not Swin blocks."""
+
+
+@dataclass
+class SwinBlock:
+    """The ops of one Swin block, in order (see the module docstring)."""
+
+    name: str
+    norm1: LayerNormOp
+    partition: PermuteRowsOp
+    qkv: LinearOp
+    attn: AttentionOp
+    proj: LinearOp
+    reverse: PermuteRowsOp
+    add1: AddOp
+    reshape: ReshapeOp | None
+    norm2: LayerNormOp
+    fc1: LinearOp
+    gelu: GeluOp
+    fc2: LinearOp
+    add2: AddOp
+
+    @property
+    def x(self) -> SSAValue:
+        """The block input (read when needed: rewriting the block before replaces it)."""
+        return self.norm1.input
+
+    @property
+    def stage(self) -> str:
+        return self.name.rsplit(".blocks.", 1)[0] if ".blocks." in self.name else self.name
+
+    @property
+    def windows(self) -> int:
+        return tensor_shape(self.partition.result)[0]
+
+    def ops(self) -> list[Operation]:
+        ops = [self.norm1, self.partition, self.qkv, self.attn, self.proj, self.reverse,
+               self.add1, self.reshape, self.norm2, self.fc1, self.gelu, self.fc2, self.add2]
+        return [op for op in ops if op is not None]
+
+
+def _only_use(value: SSAValue, kind: type[Operation]) -> Operation | None:
+    uses = list(value.uses)
+    if len(uses) == 1 and isinstance(uses[0].operation, kind):
+        return uses[0].operation
+    return None
+
+
+def _users(value: SSAValue, kind: type[Operation]) -> list[Operation]:
+    return [u.operation for u in value.uses if isinstance(u.operation, kind)]
+
+
+def match_block(norm1: LayerNormOp) -> SwinBlock | None:
+    """The Swin block starting at `norm1`, or None when the ops around it are not one."""
+    part = _only_use(norm1.result, PermuteRowsOp)
+    qkv = part and _only_use(part.result, LinearOp)
+    attn = qkv and _only_use(qkv.result, AttentionOp)
+    proj = attn and _only_use(attn.result, LinearOp)
+    rev = proj and _only_use(proj.result, PermuteRowsOp)
+    add1 = rev and _only_use(rev.result, AddOp)
+    if add1 is None or norm1.input not in (add1.lhs, add1.rhs):
+        return None
+    x1 = add1.result
+    reshape = _only_use(x1, ReshapeOp) if len(list(x1.uses)) == 1 else None
+    r1 = reshape.result if reshape is not None else x1
+    norms = _users(r1, LayerNormOp)
+    adds = _users(r1, AddOp)
+    if len(norms) != 1 or len(adds) != 1 or len(list(r1.uses)) != 2:
+        return None
+    norm2, add2 = norms[0], adds[0]
+    fc1 = _only_use(norm2.result, LinearOp)
+    gelu = fc1 and _only_use(fc1.result, GeluOp)
+    fc2 = gelu and _only_use(gelu.result, LinearOp)
+    if fc2 is None or _only_use(fc2.result, AddOp) is not add2:
+        return None
+    name = norm1.layer_name.removesuffix(".norm1")
+    return SwinBlock(name, norm1, part, qkv, attn, proj, rev, add1, reshape,
+                     norm2, fc1, gelu, fc2, add2)
+
+
+def swin_blocks(module: ModuleOp) -> list[SwinBlock]:
+    blocks = []
+    for op in module.walk():
+        if isinstance(op, LayerNormOp) and op.layer_name.endswith(".norm1"):
+            block = match_block(op)
+            if block is not None:
+                blocks.append(block)
+    return blocks
+
+
+SEARCH_PREFIX = "sparsevit:latency="
+
+
+def parse_keep(spec: str):
+    """A --window-keep value: a ratio, a JSON file {block: ratio} (or a list), or
+    ("search", L) for sparsevit:latency=L."""
+    if spec.startswith("sparsevit:"):
+        try:
+            fraction = float(spec.removeprefix(SEARCH_PREFIX))
+        except ValueError:
+            fraction = -1.0
+        if not spec.startswith(SEARCH_PREFIX) or not 0.0 < fraction <= 1.0:
+            raise WindowPruneError(
+                f"--window-keep {spec!r}: expected sparsevit:latency=L with L in (0, 1], the "
+                f"modelled latency budget as a fraction of the dense model's")
+        return ("search", fraction)
+    try:
+        ratio = float(spec)
+    except ValueError:
+        ratio = None
+    if ratio is not None:
+        if not 0.0 < ratio <= 1.0:
+            raise WindowPruneError(f"--window-keep {spec}: a keep ratio must be in (0, 1]")
+        return ratio
+    path = Path(spec)
+    if not path.exists():
+        raise WindowPruneError(
+            f"--window-keep {spec!r}: not a ratio in (0, 1] and no such file (give a number "
+            f"like 0.5, or a JSON file mapping block names such as \"layers.0.blocks.1\" "
+            f"to ratios)")
+    try:
+        value = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise WindowPruneError(f"--window-keep {spec}: cannot read it as JSON ({e})") from None
+    if not isinstance(value, (dict, list)):
+        raise WindowPruneError(f"--window-keep {spec}: expected an object {{block: ratio}} "
+                               f"or a list of ratios, got {type(value).__name__}")
+    return value
+
+
+def keep_ratios(blocks: list[SwinBlock], spec) -> dict[str, float]:
+    stages: dict[str, list[str]] = {}
+    for b in blocks:
+        stages.setdefault(b.stage, []).append(b.name)
+    try:
+        return resolve_keep(list(stages.values()), spec)
+    except ModelError as e:
+        raise WindowPruneError(f"--window-keep: {e}") from None
+
+
+class _Builder:
+    """Inserts new ops, in order, before an anchor op: a block's last op, which every value
+    the block uses (its input, its parameters) dominates."""
+
+    def __init__(self, anchor: Operation):
+        self.anchor = anchor
+
+    def add(self, op: Operation) -> Operation:
+        Rewriter.insert_op(op, InsertPoint.before(self.anchor))
+        return op
+
+
+def prune_block(block: SwinBlock, idx: SSAValue, k: int) -> None:
+    """Rewrite `block` to run on the k windows `idx` names (module docstring)."""
+    b = _Builder(block.add2)
+    n = block.name
+    rows = block.partition.row_indices
+    win_shape = tensor_shape(block.partition.result)
+    xw = b.add(PermuteRowsOp(block.x, rows, win_shape, f"{n}.window_partition")).result
+    g = b.add(GatherOp(xw, idx, k, f"{n}.window_gather")).result
+    norm1, attn = block.norm1, block.attn
+    n1 = b.add(LayerNormOp(g, norm1.gamma, norm1.beta, norm1.eps, norm1.layer)).result
+    qkv = b.add(_linear_like(block.qkv, n1)).result
+    bias = attn.bias
+    if bias is not None and tensor_shape(bias)[0] == block.windows > 1:
+        bias = b.add(GatherOp(bias, idx, k, f"{n}.window_bias_gather")).result
+    a = b.add(AttentionOp(qkv, attn.heads, attn.scale, attn.layer, bias)).result
+    proj = b.add(_linear_like(block.proj, a)).result
+    g1 = b.add(AddOp(g, proj, block.add1.layer)).result
+    n2 = b.add(LayerNormOp(g1, block.norm2.gamma, block.norm2.beta, block.norm2.eps,
+                           block.norm2.layer)).result
+    f1 = b.add(_linear_like(block.fc1, n2)).result
+    ge = b.add(GeluOp(f1, block.gelu.layer, block.gelu.approximate)).result
+    f2 = b.add(_linear_like(block.fc2, ge)).result
+    g2 = b.add(AddOp(g1, f2, block.add2.layer)).result
+    xw2 = b.add(ScatterOp(xw, idx, g2, k, f"{n}.window_scatter")).result
+    rev = block.reverse
+    y = b.add(PermuteRowsOp(xw2, rev.row_indices, tensor_shape(rev.result),
+                            f"{n}.window_reverse")).result
+    out_shape = tensor_shape(block.add2.result)
+    if tensor_shape(y) != out_shape:
+        y = b.add(ReshapeOp(y, out_shape)).result
+    block.add2.result.replace_all_uses_with(y)
+    for op in reversed(block.ops()):
+        op.detach()
+        op.erase()
+
+
+def _linear_like(op: LinearOp, input: SSAValue) -> LinearOp:
+    return LinearOp(input, op.weight, op.bias, op.layer, op.sparsity_pattern)
+
+
+@dataclass(frozen=True)
+class WindowPrune(ModulePass):
+    """Prune the windows of Swin blocks (SparseViT); `keep`: a ratio or a JSON file of
+    ratios per block (empty: no pruning)."""
+
+    name = "window-prune"
+
+    keep: str = ""
+    out: str = ""
+    calib: str = ""
+    target: str = DEFAULT_TARGET
+
+    def apply(self, ctx: Context, op: ModuleOp) -> None:
+        if not self.keep:
+            return
+        blocks = swin_blocks(op)
+        if not blocks:
+            raise WindowPruneError(
+                "--window-keep: the model has no Swin blocks (layer_norm 'norm1' -> window "
+                "partition -> attention -> window reverse -> residual -> MLP -> residual)")
+        spec = parse_keep(self.keep)
+        if isinstance(spec, tuple):
+            ratios = searched_ratios(op, blocks, spec[1], self.calib, cached_target(self.target))
+        else:
+            ratios = keep_ratios(blocks, spec)
+        apply_ratios(blocks, ratios)
+        op.attributes[WINDOW_KEEP_ATTR] = StringAttr(json.dumps(ratios))
+        if self.out:
+            from nmc.isa.fileio import atomic_write_bytes
+
+            atomic_write_bytes(Path(self.out), (json.dumps(ratios, indent=2) + "\n").encode())
+
+
+def apply_ratios(blocks: list[SwinBlock], ratios: dict[str, float]) -> None:
+    """Rewrite every block whose ratio keeps fewer windows than it has."""
+    rankings: dict[tuple, SSAValue] = {}  # (stage, grid rows) -> indices, best first
+    magnitudes: dict[str, SSAValue] = {}  # stage -> token magnitudes of its first pruned block
+    pruned = [(b, num_kept(ratios[b.name], b.windows)) for b in blocks]
+    pruned = [(b, k) for b, k in pruned if k < b.windows]
+    for block, k in pruned:
+        b = _Builder(block.add2)
+        if block.stage not in magnitudes:
+            magnitudes[block.stage] = b.add(
+                MagnitudeOp(block.x, f"{block.name}.window_magnitude")).result
+        rows = tuple(block.partition.row_indices)
+        key = (block.stage, rows)
+        if key not in rankings:
+            win, tokens = tensor_shape(block.partition.result)[:2]
+            grid_k = max(kk for bb, kk in pruned
+                         if bb.stage == block.stage and tuple(bb.partition.row_indices) == rows)
+            mags = b.add(PermuteRowsOp(magnitudes[block.stage], list(rows), (win, tokens),
+                                       f"{block.name}.window_scores")).result
+            rankings[key] = b.add(RankOp(mags, grid_k, f"{block.name}.window_rank")).result
+        prune_block(block, rankings[key], k)
+
+
+# ---------------------------------------------------------------------------- the search
+
+
+def _stages(blocks: list[SwinBlock]) -> list[list[str]]:
+    stages: dict[str, list[str]] = {}
+    for b in blocks:
+        stages.setdefault(b.stage, []).append(b.name)
+    return list(stages.values())
+
+
+def _owner(layer: str, names: list[str]) -> str | None:
+    """The block a layer belongs to (its name starts with the block's and a dot)."""
+    return next((b for b in names if layer.startswith(b + ".")), None)
+
+
+def latency_model(module: ModuleOp, blocks: list[SwinBlock], target) -> "LatencyModel":
+    """Estimated cycles per block and ratio, from the module pruned uniformly at each ratio
+    (see compiler/sparsity/sparsevit.py)."""
+    from nmc.compiler.sparsity.sparsevit import RATIOS, LatencyModel
+
+    names = [b.name for b in blocks]
+    model = LatencyModel(names, {b.name: b.stage for b in blocks},
+                         {b.name: (b.stage, tuple(b.partition.row_indices)) for b in blocks},
+                         {b: {} for b in names})
+    cache: dict[tuple, float] = {}
+    for r in RATIOS:
+        clone = module.clone()
+        cblocks = swin_blocks(clone)
+        apply_ratios(cblocks, {b.name: r for b in cblocks})
+        costs = {b: 0.0 for b in names}
+        for op in clone.walk():
+            if not hasattr(op, "layer_name"):
+                continue
+            cycles = _op_cycles(op, target, cache)
+            layer = op.layer_name
+            owner = _owner(layer, names)
+            if layer.endswith(".window_magnitude"):
+                model.stage_overhead[model.stage_of[owner]] = cycles
+            elif layer.endswith((".window_scores", ".window_rank")):
+                grid = model.grid_of[owner]
+                model.grid_overhead[grid] = model.grid_overhead.get(grid, 0.0) + cycles \
+                    if r == RATIOS[0] else model.grid_overhead[grid]
+            elif owner is not None:
+                costs[owner] += cycles
+            elif r == 1.0:
+                model.fixed += cycles
+        for b in names:
+            model.cost[b][r] = costs[b]
+    return model
+
+
+def _op_cycles(op: Operation, target, cache: dict) -> float:
+    """The estimated cycles of an op's kernel (kernels.common.estimate_cycles), memoised
+    by op kind, types and properties (blocks of a stage repeat the same shapes)."""
+    from xdsl.dialects.builtin import IntegerAttr
+
+    from nmc.compiler.kernels.common import SCRATCH_ATTR, estimate_cycles
+    from nmc.compiler.kernels.registry import KERNELS
+
+    kernel = KERNELS.get(op.name)
+    if kernel is None:
+        return 0.0
+    key = (op.name, tuple(str(v.type) for v in (*op.operands, *op.results)),
+           tuple(sorted((k, str(v)) for k, v in op.properties.items() if k != "layer")))
+    if key not in cache:
+        if kernel.scratch_words(op) and SCRATCH_ATTR not in op.attributes:
+            op.attributes[SCRATCH_ATTR] = IntegerAttr(0, 64)  # any address: only timing
+        tiling = kernel.choose(op, target)
+        cache[key] = float(estimate_cycles(kernel.emit(op, tiling, lambda v: 0, target),
+                                           target))
+    return cache[key]
+
+
+def searched_ratios(module: ModuleOp, blocks: list[SwinBlock], fraction: float, calib: str,
+                    target) -> dict[str, float]:
+    """sparsevit:latency=L: the search of compiler/sparsity/sparsevit.py, its table printed."""
+    import sys
+
+    import torch
+
+    from nmc.compiler.dialects.nm import MODEL_ATTR
+    from nmc.compiler.frontend.loader import load_weights
+    from nmc.compiler.interpret import interpret
+    from nmc.compiler.sparsity import sparsevit
+    from nmc.compiler.sparsity.sensitivity import load_calibration
+
+    model_attr = module.attributes.get(MODEL_ATTR)
+    if not isinstance(model_attr, StringAttr):
+        raise WindowPruneError("--window-keep sparsevit needs the model file (the module has "
+                               f"no {MODEL_ATTR} attribute)")
+    func = next(o for o in module.walk() if isinstance(o, FuncOp))
+    if len(func.args) != 1:
+        raise WindowPruneError("--window-keep sparsevit needs a model with exactly one input")
+    inputs = [x.numpy() for x in load_calibration(calib, tensor_shape(func.args[0]))]
+    weights = {k: torch.tensor(np.asarray(v, np.float32))
+               for k, v in load_weights(model_attr.data).items()}
+    in_name = func.attributes["nm.input_names"].data[0].data
+
+    def outputs(m: ModuleOp) -> list[np.ndarray]:
+        return [next(iter(interpret(m, {in_name: x}, weights).values())) for x in inputs]
+
+    dense = outputs(module)
+
+    def error_of(config: dict[str, float]) -> float:
+        clone = module.clone()
+        apply_ratios(swin_blocks(clone), config)
+        return sparsevit.relative_error(outputs(clone), dense)
+
+    model = latency_model(module, blocks, target)
+    stages = _stages(blocks)
+    budget = fraction * model.dense()
+    result = sparsevit.search(model, stages, budget, error_of)
+    if result is None:
+        lowest = model.cycles({b: sparsevit.RATIOS[0] for b in model.blocks})
+        raise WindowPruneError(
+            f"--window-keep sparsevit:latency={fraction}: no configuration meets the budget "
+            f"(keep {sparsevit.RATIOS[0]} everywhere gives {lowest / model.dense():.2f} of "
+            f"the dense latency)")
+    windows = {b.name: b.windows for b in blocks}
+    print(sparsevit.format_table(result, model, windows, fraction), file=sys.stderr)
+    return result.config
