@@ -18,7 +18,9 @@ on calibration inputs.
 - Search: evolutionary, as SparseViT's: a population of POPULATION feasible configurations
   (the uniform ones within the budget, then random ones), each generation keeps the PARENTS
   best, and makes children by mutation (each block's ratio resampled with probability
-  MUTATION) and by crossover (each block's ratio from either of two parents); a child is
+  MUTATION), by a step (one block's ratio one notch up, another's one down: the moves
+  that trade latency between blocks, which random mutation rarely makes together) and by
+  crossover (each block's ratio from either of two parents); a child is
   repaired to be non-increasing within each stage (its ratios sorted) and rejected when
   over budget. Fixed seed. The best configuration seen is the result.
 """
@@ -34,7 +36,7 @@ import numpy as np
 RATIOS = (0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0)
 POPULATION = 16
 PARENTS = 4
-GENERATIONS = 8
+GENERATIONS = 12
 MUTATION = 0.2
 SEED = 0
 TRIES = 2000  # random draws to fill a population before giving up on more
@@ -115,9 +117,15 @@ def search(model: LatencyModel, stages: list[list[str]], budget: float,
         for i in range(TRIES):
             if len(children) >= POPULATION - PARENTS:
                 break
-            if i % 2 == 0:
+            if i % 3 == 0:
                 p = rng.choice(parents)
                 c = {b: rng.choice(RATIOS) if rng.random() < MUTATION else p[b] for b in names}
+            elif i % 3 == 1:  # a step: one block one ratio up, another one down
+                p = parents[0] if rng.random() < 0.5 else rng.choice(parents)
+                c = dict(p)
+                for b, step in ((rng.choice(names), 1), (rng.choice(names), -1)):
+                    j = RATIOS.index(c[b]) + step
+                    c[b] = RATIOS[min(max(j, 0), len(RATIOS) - 1)]
             else:
                 p, q = rng.sample(parents, 2) if len(parents) > 1 else (parents[0], parents[0])
                 c = {b: (p if rng.random() < 0.5 else q)[b] for b in names}

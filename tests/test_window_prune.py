@@ -1,0 +1,205 @@
+"""SparseViT window pruning end to end (issue 6): `nmc compile --window-keep` on a Swin,
+run on the emulator, against the PyTorch reference of the pruned model
+(models/window_prune.py through `SwinTransformer.set_window_keep`), on inputs where
+different windows win; alone, per block from JSON, with N:M sparsity, and searched."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from nmc.compiler.commands import compile_model
+from nmc.compiler.sparsity import sparsevit
+from nmc.compiler.transforms.window_prune import WindowPruneError
+from nmc.isa.target import load_target
+from nmc.models.nm_sparsity import apply_nm
+from nmc.models.registry import build_model, export_to_file
+from nmc.models.window_prune import num_kept, rank_windows, token_magnitude
+from nmc.runtime.emulator import LoadedProgram
+
+TARGET = load_target()
+
+
+@pytest.fixture(scope="module")
+def micro(tmp_path_factory):
+    module, example = build_model("swin_micro", {}, seed=0)
+    path = tmp_path_factory.mktemp("swin") / "m.pt"
+    export_to_file(module, example, path)
+    return module, example.shape, path
+
+
+def _inputs(shape, seed):
+    """Images where some 16x16-pixel regions (one 4x4-token window of stage 0) are much
+    brighter than others, differently per seed, so the kept windows differ clearly."""
+    gen = torch.Generator().manual_seed(seed)
+    x = torch.randn(shape, generator=gen) * 0.1
+    gain = torch.rand((shape[0], 1, shape[2] // 16, shape[3] // 16), generator=gen) * 8
+    return x * (1 + torch.repeat_interleave(torch.repeat_interleave(gain, 16, 2), 16, 3))
+
+
+def _reference(module, x, keep, sparsity=None):
+    model = apply_nm(module, sparsity) if sparsity else module
+    model.set_window_keep(keep)
+    try:
+        with torch.no_grad():
+            return model(x).numpy()
+    finally:
+        model.set_window_keep(None)
+
+
+def _check(program, module, shape, keep, sparsity=None, seeds=(1, 2)):
+    loaded = LoadedProgram(program, TARGET, fill=float("nan"))
+    (name,) = [s.name for s in program.symbols if s.kind == "input"]
+    kept_sets = []
+    for seed in seeds:
+        x = _inputs(shape, seed)
+        (got,) = loaded.run({name: x.numpy()}).outputs.values()
+        want = _reference(module, x, keep, sparsity)
+        assert np.abs(got - want).max() / np.abs(want).max() < 1e-4
+        kept_sets.append(rank_windows(_stage0_magnitudes(module, x))[0, :8].tolist())
+    return kept_sets
+
+
+def _stage0_magnitudes(module, x):
+    """Token magnitudes per window of the first stage's plain grid, as the model sees them."""
+    with torch.no_grad():
+        t = module.patch_embed(x)  # [B, H, W, C]
+    B, H, W, _ = t.shape
+    w = module.window_size if hasattr(module, "window_size") else 4
+    mag = token_magnitude(t).reshape(B, H // w, w, W // w, w).permute(0, 1, 3, 2, 4)
+    return mag.reshape(B, -1, w * w)
+
+
+def test_half_the_windows_match_pytorch_where_different_windows_win(micro):
+    module, shape, path = micro
+    program = compile_model(path, window={"keep": "0.5"})
+    kept = _check(program, module, shape, 0.5)
+    assert kept[0] != kept[1]  # the two inputs keep different windows
+    assert program.meta["window_keep"] == {b: 0.5 for stage in module.block_names()
+                                           for b in stage}
+    mnemonics = {i.mnemonic for i in program.instructions}
+    assert {"vred", "topk", "gload", "gstore"} <= mnemonics
+
+
+def test_keep_one_is_the_dense_program(micro):
+    _, _, path = micro
+    dense = compile_model(path)
+    kept = compile_model(path, window={"keep": "1.0"})
+    assert kept.instructions == dense.instructions
+
+
+def test_per_block_ratios_from_json(micro, tmp_path):
+    module, shape, path = micro
+    ratios = {"layers.0.blocks.0": 0.5, "layers.0.blocks.1": 0.25, "layers.1.blocks.1": 0.5}
+    spec = tmp_path / "keep.json"
+    spec.write_text(json.dumps(ratios))
+    out = tmp_path / "out.json"
+    program = compile_model(path, window={"keep": str(spec), "out": str(out)})
+    _check(program, module, shape, ratios)
+    assert json.loads(out.read_text()) == {**{b: 1.0 for stage in module.block_names()
+                                              for b in stage}, **ratios}
+
+
+def test_window_pruning_composes_with_2_4_sparsity(micro):
+    module, shape, path = micro
+    program = compile_model(path, window={"keep": "0.5"}, sparsity={"spec": "2:4"})
+    linears = [n for n, m in module.named_modules()
+               if isinstance(m, torch.nn.Linear) and ".blocks." in n]
+    linears += [n for n, m in module.named_modules()
+                if isinstance(m, torch.nn.Linear) and n.endswith("downsample.reduction")]
+    config = {n: (2, 4) for n in linears}
+    _check(program, module, shape, 0.5, sparsity=config)
+
+
+def test_pruning_saves_cycles(micro):
+    _, shape, path = micro
+    x = {"x": _inputs(shape, 1).numpy()}
+    cycles = {keep: LoadedProgram(compile_model(path, window={"keep": keep}), TARGET)
+              .run(x).total_cycles for keep in ("1.0", "0.5", "0.25")}
+    assert cycles["1.0"] > cycles["0.5"] > cycles["0.25"]
+
+
+@pytest.mark.parametrize("keep, message", [
+    ("1.5", "a keep ratio must be in (0, 1]"),
+    ("0", "a keep ratio must be in (0, 1]"),
+    ("nope.json", "not a ratio in (0, 1] and no such file"),
+    ("sparsevit:latency=2", "expected sparsevit:latency=L with L in (0, 1]"),
+    ("sparsevit:speed=2", "expected sparsevit:latency=L"),
+])
+def test_bad_keep_values_are_clear_errors(micro, keep, message):
+    with pytest.raises(WindowPruneError, match=re_escape(message)):
+        compile_model(micro[2], window={"keep": keep})
+
+
+def re_escape(text):
+    import re
+
+    return re.escape(text)
+
+
+def test_ratios_may_not_grow_within_a_stage(micro, tmp_path):
+    spec = tmp_path / "k.json"
+    spec.write_text(json.dumps({"layers.0.blocks.0": 0.25, "layers.0.blocks.1": 0.5}))
+    with pytest.raises(WindowPruneError, match="must not increase"):
+        compile_model(micro[2], window={"keep": str(spec)})
+
+
+def test_a_model_without_swin_blocks_is_refused(tmp_path):
+    module, example = build_model("deit_tiny", {"img_size": 32, "patch": 8, "dim": 64,
+                                                "depth": 1, "heads": 2, "num_classes": 10})
+    export_to_file(module, example, tmp_path / "d.pt")
+    with pytest.raises(WindowPruneError, match="has no Swin blocks"):
+        compile_model(tmp_path / "d.pt", window={"keep": "0.5"})
+
+
+# ------------------------------------------------------------------------ the search
+
+
+def test_search_meets_its_budget_with_valid_nested_ratios(micro, tmp_path, capsys):
+    module, shape, path = micro
+    out = tmp_path / "keep.json"
+    program = compile_model(path, window={"keep": "sparsevit:latency=0.8", "out": str(out)})
+    table = capsys.readouterr().err
+    assert "latency" in table and "of dense, budget 0.80" in table
+    ratios = json.loads(out.read_text())
+    assert set(ratios.values()) <= set(sparsevit.RATIOS)
+    for stage in module.block_names():
+        values = [ratios[b] for b in stage]
+        assert values == sorted(values, reverse=True)
+    fraction = float(table.split("(")[1].split(" of dense")[0])
+    assert fraction <= 0.80
+    assert min(ratios.values()) < 1.0
+    _check(program, module, shape, ratios, seeds=(3,))
+
+
+def test_search_is_deterministic(micro, tmp_path):
+    outs = []
+    for i in range(2):
+        out = tmp_path / f"k{i}.json"
+        compile_model(micro[2], window={"keep": "sparsevit:latency=0.85", "out": str(out)})
+        outs.append(out.read_text())
+    assert outs[0] == outs[1]
+
+
+def test_an_unreachable_budget_is_a_clear_error(micro):
+    with pytest.raises(WindowPruneError, match="no configuration meets the budget"):
+        compile_model(micro[2], window={"keep": "sparsevit:latency=0.05"})
+
+
+def test_search_prefers_the_least_harmful_configuration():
+    """On a made-up latency model and error function the search returns the known optimum:
+    pruning block b costs error e_b, blocks are equally fast, the budget allows pruning
+    two of four blocks to 0.2."""
+    blocks = ["s.blocks.0", "s.blocks.1", "t.blocks.0", "t.blocks.1"]
+    harm = {"s.blocks.0": 5.0, "s.blocks.1": 1.0, "t.blocks.0": 4.0, "t.blocks.1": 0.5}
+    model = sparsevit.LatencyModel(blocks, {b: b[0] for b in blocks}, {b: (b[0],) for b in blocks},
+                                   {b: {r: 100 * r for r in sparsevit.RATIOS} for b in blocks})
+    error = lambda c: sum(harm[b] * (1 - c[b]) for b in blocks)  # noqa: E731
+    result = sparsevit.search(model, [blocks[:2], blocks[2:]], 400 - 2 * 80, error)
+    assert result is not None and result.cycles <= 240
+    assert result.config == {"s.blocks.0": 1.0, "s.blocks.1": 0.2, "t.blocks.0": 1.0,
+                             "t.blocks.1": 0.2}
+    assert num_kept(0.2, 16) == 4
