@@ -182,25 +182,32 @@ def _window_options(args) -> dict | None:
             "calib": str(calib) if calib is not None else ""}
 
 
+def _check_calib(calib: Path | None) -> None:
+    if calib is not None and not calib.is_file():
+        raise UsageError(f"--calib {calib}: file not found")
+
+
 def _sparsity_options(args) -> dict | None:
     """The assign-sparsity options of `nmc compile --sparsity/--calib/--sparsity-out`,
     checked before the slow import."""
     spec = getattr(args, "sparsity", None)
     calib = getattr(args, "calib", None)
     out = getattr(args, "sparsity_out", None)
+    window_search = str(getattr(args, "window_keep", None) or "").startswith("sparsevit:")
     if spec is None:
-        for flag, value in (("--calib", calib), ("--sparsity-out", out)):
-            if value is not None:
-                raise UsageError(f"{flag} needs --sparsity")
+        if calib is not None and not window_search:
+            raise UsageError("--calib needs --sparsity elsa:... or --window-keep sparsevit:...")
+        if out is not None:
+            raise UsageError("--sparsity-out needs --sparsity")
+        _check_calib(calib)
         return None
     from nmc.compiler.sparsity.spec import parse_spec
 
     parsed = parse_spec(spec)
-    if calib is not None:
-        if parsed.kind != "elsa":
-            raise UsageError("--calib is only used by --sparsity elsa:...")
-        if not calib.is_file():
-            raise UsageError(f"--calib {calib}: file not found")
+    if calib is not None and parsed.kind != "elsa" and not window_search:
+        raise UsageError("--calib is only used by --sparsity elsa:... and --window-keep "
+                         "sparsevit:...")
+    _check_calib(calib)
     if out is not None:
         _check_output_path(out)
     return {"spec": spec, "calib": str(calib) if calib is not None else "",
