@@ -40,7 +40,10 @@ def assign(path, spec: str, **opts) -> dict[str, tuple[int, int] | None]:
 
 
 def test_default_pipeline_runs_assign_sparsity_after_raising():
-    assert DEFAULT_PIPELINE[:2] == ("raise-torch-to-nm", "assign-sparsity")
+    """On nm ops (after raising), before the tile choice and packing that read `sparsity`."""
+    order = DEFAULT_PIPELINE.index
+    assert DEFAULT_PIPELINE[0] == "raise-torch-to-nm"
+    assert order("assign-sparsity") < order("schedule-tiles") < order("prune-and-pack")
 
 
 def test_no_spec_is_a_no_op(deit):
@@ -106,7 +109,7 @@ def test_verifier_checks_n_and_m(deit):
 
 
 @pytest.mark.parametrize("spec, fragments", [
-    ("3:4", ["--sparsity 3:4: target 'sta_ref' does not support it",
+    ("3:4", ["--sparsity: target 'sta_ref' does not support N:M pattern 3:4;",
              "supported: 1:4, 2:4, 1:8, 2:8, 4:8"]),
     ("5:4", ["pattern 5:4 needs 0 < N <= M"]),
     ("2:x", ["'2:x' is not an N:M pattern"]),
@@ -128,7 +131,7 @@ def test_bad_specs(deit, spec, fragments):
                                     "blocks.0.attn.qkv"]),
     ({"blocks.0.attn.qkv": "2-4"}, ["layer 'blocks.0.attn.qkv'", "'2-4' is not an N:M"]),
     ({"blocks.0.mlp.fc1": "8:4"}, ["layer 'blocks.0.mlp.fc1'", "8:4 needs 0 < N <= M"]),
-    ({"blocks.1.mlp.fc2": "3:8"}, ["layer 'blocks.1.mlp.fc2'", "does not support 3:8",
+    ({"blocks.1.mlp.fc2": "3:8"}, ["layer 'blocks.1.mlp.fc2'", "does not support N:M pattern 3:8;",
                                    "supported: 1:4, 2:4"]),
     ({"blocks.1.mlp.fc2": 2}, ["layer 'blocks.1.mlp.fc2'", "expected a pattern string"]),
     (["2:4"], ["expected a JSON object"]),
@@ -165,7 +168,8 @@ def test_cli_errors_are_one_line(capsys, deit, tmp_path):
     out = tmp_path / "p.bin"
     rc, _, err = cli(capsys, "compile", deit, "-o", out, "--sparsity", "3:4")
     assert rc == 1
-    check_one_line(err, "--sparsity 3:4: target 'sta_ref' does not support it", "supported: 1:4, 2:4, 1:8, 2:8, 4:8")
+    check_one_line(err, "--sparsity: target 'sta_ref' does not support N:M pattern 3:4; "
+                        "supported: 1:4, 2:4, 1:8, 2:8, 4:8")
     rc, _, err = cli(capsys, "compile", deit, "-o", out, "--calib", tmp_path / "x.npy")
     assert rc == 1
     check_one_line(err, "--calib needs --sparsity")

@@ -101,6 +101,63 @@ def test_fragile_layer_is_kept_denser(fragile):
     assert density[FRAGILE] > max(others), config
 
 
+def _full_forward_error(path, param, pattern, inputs):
+    """The sensitivity's definition, computed the slow way: the whole model re-run with
+    the weight masked."""
+    module = torch.export.load(str(path)).module()
+    w = dict(module.named_parameters())[param]
+    with torch.no_grad():
+        ref = [module(x) for x in inputs]
+        w.mul_(nm_mask(w, *pattern).float())
+        got = [module(x) for x in inputs]
+    diff = sum(float(((a.double() - b.double()) ** 2).sum()) for a, b in zip(got, ref))
+    return (diff / sum(float((b.double() ** 2).sum()) for b in ref)) ** 0.5
+
+
+def test_sensitivity_probe_is_exact_and_others_scale_with_local_error(deit):
+    from nmc.compiler.sparsity.sensitivity import Sensitivity, _local_error
+
+    sens = Sensitivity(str(deit[0]), "", (1, 3, 32, 32))
+    param, pats = "blocks.1.attn.qkv.weight", [None, (2, 4), (1, 4), (1, 8)]
+    errs = sens.errors(param, pats)
+    assert errs[0] == 0.0 and all(e > 0 for e in errs[1:])
+    w, xs = sens.weight(param), sens.linear_inputs[param]
+    local = [_local_error(w, xs, nm_mask(w, *p)) for p in pats[1:]]
+    probe = 1 + local.index(max(local))  # the pattern of largest local error
+    want = _full_forward_error(deit[0], param, pats[probe], sens.inputs)
+    assert errs[probe] == pytest.approx(want, rel=1e-5)
+    for e, l in zip(errs[1:], local):
+        assert e / errs[probe] == pytest.approx(l / max(local), rel=1e-9)
+
+
+def test_sensitivity_masks_are_the_reference_masks():
+    from nmc.compiler.sparsity.sensitivity import _masks
+
+    gen = torch.Generator().manual_seed(1)
+    w = torch.randint(-3, 4, (24, 64), generator=gen).float()  # many ties
+    pats = [(1, 4), (2, 4), (1, 8), (2, 8), (4, 8)]
+    for p, mask in zip(pats, _masks(w, pats)):
+        assert torch.equal(mask, nm_mask(w, *p)), p
+
+
+def test_sensitivity_sees_how_much_a_layer_matters_downstream(tmp_path):
+    """Scaling a layer's weights down leaves its relative local error as it was, but makes
+    its share of the residual stream, hence of the output, small: the measured error must
+    drop (a purely layer-local score would not see it)."""
+    from nmc.compiler.sparsity.sensitivity import Sensitivity
+
+    layer, errs = "blocks.1.mlp.fc2", []
+    for scale in (1.0, 0.05):
+        module, example = build_model("deit_tiny", TINY, seed=0)
+        with torch.no_grad():
+            module.get_submodule(layer).weight.mul_(scale)
+        path = tmp_path / f"scaled{scale}.pt"
+        export_to_file(module, example, path)
+        errs.append(Sensitivity(str(path), "", (1, 3, 32, 32)).errors(
+            layer + ".weight", [None, (1, 8)])[1])
+    assert errs[1] < 0.3 * errs[0], errs
+
+
 def test_unreachable_budget_says_what_is_reachable(deit):
     with pytest.raises(SparsityError, match=r"elsa:speedup=100: no configuration .* the best "
                                             r"reachable speedup is \d+\.\d+x"):

@@ -172,12 +172,14 @@ and to emulate) for a negligible modelled cost."""
 
 
 def choose_best(layer: str, candidates: Iterable[dict], emit, target: Target,
-                need: str, lower_bound=None, cost=None, simulate: bool = False) -> dict:
+                need, lower_bound=None, cost=None, simulate: bool = False) -> dict:
     """The candidate tiling to use: the fewest instructions among those whose estimated
     cycles are within TOLERANCE of the lowest (ties: lower estimate, then the first
     candidate). `emit(tiling)` builds the kernel with dummy addresses; a candidate that
     does not fit raises _DoesNotFit inside it.
 
+    `need` (a string, or a function returning it) says what the smallest candidate needs,
+    for the error when none fits.
     `simulate=True` ranks by `simulate_cycles` instead of `estimate_cycles`, among the
     SHORTLIST candidates with the best estimates.
     `cost(tiling)`, when given, returns (estimate_cycles of the emitted kernel, its number
@@ -224,6 +226,8 @@ def choose_best(layer: str, candidates: Iterable[dict], emit, target: Target,
         if best_est is None or est < best_est:
             best_est = est
     if not scored:
+        if callable(need):  # worked out only when needed
+            need = need()
         raise TileError(
             f"layer '{layer}' cannot fit the scratchpad under any tiling: it needs {need}; "
             f"target '{target.name}' has {target.spad_words} SPAD words and "

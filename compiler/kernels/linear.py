@@ -5,6 +5,9 @@ W is stored in DRAM transposed ([K x N], layout "transpose") so that a W tile is
 two ACC buffers, then the vector unit adds the bias while moving it to SPAD and the store
 unit writes it out, so the next tile's loads and matmuls overlap this tile's epilogue.
 When one k tile covers K, the A tile is loaded once per m tile and reused across n.
+Every ring is double-buffered unless the tiling asks for one A buffer (`a = 1`) or one
+ACC/output buffer (`acc = 1`), which fit bigger tiles at the price of stalls that the
+closed-form cost charges (`_slots`, `_stall_cycles`).
 
 `w_layout="nk"` reads W as stored by the model ([N x K], row-major, layout "identity"):
 a W tile is then the [tn x tk] block at (n0, k0) and the matmul multiplies by its
@@ -30,8 +33,8 @@ from nmc.isa.target import Target
 from nmc.runtime.timing import dma_cycles, matmul_cycles, spmatmul_cycles, vector_cycles
 
 from nmc.compiler.kernels.common import (
-    TILINGS, Matrix2D, OnChipAllocator, _DoesNotFit, align, choose_best, load_block,
-    size_candidates, store_block, tile_counts, tiles,
+    TILINGS, TOLERANCE, Matrix2D, OnChipAllocator, TileError, _DoesNotFit, align,
+    choose_best, load_block, size_candidates, store_block, tile_counts, tiles,
 )
 
 
@@ -80,13 +83,14 @@ def emit_linear(M: int, K: int, N: int, tiling: dict, x: int, wt: int, bias: int
         per_word = nm_indices_per_word(pattern[1])
     else:
         W = Matrix2D(wt, N, K) if nk else Matrix2D(wt, K, N)
+    a_slots, acc_slots = _slots(tiling, K)
     chip = OnChipAllocator(target)
-    a_ring = chip.ring(Mem.SPAD, tm * tk)
+    a_ring = chip.ring(Mem.SPAD, tm * tk, a_slots)
     w_words, idx_words = _w_tile_words(tk, tn, pattern)
     w_ring = chip.ring(Mem.SPAD, w_words)
     idx_ring = chip.ring(Mem.SPAD, idx_words) if pattern is not None else None
-    o_ring = chip.ring(Mem.SPAD, tm * tn)
-    acc_ring = chip.ring(Mem.ACC, tm * tn)
+    o_ring = chip.ring(Mem.SPAD, tm * tn, acc_slots)
+    acc_ring = chip.ring(Mem.ACC, tm * tn, acc_slots)
     bias_buf = chip.alloc(Mem.SPAD, N) if bias is not None else None
     single_k = tk >= K
 
@@ -132,6 +136,18 @@ def emit_linear(M: int, K: int, N: int, tiling: dict, x: int, wt: int, bias: int
     return out
 
 
+def _slots(tiling: dict, K: int) -> tuple[int, int]:
+    """(A buffers, ACC/output buffers) of a tiling: 2 and 2 (double buffering) unless the
+    tiling says `a = 1` (only with one k tile: the A rows of an m tile stay resident for
+    all its n tiles, so a bigger m tile fits and W is re-read fewer times) or `acc = 1`
+    (one output tile twice as big: A and W are re-read half as often). Single buffers cost
+    stalls, which `_stall_cycles` charges."""
+    a_slots, acc_slots = tiling.get("a", 2), tiling.get("acc", 2)
+    assert a_slots in (1, 2) and acc_slots in (1, 2)
+    assert a_slots == 2 or tiling["k"] >= K, "one A buffer only when A stays resident"
+    return a_slots, acc_slots
+
+
 def _mx_cycles(mr: int, kr: int, nr: int, target: Target, pattern: Pattern) -> int:
     if pattern is None:
         return matmul_cycles(mr, kr, nr, target)
@@ -159,13 +175,8 @@ def linear_cost(M: int, K: int, N: int, tiling: dict, has_bias: bool, target: Ta
     tests check that both agree."""
     tm, tn, tk = tiling["m"], tiling["n"], tiling["k"]
     pattern = sparse_pattern(pattern)
-    w_words, idx_words = _w_tile_words(tk, tn, pattern)
-    spad = 2 * align(tm * tk) + 2 * align(w_words) + 2 * align(tm * tn)
-    if pattern is not None:
-        spad += 2 * align(idx_words)
-    if has_bias:
-        spad += align(N)
-    if spad > target.spad_words or 2 * align(tm * tn) > target.acc_words:
+    spad, acc = linear_onchip_words(K, N, tiling, has_bias, pattern)
+    if spad > target.spad_words or acc > target.acc_words:
         raise _DoesNotFit
     single_k = tk >= K
     nk = w_layout == "nk"
@@ -187,14 +198,9 @@ def linear_cost(M: int, K: int, N: int, tiling: dict, has_bias: bool, target: Ta
                 if not single_k:
                     busy["load"] += c * dma_cycles(mr, kr, target)
                     count += c
+                busy["load"] += c * _w_load_cycles(kr, nr, target, pattern, nk)
                 if pattern is not None:
-                    kcr = nm_compressed_rows(kr, *pattern)
-                    busy["load"] += c * (dma_cycles(kcr, nr, target) + dma_cycles(
-                        nm_index_rows(kcr, pattern[1]), nr, target))
                     count += c
-                else:
-                    busy["load"] += c * (dma_cycles(nr, kr, target) if nk
-                                         else dma_cycles(kr, nr, target))
                 busy["matrix"] += c * _mx_cycles(mr, kr, nr, target, pattern)
                 count += 2 * c
             busy["vector"] += cm * cn * vector_cycles(epilogue, mr, nr, target)
@@ -202,29 +208,133 @@ def linear_cost(M: int, K: int, N: int, tiling: dict, has_bias: bool, target: Ta
             count += 2 * cm * cn
     if not first_load:
         first_load = dma_cycles(min(tm, M), K if single_k else min(tk, K), target)
+    busy["matrix"] += _stall_cycles(M, K, N, tiling, target, pattern, has_bias, nk)
     last_m, last_n = M - (M - 1) // tm * tm, N - (N - 1) // tn * tn
     return max(busy.values()) + first_load + dma_cycles(last_m, last_n, target), count
+
+
+def linear_onchip_words(K: int, N: int, tiling: dict, has_bias: bool,
+                        pattern: Pattern = None) -> tuple[int, int]:
+    """(SPAD words, ACC words) that `emit_linear` allocates under `tiling`."""
+    tm, tn, tk = tiling["m"], tiling["n"], tiling["k"]
+    pattern = sparse_pattern(pattern)
+    a_slots, acc_slots = _slots(tiling, K)
+    w_words, idx_words = _w_tile_words(tk, tn, pattern)
+    spad = a_slots * align(tm * tk) + 2 * align(w_words) + acc_slots * align(tm * tn)
+    if pattern is not None:
+        spad += 2 * align(idx_words)
+    if has_bias:
+        spad += align(N)
+    return spad, acc_slots * align(tm * tn)
+
+
+def _stall_cycles(M: int, K: int, N: int, tiling: dict, target: Target, pattern: Pattern,
+                  has_bias: bool, nk: bool) -> int:
+    """The matrix unit's waits that single buffers add (0 when double-buffered), which
+    `estimate_cycles` (busiest unit) cannot see. With one ACC buffer, the first matmul of
+    an output tile waits for the previous tile's epilogue (vector) to read ACC; with one
+    A buffer, the A load of an m tile waits for the previous m tile's last matmul, and
+    the first W tile load queues behind it (for the first m tile too: linear_cost's
+    `first_load` is then only the bias load). The tests compare the total with the
+    emulator's timing rule (`simulate_cycles`)."""
+    tm, tn, tk = tiling["m"], tiling["n"], tiling["k"]
+    a_slots, acc_slots = _slots(tiling, K)
+    stall = 0
+    if acc_slots == 1:
+        for mr, cm in tile_counts(M, tm):
+            for nr, cn in tile_counts(N, tn):
+                stall += cm * cn * vector_cycles("add" if has_bias else "copy", mr, nr,
+                                                 target)
+    if a_slots == 1:
+        # m tiles are then separated by a barrier: loads cannot run ahead into the next
+        # m tile, so an m tile whose W loads outlast its matmuls (a short last one)
+        # makes the matrix unit wait for the difference
+        w_first = _w_load_cycles(min(tk, K), min(tn, N), target, pattern, nk)
+        for mr, cm in tile_counts(M, tm):
+            w_load = mx = 0
+            for nr, cn in tile_counts(N, tn):
+                w_load += cn * _w_load_cycles(K, nr, target, pattern, nk)
+                mx += cn * _mx_cycles(mr, K, nr, target, pattern)
+            stall += cm * (dma_cycles(mr, K, target) + w_first + max(0, w_load - mx))
+        if not has_bias:  # the first A load is then the `first_load` linear_cost adds
+            stall -= dma_cycles(min(tm, M), K, target)
+    return stall
+
+
+def _w_load_cycles(kr: int, nr: int, target: Target, pattern: Pattern, nk: bool) -> int:
+    """DMA cycles of one W tile: [kr x nr], plus its index words when sparse; [nr x kr]
+    in the nk layout (rows cost a burst setup each, so the orientation matters)."""
+    if nk:
+        return dma_cycles(nr, kr, target)
+    if pattern is None:
+        return dma_cycles(kr, nr, target)
+    kcr = nm_compressed_rows(kr, *pattern)
+    return dma_cycles(kcr, nr, target) + dma_cycles(nm_index_rows(kcr, pattern[1]), nr, target)
+
+
+def linear_tiling_candidates(M: int, K: int, N: int, target: Target,
+                             pattern: Pattern = None) -> list[dict]:
+    """Tile sizes (multiples of the PE array; k of the N:M index-word step) and buffering:
+    double-buffered everything, or one ACC/output buffer, or (one k tile) one A buffer."""
+    k_granule = 16 if pattern is None else nm_k_step(pattern)
+    out = []
+    for tm in size_candidates(M, target.mx_rows, limit=512):
+        for tn in size_candidates(N, target.mx_cols, limit=512):
+            for tk in size_candidates(K, k_granule, limit=1024):
+                base = {"m": tm, "n": tn, "k": tk}
+                out += [base, {**base, "acc": 1}]
+                if tk >= K:
+                    out += [{**base, "a": 1}, {**base, "a": 1, "acc": 1}]
+    return out
+
+
+def _need_text(K: int, N: int, candidates: list[dict], has_bias: bool, target: Target,
+               pattern: Pattern) -> str:
+    """What the smallest candidate needs, for the error when none fits: its SPAD words
+    among those whose ACC fits the target, else the least ACC any candidate needs."""
+    words = [(linear_onchip_words(K, N, t, has_bias, pattern), t) for t in candidates]
+    acc_ok = [(spad, t) for (spad, acc), t in words if acc <= target.acc_words]
+    if acc_ok:
+        need, t, mem = *min(acc_ok, key=lambda x: x[0]), "SPAD"
+    else:
+        (_, need), t = min(words, key=lambda x: x[0][1])
+        mem = "ACC"
+    single = [f"one {name} buffer" for key, name in (("a", "A"), ("acc", "ACC"))
+              if t.get(key) == 1]
+    return (f"at least {need} {mem} words for {t['m']}x{t['n']}x{t['k']} tiles"
+            + (f" with {' and '.join(single)}" if single else ""))
 
 
 def choose_linear_tiling(layer: str, M: int, K: int, N: int, has_bias: bool,
                          target: Target, w_layout: str = "kn", pattern: Pattern = None) -> dict:
     pattern = sparse_pattern(pattern)
-    k_granule = 16 if pattern is None else nm_k_step(pattern)
 
-    def search() -> dict:
-        candidates = [
-            {"m": tm, "n": tn, "k": tk}
-            for tm in size_candidates(M, target.mx_rows, limit=512)
-            for tn in size_candidates(N, target.mx_cols, limit=512)
-            for tk in size_candidates(K, k_granule, limit=1024)
-        ]
+    def cost(t):
+        return linear_cost(M, K, N, t, has_bias, target, w_layout, pattern)
+
+    def best(candidates: list[dict]) -> dict:
         return choose_best(
             layer, candidates, None, target,
-            need=f"at least {2 * 16 * 16 + 2 * 16 * 16 + 2 * 16 * 16 + (N if has_bias else 0)} "
-                 f"SPAD words for 16x16x16 tiles",
+            need=lambda: _need_text(K, N, candidates, has_bias, target, pattern),
             lower_bound=lambda t: linear_matrix_cycles(M, K, N, t, target, pattern),
-            cost=lambda t: linear_cost(M, K, N, t, has_bias, target, w_layout, pattern),
-        )
+            cost=cost)
+
+    def search() -> dict:
+        candidates = linear_tiling_candidates(M, K, N, target, pattern)
+        chosen = best(candidates)
+        double = [t for t in candidates if "a" not in t and "acc" not in t]
+        if chosen in double:
+            return chosen
+        try:
+            fallback = best(double)
+        except TileError:
+            return chosen
+        # a single-buffer schedule's stalls are modelled, not exact (within a few % of
+        # the emulator's timing): it must beat double buffering on cycles, not merely
+        # tie within choose_best's tolerance with fewer instructions
+        if cost(chosen)[0] < cost(fallback)[0] * (1 - TOLERANCE):
+            return chosen
+        return fallback
 
     key = ("linear", M, K, N, has_bias, w_layout) + ((pattern,) if pattern else ())
     return TILINGS.get(key, target, search)

@@ -1,9 +1,10 @@
 """The predicted cost of one nm.linear under an N:M pattern, from the timing model.
 
 `linear_cycles(dims, pattern, target)` is the single function the sparsity search calls.
-It is computed from the instructions the linear kernel emits (`estimate_cycles`, the tile
-search's objective, which charges every instruction `runtime.timing`'s cycles), so the
-search optimises what the emulator reports.
+It is the tile search's own objective for the tiling schedule-tiles chooses
+(`kernels.linear.linear_cost`: the closed form of `estimate_cycles` over the kernel's
+instructions, which charges each `runtime.timing`'s cycles, plus the waits of single
+buffers), so the search optimises what the emulator reports.
 
 A sparse layer is costed from the N:M kernel of `compiler/kernels/linear.py`
 (`emit_linear(..., pattern=...)`, `spmatmul`), with the tiling schedule-tiles would choose.
@@ -13,7 +14,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from nmc.isa.table import Instr
 from nmc.isa.target import Target
 
 Pattern = tuple[int, int] | None
@@ -46,26 +46,16 @@ def linear_macs(dims: LinearDims, pattern: Pattern) -> float:
     return dims.macs * n / m
 
 
-def _kernel_instrs(dims: LinearDims, target: Target, pattern: Pattern = None) -> list[Instr]:
-    """The linear kernel's instructions for `dims` (dummy DRAM addresses: the cost does not
-    depend on them), with the tiling schedule-tiles would choose."""
-    from nmc.compiler.kernels.linear import choose_linear_tiling, emit_linear
-
-    extra = {} if pattern is None else {"pattern": pattern}
-    tiling = choose_linear_tiling("sparsity-cost", dims.M, dims.K, dims.N, dims.has_bias,
-                                  target, **extra)
-    return emit_linear(dims.M, dims.K, dims.N, tiling, 0, 0, 0 if dims.has_bias else None,
-                       0, target, **extra)
-
-
 _CACHE: dict[tuple, int] = {}
 
 
 def _compute(dims: LinearDims, pattern: Pattern, target: Target) -> int:
-    from nmc.compiler.kernels.common import estimate_cycles
+    from nmc.compiler.kernels.linear import choose_linear_tiling, linear_cost
 
-    sparse = None if is_dense(pattern) else pattern
-    return int(estimate_cycles(_kernel_instrs(dims, target, sparse), target))
+    tiling = choose_linear_tiling("sparsity-cost", dims.M, dims.K, dims.N, dims.has_bias,
+                                  target, pattern=pattern)
+    return int(linear_cost(dims.M, dims.K, dims.N, tiling, dims.has_bias, target,
+                           pattern=pattern)[0])
 
 
 def linear_cycles(dims: LinearDims, pattern: Pattern, target: Target) -> int:

@@ -56,6 +56,15 @@ def supported_text(target: Target) -> str:
     return f"{pats or 'none'} (and dense, written 'dense' or M:M)"
 
 
+def check_supported(where: str, pattern: Pattern, target: Target) -> None:
+    """The one wording of an unsupported pattern, for every pass and option that checks
+    one (`where` names the option, file key or layer)."""
+    if pattern is None or pattern[0] == pattern[1] or target.supports_pattern(*pattern):
+        return
+    raise SparsityError(f"{where}: target '{target.name}' does not support N:M pattern "
+                        f"{pattern[0]}:{pattern[1]}; supported: {supported_text(target)}")
+
+
 def parse_pattern(text: object, where: str, target: Target | None = None) -> Pattern:
     """'N:M' -> (N, M); 'dense' or 'M:M' -> None. Checks 0 < N <= M and, with `target`,
     that the target supports the pattern. `where` names the option / key in errors."""
@@ -73,9 +82,8 @@ def parse_pattern(text: object, where: str, target: Target | None = None) -> Pat
                             f"weights)")
     if n == m:
         return None
-    if target is not None and not target.supports_pattern(n, m):
-        raise SparsityError(f"{where}: target '{target.name}' does not support {n}:{m}; "
-                            f"supported: {supported_text(target)}")
+    if target is not None:
+        check_supported(where, (n, m), target)
     return (n, m)
 
 

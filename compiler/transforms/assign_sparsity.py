@@ -28,8 +28,8 @@ from xdsl.passes import ModulePass
 from nmc.compiler.dialects.nm import MODEL_ATTR, LinearOp, ParamOp, tensor_shape
 from nmc.compiler.sparsity.cost import LinearDims, linear_cycles, linear_macs
 from nmc.compiler.sparsity.spec import (
-    Pattern, SparsityError, config_to_json, format_pattern, parse_pattern, parse_spec,
-    read_config, supported_text,
+    Pattern, SparsityError, check_supported, config_to_json, format_pattern, parse_pattern,
+    parse_spec, read_config,
 )
 from nmc.compiler.transforms.target_option import DEFAULT_TARGET, cached_target
 from nmc.isa.target import Target
@@ -83,9 +83,7 @@ def _input_shape(module: ModuleOp) -> tuple[int, ...]:
 
 
 def uniform_config(module: ModuleOp, pattern: Pattern, target: Target) -> dict[str, Pattern]:
-    if pattern is not None and not target.supports_pattern(*pattern):
-        raise SparsityError(f"--sparsity {pattern[0]}:{pattern[1]}: target '{target.name}' "
-                            f"does not support it; supported: {supported_text(target)}")
+    check_supported("--sparsity", pattern, target)
     config = {}
     for op in sparsifiable(module):
         _check_k(op, pattern, f"--sparsity {format_pattern(pattern)}")
@@ -135,7 +133,7 @@ def elsa_config(module: ModuleOp, budget: str, factor: float, calib: str,
         param = _weight_param(op)
         pats: list[Pattern] = [None] + [p for p in target.sparse_patterns
                                         if linear_dims(op).K % p[1] == 0 and p[0] < p[1]]
-        layers.append(LayerChoices(op.layer_name, pats, [sens.error(param, p) for p in pats],
+        layers.append(LayerChoices(op.layer_name, pats, sens.errors(param, pats),
                                    [cost(op, p) for p in pats]))
     dense = fixed + sum(l.costs[0] for l in layers)
     result = search(layers, fixed, dense / factor, budget, factor)

@@ -21,7 +21,7 @@ from xdsl.passes import ModulePass
 from nmc.compiler.dialects.nm import LinearOp, ParamOp, tensor_shape
 from nmc.compiler.kernels.registry import linear_pattern
 from nmc.compiler.transforms.target_option import DEFAULT_TARGET, TARGET_ATTR, cached_target
-from nmc.compiler.sparsity.spec import SparsityError, format_pattern
+from nmc.compiler.sparsity.spec import SparsityError, check_supported, format_pattern
 
 LAYOUT_ATTR = "nm.layout"  # the same attribute plan-memory writes
 NM_PACK = "nm_pack"
@@ -42,10 +42,6 @@ def parse_nm_pack(layout: str) -> tuple[int, int] | None:
         return None
 
 
-def _fmt(patterns) -> str:
-    return ", ".join(f"{n}:{m}" for n, m in patterns) or "none"
-
-
 @dataclass(frozen=True)
 class PruneAndPack(ModulePass):
     name = "prune-and-pack"
@@ -64,10 +60,7 @@ class PruneAndPack(ModulePass):
             layer = lin.layer_name
             if pattern is not None:
                 n, m = pattern
-                if not target.supports_pattern(n, m):
-                    raise SparsityError(
-                        f"layer '{layer}': N:M pattern {n}:{m} is not supported by target "
-                        f"'{target.name}' (supported: dense, {_fmt(target.sparse_patterns)})")
+                check_supported(f"layer '{layer}'", pattern, target)
                 K = tensor_shape(lin.weight)[1]
                 if K % m:
                     raise SparsityError(
