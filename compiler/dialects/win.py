@@ -97,25 +97,37 @@ class RankOp(_ComputeOp):
         self._check_result_shape((self.keep_value,))
 
 
-def _check_indices(op: _ComputeOp, indices: SSAValue, count: int, table: tuple[int, ...]):
-    where = f"{op.name} ({op.layer_name})"
-    idx = tensor_shape(indices)
-    if len(idx) != 1 or idx[0] < count:
-        raise VerifyException(f"{where}: indices must be [n >= {count}], got {_fmt(idx)}")
-    if not table or not 1 <= count <= table[0]:
-        raise VerifyException(f"{where}: count {count} must be in [1, {table[0] if table else 0}]")
+class _WindowTableOp(_ComputeOp):
+    """Shared by gather and scatter: a window table, indices, a `count` of windows moved."""
+
+    count = prop_def(IntegerAttr[I64])
+
+    @property
+    def count_value(self) -> int:
+        return self.count.value.data
+
+    def _verify_table(self) -> tuple[int, ...]:
+        """Checks the layer, static shapes, indices and count; returns the table shape."""
+        self._verify_layer()
+        _check_static(self)
+        where = f"{self.name} ({self.layer_name})"
+        table, idx, count = tensor_shape(self.table), tensor_shape(self.indices), self.count_value
+        if len(idx) != 1 or idx[0] < count:
+            raise VerifyException(f"{where}: indices must be [n >= {count}], got {_fmt(idx)}")
+        if not table or not 1 <= count <= table[0]:
+            raise VerifyException(
+                f"{where}: count {count} must be in [1, {table[0] if table else 0}]")
+        return table
 
 
 @irdl_op_definition
-class GatherOp(_ComputeOp):
+class GatherOp(_WindowTableOp):
     name = "win.gather"
     KIND: ClassVar[str] = "window_gather"
 
     table = operand_def(F32Tensor)
     indices = operand_def(F32Tensor)
     result = result_def(F32Tensor)
-
-    count = prop_def(IntegerAttr[I64])
 
     traits = traits_def(Pure())
 
@@ -125,20 +137,13 @@ class GatherOp(_ComputeOp):
                          result_types=[f32_tensor((int(count), *shape[1:]))],
                          properties={"layer": _layer(layer), "count": _i64(count)})
 
-    @property
-    def count_value(self) -> int:
-        return self.count.value.data
-
     def verify_(self) -> None:
-        self._verify_layer()
-        _check_static(self)
-        table = tensor_shape(self.table)
-        _check_indices(self, self.indices, self.count_value, table)
+        table = self._verify_table()
         self._check_result_shape((self.count_value, *table[1:]))
 
 
 @irdl_op_definition
-class ScatterOp(_ComputeOp):
+class ScatterOp(_WindowTableOp):
     name = "win.scatter"
     KIND: ClassVar[str] = "window_scatter"
 
@@ -146,8 +151,6 @@ class ScatterOp(_ComputeOp):
     indices = operand_def(F32Tensor)
     values = operand_def(F32Tensor)
     result = result_def(F32Tensor)
-
-    count = prop_def(IntegerAttr[I64])
 
     traits = traits_def(Pure())
 
@@ -157,15 +160,8 @@ class ScatterOp(_ComputeOp):
                          result_types=[f32_tensor(tensor_shape(table))],
                          properties={"layer": _layer(layer), "count": _i64(count)})
 
-    @property
-    def count_value(self) -> int:
-        return self.count.value.data
-
     def verify_(self) -> None:
-        self._verify_layer()
-        _check_static(self)
-        table = tensor_shape(self.table)
-        _check_indices(self, self.indices, self.count_value, table)
+        table = self._verify_table()
         values = tensor_shape(self.values)
         if tuple(values) != (self.count_value, *table[1:]):
             raise VerifyException(
