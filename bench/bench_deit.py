@@ -40,9 +40,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from sections import replace_section  # bench/sections.py, beside this script
+
 ROOT = Path(__file__).resolve().parent.parent
-BEGIN = "<!-- bench_deit: begin -->"
-END = "<!-- bench_deit: end -->"
 
 
 def cpu_model() -> str:
@@ -196,7 +196,6 @@ def table(rows: list[dict]) -> str:
 def write_markdown(path: Path, rows: list[dict], command: str, load_before: str,
                    load_after: str) -> None:
     section = "\n".join([
-        BEGIN,
         f"Measured {datetime.datetime.now().astimezone():%Y-%m-%d %H:%M %Z} with",
         "",
         f"    {command}",
@@ -221,18 +220,8 @@ def write_markdown(path: Path, rows: list[dict], command: str, load_before: str,
         "spans; busy efficiency = MACs / (matrix busy cycles x PE array); load = 1-minute load "
         "average when the model's timings ended (2 cores: anything above ~0.5 means other "
         "jobs shared the machine).",
-        END,
     ])
-    text = path.read_text() if path.exists() else (
-        "# Benchmarks\n\nDeiT on the reference target `sta_ref`: produced by "
-        "`bench/bench_deit.py` (the section below is rewritten on every run).\n\n")
-    if BEGIN in text and END in text:
-        before, rest = text.split(BEGIN, 1)
-        after = rest.split(END, 1)[1]
-        text = before + section + after
-    else:
-        text = text.rstrip("\n") + "\n\n" + section + "\n"
-    path.write_text(text)
+    replace_section(path, "bench_deit", section)
 
 
 def main(argv=None) -> int:

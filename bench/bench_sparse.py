@@ -32,9 +32,9 @@ import tempfile
 import time
 from pathlib import Path
 
+from sections import replace_section  # bench/sections.py, beside this script
+
 ROOT = Path(__file__).resolve().parent.parent
-BEGIN = "<!-- bench_sparse: begin -->"
-END = "<!-- bench_sparse: end -->"
 SPECS = ["", "2:4", "1:8", "elsa:speedup=2", "elsa:speedup=3"]
 
 
@@ -140,15 +140,7 @@ def table(rows: list[dict]) -> str:
 
 
 def write_section(text: str) -> None:
-    path = ROOT / "BENCHMARKS.md"
-    doc = path.read_text()
-    section = f"{BEGIN}\n{text}\n{END}"
-    if BEGIN in doc and END in doc:
-        head, rest = doc.split(BEGIN, 1)
-        doc = head + section + rest.split(END, 1)[1]
-    else:
-        doc = doc.rstrip("\n") + "\n\n" + section + "\n"
-    path.write_text(doc)
+    replace_section(ROOT / "BENCHMARKS.md", "bench_sparse", text)
 
 
 NOTES = """Notes (hand-written; the numbers are sta_ref's: 16x16 PE array, 32 B = 8 words of DMA

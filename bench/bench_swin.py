@@ -30,9 +30,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from sections import replace_section  # bench/sections.py, beside this script
+
 ROOT = Path(__file__).resolve().parent.parent
-BEGIN = "<!-- bench_swin: begin -->"
-END = "<!-- bench_swin: end -->"
 
 SCORING = (".window_magnitude", ".window_scores", ".window_rank")
 GATHERING = (".window_gather", ".window_bias_gather", ".window_scatter")
@@ -110,7 +110,7 @@ def table(name: str, rows: list[dict]) -> str:
 
 def write_markdown(path: Path, body: str, command: str) -> None:
     section = "\n".join([
-        BEGIN, "## Swin window pruning (SparseViT): modelled latency (issue 6)", "",
+        "## Swin window pruning (SparseViT): modelled latency (issue 6)", "",
         f"Measured {datetime.datetime.now().astimezone():%Y-%m-%d %H:%M %Z} with", "",
         f"    {command}", "",
         f"- machine: `{platform.node()}` {platform.machine()}, Python "
@@ -124,14 +124,8 @@ def write_markdown(path: Path, body: str, command: str) -> None:
         "and the copies around them); the window partition and reverse exist in the dense "
         "model too and are not counted. rel. error: emulator output against the PyTorch "
         "reference of the same pruned model.",
-        END])
-    text = path.read_text() if path.exists() else "# Benchmarks\n"
-    if BEGIN in text and END in text:
-        before, rest = text.split(BEGIN, 1)
-        text = before + section + rest.split(END, 1)[1]
-    else:
-        text = text.rstrip("\n") + "\n\n" + section + "\n"
-    path.write_text(text)
+    ])
+    replace_section(path, "bench_swin", section)
 
 
 def main(argv=None) -> int:
