@@ -59,7 +59,6 @@ from nmc.isa.target import Target
 from nmc.runtime import fastpath
 from nmc.runtime.errors import EmulatorError, at_pc
 from nmc.runtime.machine import Machine
-from nmc.runtime.overlap import OverlappedRun
 from nmc.runtime.semantics import SEMANTICS, DataError, operand_error
 from nmc.runtime.timing import (
     DRAM_READERS, DRAM_WRITERS, WORD_BYTES, dma_words, instruction_cycles,
@@ -492,23 +491,17 @@ class _FastRun:
     stats: tuple  # (units, cycles, macs, starts, ends, stall, leftover, dram r, dram w)
     trace: list[tuple[int, str, int, int]]
 
-    # the matrix unit's instructions on their own thread (race-checked programs only)
-    overlapped: OverlappedRun | None = None
-
     def execute(self, instructions: list[Instr]) -> None:
         k = 0
         try:
-            if self.overlapped is not None:
-                self.overlapped.run()
-                return
             for k, thunk in enumerate(self.seq):
                 if thunk is not None:
                     thunk()
         except DataError as e:
-            pc = self.order[getattr(e, "position", k)]
+            pc = self.order[k]
             raise _data_error(e, pc, instructions[pc]) from None
         except Exception as e:  # a bug in the emulator: say where it happened
-            pc = self.order[getattr(e, "position", k)]
+            pc = self.order[k]
             e.add_note(f"while executing {at_pc(pc, instructions[pc])}")
             raise
 
@@ -545,11 +538,7 @@ def _fast_plan(program, target, machine, max_instructions, check_races) -> _Fast
                       for (s, d), c in sorted(leftover.items())}
     stats = (plan.unit, plan.cycles, plan.macs, starts, ends, stall, leftover_named,
              plan.dram_read, plan.dram_written)
-    run = _FastRun(order_list, [plan.thunks[i] for i in order_list], stats, trace)
-    is_matrix = plan.unit[order] == int(Unit.MATRIX)
-    if check_races and OverlappedRun.worthwhile(is_matrix):  # its safety needs the check
-        run.overlapped = OverlappedRun(run.seq, is_matrix, starts[order], ends[order])
-    return run
+    return _FastRun(order_list, [plan.thunks[i] for i in order_list], stats, trace)
 
 
 def _decode_one(pc: int, instr: Instr, target: Target) -> _Decoded:
