@@ -19,6 +19,7 @@ from nmc.models.nm_sparsity import apply_nm
 from nmc.models.registry import build_model, export_to_file
 from nmc.models.window_prune import num_kept, rank_windows, token_magnitude
 from nmc.runtime.emulator import LoadedProgram
+from robust_helpers import expect_process_error, run_nmc
 
 TARGET = load_target()
 
@@ -145,6 +146,27 @@ def test_ratios_may_not_grow_within_a_stage(micro, tmp_path):
     spec.write_text(json.dumps({"layers.0.blocks.0": 0.25, "layers.0.blocks.1": 0.5}))
     with pytest.raises(WindowPruneError, match="must not increase"):
         compile_model(micro[2], window={"keep": str(spec)})
+
+
+def test_unknown_block_names_list_the_known_ones(micro, tmp_path):
+    spec = tmp_path / "k.json"
+    spec.write_text(json.dumps({"layers.3.blocks.0": 0.5}))
+    with pytest.raises(WindowPruneError, match=r"unknown blocks layers\.3\.blocks\.0 "
+                                               r"\(blocks: layers\.0\.blocks\.0 \.\.\. "):
+        compile_model(micro[2], window={"keep": str(spec)})
+
+
+def test_cli_errors_are_one_line_without_a_file_left(micro, tmp_path):
+    out = tmp_path / "p.bin"
+    for argv, fragment in (
+            (["--window-keep", "1.5"], "--window-keep 1.5: a keep ratio must be in (0, 1]"),
+            (["--window-keep-out", str(tmp_path / "k.json")],
+             "--window-keep-out needs --window-keep"),
+            (["--calib", str(tmp_path / "c.npy")], "--calib needs --sparsity elsa:... or "
+                                                  "--window-keep sparsevit:...")):
+        proc = run_nmc("compile", micro[2], "-o", out, *argv)
+        expect_process_error(proc, fragment)
+        assert not out.exists()
 
 
 def test_a_model_without_swin_blocks_is_refused(tmp_path):
