@@ -34,8 +34,6 @@ from sections import replace_section  # bench/sections.py, beside this script
 
 ROOT = Path(__file__).resolve().parent.parent
 
-SCORING = (".window_magnitude", ".window_scores", ".window_rank")
-GATHERING = (".window_gather", ".window_bias_gather", ".window_scatter")
 
 
 def brightness_input(shape, seed: int = 1) -> torch.Tensor:
@@ -49,6 +47,7 @@ def brightness_input(shape, seed: int = 1) -> torch.Tensor:
 
 def measure(name: str, keeps: list[str], workdir: Path) -> list[dict]:
     from nmc.compiler.commands import compile_model
+    from nmc.compiler.transforms.window_prune import GATHERING_OPS, SCORING_OPS
     from nmc.isa.target import load_target
     from nmc.models.registry import build_model, export_to_file
     from nmc.runtime.emulator import run_program
@@ -75,8 +74,9 @@ def measure(name: str, keeps: list[str], workdir: Path) -> list[dict]:
         module.set_window_keep(None)
         (got,) = result.outputs.values()
         report = build_report(result, program)
+        groups = (("scoring", SCORING_OPS), ("gathering", GATHERING_OPS))
         share = {what: sum(r.cycles or 0 for r in report.layers if r.name.endswith(suffixes))
-                 for what, suffixes in (("scoring", SCORING), ("gathering", GATHERING))}
+                 for what, suffixes in groups}
         cycles = result.total_cycles
         dense_cycles = dense_cycles or cycles
         rows.append({

@@ -56,6 +56,12 @@ from nmc.models.errors import ModelError
 from nmc.models.window_prune import num_kept, resolve_keep
 
 
+SCORING_OPS = (".window_magnitude", ".window_scores", ".window_rank")
+"""Layer-name suffixes of the ops window-prune adds to score windows (per stage or grid)."""
+GATHERING_OPS = (".window_gather", ".window_bias_gather", ".window_scatter")
+"""... and of those that move the kept windows (and their bias terms) in and out."""
+
+
 class WindowPruneError(NmcError):
     """A bad --window-keep value, or a model whose blocks are not Swin blocks."""
 
@@ -216,13 +222,13 @@ def prune_block(block: SwinBlock, idx: SSAValue, k: int) -> None:
     rows = block.partition.row_indices
     win_shape = tensor_shape(block.partition.result)
     xw = b.add(PermuteRowsOp(block.x, rows, win_shape, f"{n}.window_partition")).result
-    g = b.add(GatherOp(xw, idx, k, f"{n}.window_gather")).result
+    g = b.add(GatherOp(xw, idx, k, n + GATHERING_OPS[0])).result
     norm1, attn = block.norm1, block.attn
     n1 = b.add(LayerNormOp(g, norm1.gamma, norm1.beta, norm1.eps, norm1.layer)).result
     qkv = b.add(_linear_like(block.qkv, n1)).result
     bias = attn.bias
     if bias is not None and tensor_shape(bias)[0] == block.windows > 1:
-        bias = b.add(GatherOp(bias, idx, k, f"{n}.window_bias_gather")).result
+        bias = b.add(GatherOp(bias, idx, k, n + GATHERING_OPS[1])).result
     a = b.add(AttentionOp(qkv, attn.heads, attn.scale, attn.layer, bias)).result
     proj = b.add(_linear_like(block.proj, a)).result
     g1 = b.add(AddOp(g, proj, block.add1.layer)).result
@@ -232,7 +238,7 @@ def prune_block(block: SwinBlock, idx: SSAValue, k: int) -> None:
     ge = b.add(GeluOp(f1, block.gelu.layer, block.gelu.approximate)).result
     f2 = b.add(_linear_like(block.fc2, ge)).result
     g2 = b.add(AddOp(g1, f2, block.add2.layer)).result
-    xw2 = b.add(ScatterOp(xw, idx, g2, k, f"{n}.window_scatter")).result
+    xw2 = b.add(ScatterOp(xw, idx, g2, k, n + GATHERING_OPS[2])).result
     rev = block.reverse
     y = b.add(PermuteRowsOp(xw2, rev.row_indices, tensor_shape(rev.result),
                             f"{n}.window_reverse")).result
@@ -292,7 +298,7 @@ def apply_ratios(blocks: list[SwinBlock], ratios: dict[str, float]) -> None:
         b = _Builder(block.add2)
         if block.stage not in magnitudes:
             magnitudes[block.stage] = b.add(
-                MagnitudeOp(block.x, f"{block.name}.window_magnitude")).result
+                MagnitudeOp(block.x, block.name + SCORING_OPS[0])).result
         rows = tuple(block.partition.row_indices)
         key = (block.stage, rows)
         if key not in rankings:
@@ -300,8 +306,8 @@ def apply_ratios(blocks: list[SwinBlock], ratios: dict[str, float]) -> None:
             grid_k = max(kk for bb, kk in pruned
                          if bb.stage == block.stage and tuple(bb.partition.row_indices) == rows)
             mags = b.add(PermuteRowsOp(magnitudes[block.stage], list(rows), (win, tokens),
-                                       f"{block.name}.window_scores")).result
-            rankings[key] = b.add(RankOp(mags, grid_k, f"{block.name}.window_rank")).result
+                                       block.name + SCORING_OPS[1])).result
+            rankings[key] = b.add(RankOp(mags, grid_k, block.name + SCORING_OPS[2])).result
         prune_block(block, rankings[key], k)
 
 
@@ -341,12 +347,14 @@ def latency_model(module: ModuleOp, blocks: list[SwinBlock], target) -> "Latency
             cycles = _op_cycles(op, target, cache)
             layer = op.layer_name
             owner = _owner(layer, names)
-            if layer.endswith(".window_magnitude"):
-                model.stage_overhead[model.stage_of[owner]] = cycles
-            elif layer.endswith((".window_scores", ".window_rank")):
-                grid = model.grid_of[owner]
-                model.grid_overhead[grid] = model.grid_overhead.get(grid, 0.0) + cycles \
-                    if r == RATIOS[0] else model.grid_overhead[grid]
+            if layer.endswith(SCORING_OPS):
+                # the scoring ops barely depend on the ratio: counted once, at the first
+                if r == RATIOS[0]:
+                    if layer.endswith(SCORING_OPS[0]):
+                        overhead, key = model.stage_overhead, model.stage_of[owner]
+                    else:
+                        overhead, key = model.grid_overhead, model.grid_of[owner]
+                    overhead[key] = overhead.get(key, 0.0) + cycles
             elif owner is not None:
                 costs[owner] += cycles
             elif r == 1.0:
