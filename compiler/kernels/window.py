@@ -9,8 +9,9 @@ scattering windows, on the vector unit and the gathered / scattered DMA.
   loaded once, then per chunk of windows and columns one `gload` (table blocks picked by
   the indices, `stride` B) and one store of the packed chunk.
 - win.scatter: the table is copied to the result (the windows that are not scattered keep
-  their values), then per chunk the values are loaded and one `gstore` writes them at
-  their windows. The stores of the copy and the gstores touch the same words: the tokens
+  their values) unless plan-memory gave the result the table's own space (the table is
+  not used afterwards: the usual case), then per chunk the values are loaded and one
+  `gstore` writes them at their windows. The stores of the copy and the gstores touch the same words: the tokens
   of insert-tokens (footprints: a gstore may write any window) order them.
 
 Chunk sizes are chosen by the timing model like every other kernel (`choose_best`).
@@ -113,8 +114,10 @@ def emit_gather(W: int, block: int, count: int, tiling: dict, table: int, indice
 
 def emit_scatter(W: int, block: int, count: int, tiling: dict, table: int, indices: int,
                  values: int, y: int, target: Target) -> list[Instr]:
-    out = emit_copies([(Block2D(table, 1, W * block, W * block), y, W * block)],
-                      tiling["copy"], target)
+    # plan-memory puts the result in the table's space when the table is not used after
+    # (then the windows that are not scattered are already in place); otherwise, copy it
+    out = [] if table == y else emit_copies(
+        [(Block2D(table, 1, W * block, W * block), y, W * block)], tiling["copy"], target)
     chip = OnChipAllocator(target)
     idx = chip.alloc(Mem.SPAD, count)
     ring = chip.ring(Mem.SPAD, tiling["windows"] * tiling["cols"])

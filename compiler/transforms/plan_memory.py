@@ -28,10 +28,11 @@ from math import prod
 from xdsl.context import Context
 from xdsl.dialects.builtin import ArrayAttr, IntegerAttr, ModuleOp, StringAttr, i64
 from xdsl.dialects.func import FuncOp, ReturnOp
-from xdsl.ir import SSAValue
+from xdsl.ir import Operation, SSAValue
 from xdsl.passes import ModulePass
 
 from nmc.compiler.dialects.nm import ParamOp, ReshapeOp, tensor_shape
+from nmc.compiler.dialects.win import ScatterOp
 from nmc.compiler.kernels.common import SCRATCH_ATTR
 from nmc.compiler.kernels.registry import KERNELS
 
@@ -101,6 +102,22 @@ def _storage(value: SSAValue) -> SSAValue:
     return value
 
 
+def _in_place_operand(o: Operation, index: int, last_use: dict, outputs: set,
+                      block) -> SSAValue | None:
+    """The operand whose DRAM space a win.scatter's result can reuse: its table, when the
+    scatter is the table's last use and the table is an op's temporary of the result's
+    size. Then the scatter writes the kept windows into the table itself instead of copying
+    the whole table first (the kernel skips the copy when the two addresses are equal)."""
+    if not isinstance(o, ScatterOp) or o.result in outputs:
+        return None
+    table = _storage(o.table)
+    owner = table.owner
+    if (last_use.get(table) != index or table in outputs or owner is block
+            or isinstance(owner, ParamOp) or _words(table) != _words(o.result)):
+        return None
+    return table
+
+
 def address_of(value: SSAValue, func: FuncOp) -> int:
     """The DRAM address plan-memory gave `value` (a function argument or an op result)."""
     owner = value.owner
@@ -152,15 +169,18 @@ class PlanMemory(ModulePass):
         for index, o in enumerate(ops):
             if isinstance(o, (ParamOp, ReturnOp, ReshapeOp)):
                 continue
+            in_place = _in_place_operand(o, index, last_use, outputs, block)
             for result in o.results:
-                if result not in outputs:
+                if in_place is not None:  # the result takes over the operand's space
+                    o.attributes[ADDR_ATTR] = in_place.owner.attributes[ADDR_ATTR]
+                elif result not in outputs:
                     o.attributes[ADDR_ATTR] = IntegerAttr(temps.alloc(_words(result)), i64)
             kernel = KERNELS.get(o.name)
             scratch = _aligned(kernel.scratch_words(o)) if kernel is not None else 0
             if scratch:
                 scratch_addr = temps.alloc(scratch)
                 o.attributes[SCRATCH_ATTR] = IntegerAttr(scratch_addr, i64)
-            for operand in {_storage(x) for x in o.operands}:
+            for operand in {_storage(x) for x in o.operands} - {in_place}:
                 owner = operand.owner
                 if (last_use.get(operand) == index and operand not in outputs
                         and owner is not block and not isinstance(owner, ParamOp)):
