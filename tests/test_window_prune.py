@@ -17,7 +17,7 @@ from nmc.compiler.transforms.window_prune import WindowPruneError
 from nmc.isa.target import load_target
 from nmc.models.nm_sparsity import apply_nm
 from nmc.models.registry import build_model, export_to_file
-from nmc.models.window_prune import num_kept, rank_windows, token_magnitude
+from nmc.models.window_prune import rank_windows, token_magnitude
 from nmc.runtime.emulator import LoadedProgram
 from robust_helpers import expect_process_error, run_nmc
 

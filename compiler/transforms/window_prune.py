@@ -25,8 +25,9 @@ grid's windows, ranked by `win.rank` (L2 norm of each window's magnitudes, best 
 per grid; every block keeps a prefix of its grid's ranking, k = max(1, ceil(r * windows))
 (`models.window_prune.num_kept`). Ratios come from `models.window_prune.resolve_keep`
 (per block, non-increasing within a stage), so the compiled program and the PyTorch
-reference prune the same windows. Layer names of the linears are kept, so N:M sparsity
-(assign-sparsity, after this pass) composes.
+reference prune the same windows, or from the search of `sparsevit:latency=L`
+(compiler/sparsity/window_search.py). Layer names of the linears are kept, so N:M
+sparsity (assign-sparsity, after this pass) composes.
 """
 
 from __future__ import annotations
@@ -35,11 +36,8 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
-
 from xdsl.context import Context
 from xdsl.dialects.builtin import ModuleOp, StringAttr
-from xdsl.dialects.func import FuncOp
 from xdsl.ir import Operation, SSAValue
 from xdsl.passes import ModulePass
 from xdsl.rewriter import InsertPoint, Rewriter
@@ -54,7 +52,6 @@ from nmc.compiler.transforms.target_option import DEFAULT_TARGET, cached_target
 from nmc.isa.errors import NmcError
 from nmc.models.errors import ModelError
 from nmc.models.window_prune import num_kept, resolve_keep
-
 
 SCORING_OPS = (".window_magnitude", ".window_scores", ".window_rank")
 """Layer-name suffixes of the ops window-prune adds to score windows (per stage or grid)."""
@@ -193,12 +190,17 @@ def parse_keep(spec: str):
     return value
 
 
-def keep_ratios(blocks: list[SwinBlock], spec) -> dict[str, float]:
+def stages_of(blocks: list[SwinBlock]) -> list[list[str]]:
+    """Block names grouped by stage, in order."""
     stages: dict[str, list[str]] = {}
     for b in blocks:
         stages.setdefault(b.stage, []).append(b.name)
+    return list(stages.values())
+
+
+def keep_ratios(blocks: list[SwinBlock], spec) -> dict[str, float]:
     try:
-        return resolve_keep(list(stages.values()), spec)
+        return resolve_keep(stages_of(blocks), spec)
     except ModelError as e:
         raise WindowPruneError(f"--window-keep: {e}") from None
 
@@ -277,6 +279,8 @@ class WindowPrune(ModulePass):
                 "partition -> attention -> window reverse -> residual -> MLP -> residual)")
         spec = parse_keep(self.keep)
         if isinstance(spec, tuple):
+            from nmc.compiler.sparsity.window_search import searched_ratios
+
             ratios = searched_ratios(op, blocks, spec[1], self.calib, cached_target(self.target))
         else:
             ratios = keep_ratios(blocks, spec)
@@ -309,128 +313,3 @@ def apply_ratios(blocks: list[SwinBlock], ratios: dict[str, float]) -> None:
                                        block.name + SCORING_OPS[1])).result
             rankings[key] = b.add(RankOp(mags, grid_k, block.name + SCORING_OPS[2])).result
         prune_block(block, rankings[key], k)
-
-
-# ---------------------------------------------------------------------------- the search
-
-
-def _stages(blocks: list[SwinBlock]) -> list[list[str]]:
-    stages: dict[str, list[str]] = {}
-    for b in blocks:
-        stages.setdefault(b.stage, []).append(b.name)
-    return list(stages.values())
-
-
-def _owner(layer: str, names: list[str]) -> str | None:
-    """The block a layer belongs to (its name starts with the block's and a dot)."""
-    return next((b for b in names if layer.startswith(b + ".")), None)
-
-
-def latency_model(module: ModuleOp, blocks: list[SwinBlock], target) -> "LatencyModel":
-    """Estimated cycles per block and ratio, from the module pruned uniformly at each ratio
-    (see compiler/sparsity/sparsevit.py)."""
-    from nmc.compiler.sparsity.sparsevit import RATIOS, LatencyModel
-
-    names = [b.name for b in blocks]
-    model = LatencyModel(names, {b.name: b.stage for b in blocks},
-                         {b.name: (b.stage, tuple(b.partition.row_indices)) for b in blocks},
-                         {b: {} for b in names})
-    cache: dict[tuple, float] = {}
-    for r in RATIOS:
-        clone = module.clone()
-        cblocks = swin_blocks(clone)
-        apply_ratios(cblocks, {b.name: r for b in cblocks})
-        costs = {b: 0.0 for b in names}
-        for op in clone.walk():
-            if not hasattr(op, "layer_name"):
-                continue
-            cycles = _op_cycles(op, target, cache)
-            layer = op.layer_name
-            owner = _owner(layer, names)
-            if layer.endswith(SCORING_OPS):
-                # the scoring ops barely depend on the ratio: counted once, at the first
-                if r == RATIOS[0]:
-                    if layer.endswith(SCORING_OPS[0]):
-                        overhead, key = model.stage_overhead, model.stage_of[owner]
-                    else:
-                        overhead, key = model.grid_overhead, model.grid_of[owner]
-                    overhead[key] = overhead.get(key, 0.0) + cycles
-            elif owner is not None:
-                costs[owner] += cycles
-            elif r == 1.0:
-                model.fixed += cycles
-        for b in names:
-            model.cost[b][r] = costs[b]
-    return model
-
-
-def _op_cycles(op: Operation, target, cache: dict) -> float:
-    """The estimated cycles of an op's kernel (kernels.common.estimate_cycles), memoised
-    by op kind, types and properties (blocks of a stage repeat the same shapes)."""
-    from xdsl.dialects.builtin import IntegerAttr
-
-    from nmc.compiler.kernels.common import SCRATCH_ATTR, estimate_cycles
-    from nmc.compiler.kernels.registry import KERNELS
-
-    kernel = KERNELS.get(op.name)
-    if kernel is None:
-        return 0.0
-    key = (op.name, tuple(str(v.type) for v in (*op.operands, *op.results)),
-           tuple(sorted((k, str(v)) for k, v in op.properties.items() if k != "layer")))
-    if key not in cache:
-        if kernel.scratch_words(op) and SCRATCH_ATTR not in op.attributes:
-            op.attributes[SCRATCH_ATTR] = IntegerAttr(0, 64)  # any address: only timing
-        tiling = kernel.choose(op, target)
-        cache[key] = float(estimate_cycles(kernel.emit(op, tiling, lambda v: 0, target),
-                                           target))
-    return cache[key]
-
-
-def searched_ratios(module: ModuleOp, blocks: list[SwinBlock], fraction: float, calib: str,
-                    target) -> dict[str, float]:
-    """sparsevit:latency=L: the search of compiler/sparsity/sparsevit.py, its table printed."""
-    import sys
-
-    import torch
-
-    from nmc.compiler.dialects.nm import MODEL_ATTR
-    from nmc.compiler.frontend.loader import load_weights
-    from nmc.compiler.interpret import interpret
-    from nmc.compiler.sparsity import sparsevit
-    from nmc.compiler.sparsity.sensitivity import load_calibration
-
-    model_attr = module.attributes.get(MODEL_ATTR)
-    if not isinstance(model_attr, StringAttr):
-        raise WindowPruneError("--window-keep sparsevit needs the model file (the module has "
-                               f"no {MODEL_ATTR} attribute)")
-    func = next(o for o in module.walk() if isinstance(o, FuncOp))
-    if len(func.args) != 1:
-        raise WindowPruneError("--window-keep sparsevit needs a model with exactly one input")
-    inputs = [x.numpy() for x in load_calibration(calib, tensor_shape(func.args[0]))]
-    weights = {k: torch.tensor(np.asarray(v, np.float32))
-               for k, v in load_weights(model_attr.data).items()}
-    in_name = func.attributes["nm.input_names"].data[0].data
-
-    def outputs(m: ModuleOp) -> list[np.ndarray]:
-        return [next(iter(interpret(m, {in_name: x}, weights).values())) for x in inputs]
-
-    dense = outputs(module)
-
-    def error_of(config: dict[str, float]) -> float:
-        clone = module.clone()
-        apply_ratios(swin_blocks(clone), config)
-        return sparsevit.relative_error(outputs(clone), dense)
-
-    model = latency_model(module, blocks, target)
-    stages = _stages(blocks)
-    budget = fraction * model.dense()
-    result = sparsevit.search(model, stages, budget, error_of)
-    if result is None:
-        lowest = model.cycles({b: sparsevit.RATIOS[0] for b in model.blocks})
-        raise WindowPruneError(
-            f"--window-keep sparsevit:latency={fraction}: no configuration meets the budget "
-            f"(keep {sparsevit.RATIOS[0]} everywhere gives {lowest / model.dense():.2f} of "
-            f"the dense latency)")
-    windows = {b.name: b.windows for b in blocks}
-    print(sparsevit.format_table(result, model, windows, fraction), file=sys.stderr)
-    return result.config

@@ -1,0 +1,135 @@
+"""`--window-keep sparsevit:latency=L` on a module: the inputs of the SparseViT search
+(compiler/sparsity/sparsevit.py) from the nm IR, and its result.
+
+- `latency_model`: estimated cycles per Swin block and keep ratio, from the module pruned
+  uniformly at each ratio (window-prune's own rewrite) and every op's kernel estimate
+  (`kernels.common.estimate_cycles`, what the tile search ranks with), plus the scoring
+  overhead per stage and window grid, plus everything outside the blocks.
+- `searched_ratios`: the search, scoring each configuration by the output error of the
+  pruned IR itself, interpreted with PyTorch ops (compiler/interpret.py) on the calibration
+  inputs (`sensitivity.load_calibration`, as ELSA's), and its table on stderr.
+"""
+
+from __future__ import annotations
+
+import sys
+
+import numpy as np
+from xdsl.dialects.builtin import IntegerAttr, ModuleOp, StringAttr
+from xdsl.dialects.func import FuncOp
+from xdsl.ir import Operation
+
+from nmc.compiler.dialects.nm import MODEL_ATTR, tensor_shape
+from nmc.compiler.sparsity import sparsevit
+from nmc.compiler.transforms.window_prune import (
+    SCORING_OPS, SwinBlock, WindowPruneError, apply_ratios, stages_of, swin_blocks,
+)
+
+
+def _owner(layer: str, names: list[str]) -> str | None:
+    """The block a layer belongs to (its name starts with the block's and a dot)."""
+    return next((b for b in names if layer.startswith(b + ".")), None)
+
+
+def latency_model(module: ModuleOp, blocks: list[SwinBlock], target) -> sparsevit.LatencyModel:
+    """Estimated cycles per block and ratio (module docstring)."""
+    RATIOS, LatencyModel = sparsevit.RATIOS, sparsevit.LatencyModel
+    names = [b.name for b in blocks]
+    model = LatencyModel(names, {b.name: b.stage for b in blocks},
+                         {b.name: (b.stage, tuple(b.partition.row_indices)) for b in blocks},
+                         {b: {} for b in names})
+    cache: dict[tuple, float] = {}
+    for r in RATIOS:
+        clone = module.clone()
+        cblocks = swin_blocks(clone)
+        apply_ratios(cblocks, {b.name: r for b in cblocks})
+        costs = {b: 0.0 for b in names}
+        for op in clone.walk():
+            if not hasattr(op, "layer_name"):
+                continue
+            cycles = _op_cycles(op, target, cache)
+            layer = op.layer_name
+            owner = _owner(layer, names)
+            if layer.endswith(SCORING_OPS):
+                # the scoring ops barely depend on the ratio: counted once, at the first
+                if r == RATIOS[0]:
+                    if layer.endswith(SCORING_OPS[0]):
+                        overhead, key = model.stage_overhead, model.stage_of[owner]
+                    else:
+                        overhead, key = model.grid_overhead, model.grid_of[owner]
+                    overhead[key] = overhead.get(key, 0.0) + cycles
+            elif owner is not None:
+                costs[owner] += cycles
+            elif r == 1.0:
+                model.fixed += cycles
+        for b in names:
+            model.cost[b][r] = costs[b]
+    return model
+
+
+def _op_cycles(op: Operation, target, cache: dict) -> float:
+    """The estimated cycles of an op's kernel (kernels.common.estimate_cycles), memoised
+    by op kind, types and properties (blocks of a stage repeat the same shapes)."""
+    from xdsl.dialects.builtin import IntegerAttr
+
+    from nmc.compiler.kernels.common import SCRATCH_ATTR, estimate_cycles
+    from nmc.compiler.kernels.registry import KERNELS
+
+    kernel = KERNELS.get(op.name)
+    if kernel is None:
+        return 0.0
+    key = (op.name, tuple(str(v.type) for v in (*op.operands, *op.results)),
+           tuple(sorted((k, str(v)) for k, v in op.properties.items() if k != "layer")))
+    if key not in cache:
+        if kernel.scratch_words(op) and SCRATCH_ATTR not in op.attributes:
+            op.attributes[SCRATCH_ATTR] = IntegerAttr(0, 64)  # any address: only timing
+        tiling = kernel.choose(op, target)
+        cache[key] = float(estimate_cycles(kernel.emit(op, tiling, lambda v: 0, target),
+                                           target))
+    return cache[key]
+
+
+def searched_ratios(module: ModuleOp, blocks: list[SwinBlock], fraction: float, calib: str,
+                    target) -> dict[str, float]:
+    """sparsevit:latency=L: the searched ratio of every block; its table on stderr."""
+    import torch
+
+    from nmc.compiler.frontend.loader import load_weights
+    from nmc.compiler.interpret import interpret
+    from nmc.compiler.sparsity.sensitivity import load_calibration
+
+    model_attr = module.attributes.get(MODEL_ATTR)
+    if not isinstance(model_attr, StringAttr):
+        raise WindowPruneError("--window-keep sparsevit needs the model file (the module has "
+                               f"no {MODEL_ATTR} attribute)")
+    func = next(o for o in module.walk() if isinstance(o, FuncOp))
+    if len(func.args) != 1:
+        raise WindowPruneError("--window-keep sparsevit needs a model with exactly one input")
+    inputs = [x.numpy() for x in load_calibration(calib, tensor_shape(func.args[0]))]
+    weights = {k: torch.tensor(np.asarray(v, np.float32))
+               for k, v in load_weights(model_attr.data).items()}
+    in_name = func.attributes["nm.input_names"].data[0].data
+
+    def outputs(m: ModuleOp) -> list[np.ndarray]:
+        return [next(iter(interpret(m, {in_name: x}, weights).values())) for x in inputs]
+
+    dense = outputs(module)
+
+    def error_of(config: dict[str, float]) -> float:
+        clone = module.clone()
+        apply_ratios(swin_blocks(clone), config)
+        return sparsevit.relative_error(outputs(clone), dense)
+
+    model = latency_model(module, blocks, target)
+    stages = stages_of(blocks)
+    budget = fraction * model.dense()
+    result = sparsevit.search(model, stages, budget, error_of)
+    if result is None:
+        lowest = model.cycles({b: sparsevit.RATIOS[0] for b in model.blocks})
+        raise WindowPruneError(
+            f"--window-keep sparsevit:latency={fraction}: no configuration meets the budget "
+            f"(keep {sparsevit.RATIOS[0]} everywhere gives {lowest / model.dense():.2f} of "
+            f"the dense latency)")
+    windows = {b.name: b.windows for b in blocks}
+    print(sparsevit.format_table(result, model, windows, fraction), file=sys.stderr)
+    return result.config
