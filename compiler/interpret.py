@@ -55,14 +55,22 @@ def _permute_rows(op: nm.PermuteRowsOp, x):
 
 
 def _rank(op: win.RankOp, mags):
-    scores = torch.linalg.vector_norm(mags, dim=-1)
-    order = torch.sort(scores, descending=True, stable=True).indices
-    return order[: op.keep_value].float()
+    scores = torch.linalg.vector_norm(mags, dim=-1)  # [B, W]
+    order = torch.sort(scores, dim=-1, descending=True, stable=True).indices
+    return order[:, : op.keep_value].float()
+
+
+def _table_rows(op, idx) -> torch.Tensor:
+    """The table rows block i of each image maps to (see the `win` dialect)."""
+    chosen = idx[:, : op.count_value].long()  # [B, count]
+    if not op.is_shared:
+        chosen = chosen + op.windows * torch.arange(chosen.shape[0])[:, None]
+    return chosen.reshape(-1)
 
 
 def _scatter(op: win.ScatterOp, table, idx, values):
     out = table.clone()
-    out[idx[: op.count_value].long()] = values
+    out[_table_rows(op, idx)] = values
     return out
 
 
@@ -81,7 +89,7 @@ _SEMANTICS: dict[type[Operation], Callable] = {
     nm.MeanOp: lambda op, x: x.reshape(x.shape[0], -1, x.shape[-1]).mean(1),
     win.MagnitudeOp: lambda op, x: x.abs().mean(-1, keepdim=True),
     win.RankOp: _rank,
-    win.GatherOp: lambda op, t, idx: t[idx[: op.count_value].long()],
+    win.GatherOp: lambda op, t, idx: t[_table_rows(op, idx)],
     win.ScatterOp: _scatter,
 }
 

@@ -85,6 +85,17 @@ def test_half_the_windows_match_pytorch_where_different_windows_win(micro):
     assert {"vred", "topk", "gload", "gstore"} <= mnemonics
 
 
+def test_batch_of_two_images_ranks_windows_per_image(tmp_path):
+    module, example = build_model("swin_micro", {"batch": 2}, seed=0)
+    export_to_file(module, example, tmp_path / "m.pt")
+    program = compile_model(tmp_path / "m.pt", window={"keep": "0.25"})
+    kept = _check(program, module, example.shape, 0.25, seeds=(4,))
+    x = _inputs(example.shape, 4)
+    ranks = rank_windows(_stage0_magnitudes(module, x))[:, :4]
+    assert ranks[0].tolist() != ranks[1].tolist()  # the two images keep different windows
+    assert kept
+
+
 def test_keep_one_is_the_dense_program(micro):
     _, _, path = micro
     dense = compile_model(path)

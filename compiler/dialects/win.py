@@ -6,19 +6,24 @@ builds them. Window indices are data: a tensor of f32 values holding integers, c
 run time by `win.rank` and consumed by `win.gather` / `win.scatter` (the `topk`, `gload`
 and `gstore` instructions of the ISA).
 
-| op             | operands                                   | result          | properties |
-|----------------|--------------------------------------------|-----------------|------------|
-| `win.magnitude`| x [..., C]                                 | [..., 1]        | `layer`    |
-| `win.rank`     | magnitudes per window [W, N]               | indices [k]     | `layer`, `keep` (k) |
-| `win.gather`   | table [W, ...], indices [>= count]         | [count, ...]    | `layer`, `count` |
-| `win.scatter`  | table [W, ...], indices, values [count, ...] | [W, ...]      | `layer`, `count` |
+| op             | operands                                      | result           | properties |
+|----------------|-----------------------------------------------|------------------|------------|
+| `win.magnitude`| x [..., C]                                    | [..., 1]         | `layer`    |
+| `win.rank`     | magnitudes per window [B, W, N]               | indices [B, k]   | `layer`, `keep` (k) |
+| `win.gather`   | table [T, ...], indices [B, >= count]         | [B*count, ...]   | `layer`, `count`, `shared` (opt.) |
+| `win.scatter`  | table [T, ...], indices [B, >= count], values [B*count, ...] | [T, ...] | `layer`, `count` |
 
 `win.magnitude`: mean of |x| over the last dim (SparseViT's token magnitude).
-`win.rank`: the window scores are the L2 norms of the rows; the result is the indices of the
-`keep` best, best first, ties to the lower index (as models/window_prune.rank_windows).
-`win.gather`: block i of the result is block indices[i] of the table (i < count; blocks are
-the table's rows along its first dim). `win.scatter`: the table with block indices[i]
-replaced by block i of the values (i < count); the other blocks are the table's.
+`win.rank`: per image b, the window scores are the L2 norms of the rows of input[b]; the
+result row b holds the indices (within the image) of the `keep` best, best first, ties to
+the lower index (as models/window_prune.rank_windows).
+`win.gather`: the table's blocks (rows along its first dim) are the images' windows, T/B per
+image; block b*count + i of the result is block b*(T/B) + indices[b, i] of the table
+(i < count). With the `shared` property (1) every image gathers from the whole table
+(T = W blocks: the attention bias + mask terms, the same for every image): block
+b*count + i of the result is block indices[b, i] of the table. `win.scatter`: the
+table with block b*(T/B) + indices[b, i] replaced by block b*count + i of the values; the
+other blocks are the table's.
 """
 
 from __future__ import annotations
@@ -28,7 +33,9 @@ from typing import ClassVar
 
 from xdsl.dialects.builtin import I64, IntegerAttr, StringAttr
 from xdsl.ir import Dialect, SSAValue
-from xdsl.irdl import irdl_op_definition, operand_def, prop_def, result_def, traits_def
+from xdsl.irdl import (
+    irdl_op_definition, operand_def, opt_prop_def, prop_def, result_def, traits_def,
+)
 from xdsl.traits import Pure
 from xdsl.utils.exceptions import VerifyException
 
@@ -78,7 +85,8 @@ class RankOp(_ComputeOp):
     traits = traits_def(Pure())
 
     def __init__(self, input: SSAValue, keep: int, layer: str | StringAttr):
-        super().__init__(operands=[input], result_types=[f32_tensor((int(keep),))],
+        batch = tensor_shape(input)[0]
+        super().__init__(operands=[input], result_types=[f32_tensor((batch, int(keep)))],
                          properties={"layer": _layer(layer), "keep": _i64(keep)})
 
     @property
@@ -90,11 +98,12 @@ class RankOp(_ComputeOp):
         _check_static(self)
         x = tensor_shape(self.input)
         where = f"{self.name} ({self.layer_name})"
-        if len(x) != 2:
-            raise VerifyException(f"{where}: input must be [windows, tokens], got {_fmt(x)}")
-        if not 1 <= self.keep_value <= x[0]:
-            raise VerifyException(f"{where}: keep {self.keep_value} must be in [1, {x[0]}]")
-        self._check_result_shape((self.keep_value,))
+        if len(x) != 3:
+            raise VerifyException(
+                f"{where}: input must be [images, windows, tokens], got {_fmt(x)}")
+        if not 1 <= self.keep_value <= x[1]:
+            raise VerifyException(f"{where}: keep {self.keep_value} must be in [1, {x[1]}]")
+        self._check_result_shape((x[0], self.keep_value))
 
 
 class _WindowTableOp(_ComputeOp):
@@ -112,12 +121,30 @@ class _WindowTableOp(_ComputeOp):
         _check_static(self)
         where = f"{self.name} ({self.layer_name})"
         table, idx, count = tensor_shape(self.table), tensor_shape(self.indices), self.count_value
-        if len(idx) != 1 or idx[0] < count:
-            raise VerifyException(f"{where}: indices must be [n >= {count}], got {_fmt(idx)}")
-        if not table or not 1 <= count <= table[0]:
+        if len(idx) != 2 or idx[1] < count:
             raise VerifyException(
-                f"{where}: count {count} must be in [1, {table[0] if table else 0}]")
+                f"{where}: indices must be [images, n >= {count}], got {_fmt(idx)}")
+        if not table or (not self.is_shared and table[0] % idx[0]):
+            raise VerifyException(f"{where}: the table's {table[0] if table else 0} windows "
+                                  f"do not split into {idx[0]} images")
+        if not 1 <= count <= self.windows:
+            raise VerifyException(f"{where}: count {count} must be in [1, {self.windows}]")
         return table
+
+    @property
+    def is_shared(self) -> bool:
+        shared = self.properties.get("shared")
+        return shared is not None and shared.value.data == 1
+
+    @property
+    def windows(self) -> int:
+        """Blocks an image's indices choose among."""
+        table = tensor_shape(self.table)[0]
+        return table if self.is_shared else table // self.images
+
+    @property
+    def images(self) -> int:
+        return tensor_shape(self.indices)[0]
 
 
 @irdl_op_definition
@@ -131,15 +158,22 @@ class GatherOp(_WindowTableOp):
 
     traits = traits_def(Pure())
 
-    def __init__(self, table: SSAValue, indices: SSAValue, count: int, layer: str | StringAttr):
+    shared = opt_prop_def(IntegerAttr[I64])
+
+    def __init__(self, table: SSAValue, indices: SSAValue, count: int, layer: str | StringAttr,
+                 shared: bool = False):
         shape = tensor_shape(table)
+        images = tensor_shape(indices)[0]
+        props = {"layer": _layer(layer), "count": _i64(count)}
+        if shared:
+            props["shared"] = _i64(1)
         super().__init__(operands=[table, indices],
-                         result_types=[f32_tensor((int(count), *shape[1:]))],
-                         properties={"layer": _layer(layer), "count": _i64(count)})
+                         result_types=[f32_tensor((images * int(count), *shape[1:]))],
+                         properties=props)
 
     def verify_(self) -> None:
         table = self._verify_table()
-        self._check_result_shape((self.count_value, *table[1:]))
+        self._check_result_shape((self.images * self.count_value, *table[1:]))
 
 
 @irdl_op_definition
@@ -162,11 +196,10 @@ class ScatterOp(_WindowTableOp):
 
     def verify_(self) -> None:
         table = self._verify_table()
-        values = tensor_shape(self.values)
-        if tuple(values) != (self.count_value, *table[1:]):
-            raise VerifyException(
-                f"{self.name} ({self.layer_name}): values must be "
-                f"{_fmt((self.count_value, *table[1:]))}, got {_fmt(values)}")
+        values, want = tensor_shape(self.values), (self.images * self.count_value, *table[1:])
+        if tuple(values) != want:
+            raise VerifyException(f"{self.name} ({self.layer_name}): values must be "
+                                  f"{_fmt(want)}, got {_fmt(values)}")
         self._check_result_shape(table)
 
 

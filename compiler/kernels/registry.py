@@ -36,8 +36,8 @@ from nmc.compiler.kernels.patch_embed import (
 )
 from nmc.compiler.dialects.win import GatherOp, MagnitudeOp, RankOp, ScatterOp
 from nmc.compiler.kernels.window import (
-    choose_gather_tiling, choose_magnitude_tiling, choose_rank_tiling, choose_scatter_tiling,
-    emit_gather, emit_magnitude, emit_rank, emit_scatter,
+    WindowTable, choose_gather_tiling, choose_magnitude_tiling, choose_rank_tiling,
+    choose_scatter_tiling, emit_gather, emit_magnitude, emit_rank, emit_scatter,
 )
 from nmc.isa.table import Instr
 from nmc.isa.target import Target
@@ -269,28 +269,29 @@ KERNELS: dict[str, Kernel] = {
 # ---------------------------------------------------------------------------- window pruning
 
 
-def _table_dims(op) -> tuple[int, int]:
-    """(windows, words per window) of the table of a win.gather / win.scatter."""
-    shape = tensor_shape(op.table)
-    return shape[0], prod(shape[1:])
+def _window_table(op) -> WindowTable:
+    """The shapes of a win.gather / win.scatter (kernels.window.WindowTable)."""
+    shape, (images, row) = tensor_shape(op.table), tensor_shape(op.indices)
+    shared = getattr(op, "is_shared", False)
+    return WindowTable(images, op.windows, prod(shape[1:]), row, op.count_value, shared)
 
 
 def _choose_gather(op: GatherOp, target: Target) -> dict:
-    return choose_gather_tiling(op.layer_name, *_table_dims(op), op.count_value, target)
+    return choose_gather_tiling(op.layer_name, _window_table(op), target)
 
 
 def _emit_gather(op: GatherOp, tiling: dict, addr: AddrOf, target: Target):
-    return emit_gather(*_table_dims(op), op.count_value, tiling, addr(op.table),
-                       addr(op.indices), addr(op.result), target)
+    return emit_gather(_window_table(op), tiling, addr(op.table), addr(op.indices),
+                       addr(op.result), target)
 
 
 def _choose_scatter(op: ScatterOp, target: Target) -> dict:
-    return choose_scatter_tiling(op.layer_name, *_table_dims(op), op.count_value, target)
+    return choose_scatter_tiling(op.layer_name, _window_table(op), target)
 
 
 def _emit_scatter(op: ScatterOp, tiling: dict, addr: AddrOf, target: Target):
-    return emit_scatter(*_table_dims(op), op.count_value, tiling, addr(op.table),
-                        addr(op.indices), addr(op.values), addr(op.result), target)
+    return emit_scatter(_window_table(op), tiling, addr(op.table), addr(op.indices),
+                        addr(op.values), addr(op.result), target)
 
 
 def _choose_magnitude(op: MagnitudeOp, target: Target) -> dict:

@@ -3,11 +3,13 @@ scattering windows, on the vector unit and the gathered / scattered DMA.
 
 - win.magnitude x [M x C] -> [M]: row tiles of `rows` tokens are loaded, reduced by one
   `vred mean_abs` each, and stored as one run of words.
-- win.rank mags [W x N] -> [k]: window tiles are loaded and reduced by `vred l2` into one
-  score row of W words; one `topk` writes the k best indices, which are stored.
-- win.gather table [W x B] (B words per window), indices -> [count x B]: the indices are
-  loaded once, then per chunk of windows and columns one `gload` (table blocks picked by
-  the indices, `stride` B) and one store of the packed chunk.
+- win.rank mags [B x W x N] -> [B x k]: per image, window tiles are loaded and reduced by
+  `vred l2` into one score row of W words; one `topk` writes the k best indices, which are
+  stored.
+- win.gather table [images * W x block], indices [images x row] -> [images * count x
+  block]: the indices are loaded once, then per image and chunk of windows and columns one
+  `gload` (blocks of that image's part of the table picked by its indices) and one store
+  of the packed chunk.
 - win.scatter: the table is copied to the result (the windows that are not scattered keep
   their values) unless plan-memory gave the result the table's own space (the table is
   not used afterwards: the usual case), then per chunk the values are loaded and one
@@ -18,6 +20,8 @@ Chunk sizes are chosen by the timing model like every other kernel (`choose_best
 """
 
 from __future__ import annotations
+
+from dataclasses import dataclass
 
 from nmc.isa.table import Instr, Mem, VRedFn
 from nmc.isa.target import Target
@@ -62,32 +66,34 @@ def choose_magnitude_tiling(layer: str, M: int, C: int, target: Target) -> dict:
     return TILINGS.get(("win.magnitude", M, C), target, search)
 
 
-def emit_rank(W: int, N: int, keep: int, tiling: dict, mags: int, y: int,
+def emit_rank(B: int, W: int, N: int, keep: int, tiling: dict, mags: int, y: int,
               target: Target) -> list[Instr]:
+    """Per image: window tiles reduced by `vred l2` into a score row, one `topk`, a store."""
     tw = tiling["windows"]
     chip = OnChipAllocator(target)
     scores, best = chip.alloc(Mem.SPAD, W), chip.alloc(Mem.SPAD, keep)
     ring = chip.ring(Mem.SPAD, tw * N)
     out: list[Instr] = []
-    for w0, ww in tiles(W, tw):
-        buf = ring.next()
-        out.append(_load_rows(buf, mags + w0 * N, ww, N))
-        out.append(Instr.make("vred", fn=VRedFn.L2, dst_mem=Mem.SPAD, dst=scores + w0,
-                              src_mem=Mem.SPAD, src=buf, rows=ww, cols=N))
-    out.append(Instr.make("topk", dst_mem=Mem.SPAD, dst=best, src_mem=Mem.SPAD, src=scores,
-                          n=W, k=keep))
-    out.append(_store_run(best, y, keep))
+    for b in range(B):
+        for w0, ww in tiles(W, tw):
+            buf = ring.next()
+            out.append(_load_rows(buf, mags + (b * W + w0) * N, ww, N))
+            out.append(Instr.make("vred", fn=VRedFn.L2, dst_mem=Mem.SPAD, dst=scores + w0,
+                                  src_mem=Mem.SPAD, src=buf, rows=ww, cols=N))
+        out.append(Instr.make("topk", dst_mem=Mem.SPAD, dst=best, src_mem=Mem.SPAD,
+                              src=scores, n=W, k=keep))
+        out.append(_store_run(best, y + b * keep, keep))
     return out
 
 
-def choose_rank_tiling(layer: str, W: int, N: int, keep: int, target: Target) -> dict:
+def choose_rank_tiling(layer: str, B: int, W: int, N: int, keep: int, target: Target) -> dict:
     def search() -> dict:
         return choose_best(
             layer, [{"windows": w} for w in size_candidates(W, 1, limit=DIM_MAX)],
-            lambda t: emit_rank(W, N, keep, t, 0, 0, target), target,
+            lambda t: emit_rank(B, W, N, keep, t, 0, 0, target), target,
             need=f"{W + keep + 2 * N} SPAD words for the scores and two windows")
 
-    return TILINGS.get(("win.rank", W, N, keep), target, search)
+    return TILINGS.get(("win.rank", B, W, N, keep), target, search)
 
 
 def _chunks(count: int, block: int, tiling: dict):
@@ -97,37 +103,69 @@ def _chunks(count: int, block: int, tiling: dict):
             yield w0, ww, c0, cc
 
 
-def emit_gather(W: int, block: int, count: int, tiling: dict, table: int, indices: int,
-                y: int, target: Target) -> list[Instr]:
+@dataclass(frozen=True)
+class WindowTable:
+    """A win.gather / win.scatter's shapes: `images` images of `windows` blocks of `block`
+    words in the table (or, `shared`, one table of `windows` blocks for all images), `row`
+    indices per image (the first `count` used)."""
+
+    images: int
+    windows: int
+    block: int
+    row: int
+    count: int
+    shared: bool = False
+
+    def image_base(self, table: int, b: int) -> int:
+        """DRAM address of image b's part of the table."""
+        return table if self.shared else table + b * self.windows * self.block
+
+
+def _load_indices(t: WindowTable, chip: OnChipAllocator, indices: int) -> tuple[int, Instr]:
+    idx = chip.alloc(Mem.SPAD, t.images * t.row)
+    return idx, _load_rows(idx, indices, 1, t.images * t.row)
+
+
+def emit_gather(t: WindowTable, tiling: dict, table: int, indices: int, y: int,
+                target: Target) -> list[Instr]:
     chip = OnChipAllocator(target)
-    idx = chip.alloc(Mem.SPAD, count)
+    idx, load_idx = _load_indices(t, chip, indices)
     ring = chip.ring(Mem.SPAD, tiling["windows"] * tiling["cols"])
-    out = [_load_rows(idx, indices, 1, count)]
-    for w0, ww, c0, cc in _chunks(count, block, tiling):
-        buf = ring.next()
-        out.append(Instr.make("gload", mem=Mem.SPAD, local=buf, dram=table + c0, idx=idx + w0,
-                              count=ww, block=cc, stride=block, limit=W))
-        out.append(Instr.make("store", mem=Mem.SPAD, local=buf, dram=y + w0 * block + c0,
-                              rows=ww, cols=cc, stride=block))
+    out = [load_idx]
+    for b in range(t.images):
+        base = t.image_base(table, b)
+        for w0, ww, c0, cc in _chunks(t.count, t.block, tiling):
+            buf = ring.next()
+            out.append(Instr.make("gload", mem=Mem.SPAD, local=buf, dram=base + c0,
+                                  idx=idx + b * t.row + w0, count=ww, block=cc,
+                                  stride=t.block, limit=t.windows))
+            out.append(Instr.make("store", mem=Mem.SPAD, local=buf,
+                                  dram=y + (b * t.count + w0) * t.block + c0, rows=ww,
+                                  cols=cc, stride=t.block))
     return out
 
 
-def emit_scatter(W: int, block: int, count: int, tiling: dict, table: int, indices: int,
-                 values: int, y: int, target: Target) -> list[Instr]:
+def emit_scatter(t: WindowTable, tiling: dict, table: int, indices: int, values: int, y: int,
+                 target: Target) -> list[Instr]:
     # plan-memory puts the result in the table's space when the table is not used after
     # (then the windows that are not scattered are already in place); otherwise, copy it
+    words = t.images * t.windows * t.block
     out = [] if table == y else emit_copies(
-        [(Block2D(table, 1, W * block, W * block), y, W * block)], tiling["copy"], target)
+        [(Block2D(table, 1, words, words), y, words)], tiling["copy"], target)
     chip = OnChipAllocator(target)
-    idx = chip.alloc(Mem.SPAD, count)
+    idx, load_idx = _load_indices(t, chip, indices)
     ring = chip.ring(Mem.SPAD, tiling["windows"] * tiling["cols"])
-    out.append(_load_rows(idx, indices, 1, count))
-    for w0, ww, c0, cc in _chunks(count, block, tiling):
-        buf = ring.next()
-        out.append(Instr.make("load", mem=Mem.SPAD, local=buf, dram=values + w0 * block + c0,
-                              rows=ww, cols=cc, stride=block))
-        out.append(Instr.make("gstore", mem=Mem.SPAD, local=buf, dram=y + c0, idx=idx + w0,
-                              count=ww, block=cc, stride=block, limit=W))
+    out.append(load_idx)
+    for b in range(t.images):
+        base = t.image_base(y, b)
+        for w0, ww, c0, cc in _chunks(t.count, t.block, tiling):
+            buf = ring.next()
+            out.append(Instr.make("load", mem=Mem.SPAD, local=buf,
+                                  dram=values + (b * t.count + w0) * t.block + c0, rows=ww,
+                                  cols=cc, stride=t.block))
+            out.append(Instr.make("gstore", mem=Mem.SPAD, local=buf, dram=base + c0,
+                                  idx=idx + b * t.row + w0, count=ww, block=cc,
+                                  stride=t.block, limit=t.windows))
     return out
 
 
@@ -139,24 +177,25 @@ def _chunk_candidates(count: int, block: int, target: Target) -> list[dict]:
             if w * c <= half]
 
 
-def choose_gather_tiling(layer: str, W: int, block: int, count: int, target: Target) -> dict:
+def choose_gather_tiling(layer: str, t: WindowTable, target: Target) -> dict:
     def search() -> dict:
         return choose_best(
-            layer, _chunk_candidates(count, block, target),
-            lambda t: emit_gather(W, block, count, t, 0, 0, 0, target), target,
-            need=f"{count} SPAD words for the indices and two chunks of 256 words")
+            layer, _chunk_candidates(t.count, t.block, target),
+            lambda tiling: emit_gather(t, tiling, 0, 0, 0, target), target,
+            need=f"{t.images * t.row} SPAD words for the indices and two chunks of 256 words")
 
-    return TILINGS.get(("win.gather", W, block, count), target, search)
+    return TILINGS.get(("win.gather", t), target, search)
 
 
-def choose_scatter_tiling(layer: str, W: int, block: int, count: int, target: Target) -> dict:
-    copy = min(W * block, target.spad_words // 2 - ALIGN_WORDS, DIM_MAX) // ALIGN_WORDS \
+def choose_scatter_tiling(layer: str, t: WindowTable, target: Target) -> dict:
+    words = t.images * t.windows * t.block
+    copy = min(words, target.spad_words // 2 - ALIGN_WORDS, DIM_MAX) // ALIGN_WORDS \
         * ALIGN_WORDS
 
     def search() -> dict:
         return choose_best(
-            layer, [{**t, "copy": copy} for t in _chunk_candidates(count, block, target)],
-            lambda t: emit_scatter(W, block, count, t, 0, 0, 0, 0, target), target,
-            need=f"{count} SPAD words for the indices and two chunks of 256 words")
+            layer, [{**c, "copy": copy} for c in _chunk_candidates(t.count, t.block, target)],
+            lambda tiling: emit_scatter(t, tiling, 0, 0, 0, 0, target), target,
+            need=f"{t.images * t.row} SPAD words for the indices and two chunks of 256 words")
 
-    return TILINGS.get(("win.scatter", W, block, count), target, search)
+    return TILINGS.get(("win.scatter", t), target, search)

@@ -21,8 +21,9 @@ With keep ratio r < 1 it becomes what models/window_prune.py computes:
 (the norms, the MLP and the residuals are per token, so they commute with the window
 permutation). `idx` is the ranking of the block's window grid: per stage, the token
 magnitudes (`win.magnitude`) of the input of its first pruned block, permuted like that
-grid's windows, ranked by `win.rank` (L2 norm of each window's magnitudes, best first) once
-per grid; every block keeps a prefix of its grid's ranking, k = max(1, ceil(r * windows))
+grid's windows, ranked by `win.rank` (L2 norm of each window's magnitudes, best first; per
+image) once per grid; every block keeps a prefix of its grid's ranking, k = max(1,
+ceil(r * windows per image))
 (`models.window_prune.num_kept`). Ratios come from `models.window_prune.resolve_keep`
 (per block, non-increasing within a stage), so the compiled program and the PyTorch
 reference prune the same windows, or from the search of `sparsevit:latency=L`
@@ -92,8 +93,13 @@ class SwinBlock:
         return self.name.rsplit(".blocks.", 1)[0] if ".blocks." in self.name else self.name
 
     @property
+    def images(self) -> int:
+        return tensor_shape(self.norm1.input)[0]
+
+    @property
     def windows(self) -> int:
-        return tensor_shape(self.partition.result)[0]
+        """Windows per image (SparseViT ranks and keeps them per image)."""
+        return tensor_shape(self.partition.result)[0] // self.images
 
     def ops(self) -> list[Operation]:
         ops = [self.norm1, self.partition, self.qkv, self.attn, self.proj, self.reverse,
@@ -229,8 +235,15 @@ def prune_block(block: SwinBlock, idx: SSAValue, k: int) -> None:
     n1 = b.add(LayerNormOp(g, norm1.gamma, norm1.beta, norm1.eps, norm1.layer)).result
     qkv = b.add(_linear_like(block.qkv, n1)).result
     bias = attn.bias
-    if bias is not None and tensor_shape(bias)[0] == block.windows > 1:
-        bias = b.add(GatherOp(bias, idx, k, n + GATHERING_OPS[1])).result
+    groups = tensor_shape(bias)[0] if bias is not None else 1
+    if groups > 1:  # a bias + mask term per window: per window of the grid (the same for
+        # every image) or per window of every image; the kept windows take theirs
+        shared = groups == block.windows
+        if not shared and groups != block.images * block.windows:
+            raise WindowPruneError(f"{block.attn.layer_name}: an attention bias of {groups} "
+                                   f"terms fits neither {block.windows} windows nor "
+                                   f"{block.images} x {block.windows}")
+        bias = b.add(GatherOp(bias, idx, k, n + GATHERING_OPS[1], shared=shared)).result
     a = b.add(AttentionOp(qkv, attn.heads, attn.scale, attn.layer, bias)).result
     proj = b.add(_linear_like(block.proj, a)).result
     g1 = b.add(AddOp(g, proj, block.add1.layer)).result
@@ -285,6 +298,7 @@ class WindowPrune(ModulePass):
         else:
             ratios = keep_ratios(blocks, spec)
         apply_ratios(blocks, ratios)
+        op.verify()  # the rewritten blocks' shapes (e.g. an attention bias per window)
         op.attributes[WINDOW_KEEP_ATTR] = StringAttr(json.dumps(ratios))
         if self.out:
             from nmc.isa.fileio import atomic_write_bytes
@@ -306,10 +320,12 @@ def apply_ratios(blocks: list[SwinBlock], ratios: dict[str, float]) -> None:
         rows = tuple(block.partition.row_indices)
         key = (block.stage, rows)
         if key not in rankings:
-            win, tokens = tensor_shape(block.partition.result)[:2]
+            tokens = tensor_shape(block.partition.result)[1]
             grid_k = max(kk for bb, kk in pruned
                          if bb.stage == block.stage and tuple(bb.partition.row_indices) == rows)
-            mags = b.add(PermuteRowsOp(magnitudes[block.stage], list(rows), (win, tokens),
+            mags = b.add(PermuteRowsOp(magnitudes[block.stage], list(rows),
+                                       (block.images * block.windows, tokens),
                                        block.name + SCORING_OPS[1])).result
+            mags = b.add(ReshapeOp(mags, (block.images, block.windows, tokens))).result
             rankings[key] = b.add(RankOp(mags, grid_k, block.name + SCORING_OPS[2])).result
         prune_block(block, rankings[key], k)
