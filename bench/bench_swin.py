@@ -3,7 +3,8 @@ keep ratios and at a searched configuration, the speedup against dense, and what
 gathering windows cost. Run on demand (not a test):
 
     .venv/bin/python bench/bench_swin.py                         # swin_tiny, updates BENCHMARKS.md
-    .venv/bin/python bench/bench_swin.py --model swin_micro --no-write
+    .venv/bin/python bench/bench_swin.py --models swin_tiny swin_small swin_base
+    .venv/bin/python bench/bench_swin.py --models swin_micro --no-write
 
 Per configuration: `nmc compile --window-keep ...` (random weights, fixed seed, 224x224 for
 swin_tiny), one emulator run with the trace on, and
@@ -80,7 +81,8 @@ def measure(name: str, keeps: list[str], workdir: Path) -> list[dict]:
         cycles = result.total_cycles
         dense_cycles = dense_cycles or cycles
         rows.append({
-            "keep": keep, "ratios": ratios, "cycles": cycles, "ms": result.seconds * 1e3,
+            "model": name, "keep": keep, "ratios": ratios, "cycles": cycles,
+            "ms": result.seconds * 1e3,
             "speedup": dense_cycles / cycles, "err": float(np.abs(got - want).max()
                                                           / np.abs(want).max()),
             "scoring": share["scoring"], "gathering": share["gathering"],
@@ -90,21 +92,22 @@ def measure(name: str, keeps: list[str], workdir: Path) -> list[dict]:
     return rows
 
 
-def table(name: str, rows: list[dict]) -> str:
+def table(rows: list[dict]) -> str:
     lines = ["| model | window keep | modelled cycles (ms @ clock) | speed-up vs dense | "
              "scoring: cycles (share) | gathering: cycles (share) | rel. error vs PyTorch | "
              "instrs | compile (s) |", "|---|---|---:|---:|---:|---:|---:|---:|---:|"]
     for r in rows:
         c = r["cycles"]
         lines.append(
-            f"| {name} | {r['keep']} | {c} ({r['ms']:.2f}) | {r['speedup']:.2f}x "
+            f"| {r['model']} | {r['keep']} | {c} ({r['ms']:.2f}) | {r['speedup']:.2f}x "
             f"| {r['scoring']} ({100 * r['scoring'] / c:.1f}%) "
             f"| {r['gathering']} ({100 * r['gathering'] / c:.1f}%) | {r['err']:.1e} "
             f"| {r['instructions']} | {r['compile_s']:.1f} |")
     searched = [r for r in rows if r["ratios"] and r["keep"].startswith("sparsevit")]
     for r in searched:
         lines.append("")
-        lines.append(f"Searched ratios ({r['keep']}): `{json.dumps(r['ratios'])}`")
+        lines.append(f"Searched ratios, {r['model']} ({r['keep']}): "
+                     f"`{json.dumps(r['ratios'])}`")
     return "\n".join(lines)
 
 
@@ -130,7 +133,7 @@ def write_markdown(path: Path, body: str, command: str) -> None:
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--model", default="swin_tiny")
+    parser.add_argument("--models", nargs="+", default=["swin_tiny"])
     parser.add_argument("--keeps", nargs="+",
                         default=["1.0", "0.6", "0.4", "sparsevit:latency=0.6"])
     parser.add_argument("--output", type=Path, default=ROOT / "BENCHMARKS.md")
@@ -138,9 +141,11 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     command = " ".join([".venv/bin/python", "bench/bench_swin.py",
                         *(argv if argv is not None else sys.argv[1:])])
+    rows = []
     with tempfile.TemporaryDirectory() as tmp:
-        rows = measure(args.model, args.keeps, Path(tmp))
-    body = table(args.model, rows)
+        for name in args.models:
+            rows += measure(name, args.keeps, Path(tmp))
+    body = table(rows)
     print(body)
     if not args.no_write:
         write_markdown(args.output, body, command)
