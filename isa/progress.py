@@ -1,4 +1,5 @@
-"""Progress bars on stderr for the slow steps of nmc (compile passes, the ELSA search).
+"""Progress bars on stderr for the slow steps of nmc (compile passes, the ELSA and
+SparseViT searches).
 
     for item in progress(items, desc="ELSA search", unit="gen"): ...
     with progress(total=7, desc="compile") as bar: ...; bar.update()

@@ -33,6 +33,8 @@ from typing import Callable
 
 import numpy as np
 
+from nmc.isa.progress import progress
+
 RATIOS = (0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0)
 POPULATION = 16
 PARENTS = 4
@@ -111,7 +113,7 @@ def search(model: LatencyModel, stages: list[list[str]], budget: float,
             population.append(c)
     if not population:
         return None
-    for _ in range(GENERATIONS):
+    for _ in progress(range(GENERATIONS), desc="SparseViT search", unit="gen"):
         parents = sorted(population, key=score)[:PARENTS]
         children = []
         for i in range(TRIES):

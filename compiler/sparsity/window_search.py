@@ -24,6 +24,7 @@ from nmc.compiler.sparsity import sparsevit
 from nmc.compiler.transforms.window_prune import (
     SCORING_OPS, SwinBlock, WindowPruneError, apply_ratios, stages_of, swin_blocks,
 )
+from nmc.isa.progress import progress
 
 
 def _owner(layer: str, names: list[str]) -> str | None:
@@ -39,7 +40,7 @@ def latency_model(module: ModuleOp, blocks: list[SwinBlock], target) -> sparsevi
                          {b.name: (b.stage, tuple(b.partition.row_indices)) for b in blocks},
                          {b: {} for b in names})
     cache: dict[tuple, float] = {}
-    for r in RATIOS:
+    for r in progress(RATIOS, desc="window latency model", unit="ratio"):
         clone = module.clone()
         cblocks = swin_blocks(clone)
         apply_ratios(cblocks, {b.name: r for b in cblocks})
