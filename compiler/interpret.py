@@ -35,7 +35,10 @@ def _linear(op: nm.LinearOp, x, w, b=None):
         from nmc.models.nm_sparsity import nm_mask
 
         w = w * nm_mask(w, *pattern)
-    return F.linear(x, w, b)
+    y = F.linear(x, w, b)
+    if op.activation_name is not None:
+        y = F.gelu(y, approximate=nm.LINEAR_ACTIVATIONS[op.activation_name])
+    return y
 
 
 def _attention(op: nm.AttentionOp, qkv, bias=None):

@@ -17,6 +17,7 @@ from xdsl.printer import Printer
 
 from nmc.compiler.dialects.context import make_context as make_frontend_context
 from nmc.compiler.transforms.assign_sparsity import AssignSparsity
+from nmc.compiler.transforms.fuse_activations import FuseActivations
 from nmc.compiler.transforms.insert_tokens import InsertTokens
 from nmc.compiler.transforms.lower_nm_to_isa import LowerNmToIsa
 from nmc.compiler.transforms.plan_memory import PlanMemory
@@ -28,12 +29,13 @@ from nmc.isa.dialect import ISA
 from nmc.isa.errors import NmcError
 
 PASSES: dict[str, type[ModulePass]] = {
-    p.name: p for p in (RaiseTorchToNm, WindowPrune, AssignSparsity, ScheduleTiles,
-                        PruneAndPack, PlanMemory, LowerNmToIsa, InsertTokens)
+    p.name: p for p in (RaiseTorchToNm, WindowPrune, FuseActivations, AssignSparsity,
+                        ScheduleTiles, PruneAndPack, PlanMemory, LowerNmToIsa, InsertTokens)
 }
 
-DEFAULT_PIPELINE = ("raise-torch-to-nm", "window-prune", "assign-sparsity", "schedule-tiles",
-                    "prune-and-pack", "plan-memory", "lower-nm-to-isa", "insert-tokens")
+DEFAULT_PIPELINE = ("raise-torch-to-nm", "window-prune", "fuse-activations", "assign-sparsity",
+                    "schedule-tiles", "prune-and-pack", "plan-memory", "lower-nm-to-isa",
+                    "insert-tokens")
 TARGETED_PASSES = ("window-prune", "assign-sparsity", "prune-and-pack", "schedule-tiles",
                    "lower-nm-to-isa")
 

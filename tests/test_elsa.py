@@ -234,7 +234,8 @@ def test_compiled_elsa_program_matches_apply_nm(deit, tmp_path):
 
     path, module = deit
     prog, cfg = tmp_path / "p.bin", tmp_path / "s.json"
-    assert main(["compile", str(path), "-o", str(prog), "--sparsity", "elsa:speedup=2",
+    # 1.5, not 2: compiled, fc1 carries the fused GELU, which sparsity cannot speed up
+    assert main(["compile", str(path), "-o", str(prog), "--sparsity", "elsa:speedup=1.5",
                  "--sparsity-out", str(cfg)]) == 0
     chosen = {k: tuple(int(x) for x in v.split(":"))
               for k, v in json.loads(cfg.read_text()).items() if v != "dense"}

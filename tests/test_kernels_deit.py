@@ -347,16 +347,18 @@ def test_linear_closed_form_cost_matches_the_emitted_kernel():
         t = {"m": rng.choice([16, 32, 48, 64, 100, M]), "n": rng.choice([16, 32, 64, 128, N]),
              "k": rng.choice([16, 64, 96, 256, K])}
         bias, layout = rng.random() < 0.5, rng.choice(["kn", "nk"])
+        act = rng.choice([None, None, "gelu", "gelu_tanh"])  # fused (fuse-activations)
         try:
-            instrs = emit_linear(M, K, N, t, 0, 0, 0 if bias else None, 0, TARGET, layout)
+            instrs = emit_linear(M, K, N, t, 0, 0, 0 if bias else None, 0, TARGET, layout,
+                                 activation=act)
             emitted = (estimate_cycles(instrs, TARGET), len(instrs))
         except _DoesNotFit:
             emitted = None
         try:
-            closed = linear_cost(M, K, N, t, bias, TARGET, layout)
+            closed = linear_cost(M, K, N, t, bias, TARGET, layout, activation=act)
         except _DoesNotFit:
             closed = None
-        assert closed == emitted, (M, K, N, t, bias, layout)
+        assert closed == emitted, (M, K, N, t, bias, layout, act)
 
 
 def test_tile_choices_are_memoised_per_shape():

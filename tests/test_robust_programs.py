@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+from nmc.isa.container import read_program
 from robust_helpers import (
     HEADER, SECTION, built, expect_error, expect_process_error, fix_crcs, run_nmc, sections,
     target_toml,
@@ -185,7 +186,8 @@ def test_out_of_range_dram_address(capsys, tmp_path, tmp_path_factory, x):
         return text[:m.start(1)] + "0x7fff0000" + text[m.end(1):]
 
     path = _edit_asm(tmp_path, tmp_path_factory, edit)
-    _run_error(capsys, path, x, "out-of-bounds access to DRAM [2147418112, ", "(size 5184)",
+    size = read_program(path).dram_words  # the program's DRAM: the error's bound
+    _run_error(capsys, path, x, "out-of-bounds access to DRAM [2147418112, ", f"(size {size})",
                ": store ", "dram=0x7fff0000")
 
 

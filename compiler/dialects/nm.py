@@ -6,7 +6,7 @@ Value semantics, builtin `tensor<...xf32>` types with static shapes. Every compu
 | op              | operands                                        | properties              |
 |-----------------|-------------------------------------------------|-------------------------|
 | `nm.param`      | -                                               | `name` (state_dict key) |
-| `nm.linear`     | input [..., K], weight [N, K], bias [N] (opt.)  | `layer`, `sparsity` (opt.) |
+| `nm.linear`     | input [..., K], weight [N, K], bias [N] (opt.)  | `layer`, `sparsity`, `activation` (opt.) |
 | `nm.layer_norm` | input [..., C], gamma [C], beta [C]             | `layer`, `eps` (f64)    |
 | `nm.gelu`       | input                                           | `layer`, `approximate`  |
 | `nm.add`        | lhs, rhs (rhs same shape or broadcast, below)   | `layer`                 |
@@ -83,6 +83,8 @@ OUTPUT_NAMES_ATTR = "nm.output_names"
 PARAM_ARG_ATTR = "nm.param"
 
 GELU_APPROXIMATIONS = ("none", "tanh")
+LINEAR_ACTIVATIONS = {"gelu": "none", "gelu_tanh": "tanh"}
+"""nm.linear's fusable activations, and the GELU approximation each one is."""
 
 F32Tensor = TensorType.constr(Float32Type())
 
@@ -183,6 +185,9 @@ class LinearOp(_ComputeOp):
     # N:M sparsity of the weight, `array<i64: N, M>` (absent = dense; N = M is dense too):
     # per group of M consecutive weights along K, N are kept. Set by assign-sparsity.
     sparsity = opt_prop_def(DenseArrayBase)
+    # An elementwise function applied to the result (LINEAR_ACTIVATIONS), fused into the
+    # kernel's epilogue by fuse-activations (absent: none).
+    activation = opt_prop_def(StringAttr)
 
     traits = traits_def(Pure())
 
@@ -193,6 +198,7 @@ class LinearOp(_ComputeOp):
         bias: SSAValue | None,
         layer: str | StringAttr,
         sparsity: tuple[int, int] | None = None,
+        activation: str | None = None,
     ):
         if isinstance(layer, str):
             layer = StringAttr(layer)
@@ -202,6 +208,8 @@ class LinearOp(_ComputeOp):
         properties: dict[str, Attribute] = {"layer": layer}
         if sparsity is not None:
             properties["sparsity"] = sparsity_attr(*sparsity)
+        if activation is not None:
+            properties["activation"] = StringAttr(activation)
         super().__init__(
             operands=[input, weight, [bias] if bias is not None else []],
             result_types=[f32_tensor(out_shape)],
@@ -215,6 +223,11 @@ class LinearOp(_ComputeOp):
             return None
         values = tuple(self.sparsity.iter_values())
         return (int(values[0]), int(values[1])) if len(values) == 2 else None
+
+    @property
+    def activation_name(self) -> str | None:
+        """The fused activation ("gelu" or "gelu_tanh"), or None."""
+        return self.activation.data if self.activation is not None else None
 
     def set_sparsity(self, pattern: tuple[int, int] | None) -> None:
         """Set (N, M), or remove the property with None (dense)."""
@@ -244,6 +257,10 @@ class LinearOp(_ComputeOp):
         _check_static(self)
         where = f"nm.linear ({self.layer.data})"
         self._verify_sparsity(where)
+        if self.activation_name not in (None, *LINEAR_ACTIVATIONS):
+            raise VerifyException(
+                f"{where}: activation must be one of {', '.join(LINEAR_ACTIVATIONS)}, got "
+                f"{self.activation_name!r}")
         x = tensor_shape(self.input)
         w = tensor_shape(self.weight)
         if len(x) < 1:
@@ -876,6 +893,7 @@ __all__ = [
     "OUTPUT_NAMES_ATTR",
     "PARAM_ARG_ATTR",
     "GELU_APPROXIMATIONS",
+    "LINEAR_ACTIVATIONS",
     "broadcasts_to",
     "sparsity_attr",
     "f32_tensor",

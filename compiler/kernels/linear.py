@@ -2,8 +2,9 @@
 
 W is stored in DRAM transposed ([K x N], layout "transpose") so that a W tile is a plain
 2-D block. Loop order m, n, k: each (m, n) output tile accumulates over k tiles in one of
-two ACC buffers, then the vector unit adds the bias while moving it to SPAD and the store
-unit writes it out, so the next tile's loads and matmuls overlap this tile's epilogue.
+two ACC buffers, then the vector unit adds the bias while moving it to SPAD (and applies
+the fused activation there, if any) and the store unit writes it out, so the next tile's
+loads and matmuls overlap this tile's epilogue.
 When one k tile covers K, the A tile is loaded once per m tile and reused across n.
 Every ring is double-buffered unless the tiling asks for one A buffer (`a = 1`) or one
 ACC/output buffer (`acc = 1`), which fit bigger tiles at the price of stalls that the
@@ -69,9 +70,12 @@ def _w_tile_words(tk: int, tn: int, pattern: Pattern) -> tuple[int, int]:
     return kc * tn, nm_index_rows(kc, pattern[1]) * tn
 
 
+_ACTIVATION_FN = {"gelu": VUnFn.GELU, "gelu_tanh": VUnFn.GELU_TANH}
+
+
 def emit_linear(M: int, K: int, N: int, tiling: dict, x: int, wt: int, bias: int | None,
                 y: int, target: Target, w_layout: str = "kn",
-                pattern: Pattern = None) -> list[Instr]:
+                pattern: Pattern = None, activation: str | None = None) -> list[Instr]:
     tm, tn, tk = tiling["m"], tiling["n"], tiling["k"]
     pattern = sparse_pattern(pattern)
     nk = w_layout == "nk"
@@ -132,6 +136,9 @@ def emit_linear(M: int, K: int, N: int, tiling: dict, x: int, wt: int, bias: int
             else:
                 out.append(Instr.make("vun", fn=VUnFn.COPY, dst_mem=Mem.SPAD, dst=o,
                                       src_mem=Mem.ACC, src=acc, rows=mr, cols=nr))
+            if activation is not None:  # fused (fuse-activations), in place in SPAD
+                out.append(Instr.make("vun", fn=_ACTIVATION_FN[activation], dst_mem=Mem.SPAD,
+                                      dst=o, src_mem=Mem.SPAD, src=o, rows=mr, cols=nr))
             out.append(store_block(Y, m0, n0, mr, nr, Mem.SPAD, o))
     return out
 
@@ -168,7 +175,8 @@ def linear_matrix_cycles(M: int, K: int, N: int, tiling: dict, target: Target,
 
 
 def linear_cost(M: int, K: int, N: int, tiling: dict, has_bias: bool, target: Target,
-                w_layout: str = "kn", pattern: Pattern = None) -> tuple[int, int]:
+                w_layout: str = "kn", pattern: Pattern = None,
+                activation: str | None = None) -> tuple[int, int]:
     """(estimate_cycles, instruction count) of `emit_linear` under `tiling`, in closed form
     (the tile search of a big layer would otherwise emit thousands of candidate kernels);
     raises _DoesNotFit like the emission. Mirrors `emit_linear` loop by loop; the kernel
@@ -204,6 +212,9 @@ def linear_cost(M: int, K: int, N: int, tiling: dict, has_bias: bool, target: Ta
                 busy["matrix"] += c * _mx_cycles(mr, kr, nr, target, pattern)
                 count += 2 * c
             busy["vector"] += cm * cn * vector_cycles(epilogue, mr, nr, target)
+            if activation is not None:
+                busy["vector"] += cm * cn * vector_cycles(activation, mr, nr, target)
+                count += cm * cn
             busy["store"] += cm * cn * dma_cycles(mr, nr, target)
             count += 2 * cm * cn
     if not first_load:
@@ -306,11 +317,12 @@ def _need_text(K: int, N: int, candidates: list[dict], has_bias: bool, target: T
 
 
 def choose_linear_tiling(layer: str, M: int, K: int, N: int, has_bias: bool,
-                         target: Target, w_layout: str = "kn", pattern: Pattern = None) -> dict:
+                         target: Target, w_layout: str = "kn", pattern: Pattern = None,
+                         activation: str | None = None) -> dict:
     pattern = sparse_pattern(pattern)
 
     def cost(t):
-        return linear_cost(M, K, N, t, has_bias, target, w_layout, pattern)
+        return linear_cost(M, K, N, t, has_bias, target, w_layout, pattern, activation)
 
     def best(candidates: list[dict]) -> dict:
         return choose_best(
@@ -321,6 +333,10 @@ def choose_linear_tiling(layer: str, M: int, K: int, N: int, has_bias: bool,
 
     def search() -> dict:
         candidates = linear_tiling_candidates(M, K, N, target, pattern)
+        if activation is not None:
+            # one output buffer would make the next tile's epilogue wait for this tile's
+            # activation and store, which the closed-form stalls do not model
+            candidates = [t for t in candidates if "acc" not in t]
         chosen = best(candidates)
         double = [t for t in candidates if "a" not in t and "acc" not in t]
         if chosen in double:
@@ -336,5 +352,5 @@ def choose_linear_tiling(layer: str, M: int, K: int, N: int, has_bias: bool,
             return chosen
         return fallback
 
-    key = ("linear", M, K, N, has_bias, w_layout) + ((pattern,) if pattern else ())
+    key = ("linear", M, K, N, has_bias, w_layout, activation) + ((pattern,) if pattern else ())
     return TILINGS.get(key, target, search)

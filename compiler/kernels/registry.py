@@ -89,13 +89,14 @@ def linear_pattern(op: Operation) -> tuple[int, int] | None:
 
 def _choose_linear(op: LinearOp, target: Target) -> dict:
     return choose_linear_tiling(op.layer_name, *_linear_dims(op), op.bias is not None, target,
-                                pattern=linear_pattern(op))
+                                pattern=linear_pattern(op), activation=op.activation_name)
 
 
 def _emit_linear(op: LinearOp, tiling: dict, addr: AddrOf, target: Target) -> list[Instr]:
     bias = addr(op.bias) if op.bias is not None else None
     return emit_linear(*_linear_dims(op), tiling, addr(op.input), addr(op.weight), bias,
-                       addr(op.result), target, pattern=linear_pattern(op))
+                       addr(op.result), target, pattern=linear_pattern(op),
+                       activation=op.activation_name)
 
 
 # ---------------------------------------------------------------------------- row-wise

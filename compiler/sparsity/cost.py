@@ -28,6 +28,7 @@ class LinearDims:
     K: int
     N: int
     has_bias: bool
+    activation: str | None = None  # fused into the epilogue (fuse-activations)
 
     @property
     def macs(self) -> int:
@@ -53,9 +54,9 @@ def _compute(dims: LinearDims, pattern: Pattern, target: Target) -> int:
     from nmc.compiler.kernels.linear import choose_linear_tiling, linear_cost
 
     tiling = choose_linear_tiling("sparsity-cost", dims.M, dims.K, dims.N, dims.has_bias,
-                                  target, pattern=pattern)
+                                  target, pattern=pattern, activation=dims.activation)
     return int(linear_cost(dims.M, dims.K, dims.N, tiling, dims.has_bias, target,
-                           pattern=pattern)[0])
+                           pattern=pattern, activation=dims.activation)[0])
 
 
 def linear_cycles(dims: LinearDims, pattern: Pattern, target: Target) -> int:

@@ -40,7 +40,7 @@ HEAD_NAMES = ("head", "classifier")
 def linear_dims(op: LinearOp) -> LinearDims:
     shape = tensor_shape(op.input)
     return LinearDims(prod(shape[:-1]), shape[-1], tensor_shape(op.weight)[0],
-                      op.bias is not None)
+                      op.bias is not None, op.activation_name)
 
 
 def is_head(op: LinearOp) -> bool:

@@ -267,7 +267,8 @@ def prune_block(block: SwinBlock, idx: SSAValue, k: int) -> None:
 
 
 def _linear_like(op: LinearOp, input: SSAValue) -> LinearOp:
-    return LinearOp(input, op.weight, op.bias, op.layer, op.sparsity_pattern)
+    return LinearOp(input, op.weight, op.bias, op.layer, op.sparsity_pattern,
+                    op.activation_name)
 
 
 @dataclass(frozen=True)
