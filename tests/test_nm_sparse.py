@@ -251,8 +251,9 @@ def test_single_buffered_schedules_match_pytorch(tmp_path, buffers):
     assert rel_err(dense, want) > 1e-3
 
 
+@pytest.mark.parametrize("activation", [None, "gelu"])
 @pytest.mark.parametrize("pattern", [None, (2, 4), (1, 8)])
-def test_closed_form_cost_of_single_buffers_follows_the_emulator_timing(pattern):
+def test_closed_form_cost_of_single_buffers_follows_the_emulator_timing(pattern, activation):
     """`linear_cost` charges the waits of single buffers (which `estimate_cycles` cannot
     see); it must stay close to the emulator's timing rule on the emitted kernel, or the
     tile search would pick schedules that stall."""
@@ -266,14 +267,21 @@ def test_closed_form_cost_of_single_buffers_follows_the_emulator_timing(pattern)
                        (197, 768, 768, {"m": 80, "n": 192, "k": 128, "acc": 1}),
                        (197, 1536, 384, {"m": 112, "n": 128, "k": 64, "acc": 1}),
                        (197, 384, 384, {"m": 64, "n": 32, "k": 384, "a": 1}),
-                       (197, 768, 768, {"m": 128, "n": 64, "k": 64, "acc": 1})]:
+                       (197, 768, 768, {"m": 128, "n": 64, "k": 64, "acc": 1}),
+                       (197, 384, 1536, {"m": 80, "n": 192, "k": 128, "acc": 1}),
+                       (197, 768, 3072, {"m": 80, "n": 192, "k": 128, "acc": 1}),
+                       (197, 384, 1536, {"m": 112, "n": 128, "k": 64, "acc": 1})]:
+        if activation is not None and "a" in t:
+            continue  # not a candidate with an activation (choose_linear_tiling)
         try:
-            closed = linear_cost(M, K, N, t, True, TARGET, pattern=pattern)[0]
+            closed = linear_cost(M, K, N, t, True, TARGET, pattern=pattern,
+                                 activation=activation)[0]
         except _DoesNotFit:
             continue
         instrs = emit_linear(M, K, N, t, 0, 10**6, 2 * 10**6, 3 * 10**6, TARGET,
-                             pattern=pattern)
-        assert closed == pytest.approx(simulate_cycles(instrs, TARGET), rel=0.05), (t, pattern)
+                             pattern=pattern, activation=activation)
+        assert closed == pytest.approx(simulate_cycles(instrs, TARGET), rel=0.05), \
+            (t, pattern, activation)
         checked += 1
     assert checked >= 3
 

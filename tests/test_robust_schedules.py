@@ -84,8 +84,7 @@ def test_accumulator_need_is_stated_in_acc_words(capsys, tmp_path, tmp_path_fact
     model = built(tmp_path_factory) / "model.pt"
     expect_error(capsys, ["compile", model, "-o", tmp_path / "prog.bin",
                           "--target", _tiny(tmp_path, acc=16)],
-                 # fc1 carries the fused GELU, so its output tiles are double-buffered
-                 "layer 'fc1'", "needs at least 288 ACC words for")
+                 "layer 'fc1'", "needs at least 144 ACC words for")
 
 
 def test_a_failed_schedule_leaves_the_old_program(capsys, tmp_path, tmp_path_factory):

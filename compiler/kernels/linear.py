@@ -219,7 +219,8 @@ def linear_cost(M: int, K: int, N: int, tiling: dict, has_bias: bool, target: Ta
             count += 2 * cm * cn
     if not first_load:
         first_load = dma_cycles(min(tm, M), K if single_k else min(tk, K), target)
-    busy["matrix"] += _stall_cycles(M, K, N, tiling, target, pattern, has_bias, nk)
+    busy["matrix"] += _stall_cycles(M, K, N, tiling, target, pattern, has_bias, nk,
+                                    activation)
     last_m, last_n = M - (M - 1) // tm * tm, N - (N - 1) // tn * tn
     return max(busy.values()) + first_load + dma_cycles(last_m, last_n, target), count
 
@@ -240,7 +241,7 @@ def linear_onchip_words(K: int, N: int, tiling: dict, has_bias: bool,
 
 
 def _stall_cycles(M: int, K: int, N: int, tiling: dict, target: Target, pattern: Pattern,
-                  has_bias: bool, nk: bool) -> int:
+                  has_bias: bool, nk: bool, activation: str | None = None) -> int:
     """The matrix unit's waits that single buffers add (0 when double-buffered), which
     `estimate_cycles` (busiest unit) cannot see. With one ACC buffer, the first matmul of
     an output tile waits for the previous tile's epilogue (vector) to read ACC; with one
@@ -256,6 +257,15 @@ def _stall_cycles(M: int, K: int, N: int, tiling: dict, target: Target, pattern:
             for nr, cn in tile_counts(N, tn):
                 stall += cm * cn * vector_cycles("add" if has_bias else "copy", mr, nr,
                                                  target)
+                if activation is not None:
+                    # the single output buffer: the next epilogue writes it only after
+                    # this tile's activation and store, which the next tile's matmuls
+                    # may not cover
+                    mx = sum(ck * _mx_cycles(mr, kr, nr, target, pattern)
+                             for kr, ck in tile_counts(K, tk))
+                    chain = vector_cycles(activation, mr, nr, target) + dma_cycles(mr, nr,
+                                                                                   target)
+                    stall += cm * cn * max(0, chain - mx)
     if a_slots == 1:
         # m tiles are then separated by a barrier: loads cannot run ahead into the next
         # m tile, so an m tile whose W loads outlast its matmuls (a short last one)
@@ -334,9 +344,10 @@ def choose_linear_tiling(layer: str, M: int, K: int, N: int, has_bias: bool,
     def search() -> dict:
         candidates = linear_tiling_candidates(M, K, N, target, pattern)
         if activation is not None:
-            # one output buffer would make the next tile's epilogue wait for this tile's
-            # activation and store, which the closed-form stalls do not model
-            candidates = [t for t in candidates if "acc" not in t]
+            # a resident A buffer separates m tiles by a barrier that a vector-bound
+            # epilogue (a fused activation after a very sparse matmul) turns into stalls
+            # the closed form does not model
+            candidates = [t for t in candidates if "a" not in t]
         chosen = best(candidates)
         double = [t for t in candidates if "a" not in t and "acc" not in t]
         if chosen in double:
