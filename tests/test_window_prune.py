@@ -115,6 +115,18 @@ def test_per_block_ratios_from_json(micro, tmp_path):
                                               for b in stage}, **ratios}
 
 
+def test_magnitudes_come_from_the_first_block_below_one_even_if_it_keeps_all(micro,
+                                                                          tmp_path):
+    """layers.1 has 4 windows: 0.9 keeps all 4 (the block runs dense) yet, being below 1,
+    it is the stage's first pruned block, whose input the reference scores."""
+    module, shape, path = micro
+    ratios = {"layers.1.blocks.0": 0.9, "layers.1.blocks.1": 0.5}
+    spec = tmp_path / "keep.json"
+    spec.write_text(json.dumps(ratios))
+    program = compile_model(path, window={"keep": str(spec)})
+    _check(program, module, shape, ratios, seeds=(1, 2, 5))
+
+
 def test_window_pruning_composes_with_2_4_sparsity(micro):
     module, shape, path = micro
     program = compile_model(path, window={"keep": "0.5"}, sparsity={"spec": "2:4"})

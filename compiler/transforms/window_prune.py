@@ -308,25 +308,33 @@ class WindowPrune(ModulePass):
 
 
 def apply_ratios(blocks: list[SwinBlock], ratios: dict[str, float]) -> None:
-    """Rewrite every block whose ratio keeps fewer windows than it has."""
+    """Rewrite every block whose ratio keeps fewer windows than it has.
+
+    A stage's magnitudes come from the input of its first block with a ratio below 1, as
+    in the reference, even when that ratio still keeps every window (then that block
+    itself needs no rewrite: all its windows run, which is the dense block)."""
     rankings: dict[tuple, SSAValue] = {}  # (stage, grid rows) -> indices, best first
     magnitudes: dict[str, SSAValue] = {}  # stage -> token magnitudes of its first pruned block
-    pruned = [(b, num_kept(ratios[b.name], b.windows)) for b in blocks]
-    pruned = [(b, k) for b, k in pruned if k < b.windows]
-    for block, k in pruned:
-        b = _Builder(block.add2)
-        if block.stage not in magnitudes:
-            magnitudes[block.stage] = b.add(
+    kept = {b.name: num_kept(ratios[b.name], b.windows) for b in blocks}
+    pruned = [b for b in blocks if kept[b.name] < b.windows]
+    stages_pruned = {b.stage for b in pruned}
+    for block in blocks:
+        if block.stage in stages_pruned and ratios[block.name] < 1.0 \
+                and block.stage not in magnitudes:
+            magnitudes[block.stage] = _Builder(block.add2).add(
                 MagnitudeOp(block.x, block.name + SCORING_OPS[0])).result
+        if block not in pruned:
+            continue
+        b = _Builder(block.add2)
         rows = tuple(block.partition.row_indices)
         key = (block.stage, rows)
         if key not in rankings:
             tokens = tensor_shape(block.partition.result)[1]
-            grid_k = max(kk for bb, kk in pruned
+            grid_k = max(kept[bb.name] for bb in pruned
                          if bb.stage == block.stage and tuple(bb.partition.row_indices) == rows)
             mags = b.add(PermuteRowsOp(magnitudes[block.stage], list(rows),
                                        (block.images * block.windows, tokens),
                                        block.name + SCORING_OPS[1])).result
             mags = b.add(ReshapeOp(mags, (block.images, block.windows, tokens))).result
             rankings[key] = b.add(RankOp(mags, grid_k, block.name + SCORING_OPS[2])).result
-        prune_block(block, rankings[key], k)
+        prune_block(block, rankings[key], kept[block.name])
