@@ -489,7 +489,15 @@ class _FastRun:
     order: list[int]  # pcs in execution order
     seq: list  # their thunks (None: nothing to do)
     stats: tuple  # (units, cycles, macs, starts, ends, stall, leftover, dram r, dram w)
-    trace: list[tuple[int, str, int, int]]
+    _trace: list[tuple[int, str, int, int]] | None = None
+
+    def trace(self) -> list[tuple[int, str, int, int]]:
+        """(pc, unit, start, end) in execution order, built on the first request (most
+        runs do not ask for one)."""
+        if self._trace is None:
+            units, _, _, starts, ends = (a.tolist() for a in self.stats[:5])
+            self._trace = [(i, UNIT_NAMES[units[i]], starts[i], ends[i]) for i in self.order]
+        return self._trace
 
     def execute(self, instructions: list[Instr]) -> None:
         k = 0
@@ -532,13 +540,11 @@ def _fast_plan(program, target, machine, max_instructions, check_races) -> _Fast
                 dj = _decode_one(j, instrs[j], target)
                 _race_error(di, starts_l[i], ends_l[i], dj, starts_l[j], ends_l[j])
     order_list = order.tolist()
-    units = plan.unit.tolist()
-    trace = [(i, UNIT_NAMES[units[i]], starts_l[i], ends_l[i]) for i in order_list]
     leftover_named = {f"{UNIT_NAMES[s]}->{UNIT_NAMES[d]}": c
                       for (s, d), c in sorted(leftover.items())}
     stats = (plan.unit, plan.cycles, plan.macs, starts, ends, stall, leftover_named,
              plan.dram_read, plan.dram_written)
-    return _FastRun(order_list, [plan.thunks[i] for i in order_list], stats, trace)
+    return _FastRun(order_list, [plan.thunks[i] for i in order_list], stats)
 
 
 def _decode_one(pc: int, instr: Instr, target: Target) -> _Decoded:
@@ -583,19 +589,19 @@ def _no_gc():
 
 
 def _stored_ranges(instructions: list[Instr], dram_words: int) -> list[tuple[int, int]]:
-    """The DRAM word ranges the stores before the first halt can write (bounding range of
-    each store's rows, clipped to DRAM, merged): all a run can change in DRAM."""
+    """The DRAM word ranges the instructions before the first halt can write (the DRAM
+    regions of their footprints: stores and scattered stores, clipped to DRAM, merged):
+    all a run can change in DRAM."""
     spans = []
     for instr in instructions:
         if instr.mnemonic == "halt":
             break
-        if instr.mnemonic == "store":
-            f = instr.fields
-            if f["rows"] and f["cols"]:
-                lo = max(0, f["dram"])
-                hi = min(dram_words, f["dram"] + (f["rows"] - 1) * f["stride"] + f["cols"])
-                if lo < hi:
-                    spans.append((lo, hi))
+        if instr.unit != Unit.STORE:  # only the store unit writes DRAM
+            continue
+        for region in instr.footprint()[1]:
+            lo, hi = max(0, region.start), min(dram_words, region.end)
+            if region.mem == Mem.DRAM and lo < hi:
+                spans.append((lo, hi))
     merged: list[tuple[int, int]] = []
     for lo, hi in sorted(spans):
         if merged and lo <= merged[-1][1]:
@@ -674,11 +680,12 @@ class LoadedProgram:
             if self._fast and self._plan is None:
                 self._plan = _fast_plan(program, target, machine, max_instructions,
                                         check_races)
+                self._fast = self._plan is not None  # not applicable: not again either
             if self._plan is not None:
                 self._plan.execute(program.instructions)
                 ran = self._plan.stats
                 if trace_list is not None:
-                    trace_list.extend(self._plan.trace)
+                    trace_list.extend(self._plan.trace())
             else:
                 ran = _reference_run(program, target, machine, max_instructions,
                                      check_races, trace_list)

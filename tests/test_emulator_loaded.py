@@ -58,6 +58,24 @@ def test_a_run_sees_the_constants_even_where_the_previous_run_stored():
         np.testing.assert_array_equal(loaded.run({"x": x}).outputs["y"], np.arange(4))
 
 
+def test_a_run_sees_the_constants_even_where_the_previous_run_scattered():
+    # the block a gstore writes depends on the input: run 2 writes elsewhere than run 1,
+    # so the block run 1 wrote must hold its constant again
+    body = serialize([
+        I("load", mem=SPAD, local=0, dram=16, rows=1, cols=1, stride=1),    # the index
+        I("load", mem=SPAD, local=16, dram=20, rows=1, cols=4, stride=4),   # the values
+        I("gstore", mem=SPAD, local=16, dram=0, idx=0, count=1, block=4, stride=4, limit=2),
+    ])
+    prog = program(body, inputs=[("i", (1,), 16), ("v", (4,), 20)],
+                   outputs=[("table", (8,), 0)],
+                   constants=[(0, np.arange(8, dtype=np.float32))], dram_words=32)
+    loaded = LoadedProgram(prog, TARGET)
+    for index in (1.0, 0.0):
+        inputs = {"i": np.array([index], np.float32), "v": np.full(4, -1, np.float32)}
+        np.testing.assert_array_equal(loaded.run(inputs).outputs["table"],
+                                      run_program(prog, inputs, TARGET).outputs["table"])
+
+
 def test_input_errors_leave_the_loaded_program_usable(small_deit):
     prog, name, shape = small_deit
     loaded = LoadedProgram(prog, TARGET)
