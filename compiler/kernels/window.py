@@ -27,19 +27,9 @@ from nmc.isa.table import Instr, Mem, VRedFn
 from nmc.isa.target import Target
 
 from nmc.compiler.kernels.common import (
-    ALIGN_WORDS, DIM_MAX, TILINGS, Block2D, OnChipAllocator, choose_best, emit_copies,
-    size_candidates, tiles,
+    ALIGN_WORDS, DIM_MAX, TILINGS, Block2D, Matrix2D, OnChipAllocator, choose_best,
+    emit_copies, load_block, size_candidates, store_block, tiles,
 )
-
-
-def _store_run(local: int, dram: int, words: int) -> Instr:
-    return Instr.make("store", mem=Mem.SPAD, local=local, dram=dram, rows=1, cols=words,
-                      stride=words)
-
-
-def _load_rows(local: int, dram: int, rows: int, cols: int) -> Instr:
-    return Instr.make("load", mem=Mem.SPAD, local=local, dram=dram, rows=rows, cols=cols,
-                      stride=cols)
 
 
 def emit_magnitude(M: int, C: int, tiling: dict, x: int, y: int, target: Target) -> list[Instr]:
@@ -47,12 +37,13 @@ def emit_magnitude(M: int, C: int, tiling: dict, x: int, y: int, target: Target)
     chip = OnChipAllocator(target)
     inputs, outputs = chip.ring(Mem.SPAD, tr * C), chip.ring(Mem.SPAD, tr)
     out: list[Instr] = []
+    X, Y = Matrix2D(x, M, C), Matrix2D(y, 1, M)
     for r0, rr in tiles(M, tr):
         src, dst = inputs.next(), outputs.next()
-        out.append(_load_rows(src, x + r0 * C, rr, C))
+        out.append(load_block(X, r0, 0, rr, C, Mem.SPAD, src))
         out.append(Instr.make("vred", fn=VRedFn.MEAN_ABS, dst_mem=Mem.SPAD, dst=dst,
                               src_mem=Mem.SPAD, src=src, rows=rr, cols=C))
-        out.append(_store_run(dst, y + r0, rr))
+        out.append(store_block(Y, 0, r0, 1, rr, Mem.SPAD, dst))
     return out
 
 
@@ -73,16 +64,17 @@ def emit_rank(B: int, W: int, N: int, keep: int, tiling: dict, mags: int, y: int
     chip = OnChipAllocator(target)
     scores, best = chip.alloc(Mem.SPAD, W), chip.alloc(Mem.SPAD, keep)
     ring = chip.ring(Mem.SPAD, tw * N)
+    MAGS, Y = Matrix2D(mags, B * W, N), Matrix2D(y, B, keep)
     out: list[Instr] = []
     for b in range(B):
         for w0, ww in tiles(W, tw):
             buf = ring.next()
-            out.append(_load_rows(buf, mags + (b * W + w0) * N, ww, N))
+            out.append(load_block(MAGS, b * W + w0, 0, ww, N, Mem.SPAD, buf))
             out.append(Instr.make("vred", fn=VRedFn.L2, dst_mem=Mem.SPAD, dst=scores + w0,
                                   src_mem=Mem.SPAD, src=buf, rows=ww, cols=N))
         out.append(Instr.make("topk", dst_mem=Mem.SPAD, dst=best, src_mem=Mem.SPAD,
                               src=scores, n=W, k=keep))
-        out.append(_store_run(best, y + b * keep, keep))
+        out.append(store_block(Y, b, 0, 1, keep, Mem.SPAD, best))
     return out
 
 
@@ -123,7 +115,8 @@ class WindowTable:
 
 def _load_indices(t: WindowTable, chip: OnChipAllocator, indices: int) -> tuple[int, Instr]:
     idx = chip.alloc(Mem.SPAD, t.images * t.row)
-    return idx, _load_rows(idx, indices, 1, t.images * t.row)
+    words = t.images * t.row
+    return idx, load_block(Matrix2D(indices, 1, words), 0, 0, 1, words, Mem.SPAD, idx)
 
 
 def emit_gather(t: WindowTable, tiling: dict, table: int, indices: int, y: int,

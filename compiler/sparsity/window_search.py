@@ -19,7 +19,7 @@ from xdsl.dialects.builtin import IntegerAttr, ModuleOp, StringAttr
 from xdsl.dialects.func import FuncOp
 from xdsl.ir import Operation
 
-from nmc.compiler.dialects.nm import MODEL_ATTR, tensor_shape
+from nmc.compiler.dialects.nm import INPUT_NAMES_ATTR, MODEL_ATTR, tensor_shape
 from nmc.compiler.sparsity import sparsevit
 from nmc.compiler.transforms.window_prune import (
     SCORING_OPS, SwinBlock, WindowPruneError, apply_ratios, stages_of, swin_blocks,
@@ -109,7 +109,7 @@ def searched_ratios(module: ModuleOp, blocks: list[SwinBlock], fraction: float, 
     inputs = [x.numpy() for x in load_calibration(calib, tensor_shape(func.args[0]))]
     weights = {k: torch.tensor(np.asarray(v, np.float32))
                for k, v in load_weights(model_attr.data).items()}
-    in_name = func.attributes["nm.input_names"].data[0].data
+    in_name = func.attributes[INPUT_NAMES_ATTR].data[0].data
 
     def outputs(m: ModuleOp) -> list[np.ndarray]:
         return [next(iter(interpret(m, {in_name: x}, weights).values())) for x in inputs]
