@@ -10,6 +10,9 @@
     nmc disasm prog.bin [-o prog.s]        nmc asm prog.s -o prog.bin
     nmc inspect prog.bin                   header, sections, symbols, per-layer sparsity
     nmc opt -p PASS,PASS in.mlir           run passes on a dumped IR file, like mlir-opt
+    nmc sparsify deit_digits --budget speedup=2.5 -o sparse.pt   ELSA on digits (or SparseViT:
+                                           swin_digits --budget latency=0.6)
+    nmc eval prog.bin --data digits        top-1 accuracy measured on the emulator
     nmc demo                               all of the above on the default model
 
 Every error a user can cause is an NmcError: it is printed as one line, `nmc: error: ...`,
@@ -151,6 +154,57 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-o", "--output", type=Path)
     p.add_argument("--print-ir-after-all", action="store_true")
     p.add_argument("--list-passes", action="store_true")
+
+    p = sub.add_parser("sparsify", help="train a model N:M sparse (ELSA) or window-pruned "
+                                        "(SparseViT) on a data set, under a budget")
+    p.add_argument("model", help="built-in architecture (deit_digits, swin_digits, ...: see "
+                                 "`nmc export --list`) or a torch.export file")
+    p.add_argument("--data", default="digits",
+                   help="digits (scikit-learn's, default), a folder of class sub-folders of "
+                        "images, or an .npz of images and labels")
+    p.add_argument("--budget", required=True, metavar="KIND=VALUE",
+                   help="speedup=S or flops=F: ELSA N:M (linear layers S times faster on the "
+                        "timing model, or F times fewer MACs); latency=L: SparseViT window "
+                        "keep ratios (modelled latency at most L x dense)")
+    p.add_argument("-o", "--output", type=Path, required=True, metavar="OUT.pt",
+                   help="the fine-tuned torch.export file; the configuration is written "
+                        "beside it (OUT.sparsity.json or OUT.window-keep.json)")
+    p.add_argument("--epochs", type=int, default=20,
+                   help="supernet / adaptation epochs (default: %(default)s)")
+    p.add_argument("--pretrain-epochs", type=int, metavar="N",
+                   help="dense epochs first (default: 30 for an architecture, which starts "
+                        "from random weights; 0 for a model file)")
+    p.add_argument("--finetune-epochs", type=int, default=5,
+                   help="epochs of the chosen configuration (default: %(default)s)")
+    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--seed", type=int, default=0, help="seed of weights, data order and "
+                                                       "searches (default: %(default)s)")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a hyper-parameter of the architecture")
+    p.add_argument("--config-out", type=Path, metavar="FILE.json",
+                   help="where to write the chosen configuration")
+    p.add_argument("--checkpoint", type=Path, metavar="FILE",
+                   help="checkpoint to resume from and save to (default: OUT.ckpt)")
+    p.add_argument("--restart", action="store_true",
+                   help="ignore an existing checkpoint and start over")
+    p.add_argument("--report-json", type=Path, metavar="FILE",
+                   help="write the configuration and accuracies as JSON")
+    _add_target(p)
+    _add_quiet(p)
+
+    p = sub.add_parser("eval", help="top-1 accuracy of a compiled classifier, run on the "
+                                    "emulator, on a data set")
+    p.add_argument("program", type=Path)
+    p.add_argument("--data", default="digits",
+                   help="digits (default), a folder of class sub-folders, or an .npz")
+    p.add_argument("--split", default="test", help="train, val or test (default: %(default)s)")
+    p.add_argument("--limit", type=int, metavar="N", help="only the first N images")
+    p.add_argument("--reference", type=Path, metavar="MODEL.pt",
+                   help="also run this torch.export file in PyTorch and compare predictions")
+    p.add_argument("--json", type=Path, metavar="FILE", help="write the results as JSON")
+    p.add_argument("--target", help="built-in target name or path of a target TOML "
+                                    "(default: the target prog.bin was built for)")
+    _add_quiet(p)
 
     p = sub.add_parser("demo", help="export, compile and run the default model")
     p.add_argument("--workdir", type=Path, default=Path("out/demo"))

@@ -576,6 +576,21 @@ def _spec_error(e: BaseException) -> str:
     return message + (f" (column {where.group(1)})" if where else "")
 
 
+# ---------------------------------------------------------------------------- sparsify, eval
+
+
+def cmd_sparsify(args) -> int:
+    from nmc.compiler.sparsify.command import sparsify
+
+    return sparsify(args)
+
+
+def cmd_eval(args) -> int:
+    from nmc.compiler.sparsify.command import evaluate_program
+
+    return evaluate_program(args)
+
+
 # ---------------------------------------------------------------------------- demo
 
 

@@ -51,24 +51,26 @@ def _validate_deit(name: str, p: dict[str, int]) -> None:
         raise ModelError(f"{name}: fused_attn must be 0 (explicit attention) or 1 (sdpa)")
 
 
+# DeiTs sized for small data sets (`nmc sparsify`), beside timm's named sizes:
+# name -> (dim, depth, heads, hyper-parameters that differ from the ImageNet defaults).
+# deit_digits: DeiT-tiny's width (so its linears are wide enough for N:M to pay off on
+# the reference target, see docs/SPARSIFY.md) at depth 4, on 16x16 images in 4x4 patches.
+DEIT_DATA_CONFIGS: dict[str, tuple[int, int, int, dict[str, int]]] = {
+    "deit_digits": (192, 4, 3, {"img_size": 16, "patch": 4, "num_classes": 10}),
+}
+
+
 def _deit_spec(name: str) -> ModelSpec:
-    dim, depth, heads = DEIT_CONFIGS[name]
+    dim, depth, heads, extra = DEIT_DATA_CONFIGS.get(name) or (*DEIT_CONFIGS[name], {})
+    defaults = {"img_size": 224, "patch": 16, "dim": dim, "depth": depth, "heads": heads,
+                "mlp_ratio": 4, "num_classes": 1000, "in_chans": 3, "batch": 1,
+                "fused_attn": 1, **extra}
     return ModelSpec(
         f"DeiT-{name.removeprefix('deit_')} (timm VisionTransformer: dim {dim}, depth "
-        f"{depth}, heads {heads}, patch 16, 224x224, 1000 classes)",
+        f"{depth}, heads {heads}, patch {defaults['patch']}, "
+        f"{defaults['img_size']}x{defaults['img_size']}, {defaults['num_classes']} classes)",
         _deit_factory,
-        {
-            "img_size": 224,
-            "patch": 16,
-            "dim": dim,
-            "depth": depth,
-            "heads": heads,
-            "mlp_ratio": 4,
-            "num_classes": 1000,
-            "in_chans": 3,
-            "batch": 1,
-            "fused_attn": 1,
-        },
+        defaults,
         lambda p: (p["batch"], p["in_chans"], p["img_size"], p["img_size"]),
         _validate_deit,
     )
@@ -109,7 +111,7 @@ MODELS: dict[str, ModelSpec] = {
         {"dim": 192, "hidden": 768, "tokens": 197, "batch": 1},
         lambda p: (p["batch"], p["tokens"], p["dim"]),
     ),
-    **{name: _deit_spec(name) for name in DEIT_CONFIGS},
+    **{name: _deit_spec(name) for name in (*DEIT_CONFIGS, *DEIT_DATA_CONFIGS)},
     **{name: _swin_spec(name) for name in SWIN_CONFIGS},
 }
 DEFAULT_MODEL = "mlp_block"
@@ -238,11 +240,21 @@ def load_state_dict_file(module: torch.nn.Module, path: str | os.PathLike[str]) 
         module.load_state_dict({k: v.to(own[k].dtype) for k, v in state.items()}, strict=True)
 
 
+def set_training(module: torch.nn.Module, mode: bool) -> None:
+    """module.train(mode); the module of an ExportedProgram has no modes (its graph is
+    fixed) and refuses the call."""
+    try:
+        module.train(mode)
+    except NotImplementedError:
+        pass
+
+
 def export_to_file(module: torch.nn.Module, example: torch.Tensor, path: str | Path) -> None:
     """torch.export the module on `example` and save it atomically (any file name: .pt
     or .pt2)."""
+    set_training(module, False)
     with torch.no_grad():
-        program = torch.export.export(module.eval(), (example,))
+        program = torch.export.export(module, (example,))
     buf = io.BytesIO()
     torch.export.save(program, buf)
     atomic_write_bytes(path, buf.getvalue())

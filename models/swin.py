@@ -47,12 +47,16 @@ SWIN_CONFIGS: dict[str, tuple[int, tuple[int, ...], tuple[int, ...]]] = {
     # fast tests: 64x64 image, 16x16 then 8x8 tokens, window 4 (16 then 4 windows, both
     # stages shifted), 10 classes
     "swin_micro": (32, (2, 2), (2, 4)),
+    # small data sets (`nmc sparsify`): 32x32 images in 2x2 patches, window 4: 16 windows
+    # in the first stage, 4 in the second, so window pruning has room to choose
+    "swin_digits": (48, (2, 4), (2, 4)),
 }
 # the hyper-parameters that are not in SWIN_CONFIGS, per model
 SWIN_DEFAULTS: dict[str, dict[str, int]] = {
     **{n: {"img_size": 224, "patch": 4, "window": 7, "num_classes": 1000}
        for n in ("swin_tiny", "swin_small", "swin_base")},
     "swin_micro": {"img_size": 64, "patch": 4, "window": 4, "num_classes": 10},
+    "swin_digits": {"img_size": 32, "patch": 2, "window": 4, "num_classes": 10},
 }
 
 
@@ -402,8 +406,8 @@ class SwinTransformer(nn.Module):
 
 
 def swin(name: str = "swin_tiny", **overrides) -> SwinTransformer:  # noqa: ANN003
-    """A Swin of a named size (swin_tiny / swin_small / swin_base / swin_micro), any
-    constructor argument overridden."""
+    """A Swin of a named size (a key of SWIN_CONFIGS), any constructor argument
+    overridden."""
     try:
         embed_dim, depths, heads = SWIN_CONFIGS[name]
     except KeyError:

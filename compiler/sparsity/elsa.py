@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import random
 from dataclasses import dataclass
+from typing import Callable
 
 from nmc.compiler.sparsity.spec import Pattern, SparsityError, format_pattern
 from nmc.isa.progress import progress
@@ -53,10 +54,27 @@ class SearchResult:
         return {l.name: l.patterns[c] for l, c in zip(layers, self.choice)}
 
 
+@dataclass(frozen=True)
+class SearchSize:
+    """The evolutionary search's sizes (ELSA's by default)."""
+
+    population: int = POPULATION
+    keep: int = KEEP
+    mutations: int = MUTATIONS
+    crossovers: int = CROSSOVERS
+    generations: int = GENERATIONS
+
+
 def search(layers: list[LayerChoices], fixed_cost: float, budget: float, what: str,
-           factor: float) -> SearchResult:
+           factor: float, score_of: Callable[[list[int]], float] | None = None,
+           size: SearchSize = SearchSize(), seed: int = SEED) -> SearchResult:
     """The configuration of least total error with fixed_cost + sum(costs) <= budget.
-    `what` and `factor` word the error when no configuration meets the budget."""
+    `what` and `factor` word the error when no configuration meets the budget.
+
+    With `score_of`, the evolutionary search ranks configurations by score_of(choice)
+    (lower is better; `nmc sparsify` passes the held-out error of the whole
+    configuration) instead of the sum of the layers' errors, which then only order the
+    greedy seed and the repair moves. `SearchResult.error` is the best score."""
     dense_total = fixed_cost + sum(l.costs[0] for l in layers)
     eps = 1e-9 * max(dense_total, 1.0)
 
@@ -76,12 +94,17 @@ def search(layers: list[LayerChoices], fixed_cost: float, budget: float, what: s
             f"meets the budget; the best reachable {what} is {reach:.3f}x (every "
             f"sparsifiable layer at its cheapest pattern)")
 
-    def repair(choice):
-        """Greedy moves (least added error per cost saved) until within budget."""
+    rng = random.Random(seed)
+
+    def repair(choice, explore=False):
+        """Greedy moves (least added error per cost saved) until within budget. With
+        `explore` (a whole-configuration score), every other move is a random saving one
+        instead: the layers' errors are then only a proxy, and always following them
+        would confine the search to what the proxy favours."""
         choice = list(choice)
         total = cost(choice)
         while total > budget + eps:
-            best = None
+            moves = []
             for i, l in enumerate(layers):
                 cur = choice[i]
                 for c in range(len(l.costs)):
@@ -89,18 +112,16 @@ def search(layers: list[LayerChoices], fixed_cost: float, budget: float, what: s
                     if saved <= 0:
                         continue
                     ratio = (l.errors[c] - l.errors[cur]) / saved
-                    key = (ratio, -saved, i, c)
-                    if best is None or key < best[0]:
-                        best = (key, i, c, saved)
-            if best is None:  # cannot happen: the cheapest configuration is feasible
+                    moves.append(((ratio, -saved, i, c), i, c, saved))
+            if not moves:  # cannot happen: the cheapest configuration is feasible
                 break
-            _, i, c, saved = best
+            _, i, c, saved = rng.choice(moves) if explore and rng.random() < 0.5 \
+                else min(moves)
             choice[i] = c
             total -= saved
         return choice
 
     greedy = repair([0] * len(layers))
-    rng = random.Random(SEED)
     n_layers = len(layers)
 
     def mutate(choice):
@@ -108,12 +129,15 @@ def search(layers: list[LayerChoices], fixed_cost: float, budget: float, what: s
         for _ in range(max(1, rng.randint(1, max(1, n_layers // 8)))):
             i = rng.randrange(n_layers)
             out[i] = rng.randrange(len(layers[i].costs))
-        return repair(out)
+        return repair(out, explore=score_of is not None)
 
     def crossover(a, b):
-        return repair([x if rng.random() < 0.5 else y for x, y in zip(a, b)])
+        return repair([x if rng.random() < 0.5 else y for x, y in zip(a, b)],
+                      explore=score_of is not None)
 
     def score(choice):
+        if score_of is not None:
+            return (score_of(list(choice)), cost(choice))
         return (error(choice), cost(choice))
 
     seen: dict[tuple, tuple] = {}
@@ -127,22 +151,23 @@ def search(layers: list[LayerChoices], fixed_cost: float, budget: float, what: s
     population: list[tuple] = []
     if n_layers:
         add(population, greedy)
-        for _ in range(10 * POPULATION):  # small models have fewer distinct configurations
-            if len(population) >= POPULATION:
+        for _ in range(10 * size.population):  # small models have fewer configurations
+            if len(population) >= size.population:
                 break
             add(population, mutate(greedy) if rng.random() < 0.5
                 else mutate([rng.randrange(len(l.costs)) for l in layers]))
-        for _ in progress(range(GENERATIONS), desc="ELSA search", unit="gen"):
-            parents = sorted(population, key=lambda k: seen[k])[:KEEP]
+        for _ in progress(range(size.generations), desc="ELSA search", unit="gen"):
+            parents = sorted(population, key=lambda k: seen[k])[:size.keep]
             population = list(parents)
-            for _ in range(MUTATIONS):
+            for _ in range(size.mutations):
                 add(population, mutate(rng.choice(parents)))
-            for _ in range(CROSSOVERS):
+            for _ in range(size.crossovers):
                 add(population, crossover(rng.choice(parents), rng.choice(parents)))
-        best = list(min(population + [tuple(greedy)], key=lambda k: score(list(k))))
+        best = list(min(population + [tuple(greedy)], key=lambda k: seen[k]))
     else:
         best = []
-    return SearchResult(best, error(best), cost(best), dense_total)
+    best_score = seen[tuple(best)][0] if best and score_of is not None else error(best)
+    return SearchResult(best, best_score, cost(best), dense_total)
 
 
 def format_table(rows: list[tuple[str, Pattern, float, float | None]], total_line: str) -> str:

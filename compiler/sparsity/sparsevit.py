@@ -87,10 +87,11 @@ def _repair(config: dict[str, float], stages: list[list[str]]) -> dict[str, floa
 
 
 def search(model: LatencyModel, stages: list[list[str]], budget: float,
-           error_of: Callable[[dict[str, float]], float]) -> SearchResult | None:
+           error_of: Callable[[dict[str, float]], float], seed: int = SEED
+           ) -> SearchResult | None:
     """The least-error configuration with model.cycles <= budget; None if none exists
     (the caller words the error)."""
-    rng = random.Random(SEED)
+    rng = random.Random(seed)
     names = model.blocks
     key = lambda c: tuple(c[b] for b in names)  # noqa: E731
     errors: dict[tuple, float] = {}
@@ -145,18 +146,24 @@ def relative_error(y: list[np.ndarray], y_dense: list[np.ndarray]) -> float:
     return (num / den) ** 0.5 if den else float(num > 0)
 
 
-def format_table(result: SearchResult, model: LatencyModel, windows: dict[str, int],
-                 budget_fraction: float) -> str:
+def format_rows(config: dict[str, float], model: LatencyModel,
+                windows: dict[str, int]) -> list[str]:
+    """One line per block: its keep ratio, kept windows and estimated cycles."""
     from nmc.models.window_prune import num_kept
 
     rows = [("block", "keep", "windows", "est. cycles")]
     for b in model.blocks:
-        r = result.config[b]
+        r = config[b]
         rows.append((b, f"{r:.1f}", f"{num_kept(r, windows[b])}/{windows[b]}",
                      f"{model.cost[b][r]:.0f}"))
     width = [max(len(row[i]) for row in rows) for i in range(4)]
-    lines = ["  ".join(cell.ljust(w) if i == 0 else cell.rjust(w)
-                       for i, (cell, w) in enumerate(zip(row, width))) for row in rows]
+    return ["  ".join(cell.ljust(w) if i == 0 else cell.rjust(w)
+                      for i, (cell, w) in enumerate(zip(row, width))) for row in rows]
+
+
+def format_table(result: SearchResult, model: LatencyModel, windows: dict[str, int],
+                 budget_fraction: float) -> str:
+    lines = format_rows(result.config, model, windows)
     lines.append(
         f"latency {result.cycles:.0f} of {result.dense_cycles:.0f} estimated cycles "
         f"({result.cycles / result.dense_cycles:.2f} of dense, budget {budget_fraction:.2f}); "

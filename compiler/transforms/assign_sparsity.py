@@ -109,6 +109,41 @@ def file_config(module: ModuleOp, path: str, target: Target) -> dict[str, Patter
     return config
 
 
+@dataclass
+class Candidate:
+    """One sparsifiable layer of ELSA's search: its weight parameter, shape, and the
+    cost of each of its choices (index 0 is dense)."""
+
+    name: str
+    param: str
+    dims: LinearDims
+    patterns: list[Pattern]
+    costs: list[float]
+
+
+def candidates(module: ModuleOp, budget: str, target: Target) -> tuple[list[Candidate], float]:
+    """The sparsifiable layers with their choices (dense, then every target pattern whose
+    M divides K) costed by `budget` ("speedup": predicted cycles; "flops": MACs), and the
+    dense cost of the other linear layers (the head)."""
+
+    def cost(dims: LinearDims, pattern: Pattern) -> float:
+        return linear_cycles(dims, pattern, target) if budget == "speedup" \
+            else linear_macs(dims, pattern)
+
+    cand = sparsifiable(module)
+    cand_names = {op.layer_name for op in cand}
+    fixed = sum(cost(linear_dims(op), None) for op in linear_ops(module)
+                if op.layer_name not in cand_names)
+    out = []
+    for op in cand:
+        dims = linear_dims(op)
+        pats: list[Pattern] = [None] + [p for p in target.sparse_patterns
+                                        if dims.K % p[1] == 0 and p[0] < p[1]]
+        out.append(Candidate(op.layer_name, _weight_param(op), dims, pats,
+                             [cost(dims, p) for p in pats]))
+    return out, fixed
+
+
 def elsa_config(module: ModuleOp, budget: str, factor: float, calib: str,
                 target: Target) -> tuple[dict[str, Pattern], list[tuple]]:
     """The ELSA search's configuration and its table rows."""
@@ -120,21 +155,9 @@ def elsa_config(module: ModuleOp, budget: str, factor: float, calib: str,
         raise SparsityError("--sparsity elsa needs the model file (the module has no "
                             f"{MODEL_ATTR} attribute)")
     sens = Sensitivity(model.data, calib, _input_shape(module))
-    cand = sparsifiable(module)
-    cand_names = {op.layer_name for op in cand}
-
-    def cost(op, pattern):
-        d = linear_dims(op)
-        return linear_cycles(d, pattern, target) if budget == "speedup" else linear_macs(d, pattern)
-
-    fixed = sum(cost(op, None) for op in linear_ops(module) if op.layer_name not in cand_names)
-    layers = []
-    for op in cand:
-        param = _weight_param(op)
-        pats: list[Pattern] = [None] + [p for p in target.sparse_patterns
-                                        if linear_dims(op).K % p[1] == 0 and p[0] < p[1]]
-        layers.append(LayerChoices(op.layer_name, pats, sens.errors(param, pats),
-                                   [cost(op, p) for p in pats]))
+    cand, fixed = candidates(module, budget, target)
+    layers = [LayerChoices(c.name, c.patterns, sens.errors(c.param, c.patterns), c.costs)
+              for c in cand]
     dense = fixed + sum(l.costs[0] for l in layers)
     result = search(layers, fixed, dense / factor, budget, factor)
     config = result.patterns(layers)

@@ -1,0 +1,217 @@
+"""`nmc sparsify` and `nmc eval`: the command-line side of sparsification on real data.
+
+    nmc sparsify deit_digits --budget speedup=2.5 -o deit_sparse.pt
+        -> deit_sparse.pt                the fine-tuned model (torch.export; masks baked in)
+           deit_sparse.sparsity.json     per-layer N:M, for `nmc compile --sparsity FILE`
+           deit_sparse.ckpt              the checkpoint a rerun resumes from
+    nmc sparsify swin_digits --budget latency=0.6 -o swin_sparse.pt
+        -> swin_sparse.pt, swin_sparse.window-keep.json (`nmc compile --window-keep FILE`)
+    nmc eval prog.bin --data digits [--split test] [--reference model.pt]
+
+The budget picks the method: speedup=S (timing-model cycles of the linear layers, S times
+fewer than dense) or flops=F (ELSA's MACs) run ELSA; latency=L (modelled latency at most
+L x dense) runs SparseViT.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from nmc.compiler.sparsify.run import SparsifyError
+
+BUDGET_KINDS = ("speedup", "flops", "latency")
+
+
+@dataclass(frozen=True)
+class Budget:
+    kind: str
+    value: float
+
+    @property
+    def method(self) -> str:
+        return "sparsevit" if self.kind == "latency" else "elsa"
+
+
+def parse_budget(text: str) -> Budget:
+    key, sep, value = text.partition("=")
+    key = key.strip().lower()
+    if not sep or key not in BUDGET_KINDS:
+        raise SparsifyError(f"--budget '{text}': expected speedup=S or flops=F (ELSA, N:M) "
+                            f"or latency=L (SparseViT, window keep ratios)")
+    try:
+        v = float(value)
+    except ValueError:
+        raise SparsifyError(f"--budget '{text}': '{value}' is not a number") from None
+    if key == "latency" and not (math.isfinite(v) and 0 < v <= 1):
+        raise SparsifyError(f"--budget '{text}': latency is a fraction of the dense "
+                            f"model's, in (0, 1]")
+    if key != "latency" and not (math.isfinite(v) and v >= 1):
+        raise SparsifyError(f"--budget '{text}': {key} must be a number >= 1 (a factor "
+                            f"over dense)")
+    return Budget(key, v)
+
+
+def config_path(output: Path, budget: Budget) -> Path:
+    suffix = ".window-keep.json" if budget.method == "sparsevit" else ".sparsity.json"
+    return output.with_name(output.stem + suffix)
+
+
+def _model_key(model: str) -> str:
+    path = Path(model)
+    if path.is_file():
+        st = path.stat()
+        return f"{path.resolve()}:{st.st_size}:{st.st_mtime_ns}"
+    return model
+
+
+def sparsify(args) -> int:
+    from nmc.compiler.commands import _check_output_path
+    from nmc.compiler.sparsify.elsa_flow import Epochs, elsa
+    from nmc.compiler.sparsify.elsa_flow import format_outcome as format_elsa
+    from nmc.compiler.sparsify.run import Run
+    from nmc.compiler.sparsify.sparsevit_flow import format_outcome as format_windows
+    from nmc.compiler.sparsify.sparsevit_flow import sparsevit_flow
+    from nmc.compiler.sparsify.subject import arch_image_size, from_arch, from_file
+    from nmc.compiler.sparsity.spec import config_to_json
+    from nmc.isa.fileio import atomic_write_text
+    from nmc.isa.target import load_target
+    from nmc.models.datasets import load_dataset
+    from nmc.models.registry import MODELS, parse_overrides
+
+    budget = parse_budget(args.budget)
+    for name in ("epochs", "finetune_epochs", "pretrain_epochs"):
+        value = getattr(args, name)
+        if value is not None and value < 0:
+            raise SparsifyError(f"--{name.replace('_', '-')} must be >= 0, got {value}")
+    if args.batch_size < 1:
+        raise SparsifyError(f"--batch-size must be >= 1, got {args.batch_size}")
+    target = load_target(args.target)
+    output = args.output
+    _check_output_path(output)
+    config_out = args.config_out or config_path(output, budget)
+    _check_output_path(config_out)
+    checkpoint = args.checkpoint or output.with_suffix(".ckpt")
+    overrides = parse_overrides(args.set)
+
+    is_arch = args.model in MODELS
+    if is_arch:
+        data = load_dataset(args.data, arch_image_size(args.model, overrides))
+        subject = from_arch(args.model, overrides, data.num_classes, args.seed)
+    else:
+        if overrides:
+            raise SparsifyError("--set applies to a built-in architecture, not a model file")
+        subject = from_file(Path(args.model))
+        data = load_dataset(args.data, subject.img_size)
+    _check_fits(subject, data)
+    pretrain = args.pretrain_epochs if args.pretrain_epochs is not None else \
+        (DEFAULT_PRETRAIN if is_arch else 0)
+    epochs = Epochs(pretrain, args.epochs, args.finetune_epochs, args.batch_size)
+    options = {"model": _model_key(args.model), "set": overrides, "data": args.data,
+               "budget": [budget.kind, budget.value], "epochs": list(vars(epochs).values()),
+               "target": target.name}
+    log = (lambda text: print(text, file=sys.stderr))
+    run = Run(subject.module, checkpoint, options, args.seed, restart=args.restart, log=log)
+    log(f"sparsify {subject.name} on {data.name} ({len(data['train'])} train / "
+        f"{len(data['val'])} val / {len(data['test'])} test images, "
+        f"{data.img_size}x{data.img_size}), {budget.method}, seed {args.seed}; "
+        f"checkpoint {checkpoint}")
+    if budget.method == "elsa":
+        outcome = elsa(run, subject, data, budget.kind, budget.value, target, epochs, log)
+        table = format_elsa(outcome, budget.kind)
+        config_text = config_to_json(outcome.config)
+        flag = "--sparsity"
+        summary = {"method": "elsa", "config": json.loads(config_text),
+                   budget.kind: outcome.factor}
+    else:
+        outcome = sparsevit_flow(run, subject, data, budget.value, target, epochs, log)
+        table = format_windows(outcome)
+        config_text = json.dumps(outcome.config, indent=2) + "\n"
+        flag = "--window-keep"
+        summary = {"method": "sparsevit", "config": outcome.config,
+                   "latency": outcome.fraction}
+    subject.export(output)
+    atomic_write_text(config_out, config_text)
+    if args.report_json is not None:
+        atomic_write_text(args.report_json, json.dumps(
+            {**summary, "seed": args.seed, "dense_accuracy": outcome.dense_accuracy,
+             "accuracy": outcome.accuracy}, indent=2) + "\n")
+    print(table)
+    print(f"wrote {output} and {config_out}; compile with: nmc compile {output} "
+          f"{flag} {config_out} -o prog.bin")
+    return 0
+
+
+DEFAULT_PRETRAIN = 30
+"""Dense epochs before sparsifying a built-in architecture (random weights): the small
+models of `nmc export --list` reach their plateau on digits in about that many."""
+
+
+def _check_fits(subject, data) -> None:
+    import torch
+
+    if subject.in_chans != 3:
+        raise SparsifyError(f"{subject.name} takes {subject.in_chans}-channel images; data "
+                            f"sets are loaded as 3-channel (grey repeated)")
+    with torch.no_grad():
+        classes = subject.module(data["val"].images[:1]).shape[-1]
+    if classes != data.num_classes:
+        raise SparsifyError(f"{subject.name} has {classes} outputs but {data.name} has "
+                            f"{data.num_classes} classes")
+
+
+def evaluate_program(args) -> int:
+    from nmc.compiler.commands import _target_for
+    from nmc.isa.container import read_program
+    from nmc.isa.fileio import atomic_write_text
+    from nmc.models.datasets import SPLITS, load_dataset
+    from nmc.runtime.evaluate import input_symbol, run_classifier
+
+    if args.split not in SPLITS:
+        raise SparsifyError(f"--split {args.split}: one of {', '.join(SPLITS)}")
+    program = read_program(args.program)
+    target = _target_for(program, args.target, args.program)
+    sym = input_symbol(program)
+    data = load_dataset(args.data, int(sym.shape[-1]))
+    split = data[args.split]
+    n = len(split) if args.limit is None else max(0, min(args.limit, len(split)))
+    images = split.images[:n].numpy()
+    labels = split.labels[:n].numpy()
+    result = run_classifier(program, target, images)
+    if result.logits.shape[1] != data.num_classes:
+        raise SparsifyError(f"{args.program} has {result.logits.shape[1]} outputs but "
+                            f"{data.name} has {data.num_classes} classes")
+    acc = result.accuracy(labels)
+    us = result.cycles_per_run / target.clock_mhz
+    print(f"emulator top-1 on {data.name}/{args.split}: {acc:.2%} "
+          f"({int(np.sum(result.predictions == labels))}/{n}); {result.cycles_per_run} "
+          f"cycles per run of {result.batch} image(s) ({us:.1f} us at {target.clock_mhz} MHz)")
+    report = {"data": data.name, "split": args.split, "images": n, "accuracy": acc,
+              "cycles_per_run": result.cycles_per_run, "batch": result.batch}
+    if args.reference is not None:
+        ref = _reference_predictions(args.reference, images)
+        agree = int(np.sum(ref == result.predictions))
+        ref_acc = float(np.mean(ref == labels)) if n else 0.0
+        print(f"PyTorch top-1 of {args.reference}: {ref_acc:.2%}; predictions agree on "
+              f"{agree}/{n} images")
+        report.update(reference_accuracy=ref_acc, agreeing=agree)
+    if args.json is not None:
+        atomic_write_text(args.json, json.dumps(report, indent=2) + "\n")
+    return 0
+
+
+def _reference_predictions(path: Path, images: np.ndarray) -> np.ndarray:
+    """The argmax of a torch.export file's outputs, image by image (its traced batch)."""
+    import torch
+
+    from nmc.compiler.sparsify.subject import from_file
+
+    subject = from_file(Path(path))
+    with torch.no_grad():
+        logits = subject.module(torch.from_numpy(images))
+    return logits.argmax(-1).numpy()

@@ -1,0 +1,183 @@
+"""`nmc sparsify --budget speedup=S|flops=F`: ELSA on real data (METHODS.md, "ELSA").
+
+Stages (each resumable, see run.py):
+
+1. pretrain / dense: dense training when the model starts from random weights; the dense
+   model's held-out accuracy is recorded.
+2. supernet: ELSA's supernet fine-tuning (nm_supernet.py): shared weights, one sampled
+   per-layer N:M configuration per step among dense and the target's patterns.
+3. search: ELSA's evolutionary search (`sparsity.elsa.search`) over the supernet's
+   configurations whose linear layers meet the budget, by their accuracy on the held-out
+   `val` split (ties: val loss). Costs are the timing model's cycles of every linear layer
+   (`sparsity.cost.linear_cycles`, what `nmc compile --sparsity elsa:speedup=S` budgets),
+   or ELSA's MACs for flops=F. Each layer's val-loss increase alone at each pattern (the
+   others dense) orders the greedy seed and the repair moves.
+4. finetune: the chosen configuration alone, masks still recomputed every step; then the
+   masks are baked into the weights.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from nmc.compiler.sparsify.nm_supernet import FixedNM, NMSupernet
+from nmc.compiler.sparsify.run import (
+    FINETUNE_LR, Run, TrainSettings, evaluate, held_out_error, pretrain,
+)
+from nmc.compiler.sparsify.subject import Subject
+from nmc.compiler.sparsity.elsa import LayerChoices, SearchSize, search
+from nmc.compiler.sparsity.spec import Pattern
+from nmc.compiler.transforms.assign_sparsity import Candidate, candidates
+from nmc.isa.progress import progress
+from nmc.isa.target import Target
+from nmc.models.datasets import Dataset
+
+SEARCH_SIZE = SearchSize(population=24, keep=6, mutations=10, crossovers=8, generations=8)
+"""Smaller than ELSA's (50 / 10 / 25 / 25 / 20): every configuration costs a pass over the
+val split, and the small models nmc sparsifies have few layers."""
+
+
+@dataclass(frozen=True)
+class Epochs:
+    pretrain: int
+    supernet: int
+    finetune: int
+    batch_size: int = 64
+
+
+@dataclass
+class ElsaOutcome:
+    config: dict[str, Pattern]  # every sparsifiable layer's pattern (None: dense)
+    dense_accuracy: dict[str, float]  # val / test, before any sparsity
+    accuracy: dict[str, float]  # val / test of the fine-tuned configuration
+    supernet_val: float  # the configuration's val accuracy in the supernet, before fine-tune
+    cost: float  # of all linear layers (cycles, or MACs for flops)
+    dense_cost: float
+    layers: list[Candidate]
+    sensitivity: list[list[float]]
+
+    @property
+    def factor(self) -> float:
+        return self.dense_cost / self.cost
+
+
+def layer_sensitivity(net: NMSupernet, data: Dataset) -> list[list[float]]:
+    """Per layer and choice: the val-loss increase with that layer alone at that choice."""
+    _, base = evaluate(lambda x: net.run(x, [0] * len(net.params)), data["val"])
+    out = []
+    for layer in progress(range(len(net.params)), desc="layer sensitivity", unit="layer"):
+        row = [0.0]
+        for c in range(1, len(net.patterns[layer])):
+            choice = [0] * len(net.params)
+            choice[layer] = c
+            _, loss = evaluate(lambda x, ch=choice: net.run(x, ch), data["val"])
+            row.append(max(0.0, loss - base))
+        out.append(row)
+    return out
+
+
+@dataclass
+class Supernet:
+    """A trained supernet: the module (shared weights) and its sparsifiable layers."""
+
+    module: torch.nn.Module
+    layers: list[Candidate]
+    fixed_cost: float  # the other linear layers (the head), dense
+    dense_accuracy: dict[str, float]
+    sensitivity: list[list[float]] | None = None  # layer_sensitivity, once measured
+
+    def net(self) -> NMSupernet:
+        return NMSupernet(self.module, [c.param for c in self.layers],
+                          [c.patterns for c in self.layers], 1)
+
+    @property
+    def dense_cost(self) -> float:
+        return self.fixed_cost + sum(c.costs[0] for c in self.layers)
+
+
+def train_supernet(run: Run, subject: Subject, data: Dataset, budget: str, target: Target,
+                   epochs: Epochs) -> Supernet:
+    """Stages 1 and 2: (pre-training and) ELSA's supernet fine-tuning."""
+    module = subject.module
+    dense = pretrain(run, module, data.splits, epochs.pretrain, epochs.batch_size)
+    layers, fixed = candidates(subject.nm_view(), budget, target)
+    steps = -(-len(data["train"]) // epochs.batch_size) * epochs.supernet
+    net = NMSupernet(module, [c.param for c in layers], [c.patterns for c in layers], steps)
+    run.train("supernet", net, data["train"],
+              TrainSettings(epochs=epochs.supernet, lr=FINETUNE_LR,
+                            batch_size=epochs.batch_size))
+    return Supernet(module, layers, fixed, dense)
+
+
+def search_and_finetune(run: Run, supernet: Supernet, data: Dataset, budget: str,
+                        factor: float, epochs: Epochs, log=print) -> ElsaOutcome:
+    """Stages 3 and 4 on a trained supernet; its module ends with the masks baked in."""
+    net, layers, fixed = supernet.net(), supernet.layers, supernet.fixed_cost
+    if not run.done("search"):
+        if supernet.sensitivity is None:
+            supernet.sensitivity = layer_sensitivity(net, data)
+        sens = supernet.sensitivity
+        scores: dict[tuple, tuple[float, float]] = {}
+
+        def score_of(choice: list[int]) -> float:
+            acc, loss = evaluate(lambda x: net.run(x, choice), data["val"])
+            scores[tuple(choice)] = (acc, loss)
+            return held_out_error(acc, loss)
+
+        choices = [LayerChoices(c.name, c.patterns, s, c.costs) for c, s in zip(layers, sens)]
+        found = search(choices, fixed, supernet.dense_cost / factor, budget, factor, score_of,
+                       SEARCH_SIZE, seed=run.seed)
+        if tuple(found.choice) not in scores:
+            score_of(found.choice)
+        run.finish("search", {"choice": found.choice, "val": scores[tuple(found.choice)][0],
+                              "sensitivity": sens, "evaluated": len(scores)})
+    searched = run.result("search")
+    choice = searched["choice"]
+    patterns = [c.patterns[i] for c, i in zip(layers, choice)]
+    log(f"search: {searched['evaluated']} configurations evaluated on val; the chosen one "
+        f"scores {searched['val']:.2%} in the supernet")
+    accuracy = finetune(run, supernet.module, [c.param for c in layers], patterns, data,
+                        epochs)
+    return ElsaOutcome({c.name: p for c, p in zip(layers, patterns)}, supernet.dense_accuracy,
+                       accuracy, searched["val"],
+                       fixed + sum(c.costs[i] for c, i in zip(layers, choice)),
+                       supernet.dense_cost, layers, searched["sensitivity"])
+
+
+def finetune(run: Run, module: torch.nn.Module, params: list[str], patterns: list[Pattern],
+             data: Dataset, epochs: Epochs) -> dict[str, float]:
+    """Stage 4: fine-tune one configuration (masks recomputed every step), bake its masks
+    into the weights; the val and test accuracy of the result."""
+    fixed_net = FixedNM(module, params, patterns)
+    run.train("finetune", fixed_net, data["train"],
+              TrainSettings(epochs=epochs.finetune, lr=FINETUNE_LR / 2,
+                            batch_size=epochs.batch_size))
+    fixed_net.bake([0] * len(params))
+    return {s: evaluate(module, data[s])[0] for s in ("val", "test")}
+
+
+def elsa(run: Run, subject: Subject, data: Dataset, budget: str, factor: float,
+         target: Target, epochs: Epochs, log=print) -> ElsaOutcome:
+    """The whole flow (module docstring)."""
+    supernet = train_supernet(run, subject, data, budget, target, epochs)
+    return search_and_finetune(run, supernet, data, budget, factor, epochs, log)
+
+
+def format_outcome(o: ElsaOutcome, budget: str) -> str:
+    from nmc.compiler.sparsity.elsa import format_table
+
+    by_name = {c.name: (c, s) for c, s in zip(o.layers, o.sensitivity)}
+    rows = []
+    for name, pattern in o.config.items():
+        c, sens = by_name[name]
+        i = c.patterns.index(pattern)
+        rows.append((name, pattern, c.costs[i], sens[i]))
+    unit = "cycles" if budget == "speedup" else "MACs"
+    what = "faster" if budget == "speedup" else "fewer MACs"
+    total = (f"linear layers: {o.cost:.0f} {unit}, {o.factor:.3f}x {what} than dense; "
+             f"top-1 val {o.accuracy['val']:.2%} test {o.accuracy['test']:.2%} (dense "
+             f"{o.dense_accuracy['val']:.2%} / {o.dense_accuracy['test']:.2%})")
+    # the table's "error" column: the layer's val-loss increase alone at its pattern
+    return format_table(rows, total)

@@ -1,0 +1,267 @@
+"""A resumable training run: stages of epochs, a checkpoint after every epoch.
+
+`nmc sparsify` is a sequence of stages (dense pre-training, supernet training or window
+adaptation, search, fine-tune of the chosen configuration). `Run` keeps, in one checkpoint
+file, which stages are done and their results, the model's weights, and for the stage in
+progress its epoch, optimiser and regime state. Killed at any point, the same command
+resumes after the last finished epoch and ends with the same weights, bit for bit, as an
+uninterrupted run: every random choice of an epoch (data order, sampled configurations)
+comes from a generator seeded by (seed, stage, epoch), not from state carried across
+epochs, and torch runs on a fixed number of threads (THREADS), so the reduction order
+never varies between runs on one machine.
+
+The checkpoint records the options that shape the result (`key`); resuming with other
+options is refused, `restart=True` starts over.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import math
+import os
+import random
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, Callable, Protocol
+
+import torch
+import torch.nn.functional as F
+
+from nmc.isa.errors import NmcError
+from nmc.isa.fileio import atomic_write_bytes
+from nmc.isa.progress import progress
+from nmc.models.datasets import Split
+from nmc.models.registry import set_training
+
+
+class SparsifyError(NmcError):
+    """A bad `nmc sparsify` option, model or checkpoint."""
+
+
+@dataclass(frozen=True)
+class TrainSettings:
+    """AdamW with a cosine learning-rate schedule (one warm-up epoch when training from
+    scratch), cross-entropy with label smoothing, fixed batch size."""
+
+    epochs: int
+    lr: float = 1e-3
+    weight_decay: float = 0.05
+    batch_size: int = 64
+    label_smoothing: float = 0.1
+    warmup_epochs: int = 0
+
+
+class Regime(Protocol):
+    """How a stage runs the model: dense, one sampled N:M configuration per step (ELSA's
+    supernet), sampled window keep ratios per step (SparseViT's adaptation), ..."""
+
+    def begin_step(self, rng: random.Random) -> None: ...
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor: ...
+
+    def end_step(self, logits: torch.Tensor, labels: torch.Tensor) -> None: ...
+
+    def state_dict(self) -> dict: ...
+
+    def load_state_dict(self, state: dict) -> None: ...
+
+
+def derived_seed(*parts: object) -> int:
+    """A 63-bit seed from (seed, stage, epoch, ...): independent streams per epoch."""
+    digest = hashlib.sha256(json.dumps([str(p) for p in parts]).encode()).digest()
+    return int.from_bytes(digest[:8], "little") >> 1
+
+
+def options_key(options: dict[str, Any]) -> str:
+    return hashlib.sha256(json.dumps(options, sort_keys=True, default=str).encode()).hexdigest()
+
+
+class Run:
+    """The checkpointed state of one `nmc sparsify` run (module docstring)."""
+
+    def __init__(self, model: torch.nn.Module, path: Path | None, options: dict[str, Any],
+                 seed: int, *, restart: bool = False, log: Callable[[str], None] = print,
+                 stop_after_epochs: int | None = None):
+        self.model, self.path, self.seed, self.log = model, path, seed, log
+        self.options = options
+        self.key = options_key({**options, "seed": seed})
+        # tests: raise KeyboardInterrupt after this many epochs (an interrupted run)
+        self._stop_after = stop_after_epochs
+        self._epochs_run = 0
+        self.state: dict[str, Any] = {"key": self.key, "completed": [], "results": {},
+                                      "stage": None, "epoch": 0}
+        if path is not None and path.exists() and not restart:
+            self._resume(path)
+
+    def _resume(self, path: Path) -> None:
+        try:
+            state = torch.load(path, map_location="cpu", weights_only=True)
+        except Exception as e:  # unpickling errors come in many types
+            raise SparsifyError(f"checkpoint {path} cannot be read ({type(e).__name__}); "
+                                f"delete it or pass --restart") from None
+        if not isinstance(state, dict) or state.get("key") != self.key:
+            raise SparsifyError(f"checkpoint {path} was made with other options or another "
+                                f"seed; pass --restart to start over (or -o another file)")
+        self.state = state
+        self.model.load_state_dict(state["model"])
+        done = ", ".join(state["completed"]) or "nothing"
+        where = f"; {state['stage']} at epoch {state['epoch']}" if state["stage"] else ""
+        self.log(f"resuming from {path}: done {done}{where}")
+
+    def save(self) -> None:
+        if self.path is None:
+            return
+        self.state["model"] = self.model.state_dict()
+        buf = io.BytesIO()
+        torch.save(self.state, buf)
+        atomic_write_bytes(self.path, buf.getvalue())
+
+    # ---------------------------------------------------------------- stages
+
+    def done(self, stage: str) -> bool:
+        return stage in self.state["completed"]
+
+    def result(self, stage: str) -> Any:
+        return self.state["results"].get(stage)
+
+    def finish(self, stage: str, result: Any = None) -> None:
+        """Mark `stage` done with its result (JSON-like) and save."""
+        self.state["completed"].append(stage)
+        self.state["results"][stage] = result
+        self.state["stage"], self.state["epoch"] = None, 0
+        self.state.pop("optimizer", None)
+        self.state.pop("regime", None)
+        self.save()
+
+    def train(self, stage: str, regime: Regime, split: Split, settings: TrainSettings,
+              params: list[torch.nn.Parameter] | None = None) -> None:
+        """Train for settings.epochs (resuming inside the stage), then mark it done."""
+        if self.done(stage):
+            return
+        params = list(self.model.parameters()) if params is None else params
+        opt = torch.optim.AdamW(params, lr=settings.lr, weight_decay=settings.weight_decay)
+        start = 0
+        if self.state["stage"] == stage:
+            start = int(self.state["epoch"])
+            opt.load_state_dict(self.state["optimizer"])
+            regime.load_state_dict(self.state["regime"])
+        n = len(split)
+        steps_per_epoch = max(1, math.ceil(n / settings.batch_size))
+        total = steps_per_epoch * settings.epochs
+        warm = steps_per_epoch * settings.warmup_epochs
+
+        def lr_at(step: int) -> float:
+            if step < warm:
+                return settings.lr * (step + 1) / warm
+            t = (step - warm) / max(1, total - warm)
+            return settings.lr * 0.5 * (1 + math.cos(math.pi * t))
+
+        set_training(self.model, True)
+        with fixed_threads():
+            for epoch in progress(range(start, settings.epochs), desc=stage, unit="epoch"):
+                gen = torch.Generator().manual_seed(derived_seed(self.seed, stage, epoch, "data"))
+                rng = random.Random(derived_seed(self.seed, stage, epoch, "regime"))
+                order = torch.randperm(n, generator=gen)
+                for i in range(steps_per_epoch):
+                    idx = order[i * settings.batch_size:(i + 1) * settings.batch_size]
+                    for group in opt.param_groups:
+                        group["lr"] = lr_at(epoch * steps_per_epoch + i)
+                    regime.begin_step(rng)
+                    logits = regime.forward(split.images[idx])
+                    loss = F.cross_entropy(logits, split.labels[idx],
+                                           label_smoothing=settings.label_smoothing)
+                    opt.zero_grad(set_to_none=True)
+                    loss.backward()
+                    opt.step()
+                    regime.end_step(logits.detach(), split.labels[idx])
+                self.state.update(stage=stage, epoch=epoch + 1, optimizer=opt.state_dict(),
+                                  regime=regime.state_dict())
+                self.save()
+                self._epochs_run += 1
+                if self._stop_after is not None and self._epochs_run >= self._stop_after:
+                    raise KeyboardInterrupt
+        set_training(self.model, False)
+        self.finish(stage, asdict(settings))
+
+
+THREADS = min(2, os.cpu_count() or 1)
+"""deit_digits trains 1.6x faster on 2 threads than on 1 (2-core VM); more threads would
+make results depend on the machine's core count."""
+
+
+class fixed_threads:
+    """torch on THREADS threads inside the block (module docstring), restored after."""
+
+    def __enter__(self):
+        self._threads = torch.get_num_threads()
+        torch.set_num_threads(THREADS)
+
+    def __exit__(self, *exc):
+        torch.set_num_threads(self._threads)
+
+
+@torch.no_grad()
+def evaluate(forward: Callable[[torch.Tensor], torch.Tensor], split: Split,
+             batch_size: int = 512) -> tuple[float, float]:
+    """(top-1 accuracy, mean cross-entropy) of `forward` on a split."""
+    correct, loss = 0, 0.0
+    with fixed_threads():
+        for i in range(0, len(split), batch_size):
+            logits = forward(split.images[i:i + batch_size])
+            labels = split.labels[i:i + batch_size]
+            correct += int((logits.argmax(-1) == labels).sum())
+            loss += float(F.cross_entropy(logits, labels, reduction="sum"))
+    return correct / len(split), loss / len(split)
+
+
+class Dense:
+    """The plain model: pre-training and fine-tuning without sparsity."""
+
+    def __init__(self, model: torch.nn.Module):
+        self.model = model
+
+    def begin_step(self, rng: random.Random) -> None:
+        pass
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        return self.model(images)
+
+    def end_step(self, logits: torch.Tensor, labels: torch.Tensor) -> None:
+        pass
+
+    def state_dict(self) -> dict:
+        return {}
+
+    def load_state_dict(self, state: dict) -> None:
+        pass
+
+
+TIE = 1e-4
+"""Weight of the held-out loss in `held_out_error`: it only breaks ties of accuracy (one
+image of a 359-image split is 2.8e-3 of accuracy; a loss term stays below that)."""
+
+
+def held_out_error(accuracy: float, loss: float) -> float:
+    """What the searches minimise: the held-out error rate, ties broken by the loss."""
+    return (1.0 - accuracy) + TIE * min(loss, 25.0)
+
+
+PRETRAIN_LR = 1e-3
+FINETUNE_LR = 5e-4
+
+
+def pretrain(run: Run, module: torch.nn.Module, splits: dict[str, Split], epochs: int,
+             batch_size: int = 64) -> dict[str, float]:
+    """Dense training from scratch (when `epochs` > 0), then the dense model's accuracy on
+    val and test, recorded as stage "dense" (the reference every sparse result is read
+    against)."""
+    if epochs > 0:
+        run.train("pretrain", Dense(module), splits["train"],
+                  TrainSettings(epochs=epochs, lr=PRETRAIN_LR, warmup_epochs=1,
+                                batch_size=batch_size))
+    if not run.done("dense"):
+        set_training(module, False)
+        run.finish("dense", {s: evaluate(module, splits[s])[0] for s in ("val", "test")})
+    return run.result("dense")

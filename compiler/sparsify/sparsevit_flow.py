@@ -1,0 +1,156 @@
+"""`nmc sparsify --budget latency=L`: SparseViT on real data (METHODS.md, "SparseViT").
+
+Stages (each resumable, see run.py):
+
+1. pretrain / dense: as for ELSA.
+2. adapt: sparse-aware adaptation (window_supernet.py): random per-block window keep
+   ratios every step.
+3. search: SparseViT's evolutionary search (`sparsity.sparsevit.search`) over per-block
+   keep ratios whose modelled latency is at most L x dense, by their accuracy on the
+   held-out `val` split (ties: val loss). The latency model is the one of `nmc compile
+   --window-keep sparsevit:latency=L` (`sparsity.window_search.latency_model`: kernel
+   estimates of the window-pruned nm IR, per block and ratio).
+4. finetune: the chosen ratios alone.
+
+The model keeps its dense form (the compiler prunes windows at run time); the ratios are
+the output beside it, the JSON `nmc compile --window-keep FILE.json` reads.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from nmc.compiler.sparsify.elsa_flow import Epochs
+from nmc.compiler.sparsify.run import (
+    FINETUNE_LR, Run, SparsifyError, TrainSettings, evaluate, held_out_error, pretrain,
+)
+from nmc.compiler.sparsify.subject import Subject
+from nmc.compiler.sparsify.window_supernet import FixedWindows, WindowAdaptation
+from nmc.compiler.sparsity import sparsevit
+from nmc.isa.target import Target
+from nmc.models.datasets import Dataset
+
+
+@dataclass
+class WindowOutcome:
+    config: dict[str, float]
+    dense_accuracy: dict[str, float]
+    accuracy: dict[str, float]
+    adapted_val: float  # the ratios' val accuracy after adaptation, before fine-tune
+    cycles: float  # modelled (estimated) cycles of the whole model at `config`
+    dense_cycles: float
+    windows: dict[str, int]
+    latency: sparsevit.LatencyModel
+
+    @property
+    def fraction(self) -> float:
+        return self.cycles / self.dense_cycles
+
+
+def window_latency(subject: Subject, target: Target):
+    """(the latency model, block names by stage, windows per block) of a Swin."""
+    from nmc.compiler.sparsity.window_search import latency_model
+    from nmc.compiler.transforms.window_prune import stages_of, swin_blocks
+
+    module = subject.nm_view(passes=())
+    blocks = swin_blocks(module)
+    if not blocks:
+        raise SparsifyError(f"{subject.name}: no Swin blocks found; --budget latency=L "
+                            f"(SparseViT window pruning) needs a Swin model")
+    return (latency_model(module, blocks, target), stages_of(blocks),
+            {b.name: b.windows for b in blocks})
+
+
+@dataclass
+class Adapted:
+    """A Swin after sparse-aware adaptation, with its latency model."""
+
+    module: torch.nn.Module
+    latency: sparsevit.LatencyModel
+    stages: list[list[str]]
+    windows: dict[str, int]
+    dense_accuracy: dict[str, float]
+
+
+def adapt(run: Run, subject: Subject, data: Dataset, target: Target,
+          epochs: Epochs) -> Adapted:
+    """Stages 1 and 2: (pre-training and) sparse-aware adaptation."""
+    module = subject.module
+    if not hasattr(module, "set_window_keep"):
+        if subject.from_arch:
+            raise SparsifyError(f"{subject.name} is not a Swin: --budget latency=L (SparseViT "
+                                f"window pruning) needs a Swin model, e.g. swin_digits")
+        raise SparsifyError(f"{subject.name}: window adaptation needs nmc's own Swin (give "
+                            f"the architecture name, e.g. swin_digits, not a torch.export "
+                            f"file: its graph cannot switch keep ratios)")
+    latency, stages, windows = window_latency(subject, target)
+    dense = pretrain(run, module, data.splits, epochs.pretrain, epochs.batch_size)
+    run.train("adapt", WindowAdaptation(module, stages), data["train"],
+              TrainSettings(epochs=epochs.supernet, lr=FINETUNE_LR,
+                            batch_size=epochs.batch_size))
+    return Adapted(module, latency, stages, windows, dense)
+
+
+def search_and_finetune(run: Run, adapted: Adapted, data: Dataset, fraction: float,
+                        epochs: Epochs, log=print) -> WindowOutcome:
+    """Stages 3 and 4 on an adapted Swin (its module is left dense in form)."""
+    latency, module = adapted.latency, adapted.module
+    runner = WindowAdaptation(module, adapted.stages)
+    if not run.done("search"):
+        scores: dict[tuple, float] = {}
+
+        def error_of(config: dict[str, float]) -> float:
+            acc, loss = evaluate(lambda x: runner.run(x, config), data["val"])
+            scores[tuple(sorted(config.items()))] = acc
+            return held_out_error(acc, loss)
+
+        found = sparsevit.search(latency, adapted.stages, fraction * latency.dense(),
+                                 error_of, seed=run.seed)
+        module.set_window_keep(None)
+        if found is None:
+            lowest = latency.cycles({b: sparsevit.RATIOS[0] for b in latency.blocks})
+            raise SparsifyError(f"--budget latency={fraction:g}: no keep ratios meet it "
+                                f"(keep {sparsevit.RATIOS[0]} everywhere gives "
+                                f"{lowest / latency.dense():.2f} of the dense latency)")
+        run.finish("search", {"config": found.config,
+                              "val": scores[tuple(sorted(found.config.items()))],
+                              "evaluated": len(scores)})
+    searched = run.result("search")
+    config = {b: float(r) for b, r in searched["config"].items()}
+    log(f"search: {searched['evaluated']} keep-ratio configurations evaluated on val; the "
+        f"chosen one scores {searched['val']:.2%} after adaptation")
+    accuracy = finetune(run, module, config, data, epochs)
+    return WindowOutcome(config, adapted.dense_accuracy, accuracy, searched["val"],
+                         latency.cycles(config), latency.dense(), adapted.windows, latency)
+
+
+def finetune(run: Run, module: torch.nn.Module, config: dict[str, float], data: Dataset,
+             epochs: Epochs) -> dict[str, float]:
+    """Stage 4: fine-tune at one configuration of keep ratios; the val and test accuracy
+    of the pruned model (the module is left dense in form)."""
+    fixed = FixedWindows(module, config)
+    run.train("finetune", fixed, data["train"],
+              TrainSettings(epochs=epochs.finetune, lr=FINETUNE_LR / 2,
+                            batch_size=epochs.batch_size))
+    accuracy = {s: evaluate(lambda x: fixed.run(x, config), data[s])[0]
+                for s in ("val", "test")}
+    module.set_window_keep(None)
+    return accuracy
+
+
+def sparsevit_flow(run: Run, subject: Subject, data: Dataset, fraction: float,
+                   target: Target, epochs: Epochs, log=print) -> WindowOutcome:
+    """The whole flow (module docstring)."""
+    adapted = adapt(run, subject, data, target, epochs)
+    return search_and_finetune(run, adapted, data, fraction, epochs, log)
+
+
+def format_outcome(o: WindowOutcome) -> str:
+    lines = sparsevit.format_rows(o.config, o.latency, o.windows)
+    lines.append(f"modelled latency {o.cycles:.0f} of {o.dense_cycles:.0f} cycles "
+                 f"({o.fraction:.2f} of dense, {1 / o.fraction:.2f}x faster); top-1 val "
+                 f"{o.accuracy['val']:.2%} test {o.accuracy['test']:.2%} (dense "
+                 f"{o.dense_accuracy['val']:.2%} / {o.dense_accuracy['test']:.2%})")
+    return "\n".join(lines)

@@ -1,0 +1,125 @@
+"""The model `nmc sparsify` trains: a built-in architecture or a torch.export file.
+
+- ARCH (`deit_digits`, `swin_digits`, any name of `nmc export --list`): built with fixed-
+  seed random weights and the data set's number of classes, trained from scratch first.
+- model.pt: the ExportedProgram's module (`ep.module()`), trained as it is. Its graph was
+  traced at one batch size (nmc export uses 1), so it runs on a batch through `torch.vmap`
+  over single images. Window adaptation needs nmc's own Swin (its `set_window_keep`), so
+  SparseViT takes an ARCH only.
+
+`nm_view` is what the compiler sees of the model (the nm IR after raise-torch-to-nm and
+fuse-activations, as `nmc compile` has it when it costs sparsity): the layer names, the
+weight parameters and the shapes that the timing model costs.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+import torch
+
+from nmc.compiler.sparsify.run import SparsifyError
+from nmc.models.registry import set_training
+
+
+@dataclass
+class Subject:
+    name: str
+    module: torch.nn.Module  # called on a batch of images, whatever its traced batch
+    img_size: int
+    in_chans: int
+    from_arch: bool
+
+    def example(self) -> torch.Tensor:
+        return torch.zeros(1, self.in_chans, self.img_size, self.img_size)
+
+    def export(self, path: str | os.PathLike) -> None:
+        """torch.export the module at batch 1, atomically (what `nmc compile` reads)."""
+        from nmc.models.registry import export_to_file
+
+        batched = self.module.__dict__.pop("forward", None)  # the traced forward again
+        try:
+            export_to_file(self.module, self.example(), path)
+        finally:
+            if batched is not None:
+                self.module.forward = batched
+
+    def nm_view(self, passes: tuple[str, ...] = ("fuse-activations",)):
+        """The nm IR of the module (raise-torch-to-nm, then `passes`)."""
+        from nmc.compiler.frontend import import_nm
+        from nmc.compiler.pipeline import make_context, run_pipeline
+
+        with tempfile.TemporaryDirectory() as tmp:
+            path = Path(tmp) / "model.pt"
+            self.export(path)
+            ctx = make_context()
+            module = import_nm(path, ctx)
+            if passes:
+                run_pipeline(module, ",".join(passes), ctx)
+        return module
+
+
+def arch_image_size(arch: str, overrides: dict[str, int]) -> int:
+    """The input image size of built-in architecture `arch` with `overrides` (checked)."""
+    from nmc.models.registry import MODELS, model_params
+
+    spec = MODELS.get(arch)
+    if spec is None:
+        raise SparsifyError(f"unknown model '{arch}': give a built-in architecture "
+                            f"({', '.join(MODELS)}) or a torch.export file")
+    if "num_classes" not in spec.defaults or "img_size" not in spec.defaults:
+        raise SparsifyError(f"{arch} is not an image classifier (sparsify trains one)")
+    return model_params(arch, overrides)["img_size"]
+
+
+def from_arch(arch: str, overrides: dict[str, int], num_classes: int, seed: int) -> Subject:
+    from nmc.models.registry import build_model
+
+    arch_image_size(arch, overrides)
+    overrides = {**overrides, "num_classes": num_classes}
+    module, example = build_model(arch, overrides, seed=seed)
+    return Subject(arch, module, int(example.shape[-1]), int(example.shape[1]), True)
+
+
+def from_file(path: Path) -> Subject:
+    from nmc.compiler.frontend.loader import _quiet_torch
+
+    if not path.is_file():
+        from nmc.models.registry import MODELS
+
+        raise SparsifyError(f"'{path}' is neither a model file nor a built-in architecture "
+                            f"({', '.join(MODELS)})")
+    try:
+        with _quiet_torch(), open(path, "rb") as f:
+            program = torch.export.load(f)
+    except Exception as e:  # torch.export.load raises many types on a bad file
+        raise SparsifyError(f"{path}: not a torch.export file ({type(e).__name__}); "
+                            f"write one with `nmc export` or torch.export.save") from None
+    inputs = [s for s in program.graph_signature.input_specs if s.kind.name == "USER_INPUT"]
+    shapes = [n.meta["val"].shape for n in program.graph.nodes
+              if n.op == "placeholder" and n.name in {s.arg.name for s in inputs}]
+    if len(shapes) != 1 or len(shapes[0]) != 4 or shapes[0][2] != shapes[0][3]:
+        raise SparsifyError(f"{path}: sparsify needs an image model with one input "
+                            f"[batch, channels, S, S]; this one takes "
+                            f"{[list(s) for s in shapes]}")
+    batch, chans, size = (int(x) for x in shapes[0][:3])
+    if batch != 1:
+        raise SparsifyError(f"{path}: traced at batch {batch}; sparsify takes a model "
+                            f"exported at batch 1 (as `nmc export` writes them)")
+    module = program.module()
+    traced = module.forward
+
+    def batched(images: torch.Tensor) -> torch.Tensor:
+        # vmap falls back to a loop for ops without a batching rule (SDPA), with a warning
+        # per call that says so; correct, and the slow part is known
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            return torch.vmap(lambda x: traced(x.unsqueeze(0)).squeeze(0))(images)
+
+    # an instance attribute: functional_call (the N:M supernet) calls it with the
+    # parameters swapped; Subject.export removes it to export the traced forward
+    module.forward = batched
+    return Subject(path.stem, module, size, chans, False)
