@@ -224,7 +224,7 @@ def summarise(rows: list[dict]) -> str:
 
 
 def main(argv=None) -> int:
-    from nmc.compiler.sparsify.elsa_flow import Epochs
+    from nmc.compiler.sparsify.run import Epochs
     from nmc.isa.progress import quiet
     from nmc.isa.target import load_target
     from nmc.models.datasets import load_dataset

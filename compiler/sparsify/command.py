@@ -72,9 +72,9 @@ def _model_key(model: str) -> str:
 
 def sparsify(args) -> int:
     from nmc.compiler.commands import _check_output_path
-    from nmc.compiler.sparsify.elsa_flow import Epochs, elsa
+    from nmc.compiler.sparsify.elsa_flow import elsa
     from nmc.compiler.sparsify.elsa_flow import format_outcome as format_elsa
-    from nmc.compiler.sparsify.run import Run
+    from nmc.compiler.sparsify.run import Epochs, Run
     from nmc.compiler.sparsify.sparsevit_flow import format_outcome as format_windows
     from nmc.compiler.sparsify.sparsevit_flow import sparsevit_flow
     from nmc.compiler.sparsify.subject import arch_image_size, from_arch, from_file
@@ -174,12 +174,14 @@ def evaluate_program(args) -> int:
 
     if args.split not in SPLITS:
         raise SparsifyError(f"--split {args.split}: one of {', '.join(SPLITS)}")
+    if args.limit is not None and args.limit < 1:
+        raise SparsifyError(f"--limit {args.limit}: must be at least 1")
     program = read_program(args.program)
     target = _target_for(program, args.target, args.program)
     sym = input_symbol(program)
     data = load_dataset(args.data, int(sym.shape[-1]))
     split = data[args.split]
-    n = len(split) if args.limit is None else max(0, min(args.limit, len(split)))
+    n = len(split) if args.limit is None else min(args.limit, len(split))
     images = split.images[:n].numpy()
     labels = split.labels[:n].numpy()
     result = run_classifier(program, target, images)

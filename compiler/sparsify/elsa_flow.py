@@ -24,7 +24,7 @@ import torch
 
 from nmc.compiler.sparsify.nm_supernet import FixedNM, NMSupernet
 from nmc.compiler.sparsify.run import (
-    FINETUNE_LR, Run, TrainSettings, evaluate, held_out_error, pretrain,
+    FINETUNE_LR, Epochs, Run, TrainSettings, evaluate, held_out_error, pretrain,
 )
 from nmc.compiler.sparsify.subject import Subject
 from nmc.compiler.sparsity.elsa import LayerChoices, SearchSize, search
@@ -37,14 +37,6 @@ from nmc.models.datasets import Dataset
 SEARCH_SIZE = SearchSize(population=24, keep=6, mutations=10, crossovers=8, generations=8)
 """Smaller than ELSA's (50 / 10 / 25 / 25 / 20): every configuration costs a pass over the
 val split, and the small models nmc sparsifies have few layers."""
-
-
-@dataclass(frozen=True)
-class Epochs:
-    pretrain: int
-    supernet: int
-    finetune: int
-    batch_size: int = 64
 
 
 @dataclass

@@ -53,6 +53,16 @@ class TrainSettings:
     warmup_epochs: int = 0
 
 
+@dataclass(frozen=True)
+class Epochs:
+    """The epochs of each stage of `nmc sparsify`, and its batch size."""
+
+    pretrain: int  # dense, from scratch
+    supernet: int  # ELSA's supernet, or SparseViT's adaptation
+    finetune: int  # the chosen configuration
+    batch_size: int = 64
+
+
 class Regime(Protocol):
     """How a stage runs the model: dense, one sampled N:M configuration per step (ELSA's
     supernet), sampled window keep ratios per step (SparseViT's adaptation), ..."""

@@ -22,9 +22,8 @@ from dataclasses import dataclass
 
 import torch
 
-from nmc.compiler.sparsify.elsa_flow import Epochs
 from nmc.compiler.sparsify.run import (
-    FINETUNE_LR, Run, SparsifyError, TrainSettings, evaluate, held_out_error, pretrain,
+    FINETUNE_LR, Epochs, Run, SparsifyError, TrainSettings, evaluate, held_out_error, pretrain,
 )
 from nmc.compiler.sparsify.subject import Subject
 from nmc.compiler.sparsify.window_supernet import FixedWindows, WindowAdaptation
