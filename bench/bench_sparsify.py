@@ -9,7 +9,8 @@ Per seed, for deit_digits (the same library functions `nmc sparsify` runs):
 - dense: trained from scratch (PRETRAIN epochs), and the same trained on for as many
   epochs as the sparse rows get after it (the control for their extra training);
 - uniform 2:4, 1:4, 1:8 by magnitude (`nm_mask`) on the dense model, without fine-tune and
-  with a fine-tune as long as ELSA's supernet + fine-tune epochs together (a fair match);
+  with the fine-tune every chosen ELSA configuration gets (FINETUNE epochs, same schedule;
+  ELSA's starts from its supernet, the uniform ones from the dense model);
 - ELSA at speed-ups 2, 2.5, 3: one supernet per seed, then search + fine-tune per budget.
 For swin_digits:
 - dense; after sparse-aware adaptation, per uniform keep ratio r in UNIFORM_KEEPS: the
@@ -30,7 +31,6 @@ from __future__ import annotations
 
 import argparse
 import copy
-import dataclasses
 import datetime
 import json
 import platform
@@ -45,7 +45,7 @@ import torch
 from sections import replace_section  # bench/sections.py, beside this script
 
 ROOT = Path(__file__).resolve().parent.parent
-PRETRAIN, SUPERNET, FINETUNE = 30, 20, 5
+PRETRAIN, SUPERNET, FINETUNE = 30, 20, 20  # nmc sparsify's defaults
 PATTERNS = ((2, 4), (1, 4), (1, 8))
 SPEEDUPS = (2.0, 2.5, 3.0)
 UNIFORM_KEEPS = (0.6, 0.4)
@@ -113,14 +113,14 @@ def deit_rows(seed: int, data, target, epochs, workdir: Path) -> list[dict]:
 
     add("dense", module, {}, dense_cost)
     params = [c.param for c in layers]
-    ft = dataclasses.replace(epochs, finetune=epochs.supernet + epochs.finetune)
-    # the control for the extra epochs every sparse row gets: the dense model trained on
-    # for as long, as the fine-tunes are
+    # the control for the extra epochs the sparse rows get: the dense model trained on for
+    # as long as ELSA's supernet and fine-tune together, as the fine-tunes are
+    extra = epochs.supernet + epochs.finetune
     longer = copy.deepcopy(module)
     Run(longer, None, {}, seed, log=lambda s: None).train(
         "finetune", Dense(longer), data["train"],
-        TrainSettings(epochs=ft.finetune, lr=FINETUNE_LR / 2, batch_size=epochs.batch_size))
-    add(f"dense + {ft.finetune} more epochs", longer, {}, dense_cost)
+        TrainSettings(epochs=extra, lr=FINETUNE_LR / 2, batch_size=epochs.batch_size))
+    add(f"dense + {extra} more epochs", longer, {}, dense_cost)
     for p in PATTERNS:
         idx = [c.patterns.index(p) for c in layers]
         cost = fixed + sum(c.costs[i] for c, i in zip(layers, idx))
@@ -129,7 +129,7 @@ def deit_rows(seed: int, data, target, epochs, workdir: Path) -> list[dict]:
         add(f"uniform {p[0]}:{p[1]}", pruned, config, cost)
         tuned = copy.deepcopy(module)
         finetune(Run(tuned, None, {}, seed, log=lambda s: None), tuned, params,
-                 [p] * len(params), data, ft)
+                 [p] * len(params), data, epochs)
         add(f"uniform {p[0]}:{p[1]} + fine-tune", tuned, config, cost)
     supernet = train_supernet(run, subject, data, "speedup", target, epochs)
     for s in SPEEDUPS:
@@ -236,6 +236,15 @@ def main(argv=None) -> int:
     parser.add_argument("--output", type=Path, default=ROOT / "BENCHMARKS.md")
     parser.add_argument("--no-write", action="store_true")
     args = parser.parse_args(argv)
+    # import every module now: an edit of the sources during a long run cannot break it
+    import nmc.compiler.commands  # noqa: F401
+    import nmc.compiler.emit  # noqa: F401
+    import nmc.compiler.frontend.importer  # noqa: F401
+    import nmc.compiler.pipeline  # noqa: F401
+    import nmc.compiler.sparsify.elsa_flow  # noqa: F401
+    import nmc.compiler.sparsify.sparsevit_flow  # noqa: F401
+    import nmc.compiler.sparsify.subject  # noqa: F401
+    import nmc.runtime.evaluate  # noqa: F401
     command = " ".join([".venv/bin/python", "bench/bench_sparsify.py",
                         *(argv if argv is not None else sys.argv[1:])])
     epochs = Epochs(2, 1, 1) if args.quick else Epochs(PRETRAIN, SUPERNET, FINETUNE)
@@ -265,8 +274,9 @@ def main(argv=None) -> int:
             f"359 test; deit_digits at 16x16, swin_digits at 32x32; seeds "
             f"{', '.join(map(str, args.seeds))} (weights, data order, sampling, searches)",
             f"- epochs: {epochs.pretrain} dense, {epochs.supernet} supernet / adaptation, "
-            f"{epochs.finetune} fine-tune of the chosen configuration (uniform N:M "
-            f"fine-tunes get {epochs.supernet + epochs.finetune}); target sta_ref", "",
+            f"{epochs.finetune} fine-tune of every final configuration (ELSA's from the "
+            f"supernet, uniform N:M and keep ratios from the dense or adapted model); "
+            f"target sta_ref", "",
             "top-1 test is measured on the emulator (every test image through the compiled "
             "program); `emulator = PyTorch` checks each prediction against PyTorch's for "
             "the same pruned model.", "",

@@ -174,7 +174,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--pretrain-epochs", type=int, metavar="N",
                    help="dense epochs first (default: 30 for an architecture, which starts "
                         "from random weights; 0 for a model file)")
-    p.add_argument("--finetune-epochs", type=int, default=5,
+    p.add_argument("--finetune-epochs", type=int, default=20,
                    help="epochs of the chosen configuration (default: %(default)s)")
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--seed", type=int, default=0, help="seed of weights, data order and "
