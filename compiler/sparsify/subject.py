@@ -19,10 +19,10 @@ import tempfile
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
+
 import torch
 
 from nmc.compiler.sparsify.run import SparsifyError
-from nmc.models.registry import set_training
 
 
 @dataclass
