@@ -171,5 +171,5 @@ def format_outcome(o: ElsaOutcome, budget: str) -> str:
     total = (f"linear layers: {o.cost:.0f} {unit}, {o.factor:.3f}x {what} than dense; "
              f"top-1 val {o.accuracy['val']:.2%} test {o.accuracy['test']:.2%} (dense "
              f"{o.dense_accuracy['val']:.2%} / {o.dense_accuracy['test']:.2%})")
-    # the table's "error" column: the layer's val-loss increase alone at its pattern
-    return format_table(rows, total)
+    # the last column: the layer's val-loss increase alone at its pattern
+    return format_table(rows, total, cost_header=unit, error_header="dval loss")

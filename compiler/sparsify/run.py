@@ -170,7 +170,10 @@ class Run:
 
         set_training(self.model, True)
         with fixed_threads():
-            for epoch in progress(range(start, settings.epochs), desc=stage, unit="epoch"):
+            bar = progress(range(start, settings.epochs), desc=stage, unit="epoch")
+            mean_loss = None
+            for epoch in bar:
+                losses = []
                 gen = torch.Generator().manual_seed(derived_seed(self.seed, stage, epoch, "data"))
                 rng = random.Random(derived_seed(self.seed, stage, epoch, "regime"))
                 order = torch.randperm(n, generator=gen)
@@ -186,6 +189,9 @@ class Run:
                     loss.backward()
                     opt.step()
                     regime.end_step(logits.detach(), split.labels[idx])
+                    losses.append(float(loss.detach()))
+                mean_loss = sum(losses) / len(losses)
+                bar.set_postfix_str(f"loss {mean_loss:.3f}")
                 self.state.update(stage=stage, epoch=epoch + 1, optimizer=opt.state_dict(),
                                   regime=regime.state_dict())
                 self.save()
@@ -193,6 +199,9 @@ class Run:
                 if self._stop_after is not None and self._epochs_run >= self._stop_after:
                     raise KeyboardInterrupt
         set_training(self.model, False)
+        if mean_loss is not None:
+            self.log(f"{stage}: {settings.epochs} epochs done (last epoch's training loss "
+                     f"{mean_loss:.3f})")
         self.finish(stage, asdict(settings))
 
 
@@ -274,4 +283,6 @@ def pretrain(run: Run, module: torch.nn.Module, splits: dict[str, Split], epochs
     if not run.done("dense"):
         set_training(module, False)
         run.finish("dense", {s: evaluate(module, splits[s])[0] for s in ("val", "test")})
+        run.log(f"dense model: top-1 val {run.result('dense')['val']:.2%}, test "
+                f"{run.result('dense')['test']:.2%}")
     return run.result("dense")

@@ -170,10 +170,11 @@ def search(layers: list[LayerChoices], fixed_cost: float, budget: float, what: s
     return SearchResult(best, best_score, cost(best), dense_total)
 
 
-def format_table(rows: list[tuple[str, Pattern, float, float | None]], total_line: str) -> str:
+def format_table(rows: list[tuple[str, Pattern, float, float | None]], total_line: str,
+                 cost_header: str = "cycles", error_header: str = "error") -> str:
     """(layer, pattern, cycles, error) rows as a text table."""
     width = max([len("layer")] + [len(r[0]) for r in rows])
-    lines = [f"{'layer':{width}s}  {'pattern':>7s}  {'cycles':>10s}  {'error':>9s}"]
+    lines = [f"{'layer':{width}s}  {'pattern':>7s}  {cost_header:>10s}  {error_header:>9s}"]
     for name, pattern, cycles, err in rows:
         e = "-" if err is None else f"{err:.3e}"
         lines.append(f"{name:{width}s}  {format_pattern(pattern):>7s}  {int(cycles):>10d}  "
