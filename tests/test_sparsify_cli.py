@@ -208,3 +208,23 @@ def test_eval_refuses_a_program_that_is_not_an_image_classifier(tmp_path, capsys
     assert "needs a program with one image input" in capsys.readouterr().err
     assert main(["eval", str(prog), "--split", "everything"]) == 1
     assert "--split everything: one of train, val, test" in capsys.readouterr().err
+
+
+def test_eval_runs_a_batched_program_with_a_padded_last_batch(tmp_path):
+    """A program traced at batch 2 runs 5 images as 3 runs (the last padded); the
+    predictions are PyTorch's, image by image."""
+    from nmc.compiler.commands import compile_model
+    from nmc.models.registry import export_to_file
+
+    model, example = build_model("deit_digits", {"dim": 32, "depth": 1, "heads": 2,
+                                                 "batch": 2}, seed=3)
+    path = tmp_path / "b2.pt"
+    export_to_file(model, example, path)
+    program = compile_model(path)
+    images = load_dataset("digits", 16)["val"].images[:5]
+    result = run_classifier(program, load_target(), images.numpy())
+    with torch.no_grad():
+        want = model(images)
+    assert result.batch == 2 and result.logits.shape == (5, 10)
+    np.testing.assert_allclose(result.logits, want.numpy(), rtol=1e-4, atol=1e-5)
+    np.testing.assert_array_equal(result.predictions, want.argmax(-1).numpy())
