@@ -184,7 +184,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--config-out", type=Path, metavar="FILE.json",
                    help="where to write the chosen configuration")
     p.add_argument("--checkpoint", type=Path, metavar="FILE",
-                   help="checkpoint to resume from and save to (default: OUT.ckpt)")
+                   help="checkpoint to resume from and save to (default: OUT.ckpt); "
+                        "another --budget on the same checkpoint reuses its pre-training "
+                        "and supernet")
     p.add_argument("--restart", action="store_true",
                    help="ignore an existing checkpoint and start over")
     p.add_argument("--report-json", type=Path, metavar="FILE",

@@ -89,6 +89,31 @@ def test_a_rerun_resumes_from_the_checkpoint(elsa_run, capsys):
     assert (d / "deit.sparsity.json").read_text() == before
 
 
+def test_another_budget_reuses_the_supernet_and_matches_a_fresh_run(elsa_run, tmp_path,
+                                                                    capsys):
+    d, fresh = elsa_run  # flops=2.5 from scratch
+    args = ["sparsify", "deit_digits", *DEIT, *SHORT]
+    ckpt = tmp_path / "shared.ckpt"
+    assert main([*args, "--budget", "flops=2", "-o", str(tmp_path / "a.pt"),
+                 "--checkpoint", str(ckpt)]) == 0
+    capsys.readouterr()
+    out = tmp_path / "b.pt"
+    assert main([*args, "--budget", "flops=2.5", "-o", str(out), "--checkpoint",
+                 str(ckpt)]) == 0
+    err = capsys.readouterr().err
+    assert "reusing (made for another budget)" in err and "done pretrain, dense, supernet" in err
+    assert "pretrain:" not in err and "supernet:" not in err  # not trained again
+    assert "finetune:" in err
+    assert (tmp_path / "b.sparsity.json").read_text() == \
+        (d / "deit.sparsity.json").read_text()
+    got, want = _weights(out), _weights(fresh)
+    assert all(torch.equal(got[k], want[k]) for k in want)
+    # other shared options (the supernet's epochs) are still refused
+    assert main([*args, "--epochs", "2", "--budget", "flops=2", "-o", str(out),
+                 "--checkpoint", str(ckpt)]) == 1
+    assert "other options" in capsys.readouterr().err
+
+
 def test_an_interrupted_run_leaves_no_output_and_resumes_to_the_same_result(
         tmp_path, monkeypatch, capsys):
     args = ["sparsify", "deit_digits", *DEIT, "--budget", "flops=2", *SHORT]

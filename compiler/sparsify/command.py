@@ -113,10 +113,12 @@ def sparsify(args) -> int:
         (DEFAULT_PRETRAIN if is_arch else 0)
     epochs = Epochs(pretrain, args.epochs, args.finetune_epochs, args.batch_size)
     options = {"model": _model_key(args.model), "set": overrides, "data": args.data,
-               "budget": [budget.kind, budget.value], "epochs": list(vars(epochs).values()),
-               "target": target.name}
+               "method": budget.method, "epochs": [epochs.pretrain, epochs.supernet],
+               "batch": epochs.batch_size, "target": target.name}
+    budget_options = {"budget": [budget.kind, budget.value], "finetune": epochs.finetune}
     log = (lambda text: print(text, file=sys.stderr))
-    run = Run(subject.module, checkpoint, options, args.seed, restart=args.restart, log=log)
+    run = Run(subject.module, checkpoint, options, args.seed, budget_options=budget_options,
+              restart=args.restart, log=log)
     log(f"sparsify {subject.name} on {data.name} ({len(data['train'])} train / "
         f"{len(data['val'])} val / {len(data['test'])} test images, "
         f"{data.img_size}x{data.img_size}), {budget.method}, seed {args.seed}; "

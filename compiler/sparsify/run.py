@@ -11,7 +11,11 @@ epochs, and torch runs on a fixed number of threads (THREADS), so the reduction 
 never varies between runs on one machine.
 
 The checkpoint records the options that shape the result (`key`); resuming with other
-options is refused, `restart=True` starts over.
+options is refused, `restart=True` starts over. Options that only the search and the
+fine-tune use (the budget) are keyed apart: a run with another budget on the same
+checkpoint keeps its SHARED_STAGES (pre-training, supernet or adaptation: the expensive,
+budget-independent part, as ELSA trains one supernet for every budget) and redoes the
+rest from the weights those stages ended with.
 """
 
 from __future__ import annotations
@@ -88,20 +92,26 @@ def options_key(options: dict[str, Any]) -> str:
     return hashlib.sha256(json.dumps(options, sort_keys=True, default=str).encode()).hexdigest()
 
 
+SHARED_STAGES = ("pretrain", "dense", "supernet", "adapt")
+
+
 class Run:
-    """The checkpointed state of one `nmc sparsify` run (module docstring)."""
+    """The checkpointed state of one `nmc sparsify` run (module docstring). `options`
+    shape every stage; `budget_options` only those after SHARED_STAGES."""
 
     def __init__(self, model: torch.nn.Module, path: Path | None, options: dict[str, Any],
-                 seed: int, *, restart: bool = False, log: Callable[[str], None] = print,
+                 seed: int, *, budget_options: dict[str, Any] | None = None,
+                 restart: bool = False, log: Callable[[str], None] = print,
                  stop_after_epochs: int | None = None):
         self.model, self.path, self.seed, self.log = model, path, seed, log
-        self.options = options
-        self.key = options_key({**options, "seed": seed})
+        self.shared_key = options_key({**options, "seed": seed})
+        self.key = options_key({**options, **(budget_options or {}), "seed": seed})
         # tests: raise KeyboardInterrupt after this many epochs (an interrupted run)
         self._stop_after = stop_after_epochs
         self._epochs_run = 0
-        self.state: dict[str, Any] = {"key": self.key, "completed": [], "results": {},
-                                      "stage": None, "epoch": 0}
+        self.state: dict[str, Any] = {"key": self.key, "shared_key": self.shared_key,
+                                      "completed": [], "results": {}, "stage": None,
+                                      "epoch": 0}
         if path is not None and path.exists() and not restart:
             self._resume(path)
 
@@ -111,14 +121,27 @@ class Run:
         except Exception as e:  # unpickling errors come in many types
             raise SparsifyError(f"checkpoint {path} cannot be read ({type(e).__name__}); "
                                 f"delete it or pass --restart") from None
-        if not isinstance(state, dict) or state.get("key") != self.key:
+        if not isinstance(state, dict) or state.get("shared_key") != self.shared_key:
             raise SparsifyError(f"checkpoint {path} was made with other options or another "
                                 f"seed; pass --restart to start over (or -o another file)")
+        reuse = state["key"] != self.key
+        if reuse:  # another budget: keep the shared stages, from the weights they ended with
+            in_shared = state["stage"] in SHARED_STAGES
+            state["completed"] = [s for s in state["completed"] if s in SHARED_STAGES]
+            state["results"] = {s: r for s, r in state["results"].items()
+                                if s in SHARED_STAGES}
+            if not in_shared:
+                state.update(stage=None, epoch=0)
+                state.pop("optimizer", None)
+                state.pop("regime", None)
+                state["model"] = state.get("shared_model", state["model"])
+            state["key"] = self.key
         self.state = state
         self.model.load_state_dict(state["model"])
         done = ", ".join(state["completed"]) or "nothing"
         where = f"; {state['stage']} at epoch {state['epoch']}" if state["stage"] else ""
-        self.log(f"resuming from {path}: done {done}{where}")
+        what = "reusing (made for another budget)" if reuse else "resuming from"
+        self.log(f"{what} {path}: done {done}{where}")
 
     def save(self) -> None:
         if self.path is None:
@@ -140,6 +163,9 @@ class Run:
         """Mark `stage` done with its result (JSON-like) and save."""
         self.state["completed"].append(stage)
         self.state["results"][stage] = result
+        if stage in SHARED_STAGES:  # what a run with another budget starts from
+            self.state["shared_model"] = {k: v.detach().clone()
+                                          for k, v in self.model.state_dict().items()}
         self.state["stage"], self.state["epoch"] = None, 0
         self.state.pop("optimizer", None)
         self.state.pop("regime", None)
