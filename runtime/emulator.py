@@ -60,6 +60,7 @@ from nmc.runtime import fastpath
 from nmc.runtime.errors import EmulatorError, at_pc
 from nmc.runtime.machine import Machine
 from nmc.runtime.semantics import SEMANTICS, DataError, operand_error
+from nmc.runtime.threads import torch_threads
 from nmc.runtime.timing import (
     DRAM_READERS, DRAM_WRITERS, WORD_BYTES, dma_words, instruction_cycles,
 )
@@ -558,23 +559,6 @@ def _decode_one(pc: int, instr: Instr, target: Target) -> _Decoded:
 
 
 @contextmanager
-def _torch_single_threaded():
-    """torch (tile matmuls, GELU) on one thread while the instructions run: tiles are too
-    small for two threads to gain anything (measured), and a pool busy-waiting for a core
-    that another process holds turns every call into a scheduler time slice (a 100x
-    slowdown of a whole run when the machine is shared, e.g. by `pytest -n 2`)."""
-    import torch  # the semantics need it for matmul and GELU (and BLAS results may depend
-    # on the thread count: both paths must run with the same one)
-
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(previous)
-
-
-@contextmanager
 def _no_gc():
     """The cyclic garbage collector paused: a run makes ~2 objects per instruction (views,
     prepared calls), none of them cyclic, and in a process that holds a big object graph
@@ -676,7 +660,13 @@ class LoadedProgram:
         max_instructions, check_races = self._options
         trace_list: list | None = [] if trace else None
         # NaN/Inf propagate silently, as in PyTorch
-        with np.errstate(all="ignore"), _no_gc(), _torch_single_threaded():
+        # torch (tile matmuls, GELU) on one thread while the instructions run: tiles are
+        # too small for two threads to gain anything (measured), and a pool busy-waiting
+        # for a core that another process holds turns every call into a scheduler time
+        # slice (a 100x slowdown of a whole run when the machine is shared, e.g. by
+        # `pytest -n 2`); BLAS results may depend on the thread count, so both paths run
+        # with the same one
+        with np.errstate(all="ignore"), _no_gc(), torch_threads(1):
             if self._fast and self._plan is None:
                 self._plan = _fast_plan(program, target, machine, max_instructions,
                                         check_races)

@@ -38,6 +38,7 @@ from nmc.isa.fileio import atomic_write_bytes
 from nmc.isa.progress import progress
 from nmc.models.datasets import Split
 from nmc.models.registry import set_training
+from nmc.runtime.threads import torch_threads
 
 
 class SparsifyError(NmcError):
@@ -195,7 +196,7 @@ class Run:
             return settings.lr * 0.5 * (1 + math.cos(math.pi * t))
 
         set_training(self.model, True)
-        with fixed_threads():
+        with torch_threads(THREADS):
             bar = progress(range(start, settings.epochs), desc=stage, unit="epoch")
             mean_loss = None
             for epoch in bar:
@@ -236,23 +237,12 @@ THREADS = min(2, os.cpu_count() or 1)
 make results depend on the machine's core count."""
 
 
-class fixed_threads:
-    """torch on THREADS threads inside the block (module docstring), restored after."""
-
-    def __enter__(self):
-        self._threads = torch.get_num_threads()
-        torch.set_num_threads(THREADS)
-
-    def __exit__(self, *exc):
-        torch.set_num_threads(self._threads)
-
-
 @torch.no_grad()
 def evaluate(forward: Callable[[torch.Tensor], torch.Tensor], split: Split,
              batch_size: int = 512) -> tuple[float, float]:
     """(top-1 accuracy, mean cross-entropy) of `forward` on a split."""
     correct, loss = 0, 0.0
-    with fixed_threads():
+    with torch_threads(THREADS):
         for i in range(0, len(split), batch_size):
             logits = forward(split.images[i:i + batch_size])
             labels = split.labels[i:i + batch_size]

@@ -41,7 +41,6 @@ from __future__ import annotations
 
 import hashlib
 import os
-from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -50,6 +49,7 @@ import torch
 from nmc.compiler.sparsity.spec import Pattern, SparsityError
 
 from nmc.models.nm_sparsity import nm_mask  # the reference mask of prune-and-pack
+from nmc.runtime.threads import torch_threads
 
 _CACHE: dict[tuple, list[float]] = {}
 
@@ -123,7 +123,7 @@ class Sensitivity:
         self.reference: list[torch.Tensor] = []
         self.linear_inputs: dict[str, list[torch.Tensor]] = {}
         kept = 0
-        with _torch_threads(_free_cores()), torch.no_grad():
+        with torch_threads(_free_cores()), torch.no_grad():
             for x in self.inputs:
                 run = torch.fx.Interpreter(self.module, garbage_collect_values=False)
                 self.reference.extend(_flat(run.run(x)))
@@ -147,7 +147,7 @@ class Sensitivity:
         key = (*self.key, param, tuple(patterns))
         hit = _CACHE.get(key)
         if hit is None:
-            with _torch_threads(_free_cores()), torch.no_grad():
+            with torch_threads(_free_cores()), torch.no_grad():
                 hit = _CACHE[key] = self._errors(param, patterns)
         return list(hit)
 
@@ -268,16 +268,6 @@ def _free_cores() -> int:
     # the 1-minute load average counts this process too (it has been running)
     busy = round(max(0.0, os.getloadavg()[0] - 1.0)) if hasattr(os, "getloadavg") else 0
     return max(1, min(torch.get_num_threads(), cores - busy))
-
-
-@contextmanager
-def _torch_threads(n: int):
-    old = torch.get_num_threads()
-    torch.set_num_threads(n)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(old)
 
 
 _LINEAR_OPS = (torch.ops.aten.linear.default,)
