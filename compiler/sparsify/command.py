@@ -27,6 +27,10 @@ from nmc.compiler.sparsify.run import SparsifyError
 
 BUDGET_KINDS = ("speedup", "flops", "latency")
 
+DEFAULT_PRETRAIN = 30
+"""Dense epochs before sparsifying a built-in architecture (random weights): the small
+models of `nmc export --list` reach their plateau on digits in about that many."""
+
 
 @dataclass(frozen=True)
 class Budget:
@@ -147,11 +151,6 @@ def sparsify(args) -> int:
     print(f"wrote {output} and {config_out}; compile with: nmc compile {output} "
           f"{flag} {config_out} -o prog.bin")
     return 0
-
-
-DEFAULT_PRETRAIN = 30
-"""Dense epochs before sparsifying a built-in architecture (random weights): the small
-models of `nmc export --list` reach their plateau on digits in about that many."""
 
 
 def _check_fits(subject, data) -> None:

@@ -44,7 +44,6 @@ class ElsaOutcome:
     config: dict[str, Pattern]  # every sparsifiable layer's pattern (None: dense)
     dense_accuracy: dict[str, float]  # val / test, before any sparsity
     accuracy: dict[str, float]  # val / test of the fine-tuned configuration
-    supernet_val: float  # the configuration's val accuracy in the supernet, before fine-tune
     cost: float  # of all linear layers (cycles, or MACs for flops)
     dense_cost: float
     layers: list[Candidate]
@@ -133,7 +132,7 @@ def search_and_finetune(run: Run, supernet: Supernet, data: Dataset, budget: str
     accuracy = finetune(run, supernet.module, [c.param for c in layers], patterns, data,
                         epochs)
     return ElsaOutcome({c.name: p for c, p in zip(layers, patterns)}, supernet.dense_accuracy,
-                       accuracy, searched["val"],
+                       accuracy,
                        fixed + sum(c.costs[i] for c, i in zip(layers, choice)),
                        supernet.dense_cost, layers, searched["sensitivity"])
 

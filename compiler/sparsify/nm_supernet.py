@@ -81,9 +81,10 @@ class NMSupernet:
 
     def bake(self, choice: Sequence[int]) -> None:
         """Multiply the shared weights by their masks, in place (the final model)."""
+        weights = dict(zip(self.params, self.weights))
         with torch.no_grad():
-            for name, w in self.masked(choice, False).items():
-                dict(self.model.named_parameters())[name].copy_(w)
+            for name, masked in self.masked(choice, False).items():
+                weights[name].copy_(masked)
 
     # ---------------------------------------------------------------- Regime
 

@@ -172,13 +172,12 @@ class Run:
         self.state.pop("regime", None)
         self.save()
 
-    def train(self, stage: str, regime: Regime, split: Split, settings: TrainSettings,
-              params: list[torch.nn.Parameter] | None = None) -> None:
+    def train(self, stage: str, regime: Regime, split: Split, settings: TrainSettings) -> None:
         """Train for settings.epochs (resuming inside the stage), then mark it done."""
         if self.done(stage):
             return
-        params = list(self.model.parameters()) if params is None else params
-        opt = torch.optim.AdamW(params, lr=settings.lr, weight_decay=settings.weight_decay)
+        opt = torch.optim.AdamW(self.model.parameters(), lr=settings.lr,
+                                weight_decay=settings.weight_decay)
         start = 0
         if self.state["stage"] == stage:
             start = int(self.state["epoch"])

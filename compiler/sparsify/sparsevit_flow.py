@@ -37,7 +37,6 @@ class WindowOutcome:
     config: dict[str, float]
     dense_accuracy: dict[str, float]
     accuracy: dict[str, float]
-    adapted_val: float  # the ratios' val accuracy after adaptation, before fine-tune
     cycles: float  # modelled (estimated) cycles of the whole model at `config`
     dense_cycles: float
     windows: dict[str, int]
@@ -109,10 +108,9 @@ def search_and_finetune(run: Run, adapted: Adapted, data: Dataset, fraction: flo
                                  error_of, seed=run.seed)
         module.set_window_keep(None)
         if found is None:
-            lowest = latency.cycles({b: sparsevit.RATIOS[0] for b in latency.blocks})
             raise SparsifyError(f"--budget latency={fraction:g}: no keep ratios meet it "
                                 f"(keep {sparsevit.RATIOS[0]} everywhere gives "
-                                f"{lowest / latency.dense():.2f} of the dense latency)")
+                                f"{latency.lowest_fraction():.2f} of the dense latency)")
         run.finish("search", {"config": found.config,
                               "val": scores[tuple(sorted(found.config.items()))],
                               "evaluated": len(scores)})
@@ -121,8 +119,8 @@ def search_and_finetune(run: Run, adapted: Adapted, data: Dataset, fraction: flo
     log(f"search: {searched['evaluated']} keep-ratio configurations evaluated on val; the "
         f"chosen one scores {searched['val']:.2%} after adaptation")
     accuracy = finetune(run, module, config, data, epochs)
-    return WindowOutcome(config, adapted.dense_accuracy, accuracy, searched["val"],
-                         latency.cycles(config), latency.dense(), adapted.windows, latency)
+    return WindowOutcome(config, adapted.dense_accuracy, accuracy, latency.cycles(config),
+                         latency.dense(), adapted.windows, latency)
 
 
 def finetune(run: Run, module: torch.nn.Module, config: dict[str, float], data: Dataset,

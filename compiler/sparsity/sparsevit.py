@@ -67,6 +67,11 @@ class LatencyModel:
     def dense(self) -> float:
         return self.cycles({b: 1.0 for b in self.blocks})
 
+    def lowest_fraction(self) -> float:
+        """The least latency any configuration reaches (every block at the smallest
+        ratio), as a fraction of dense: a budget below it cannot be met."""
+        return self.cycles({b: RATIOS[0] for b in self.blocks}) / self.dense()
+
 
 @dataclass
 class SearchResult:

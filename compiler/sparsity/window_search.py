@@ -126,10 +126,9 @@ def searched_ratios(module: ModuleOp, blocks: list[SwinBlock], fraction: float, 
     budget = fraction * model.dense()
     result = sparsevit.search(model, stages, budget, error_of)
     if result is None:
-        lowest = model.cycles({b: sparsevit.RATIOS[0] for b in model.blocks})
         raise WindowPruneError(
             f"--window-keep sparsevit:latency={fraction}: no configuration meets the budget "
-            f"(keep {sparsevit.RATIOS[0]} everywhere gives {lowest / model.dense():.2f} of "
+            f"(keep {sparsevit.RATIOS[0]} everywhere gives {model.lowest_fraction():.2f} of "
             f"the dense latency)")
     windows = {b.name: b.windows for b in blocks}
     print(sparsevit.format_table(result, model, windows, fraction), file=sys.stderr)
