@@ -225,7 +225,7 @@ def summarise(rows: list[dict]) -> str:
 
 def main(argv=None) -> int:
     from nmc.compiler.sparsify.run import Epochs
-    from nmc.isa.progress import quiet
+    from nmc.common.progress import quiet
     from nmc.isa.target import load_target
     from nmc.models.datasets import load_dataset
 

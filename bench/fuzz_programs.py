@@ -44,7 +44,7 @@ from nmc.isa.container import (
     MAGIC, LayerRange, Program, Section, Symbol, canonical_json, program_from_bytes,
     program_to_bytes,
 )
-from nmc.isa.errors import NmcError
+from nmc.common.errors import NmcError
 from nmc.isa.table import OPS, Field, Instr, Mem, QUEUE_UNITS, VBinFn, VRowFn, VUnFn, f32_bits
 from nmc.isa.target import load_target
 from nmc.runtime.emulator import run_program

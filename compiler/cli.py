@@ -32,7 +32,7 @@ import sys
 import threading
 from pathlib import Path
 
-from nmc.isa.errors import NmcError
+from nmc.common.errors import NmcError
 from nmc.isa.target import DEFAULT_TARGET
 
 
@@ -268,7 +268,7 @@ def main(argv: list[str] | None = None) -> int:
     previous = _install_sigterm()
     try:
         from nmc.compiler import commands
-        from nmc.isa.progress import quiet
+        from nmc.common.progress import quiet
 
         with quiet(getattr(args, "quiet", False)):
             status = getattr(commands, f"cmd_{args.command}")(args) or 0

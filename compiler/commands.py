@@ -11,8 +11,8 @@ from pathlib import Path
 
 import numpy as np
 
-from nmc.isa.errors import NmcError
-from nmc.isa.fileio import (
+from nmc.common.errors import NmcError
+from nmc.common.fileio import (
     OutputError, atomic_save_npy, atomic_save_npz, atomic_write_bytes, atomic_write_text,
 )
 
@@ -112,7 +112,7 @@ def compile_model(model: Path, target: str = "sta_ref", after_pass=None, meta=No
         DEFAULT_PIPELINE, default_pipeline_spec, make_context, run_pipeline,
     )
     from nmc.compiler.transforms.target_option import cached_target
-    from nmc.isa.progress import progress
+    from nmc.common.progress import progress
 
     cached_target.cache_clear()  # a target file may have changed since the last compile
     cached_target(target)  # a bad target fails before the slow import

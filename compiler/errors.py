@@ -1,13 +1,13 @@
 """User-facing errors raised by the compiler front half (frontend, raise-torch-to-nm).
 
-All derive from `nmc.isa.errors.NmcError`, so the CLI prints them as one line.
+All derive from `nmc.common.errors.NmcError`, so the CLI prints them as one line.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-from nmc.isa.errors import NmcError
+from nmc.common.errors import NmcError
 
 
 class FrontendError(NmcError):

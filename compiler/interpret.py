@@ -22,7 +22,7 @@ from xdsl.dialects.func import FuncOp, ReturnOp
 from xdsl.ir import Operation
 
 from nmc.compiler.dialects import nm, win
-from nmc.isa.errors import NmcError
+from nmc.common.errors import NmcError
 
 
 class InterpretError(NmcError):

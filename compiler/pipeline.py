@@ -26,7 +26,7 @@ from nmc.compiler.transforms.raise_torch_to_nm import RaiseTorchToNm
 from nmc.compiler.transforms.schedule_tiles import ScheduleTiles
 from nmc.compiler.transforms.window_prune import WindowPrune
 from nmc.isa.dialect import ISA
-from nmc.isa.errors import NmcError
+from nmc.common.errors import NmcError
 
 PASSES: dict[str, type[ModulePass]] = {
     p.name: p for p in (RaiseTorchToNm, WindowPrune, FuseActivations, AssignSparsity,

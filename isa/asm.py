@@ -45,7 +45,7 @@ from nmc.isa.container import (
     validate_program,
 )
 from nmc.isa.encoding import field_error
-from nmc.isa.errors import NmcError
+from nmc.common.errors import NmcError
 from nmc.isa.table import (
     ADDR_BITS, OP_BY_MNEMONIC, OPS, QUEUE_UNITS, Field, Instr, bits_f32, f32_bits,
 )

@@ -26,8 +26,8 @@ from typing import Any, Literal
 import numpy as np
 
 from nmc.isa.encoding import DecodeError, decode_stream, encode_stream
-from nmc.isa.errors import NmcError
-from nmc.isa.fileio import atomic_write_bytes
+from nmc.common.errors import NmcError
+from nmc.common.fileio import atomic_write_bytes
 from nmc.isa.table import Instr
 
 MAGIC = b"NMCPROG\0"
@@ -356,7 +356,7 @@ def program_to_bytes(p: Program) -> bytes:
 
 
 def write_program(p: Program, path: str | os.PathLike) -> None:
-    """Validate and write `p` to `path` atomically (see nmc.isa.fileio)."""
+    """Validate and write `p` to `path` atomically (see nmc.common.fileio)."""
     atomic_write_bytes(path, program_to_bytes(p))  # validates before touching the disk
 
 

@@ -17,7 +17,7 @@ import tomllib
 from dataclasses import dataclass
 from pathlib import Path
 
-from nmc.isa.errors import NmcError
+from nmc.common.errors import NmcError
 from nmc.isa.table import ADDR_BITS, VBinFn, VRedFn, VRowFn, VUnFn
 
 TARGETS_DIR = Path(__file__).parent / "targets"

@@ -4,7 +4,7 @@ registry (registry.py, which imports the models) can both raise it without an im
 
 from __future__ import annotations
 
-from nmc.isa.errors import NmcError
+from nmc.common.errors import NmcError
 
 
 class ModelError(NmcError):

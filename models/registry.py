@@ -16,7 +16,7 @@ from typing import Any, Callable
 
 import torch
 
-from nmc.isa.fileio import atomic_write_bytes
+from nmc.common.fileio import atomic_write_bytes
 from nmc.models.deit import DEIT_CONFIGS, DeiT
 from nmc.models.errors import ModelError  # defined there, raised here and by the models
 from nmc.models.mlp_block import MLPBlock

@@ -60,7 +60,7 @@ from nmc.runtime import fastpath
 from nmc.runtime.errors import EmulatorError, at_pc
 from nmc.runtime.machine import Machine
 from nmc.runtime.semantics import SEMANTICS, DataError, operand_error
-from nmc.runtime.threads import torch_threads
+from nmc.common.threads import torch_threads
 from nmc.runtime.timing import (
     DRAM_READERS, DRAM_WRITERS, WORD_BYTES, dma_words, instruction_cycles,
 )

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from nmc.isa.errors import NmcError
+from nmc.common.errors import NmcError
 from nmc.isa.table import Instr
 
 

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from nmc.isa.progress import progress
+from nmc.common.progress import progress
 from nmc.isa.target import Target
 from nmc.runtime.emulator import LoadedProgram
 from nmc.runtime.errors import EmulatorError

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from emulator_helpers import ACC, DRAM, LOAD, MATRIX, SPAD, STORE, TARGET, VECTOR, I, program
-from nmc.isa.errors import NmcError
+from nmc.common.errors import NmcError
 from nmc.isa.table import VUnFn
 from nmc.runtime.emulator import EmulatorError, run_program
 

@@ -12,7 +12,7 @@ from torch import nn
 
 from nmc.compiler.errors import FrontendError, UnsupportedOpsError
 from nmc.compiler.frontend import import_nm, load_exported_program, load_weights
-from nmc.isa.errors import NmcError
+from nmc.common.errors import NmcError
 from nmc.models.export import export_model
 from nmc.models.mlp_block import MLPBlock
 

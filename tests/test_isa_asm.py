@@ -7,7 +7,7 @@ from hypothesis import HealthCheck, given, settings
 from isa_strategies import instrs, programs
 from nmc.isa.asm import AsmError, assemble, disassemble, disassemble_instr, grammar
 from nmc.isa.container import LayerRange, Program, Symbol, program_to_bytes
-from nmc.isa.errors import NmcError
+from nmc.common.errors import NmcError
 from nmc.isa.table import OPS, Instr
 
 HEAD = ".target sta-ref 1\n.dram_words 4096\n"

@@ -12,7 +12,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from isa_strategies import programs
-from nmc.isa.fileio import OutputError
+from nmc.common.fileio import OutputError
 from nmc.isa.container import (
     LayerRange,
     Program,
@@ -24,7 +24,7 @@ from nmc.isa.container import (
     write_program,
 )
 from nmc.isa.encoding import DecodeError, encode
-from nmc.isa.errors import NmcError
+from nmc.common.errors import NmcError
 from nmc.isa.table import Instr
 
 # The layout, restated from docs/PROGRAM_FORMAT.md (not imported, so the tests check it).

@@ -13,7 +13,7 @@ from nmc.isa.encoding import (
     encode,
     encode_stream,
 )
-from nmc.isa.errors import NmcError
+from nmc.common.errors import NmcError
 from nmc.isa.table import OP_BY_MNEMONIC, OPCODE_BITS, OPS, WORD_BYTES, Instr
 
 

@@ -12,7 +12,7 @@ from xdsl.dialects.builtin import DictionaryAttr, IntegerAttr, i64
 from nmc.compiler.dialects.nm import LinearOp
 from nmc.compiler.transforms.schedule_tiles import TILE_ATTR
 from nmc.isa.container import program_from_bytes, program_to_bytes
-from nmc.isa.errors import NmcError
+from nmc.common.errors import NmcError
 from nmc.isa.table import Instr, Mem
 from nmc.isa.target import load_target
 from nmc.models.nm_sparsity import apply_nm, nm_mask, pack_nm, unpack_nm

@@ -221,7 +221,7 @@ def test_report_errors_in_a_subprocess_have_no_traceback(progs, tmp_path):
 
 
 def test_progress_bars_are_off_when_quiet_or_not_a_terminal(capsys):
-    from nmc.isa.progress import progress, quiet
+    from nmc.common.progress import progress, quiet
 
     with quiet():
         assert progress(range(3)).disable

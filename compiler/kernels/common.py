@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from math import prod
 from typing import Iterable, Iterator
 
-from nmc.isa.errors import NmcError
+from nmc.common.errors import NmcError
 from nmc.isa.table import Instr, Mem, Unit
 from nmc.isa.target import Target
 from nmc.runtime.timing import instruction_cycles, token_schedule

@@ -83,7 +83,7 @@ def sparsify(args) -> int:
     from nmc.compiler.sparsify.sparsevit_flow import sparsevit_flow
     from nmc.compiler.sparsify.subject import arch_image_size, from_arch, from_file
     from nmc.compiler.sparsity.spec import config_to_json
-    from nmc.isa.fileio import atomic_write_text
+    from nmc.common.fileio import atomic_write_text
     from nmc.isa.target import load_target
     from nmc.models.datasets import load_dataset
     from nmc.models.registry import MODELS, parse_overrides
@@ -169,7 +169,7 @@ def _check_fits(subject, data) -> None:
 def evaluate_program(args) -> int:
     from nmc.compiler.commands import _target_for
     from nmc.isa.container import read_program
-    from nmc.isa.fileio import atomic_write_text
+    from nmc.common.fileio import atomic_write_text
     from nmc.models.datasets import SPLITS, load_dataset
     from nmc.runtime.evaluate import input_symbol, run_classifier
 

@@ -30,7 +30,7 @@ from nmc.compiler.sparsify.subject import Subject
 from nmc.compiler.sparsity.elsa import LayerChoices, SearchSize, search
 from nmc.compiler.sparsity.spec import Pattern
 from nmc.compiler.transforms.assign_sparsity import Candidate, candidates
-from nmc.isa.progress import progress
+from nmc.common.progress import progress
 from nmc.isa.target import Target
 from nmc.models.datasets import Dataset
 

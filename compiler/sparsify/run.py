@@ -33,12 +33,12 @@ from typing import Any, Callable, Protocol
 import torch
 import torch.nn.functional as F
 
-from nmc.isa.errors import NmcError
-from nmc.isa.fileio import atomic_write_bytes
-from nmc.isa.progress import progress
+from nmc.common.errors import NmcError
+from nmc.common.fileio import atomic_write_bytes
+from nmc.common.progress import progress
 from nmc.models.datasets import Split
 from nmc.models.registry import set_training
-from nmc.runtime.threads import torch_threads
+from nmc.common.threads import torch_threads
 
 
 class SparsifyError(NmcError):

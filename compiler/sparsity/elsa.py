@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from typing import Callable
 
 from nmc.compiler.sparsity.spec import Pattern, SparsityError, format_pattern
-from nmc.isa.progress import progress
+from nmc.common.progress import progress
 
 POPULATION = 50
 KEEP = 10

@@ -49,7 +49,7 @@ import torch
 from nmc.compiler.sparsity.spec import Pattern, SparsityError
 
 from nmc.models.nm_sparsity import nm_mask  # the reference mask of prune-and-pack
-from nmc.runtime.threads import torch_threads
+from nmc.common.threads import torch_threads
 
 _CACHE: dict[tuple, list[float]] = {}
 

@@ -33,7 +33,7 @@ from typing import Callable
 
 import numpy as np
 
-from nmc.isa.progress import progress
+from nmc.common.progress import progress
 
 RATIOS = (0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0)
 POPULATION = 16

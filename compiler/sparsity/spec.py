@@ -23,7 +23,7 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from nmc.isa.errors import NmcError
+from nmc.common.errors import NmcError
 from nmc.isa.target import Target
 
 Pattern = tuple[int, int] | None

@@ -24,7 +24,7 @@ from nmc.compiler.sparsity import sparsevit
 from nmc.compiler.transforms.window_prune import (
     SCORING_OPS, SwinBlock, WindowPruneError, apply_ratios, stages_of, swin_blocks,
 )
-from nmc.isa.progress import progress
+from nmc.common.progress import progress
 
 
 def _owner(layer: str, names: list[str]) -> str | None:

@@ -202,7 +202,7 @@ class AssignSparsity(ModulePass):
         if self.report:
             print(self.table(op, config, rows, target), file=sys.stdout, flush=True)
         if self.out:
-            from nmc.isa.fileio import atomic_write_text
+            from nmc.common.fileio import atomic_write_text
 
             atomic_write_text(self.out, config_to_json(config))
 

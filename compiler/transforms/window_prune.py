@@ -50,7 +50,7 @@ from nmc.compiler.dialects.win import (
     WINDOW_KEEP_ATTR, GatherOp, MagnitudeOp, RankOp, ScatterOp,
 )
 from nmc.compiler.transforms.target_option import DEFAULT_TARGET, cached_target
-from nmc.isa.errors import NmcError
+from nmc.common.errors import NmcError
 from nmc.models.errors import ModelError
 from nmc.models.window_prune import num_kept, resolve_keep
 
@@ -302,7 +302,7 @@ class WindowPrune(ModulePass):
         op.verify()  # the rewritten blocks' shapes (e.g. an attention bias per window)
         op.attributes[WINDOW_KEEP_ATTR] = StringAttr(json.dumps(ratios))
         if self.out:
-            from nmc.isa.fileio import atomic_write_bytes
+            from nmc.common.fileio import atomic_write_bytes
 
             atomic_write_bytes(Path(self.out), (json.dumps(ratios, indent=2) + "\n").encode())
 

@@ -5,7 +5,7 @@ SparseViT searches).
     with progress(total=7, desc="compile") as bar: ...; bar.update()
 
 A bar shows only when stderr is a terminal (tqdm's `disable=None`), so logs, pipes and
-tests stay clean, and never inside `quiet()` (the CLI's `--quiet`). It lives in `nmc.isa`,
+tests stay clean, and never inside `quiet()` (the CLI's `--quiet`). It lives in `nmc.common`,
 the bottom layer, so that the compiler and the runtime can both use it.
 """
 

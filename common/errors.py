@@ -1,6 +1,7 @@
 """The project's own error type.
 
-isa/ is the lowest layer (runtime/ and compiler/ import it), so the base class lives here.
+common/ is the bottom layer (every other package, models/ included, may import it), so the
+base class lives here.
 Every error a user can cause is an `NmcError` subclass with a one-line message; the CLI prints
 `nmc: error: <message>` and exits non-zero, with a traceback only under `--debug`.
 """

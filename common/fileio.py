@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from nmc.isa.errors import NmcError
+from nmc.common.errors import NmcError
 
 
 class OutputError(NmcError):
