@@ -12,8 +12,9 @@ import torch
 from hypothesis import given
 from hypothesis import strategies as st
 from torch import nn
-from xdsl.dialects.builtin import ModuleOp, StringAttr
+from xdsl.dialects.builtin import Float32Type, ModuleOp, StringAttr
 from xdsl.dialects.func import FuncOp, ReturnOp
+from xdsl.dialects import test as xdsl_test
 from xdsl.parser import Parser
 from xdsl.printer import Printer
 from xdsl.utils.exceptions import VerifyException
@@ -380,3 +381,23 @@ def test_torch_types_round_trip(text: str) -> None:
 
 def _main_any(module: ModuleOp) -> FuncOp:
     return next(op for op in module.ops if isinstance(op, FuncOp))
+
+
+def test_torch_op_table() -> None:
+    """The table-defined torch ops: class named after the op, operands in torch's order,
+    constants round-trip their Python value, and the unranked-operand verifier."""
+    for cls in tt.TORCH.operations:
+        assert getattr(tt, cls.__name__) is cls, cls.__name__
+    assert tt.AtenFlattenUsingIntsOp.name == "torch.aten.flatten.using_ints"
+    operands = [n for n, _ in tt.AtenScaledDotProductAttentionOp.get_irdl_definition().operands]
+    assert operands == ["query", "key", "value", "attn_mask", "dropout_p", "is_causal",
+                        "scale", "enable_gqa"]
+    for op_cls, value in ((tt.ConstantIntOp, 3), (tt.ConstantFloatOp, 0.5),
+                          (tt.ConstantStrOp, "tanh"), (tt.ConstantBoolOp, True)):
+        const = op_cls(value)
+        assert const.py_value == value and tt.constant_value(const.result) == value
+    unranked = xdsl_test.TestOp(result_types=[tt.ValueTensorType(None, Float32Type())])
+    gelu = tt.AtenGeluOp(operands=[unranked.results[0], tt.ConstantStrOp("none").result],
+                         result_types=[tt.ValueTensorType([2, 3], Float32Type())])
+    with pytest.raises(VerifyException, match="unranked tensor operand"):
+        gelu.verify()

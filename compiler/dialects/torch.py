@@ -15,6 +15,11 @@ type still parses when the context allows unregistered constructs (`make_context
 ops become `UnregisteredOp` (their name is in `op.op_name.data`) and are reported by the
 raise pass as unsupported.
 
+The op classes are rows of a table (`_aten_op`, `_constant_op`): the op name, its operands
+in torch's order with their constraints, and a note; the class is named after the op
+(`torch.aten.flatten.using_ints` -> `AtenFlattenUsingIntsOp`) and takes its result, traits
+and verifier from its base class. Adding an aten op is adding one row.
+
 Textual forms follow torch-mlir exactly, so IR printed by torch-mlir parses and xDSL prints
 it back identically:
 
@@ -25,8 +30,8 @@ it back identically:
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from typing import ClassVar
+from collections.abc import Callable, Sequence
+from typing import Any
 
 from xdsl.dialects.builtin import (
     ArrayAttr,
@@ -255,21 +260,19 @@ class OptionalType(_ContainerType):
     name = "torch.optional"
 
 
-_NESTED_TYPES: dict[str, type[_TorchType]] = {
-    t.name.removeprefix("torch."): t
-    for t in (
-        ValueTensorType,
-        IntType,
-        FloatType,
-        BoolType,
-        StringType,
-        NoneType,
-        NumberType,
-        DeviceType,
-        ListType,
-        OptionalType,
-    )
-}
+TYPES: tuple[type[_TorchType], ...] = (
+    ValueTensorType,
+    IntType,
+    FloatType,
+    BoolType,
+    StringType,
+    NoneType,
+    NumberType,
+    DeviceType,
+    ListType,
+    OptionalType,
+)
+_NESTED_TYPES = {t.name.removeprefix("torch."): t for t in TYPES}
 
 TensorOrNone = base(ValueTensorType) | base(NoneType)
 Scalar = base(IntType) | base(FloatType) | base(NumberType)
@@ -278,77 +281,69 @@ Scalar = base(IntType) | base(FloatType) | base(NumberType)
 # ----------------------------------------------------------------------------------- ops
 
 
-@irdl_op_definition
-class ConstantIntOp(IRDLOperation):
-    name = "torch.constant.int"
-    value = prop_def(IntegerAttr)
-    result = result_def(IntType)
+def _class_name(op_name: str) -> str:
+    """The Python class of an op: `torch.aten.flatten.using_ints` -> `AtenFlattenUsingIntsOp`,
+    `torch.constant.int` -> `ConstantIntOp`."""
+    words = op_name.removeprefix("torch.").replace(".", "_").split("_")
+    return "".join(w[:1].upper() + w[1:] for w in words if w) + "Op"
+
+
+def _define_op(name: str, base_cls: type[IRDLOperation], doc: str, **fields: object
+               ) -> type[IRDLOperation]:
+    """An IRDL op class named after `name`, deriving from `base_cls`, with `fields` (operand,
+    property, result definitions or static methods) in that order; a table row below."""
+    class_name = _class_name(name)
+    namespace = {"__module__": __name__, "__qualname__": class_name, "__doc__": doc,
+                 "name": name, **fields}
+    return irdl_op_definition(type(class_name, (base_cls,), namespace))
+
+
+class _ConstantOp(IRDLOperation):
+    """`torch.constant.<type>`: a compile-time constant of a torch scalar type."""
+
     traits = traits_def(ConstantLike(), Pure())
 
-    def __init__(self, value: int):
-        super().__init__(
-            properties={"value": IntegerAttr(value, i64)}, result_types=[IntType()]
-        )
+
+class _ValueConstantOp(_ConstantOp):
+    """A constant whose Python value is held in its `value` property; each subclass has the
+    static methods `_to_attr` (Python value -> property), `_to_python` (the reverse) and
+    `_result_type` (see `_constant_op`)."""
+
+    def __init__(self, value: Any):
+        super().__init__(properties={"value": self._to_attr(value)},
+                         result_types=[self._result_type()])
 
     @property
-    def py_value(self) -> int:
-        return int(self.value.value.data)
+    def py_value(self) -> int | float | str | bool:
+        return self._to_python(self.value)  # type: ignore[attr-defined]
+
+
+def _constant_op(name: str, value: object, result: type[_SimpleTorchType],
+                 to_attr: Callable[[Any], Attribute], to_python: Callable[[Any], Any]
+                 ) -> type[IRDLOperation]:
+    """The constant op `name`: its `value` property (constraint `value`) is built from a
+    Python value by `to_attr` and read back by `to_python`; its result has type `result`."""
+    return _define_op(
+        name, _ValueConstantOp, f"`{name}`: a constant `{result.name}`.",
+        value=prop_def(value), result=result_def(result), _to_attr=staticmethod(to_attr),
+        _to_python=staticmethod(to_python), _result_type=staticmethod(result))
+
+
+ConstantIntOp = _constant_op("torch.constant.int", IntegerAttr, IntType,
+                             lambda v: IntegerAttr(v, i64), lambda a: int(a.value.data))
+ConstantFloatOp = _constant_op("torch.constant.float", FloatAttr, FloatType,
+                               lambda v: FloatAttr(v, Float64Type()),
+                               lambda a: float(a.value.data))
+ConstantStrOp = _constant_op("torch.constant.str", StringAttr, StringType, StringAttr,
+                             lambda a: a.data)
+ConstantBoolOp = _constant_op("torch.constant.bool", IntegerAttr[IntegerType], BoolType,
+                              lambda v: BoolAttr(int(v), i1), lambda a: bool(a.value.data))
 
 
 @irdl_op_definition
-class ConstantFloatOp(IRDLOperation):
-    name = "torch.constant.float"
-    value = prop_def(FloatAttr)
-    result = result_def(FloatType)
-    traits = traits_def(ConstantLike(), Pure())
-
-    def __init__(self, value: float):
-        super().__init__(
-            properties={"value": FloatAttr(value, Float64Type())}, result_types=[FloatType()]
-        )
-
-    @property
-    def py_value(self) -> float:
-        return float(self.value.value.data)
-
-
-@irdl_op_definition
-class ConstantStrOp(IRDLOperation):
-    name = "torch.constant.str"
-    value = prop_def(StringAttr)
-    result = result_def(StringType)
-    traits = traits_def(ConstantLike(), Pure())
-
-    def __init__(self, value: str):
-        super().__init__(properties={"value": StringAttr(value)}, result_types=[StringType()])
-
-    @property
-    def py_value(self) -> str:
-        return self.value.data
-
-
-@irdl_op_definition
-class ConstantBoolOp(IRDLOperation):
-    name = "torch.constant.bool"
-    value = prop_def(IntegerAttr[IntegerType])
-    result = result_def(BoolType)
-    traits = traits_def(ConstantLike(), Pure())
-
-    def __init__(self, value: bool):
-        super().__init__(
-            properties={"value": BoolAttr(int(value), i1)}, result_types=[BoolType()]
-        )
-
-    @property
-    def py_value(self) -> bool:
-        return bool(self.value.value.data)
-
-
-@irdl_op_definition
-class ConstantNoneOp(IRDLOperation):
+class ConstantNoneOp(_ConstantOp):
     name = "torch.constant.none"
     result = result_def(NoneType)
-    traits = traits_def(ConstantLike(), Pure())
 
     def __init__(self):
         super().__init__(result_types=[NoneType()])
@@ -363,9 +358,10 @@ class PrimListConstructOp(IRDLOperation):
 
 
 class _AtenOp(IRDLOperation):
-    """Base of the modelled aten ops: a single value-tensor result."""
+    """Base of the modelled aten ops: a single value-tensor result, no side effects."""
 
-    KIND: ClassVar[str]
+    result = result_def(ValueTensorType)
+    traits = traits_def(Pure())
 
     def verify_(self) -> None:
         for v in self.operands:
@@ -373,316 +369,75 @@ class _AtenOp(IRDLOperation):
                 raise VerifyException(f"{self.name}: unranked tensor operand")
 
 
-@irdl_op_definition
-class AtenLinearOp(_AtenOp):
-    """`torch.aten.linear(input, weight, bias|none)`."""
-
-    name = "torch.aten.linear"
-    KIND: ClassVar[str] = "linear"
-    input = operand_def(ValueTensorType)
-    weight = operand_def(ValueTensorType)
-    bias = operand_def(TensorOrNone)
-    result = result_def(ValueTensorType)
-    traits = traits_def(Pure())
-
-
-@irdl_op_definition
-class AtenLayerNormOp(_AtenOp):
-    """`torch.aten.layer_norm(input, normalized_shape, weight|none, bias|none, eps, cudnn)`."""
-
-    name = "torch.aten.layer_norm"
-    KIND: ClassVar[str] = "layer_norm"
-    input = operand_def(ValueTensorType)
-    normalized_shape = operand_def(ListType)
-    weight = operand_def(TensorOrNone)
-    bias = operand_def(TensorOrNone)
-    eps = operand_def(FloatType)
-    cudnn_enable = operand_def(BoolType)
-    result = result_def(ValueTensorType)
-    traits = traits_def(Pure())
-
-
-@irdl_op_definition
-class AtenGeluOp(_AtenOp):
-    """`torch.aten.gelu(input, approximate: str)`."""
-
-    name = "torch.aten.gelu"
-    KIND: ClassVar[str] = "gelu"
-    input = operand_def(ValueTensorType)
-    approximate = operand_def(StringType)
-    result = result_def(ValueTensorType)
-    traits = traits_def(Pure())
-
-
-@irdl_op_definition
-class AtenAddTensorOp(_AtenOp):
-    """`torch.aten.add.Tensor(input, other, alpha)`: input + alpha * other."""
-
-    name = "torch.aten.add.Tensor"
-    KIND: ClassVar[str] = "add"
-    input = operand_def(ValueTensorType)
-    other = operand_def(ValueTensorType)
-    alpha = operand_def(Scalar)
-    result = result_def(ValueTensorType)
-    traits = traits_def(Pure())
-
-
-# Ops raise-torch-to-nm folds into its patterns (DeiT). Tensor operands are typed; scalar
-# and list operands accept any type (checked by the pass through `constant_value`).
-
-
-@irdl_op_definition
-class AtenConv2dOp(_AtenOp):
-    """`torch.aten.conv2d(input, weight, bias|none, stride, padding, dilation, groups)`."""
-
-    name = "torch.aten.conv2d"
-    input = operand_def(ValueTensorType)
-    weight = operand_def(ValueTensorType)
-    bias = operand_def(TensorOrNone)
-    stride = operand_def()
-    padding = operand_def()
-    dilation = operand_def()
-    groups = operand_def()
-    result = result_def(ValueTensorType)
-    traits = traits_def(Pure())
-
-
 class _ReshapeLike(_AtenOp):
     """A row-major reshape: its semantics are fixed by the operand and result shapes."""
 
 
-@irdl_op_definition
-class AtenViewOp(_ReshapeLike):
-    """`torch.aten.view(self, size)`."""
-
-    name = "torch.aten.view"
-    input = operand_def(ValueTensorType)
-    size = operand_def()
-    result = result_def(ValueTensorType)
-    traits = traits_def(Pure())
+# Operand constraints of the aten op table below. Tensor operands are typed; scalar and
+# list operands accept any type (the raise pass checks their values through
+# `constant_value`), so that every form torch-mlir prints parses and verifies.
+TENSOR = base(ValueTensorType)
+TENSOR_OR_NONE = TensorOrNone
+ANY = None
 
 
-@irdl_op_definition
-class AtenReshapeOp(_ReshapeLike):
-    """`torch.aten.reshape(self, shape)`."""
-
-    name = "torch.aten.reshape"
-    input = operand_def(ValueTensorType)
-    size = operand_def()
-    result = result_def(ValueTensorType)
-    traits = traits_def(Pure())
-
-
-@irdl_op_definition
-class AtenUnsafeViewOp(_ReshapeLike):
-    """`torch.aten._unsafe_view(self, size)`."""
-
-    name = "torch.aten._unsafe_view"
-    input = operand_def(ValueTensorType)
-    size = operand_def()
-    result = result_def(ValueTensorType)
-    traits = traits_def(Pure())
+def _aten_op(name: str, note: str = "", *, base_cls: type[_AtenOp] = _AtenOp,
+             **operands: object) -> type[_AtenOp]:
+    """The op `name` (`torch.aten.<op>[.<overload>]`) with `operands` in torch's order,
+    each an operand constraint (`ANY`: unconstrained), and the `_AtenOp` result, traits
+    and verifier."""
+    signature = f"`{name}({', '.join(operands)})`"
+    fields = {k: operand_def() if c is ANY else operand_def(c) for k, c in operands.items()}
+    return _define_op(name, base_cls, f"{signature}{': ' + note if note else ''}.", **fields)
 
 
-@irdl_op_definition
-class AtenFlattenUsingIntsOp(_ReshapeLike):
-    """`torch.aten.flatten.using_ints(self, start_dim, end_dim)`."""
+# The aten ops raise-torch-to-nm converts one to one.
+AtenLinearOp = _aten_op("torch.aten.linear", input=TENSOR, weight=TENSOR, bias=TENSOR_OR_NONE)
+AtenLayerNormOp = _aten_op(
+    "torch.aten.layer_norm", input=TENSOR, normalized_shape=base(ListType),
+    weight=TENSOR_OR_NONE, bias=TENSOR_OR_NONE, eps=base(FloatType),
+    cudnn_enable=base(BoolType))
+AtenGeluOp = _aten_op("torch.aten.gelu", input=TENSOR, approximate=base(StringType))
+AtenAddTensorOp = _aten_op("torch.aten.add.Tensor", "input + alpha * other",
+                           input=TENSOR, other=TENSOR, alpha=Scalar)
 
-    name = "torch.aten.flatten.using_ints"
-    input = operand_def(ValueTensorType)
-    start_dim = operand_def()
-    end_dim = operand_def()
-    result = result_def(ValueTensorType)
-    traits = traits_def(Pure())
-
+# The aten ops it folds into its patterns (DeiT, Swin).
+AtenConv2dOp = _aten_op("torch.aten.conv2d", input=TENSOR, weight=TENSOR, bias=TENSOR_OR_NONE,
+                        stride=ANY, padding=ANY, dilation=ANY, groups=ANY)
+AtenViewOp = _aten_op("torch.aten.view", base_cls=_ReshapeLike, input=TENSOR, size=ANY)
+AtenReshapeOp = _aten_op("torch.aten.reshape", base_cls=_ReshapeLike, input=TENSOR, size=ANY)
+AtenUnsafeViewOp = _aten_op("torch.aten._unsafe_view", base_cls=_ReshapeLike,
+                            input=TENSOR, size=ANY)
+AtenFlattenUsingIntsOp = _aten_op("torch.aten.flatten.using_ints", base_cls=_ReshapeLike,
+                                  input=TENSOR, start_dim=ANY, end_dim=ANY)
+AtenTransposeIntOp = _aten_op("torch.aten.transpose.int", input=TENSOR, dim0=ANY, dim1=ANY)
+AtenPermuteOp = _aten_op("torch.aten.permute", input=TENSOR, dims=ANY)
+AtenSelectIntOp = _aten_op("torch.aten.select.int", "drops `dim`",
+                           input=TENSOR, dim=ANY, index=ANY)
+AtenSliceTensorOp = _aten_op("torch.aten.slice.Tensor", "start and end may be none",
+                             input=TENSOR, dim=ANY, start=ANY, end=ANY, step=ANY)
+AtenSqueezeDimOp = _aten_op("torch.aten.squeeze.dim", input=TENSOR, dim=ANY)
+AtenExpandOp = _aten_op("torch.aten.expand", input=TENSOR, size=ANY, implicit=ANY)
+AtenBroadcastToOp = _aten_op("torch.aten.broadcast_to",
+                             "what `expand` becomes after decomposition", input=TENSOR, size=ANY)
+AtenCatOp = _aten_op("torch.aten.cat", "tensors: list<vtensor>",
+                     tensors=base(ListType), dim=ANY)
+AtenScaledDotProductAttentionOp = _aten_op(
+    "torch.aten.scaled_dot_product_attention", "attn_mask and scale may be none",
+    query=TENSOR, key=TENSOR, value=TENSOR, attn_mask=ANY, dropout_p=ANY, is_causal=ANY,
+    scale=ANY, enable_gqa=ANY)
+AtenMulScalarOp = _aten_op("torch.aten.mul.Scalar", "other: a scalar", input=TENSOR, other=ANY)
+AtenDivScalarOp = _aten_op("torch.aten.div.Scalar", "other: a scalar", input=TENSOR, other=ANY)
+AtenMatmulOp = _aten_op("torch.aten.matmul", input=TENSOR, other=TENSOR)
+AtenSoftmaxIntOp = _aten_op("torch.aten.softmax.int", "dtype may be none",
+                            input=TENSOR, dim=ANY, dtype=ANY)
+AtenRollOp = _aten_op("torch.aten.roll", "shifts, dims: list<int>; kept whole (Swin's cyclic "
+                      "shift, a static permutation of tokens)", input=TENSOR, shifts=ANY, dims=ANY)
+AtenMeanDimOp = _aten_op("torch.aten.mean.dim", "dim: list<int>; dtype may be none",
+                         input=TENSOR, dim=ANY, keepdim=ANY, dtype=ANY)
 
 RESHAPE_OPS = (AtenViewOp, AtenReshapeOp, AtenUnsafeViewOp, AtenFlattenUsingIntsOp)
-
-
-@irdl_op_definition
-class AtenTransposeIntOp(_AtenOp):
-    """`torch.aten.transpose.int(self, dim0, dim1)`."""
-
-    name = "torch.aten.transpose.int"
-    input = operand_def(ValueTensorType)
-    dim0 = operand_def()
-    dim1 = operand_def()
-    result = result_def(ValueTensorType)
-    traits = traits_def(Pure())
-
-
-@irdl_op_definition
-class AtenPermuteOp(_AtenOp):
-    """`torch.aten.permute(self, dims)`."""
-
-    name = "torch.aten.permute"
-    input = operand_def(ValueTensorType)
-    dims = operand_def()
-    result = result_def(ValueTensorType)
-    traits = traits_def(Pure())
-
-
-@irdl_op_definition
-class AtenSelectIntOp(_AtenOp):
-    """`torch.aten.select.int(self, dim, index)`: drops `dim`."""
-
-    name = "torch.aten.select.int"
-    input = operand_def(ValueTensorType)
-    dim = operand_def()
-    index = operand_def()
-    result = result_def(ValueTensorType)
-    traits = traits_def(Pure())
-
-
-@irdl_op_definition
-class AtenSliceTensorOp(_AtenOp):
-    """`torch.aten.slice.Tensor(self, dim, start|none, end|none, step)`."""
-
-    name = "torch.aten.slice.Tensor"
-    input = operand_def(ValueTensorType)
-    dim = operand_def()
-    start = operand_def()
-    end = operand_def()
-    step = operand_def()
-    result = result_def(ValueTensorType)
-    traits = traits_def(Pure())
-
-
-@irdl_op_definition
-class AtenSqueezeDimOp(_AtenOp):
-    """`torch.aten.squeeze.dim(self, dim)`."""
-
-    name = "torch.aten.squeeze.dim"
-    input = operand_def(ValueTensorType)
-    dim = operand_def()
-    result = result_def(ValueTensorType)
-    traits = traits_def(Pure())
-
-
-@irdl_op_definition
-class AtenExpandOp(_AtenOp):
-    """`torch.aten.expand(self, size, implicit)`."""
-
-    name = "torch.aten.expand"
-    input = operand_def(ValueTensorType)
-    size = operand_def()
-    implicit = operand_def()
-    result = result_def(ValueTensorType)
-    traits = traits_def(Pure())
-
-
-@irdl_op_definition
-class AtenBroadcastToOp(_AtenOp):
-    """`torch.aten.broadcast_to(self, size)` (what `expand` becomes after decomposition)."""
-
-    name = "torch.aten.broadcast_to"
-    input = operand_def(ValueTensorType)
-    size = operand_def()
-    result = result_def(ValueTensorType)
-    traits = traits_def(Pure())
-
-
 EXPAND_OPS = (AtenExpandOp, AtenBroadcastToOp)
-
-
-@irdl_op_definition
-class AtenCatOp(_AtenOp):
-    """`torch.aten.cat(tensors: list<vtensor>, dim)`."""
-
-    name = "torch.aten.cat"
-    tensors = operand_def(ListType)
-    dim = operand_def()
-    result = result_def(ValueTensorType)
-    traits = traits_def(Pure())
-
-
-@irdl_op_definition
-class AtenScaledDotProductAttentionOp(_AtenOp):
-    """`torch.aten.scaled_dot_product_attention(query, key, value, attn_mask|none,
-    dropout_p, is_causal, scale|none, enable_gqa)`."""
-
-    name = "torch.aten.scaled_dot_product_attention"
-    query = operand_def(ValueTensorType)
-    key = operand_def(ValueTensorType)
-    value = operand_def(ValueTensorType)
-    attn_mask = operand_def()
-    dropout_p = operand_def()
-    is_causal = operand_def()
-    scale = operand_def()
-    enable_gqa = operand_def()
-    result = result_def(ValueTensorType)
-    traits = traits_def(Pure())
-
-
-@irdl_op_definition
-class AtenMulScalarOp(_AtenOp):
-    """`torch.aten.mul.Scalar(self, other: scalar)`."""
-
-    name = "torch.aten.mul.Scalar"
-    input = operand_def(ValueTensorType)
-    other = operand_def()
-    result = result_def(ValueTensorType)
-    traits = traits_def(Pure())
-
-
-@irdl_op_definition
-class AtenDivScalarOp(_AtenOp):
-    """`torch.aten.div.Scalar(self, other: scalar)`."""
-
-    name = "torch.aten.div.Scalar"
-    input = operand_def(ValueTensorType)
-    other = operand_def()
-    result = result_def(ValueTensorType)
-    traits = traits_def(Pure())
-
-
-@irdl_op_definition
-class AtenMatmulOp(_AtenOp):
-    """`torch.aten.matmul(self, other)`."""
-
-    name = "torch.aten.matmul"
-    input = operand_def(ValueTensorType)
-    other = operand_def(ValueTensorType)
-    result = result_def(ValueTensorType)
-    traits = traits_def(Pure())
-
-
-@irdl_op_definition
-class AtenSoftmaxIntOp(_AtenOp):
-    """`torch.aten.softmax.int(self, dim, dtype|none)`."""
-
-    name = "torch.aten.softmax.int"
-    input = operand_def(ValueTensorType)
-    dim = operand_def()
-    dtype = operand_def()
-    result = result_def(ValueTensorType)
-    traits = traits_def(Pure())
-
-
-@irdl_op_definition
-class AtenRollOp(_AtenOp):
-    """`torch.aten.roll(self, shifts: list<int>, dims: list<int>)` (kept whole: Swin's cyclic
-    shift, a static permutation of tokens)."""
-
-    name = "torch.aten.roll"
-    input = operand_def(ValueTensorType)
-    shifts = operand_def()
-    dims = operand_def()
-    result = result_def(ValueTensorType)
-    traits = traits_def(Pure())
-
-
-@irdl_op_definition
-class AtenMeanDimOp(_AtenOp):
-    """`torch.aten.mean.dim(self, dim: list<int>, keepdim, dtype|none)`."""
-
-    name = "torch.aten.mean.dim"
-    input = operand_def(ValueTensorType)
-    dim = operand_def()
-    keepdim = operand_def()
-    dtype = operand_def()
-    result = result_def(ValueTensorType)
-    traits = traits_def(Pure())
 
 
 PATTERN_OPS = (
@@ -724,18 +479,7 @@ TORCH = Dialect(
         *PATTERN_OPS,
         AtenMeanDimOp,
     ],
-    [
-        ValueTensorType,
-        IntType,
-        FloatType,
-        BoolType,
-        StringType,
-        NoneType,
-        NumberType,
-        DeviceType,
-        ListType,
-        OptionalType,
-    ],
+    list(TYPES),
 )
 
 
