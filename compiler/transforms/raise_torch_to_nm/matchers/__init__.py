@@ -1,0 +1,30 @@
+"""The pattern families raise-torch-to-nm recognises, one module each, in priority order.
+
+An op claimed by an earlier family is not offered to a later one: attention first (its
+head split holds selects and reshapes that the select family and the row movement would
+otherwise take), the one-to-one ops last (an add inside an attention's scores belongs to
+the attention). Data movement not claimed by any family is composed afterwards
+(`movement.py`).
+
+Adding a family: write a module with a `MATCHER = Matcher(name, anchors, match)` whose
+`match(anchor)` returns a `Group` (the torch ops it claims and how to build the nm op) or
+raises `Reject(reason)`, and put it in `MATCHERS` below. A new op converted one to one is a
+row of `single.ONE_TO_ONE` instead.
+"""
+
+from __future__ import annotations
+
+from nmc.compiler.transforms.raise_torch_to_nm.framework import Matcher
+from nmc.compiler.transforms.raise_torch_to_nm.matchers import (
+    attention, concat, expand, mean, patch_embed, select, single,
+)
+
+MATCHERS: tuple[Matcher, ...] = (
+    attention.MATCHER,
+    patch_embed.MATCHER,
+    select.MATCHER,
+    concat.MATCHER,
+    expand.MATCHER,
+    mean.MATCHER,
+    single.MATCHER,
+)
