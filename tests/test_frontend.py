@@ -401,3 +401,43 @@ def test_torch_op_table() -> None:
                          result_types=[tt.ValueTensorType([2, 3], Float32Type())])
     with pytest.raises(VerifyException, match="unranked tensor operand"):
         gelu.verify()
+
+
+def _int_list(values: list[int]) -> tt.PrimListConstructOp:
+    consts = [tt.ConstantIntOp(v) for v in values]
+    return tt.PrimListConstructOp(operands=[[c.result for c in consts]],
+                                  result_types=[tt.ListType(tt.IntType())])
+
+
+@pytest.mark.parametrize(
+    "shape, op, dims, last_two, one_two",
+    [
+        ([2, 3, 4, 5], "permute", [0, 1, 3, 2], True, False),
+        ([2, 3, 4, 5], "permute", [0, 1, -1, -2], True, False),
+        ([2, 3, 4, 5], "permute", [0, 2, 1, 3], False, True),
+        ([2, 3, 4, 5], "permute", [1, 0, 2, 3], False, False),
+        ([2, 3, 4], "permute", [0, 2, 1], True, True),
+        ([3, 4], "permute", [1, 0], True, False),
+        ([2, 3, 4, 5], "transpose", [-2, -1], True, False),
+        ([2, 3, 4, 5], "transpose", [2, 1], False, True),
+        ([3, 4], "transpose", [0, 1], True, False),
+        ([2, 3, 4, 5], "transpose", [0, 3], False, False),
+    ],
+)
+def test_raise_recognises_dim_swaps(shape: list[int], op: str, dims: list[int],
+                                    last_two: bool, one_two: bool) -> None:
+    """The head split / merge and k^T tests of raise-torch-to-nm: which transposes and
+    permutes swap the last two dims, or dims 1 and 2, keeping the others."""
+    from nmc.compiler.transforms.raise_torch_to_nm.reading import swaps_1_2, swaps_last_two
+
+    x = xdsl_test.TestOp(result_types=[tt.ValueTensorType(shape, Float32Type())])
+    out = [tt.ValueTensorType(shape, Float32Type())]
+    if op == "permute":
+        swap = tt.AtenPermuteOp(operands=[x.results[0], _int_list(dims).result],
+                                result_types=out)
+    else:
+        d0, d1 = tt.ConstantIntOp(dims[0]), tt.ConstantIntOp(dims[1])
+        swap = tt.AtenTransposeIntOp(operands=[x.results[0], d0.result, d1.result],
+                                     result_types=out)
+    assert swaps_last_two(swap) is last_two
+    assert swaps_1_2(swap) is one_two
