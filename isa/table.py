@@ -4,7 +4,8 @@ Everything else is derived from the tables in this file: the binary encoder/deco
 (`nmc.isa.encoding`), the lark assembly grammar and the disassembler (`nmc.isa.asm`), the
 xDSL `isa` dialect (`nmc.isa.dialect`), the emulator's dispatch (`nmc.runtime`) and the
 compiler's dependency analysis (`footprint`). Adding an instruction means adding one
-`OpSpec` here (and its semantics in the emulator); nothing else lists opcodes or fields.
+`OpSpec` here (and its semantics in the emulator and its cycles in `nmc.runtime.timing`);
+nothing else lists opcodes or fields.
 
 Machine model (docs/ISA.md is generated from this file by `python -m nmc.isa.doc`):
 - Memories, addressed in 32-bit words (fp32 elements): DRAM, SPAD (scratchpad, operands of
@@ -22,7 +23,10 @@ from __future__ import annotations
 import enum
 import struct
 from dataclasses import dataclass, field
-from typing import Callable, Mapping
+from typing import Any, Callable, Mapping
+
+from nmc.isa.fieldmath import ceil_div, log2_ceil, maximum, where
+from nmc.isa.footprint import Footprint, Region
 
 WORD_BITS = 256
 """Every instruction is one fixed-width 256-bit (32-byte) little-endian word."""
@@ -103,6 +107,9 @@ def bits_f32(bits: int) -> float:
     return struct.unpack("<f", struct.pack("<I", bits))[0]
 
 
+Fields = Mapping[str, Any]
+"""Field values by name: ints, or int arrays holding one field of many instructions."""
+
 # The fields every instruction starts with, in this order.
 OPCODE_BITS = 8
 COMMON_FIELDS: tuple[Field, ...] = (
@@ -112,34 +119,28 @@ COMMON_FIELDS: tuple[Field, ...] = (
 
 
 @dataclass(frozen=True)
-class Region:
-    """A range of words one instruction may touch: [start, start + length) in `mem`.
+class OpSpec:
+    """One instruction: its encoding, and the facts about it that every consumer derives
+    from here, each a formula over the field values (ints, or int arrays holding the fields
+    of many instructions: see `nmc.isa.fieldmath`):
 
-    For strided 2-D transfers the region is the bounding range, which is what the
-    dependency analysis needs (it may be conservative) and what bounds checks need (it is
-    exactly the extent touched).
+    - `footprint`: the regions it reads and writes, exactly (strided where the DMA is); the
+      emulator's bounds and race checks and insert-tokens' hazards come from it.
+    - `macs`: the multiply-accumulates it performs (the run statistics' matrix work).
+    - `dram_traffic`: (words it reads from DRAM, words it writes to DRAM).
+
+    Its cycles depend on the target: `nmc.runtime.timing` registers them per opcode.
+    tests/test_isa_facts.py checks that every instruction has all of them.
     """
 
-    mem: Mem
-    start: int
-    length: int
-
-    @property
-    def end(self) -> int:
-        return self.start + self.length
-
-
-Footprint = tuple[tuple[Region, ...], tuple[Region, ...]]  # (reads, writes)
-
-
-@dataclass(frozen=True)
-class OpSpec:
     opcode: int
     mnemonic: str
     unit: Unit
     fields: tuple[Field, ...]
-    footprint: Callable[[Mapping[str, int]], Footprint]
-    doc: str = ""
+    doc: str
+    footprint: Callable[[Fields], Footprint] = field(kw_only=True)
+    macs: Callable[[Fields], Any] = field(kw_only=True)
+    dram_traffic: Callable[[Fields], tuple[Any, Any]] = field(kw_only=True)
     field_by_name: dict[str, Field] = field(init=False, compare=False, repr=False)
 
     def __post_init__(self):
@@ -171,41 +172,52 @@ def _dim(name: str, doc: str) -> Field:
     return Field(name, DIM_BITS, doc=doc)
 
 
-def _strided(mem: Mem, start: int, rows: int, cols: int, stride: int) -> Region:
-    length = 0 if rows == 0 or cols == 0 else (rows - 1) * stride + cols
-    return Region(mem, start, length)
-
-
-def _dense(mem: int, start: int, words: int) -> Region:
-    return Region(Mem(mem), start, words)
+def _dst_src(dst_doc: str = "destination", src_doc: str = "source") -> tuple[Field, ...]:
+    """The operands of a vector instruction from one block to another."""
+    return (_mem("dst_mem", "memory of dst"), _addr("dst", dst_doc),
+            _mem("src_mem", "memory of src"), _addr("src", src_doc))
 
 
 # --------------------------------------------------------------------------------------
 # Footprints: which words each instruction reads and writes, from its decoded fields.
+# Written for arrays too: a region an instruction touches only sometimes is always listed,
+# with no words when it is not touched (`Instr.footprint` leaves those out).
 
 
-def _load_footprint(f: Mapping[str, int]) -> Footprint:
+def _strided(mem, start, rows, cols, stride) -> Region:
+    return Region(mem, start, cols, rows, stride)
+
+
+def _dense(mem, start, words) -> Region:
+    return Region(mem, start, words)
+
+
+def _only_if(cond, words):
+    """`words` where `cond` holds, else none."""
+    return words * (cond != 0)
+
+
+def _load_footprint(f: Fields) -> Footprint:
     reads = (_strided(Mem.DRAM, f["dram"], f["rows"], f["cols"], f["stride"]),)
     writes = (_dense(f["mem"], f["local"], f["rows"] * f["cols"]),)
     return reads, writes
 
 
-def _store_footprint(f: Mapping[str, int]) -> Footprint:
+def _store_footprint(f: Fields) -> Footprint:
     reads, writes = _load_footprint(f)
     return writes, reads
 
 
-def _matmul_footprint(f: Mapping[str, int]) -> Footprint:
+def _matmul_footprint(f: Fields) -> Footprint:
     m, k, n = f["m"], f["k"], f["n"]  # W is k*n words whether or not it is transposed
-    reads = [_dense(Mem.SPAD, f["a"], m * k), _dense(Mem.SPAD, f["w"], k * n)]
-    if f["accumulate"]:
-        reads.append(_dense(Mem.ACC, f["out"], m * n))
-    return tuple(reads), (_dense(Mem.ACC, f["out"], m * n),)
+    reads = (_dense(Mem.SPAD, f["a"], m * k), _dense(Mem.SPAD, f["w"], k * n),
+             _dense(Mem.ACC, f["out"], _only_if(f["accumulate"], m * n)))
+    return reads, (_dense(Mem.ACC, f["out"], m * n),)
 
 
 def nm_index_bits(m: int) -> int:
     """Bits of one in-group index of an N:M pattern: ceil(log2(M)) (at least 1)."""
-    return max(1, (max(int(m), 2) - 1).bit_length())
+    return log2_ceil(maximum(m, 2))
 
 
 def nm_indices_per_word(m: int) -> int:
@@ -215,80 +227,108 @@ def nm_indices_per_word(m: int) -> int:
 
 def nm_compressed_rows(k: int, n: int, m: int) -> int:
     """Rows of the compressed W of a spmatmul: k * N / M (k is a multiple of M)."""
-    return (int(k) * int(n)) // max(int(m), 1)
+    return (k * n) // maximum(m, 1)
 
 
 def nm_index_rows(kc: int, m: int) -> int:
     """Rows of index words covering `kc` compressed rows: indices are packed down the
     columns, word row r holding compressed rows r*P .. r*P+P-1 (P = nm_indices_per_word)."""
-    p = nm_indices_per_word(m)
-    return -(-int(kc) // p)
+    return ceil_div(kc, nm_indices_per_word(m))
 
 
-def _spmatmul_footprint(f: Mapping[str, int]) -> Footprint:
+def _spmatmul_footprint(f: Fields) -> Footprint:
     m, k, n = f["m"], f["k"], f["n"]
     kc = nm_compressed_rows(k, f["pat_n"], f["pat_m"])
-    reads = [_dense(Mem.SPAD, f["a"], m * k), _dense(Mem.SPAD, f["w"], kc * n),
-             _dense(Mem.SPAD, f["idx"], nm_index_rows(kc, f["pat_m"]) * n)]
-    if f["accumulate"]:
-        reads.append(_dense(Mem.ACC, f["out"], m * n))
-    return tuple(reads), (_dense(Mem.ACC, f["out"], m * n),)
+    reads = (_dense(Mem.SPAD, f["a"], m * k), _dense(Mem.SPAD, f["w"], kc * n),
+             _dense(Mem.SPAD, f["idx"], nm_index_rows(kc, f["pat_m"]) * n),
+             _dense(Mem.ACC, f["out"], _only_if(f["accumulate"], m * n)))
+    return reads, (_dense(Mem.ACC, f["out"], m * n),)
 
 
-def _vbin_footprint(f: Mapping[str, int]) -> Footprint:
+def _vbin_footprint(f: Fields) -> Footprint:
     words = f["rows"] * f["cols"]
-    b_words = f["cols"] if f["bcast"] else words
+    b_words = where(f["bcast"], f["cols"], words)
     reads = (_dense(f["a_mem"], f["a"], words), _dense(f["b_mem"], f["b"], b_words))
     return reads, (_dense(f["dst_mem"], f["dst"], words),)
 
 
-def _vun_footprint(f: Mapping[str, int]) -> Footprint:
+def _vun_footprint(f: Fields) -> Footprint:
     words = f["rows"] * f["cols"]
     return (_dense(f["src_mem"], f["src"], words),), (_dense(f["dst_mem"], f["dst"], words),)
 
 
-def _vrow_footprint(f: Mapping[str, int]) -> Footprint:
+def _vrow_footprint(f: Fields) -> Footprint:
     words = f["rows"] * f["cols"]
-    reads = [_dense(f["src_mem"], f["src"], words)]
-    if f["fn"] == VRowFn.LAYERNORM:
-        reads.append(_dense(Mem.SPAD, f["param"], 2 * f["cols"]))
-    return tuple(reads), (_dense(f["dst_mem"], f["dst"], words),)
+    reads = (_dense(f["src_mem"], f["src"], words),
+             _dense(Mem.SPAD, f["param"], _only_if(f["fn"] == VRowFn.LAYERNORM, 2 * f["cols"])))
+    return reads, (_dense(f["dst_mem"], f["dst"], words),)
 
 
-def _table_region(f: Mapping[str, int]) -> Region:
-    """The DRAM extent of a gathered/scattered DMA: all `limit` blocks an index may name
+def _table_region(f: Fields) -> Region:
+    """The DRAM side of a gathered/scattered DMA: all `limit` blocks an index may name
     (the indices are data, so this bound is what the dependency analysis can know)."""
     return _strided(Mem.DRAM, f["dram"], f["limit"], f["block"], f["stride"])
 
 
-def _gathered(f: Mapping[str, int]) -> tuple[Region, Region]:
+def _gathered(f: Fields) -> tuple[Region, Region]:
     """The on-chip side of a gathered/scattered DMA: the packed blocks, and the indices."""
     return (_dense(f["mem"], f["local"], f["count"] * f["block"]),
             _dense(Mem.SPAD, f["idx"], f["count"]))
 
 
-def _gload_footprint(f: Mapping[str, int]) -> Footprint:
+def _gload_footprint(f: Fields) -> Footprint:
     packed, idx = _gathered(f)
     return (_table_region(f), idx), (packed,)
 
 
-def _gstore_footprint(f: Mapping[str, int]) -> Footprint:
+def _gstore_footprint(f: Fields) -> Footprint:
     packed, idx = _gathered(f)
     return (packed, idx), (_table_region(f),)
 
 
-def _vred_footprint(f: Mapping[str, int]) -> Footprint:
+def _vred_footprint(f: Fields) -> Footprint:
     reads = (_dense(f["src_mem"], f["src"], f["rows"] * f["cols"]),)
     return reads, (_dense(f["dst_mem"], f["dst"], f["rows"]),)
 
 
-def _topk_footprint(f: Mapping[str, int]) -> Footprint:
+def _topk_footprint(f: Fields) -> Footprint:
     return ((_dense(f["src_mem"], f["src"], f["n"]),),
             (_dense(f["dst_mem"], f["dst"], f["k"]),))
 
 
-def _no_footprint(f: Mapping[str, int]) -> Footprint:
+def _no_footprint(f: Fields) -> Footprint:
     return (), ()
+
+
+# --------------------------------------------------------------------------------------
+# Work: the multiply-accumulates of the matrix unit and the words the DMA moves.
+
+
+def _matmul_macs(f: Fields):
+    return f["m"] * f["k"] * f["n"]
+
+
+def _spmatmul_macs(f: Fields):
+    """The MACs of the kept weights only."""
+    return f["m"] * nm_compressed_rows(f["k"], f["pat_n"], f["pat_m"]) * f["n"]
+
+
+def _no_macs(f: Fields):
+    return 0
+
+
+def _block_words(f: Fields):
+    """The words a 2-D DMA moves."""
+    return f["rows"] * f["cols"]
+
+
+def _gathered_words(f: Fields):
+    """The words a gathered/scattered DMA moves: its blocks, not the whole table."""
+    return f["count"] * f["block"]
+
+
+def _no_traffic(f: Fields):
+    return 0, 0
 
 
 # --------------------------------------------------------------------------------------
@@ -305,6 +345,15 @@ _DMA_FIELDS = (
 
 _VEC_SHAPE = (_dim("rows", "rows"), _dim("cols", "words per row; operands are contiguous"))
 
+# Matrix tiles: OUT (+)= A.W, A [m x k], W [k x n], OUT [m x n] in ACC.
+_OUT = _addr("out", "acc address of OUT, [m x n] row-major")
+_ACCUMULATE = Field("accumulate", 1, doc="1: OUT += A.W; 0: OUT = A.W")
+
+
+def _matrix_dims(k_doc: str) -> tuple[Field, ...]:
+    return _dim("m", "rows of A and OUT"), _dim("k", k_doc), _dim("n", "columns of W and OUT")
+
+
 # Gathered / scattered DMA: whole blocks picked by indices that a program computes (window
 # pruning: the kept windows of a feature map). Indices are f32 words holding integers.
 _GATHER_FIELDS = (
@@ -318,120 +367,120 @@ _GATHER_FIELDS = (
     _dim("limit", "blocks in the table: every index must be below it"),
 )
 
-OPS: tuple[OpSpec, ...] = (
-    OpSpec(0x01, "halt", Unit.CONTROL, (), _no_footprint, "end of the instruction stream"),
-    OpSpec(0x02, "load", Unit.LOAD, _DMA_FIELDS, _load_footprint,
-           "2-D strided DMA from DRAM into a contiguous on-chip block"),
-    OpSpec(0x03, "store", Unit.STORE, _DMA_FIELDS, _store_footprint,
-           "2-D strided DMA from a contiguous on-chip block to DRAM"),
-    OpSpec(0x04, "gload", Unit.LOAD, _GATHER_FIELDS, _gload_footprint,
-           "gathered DMA: block i of the on-chip destination is DRAM table block idx[i]"),
-    OpSpec(0x05, "gstore", Unit.STORE, _GATHER_FIELDS, _gstore_footprint,
-           "scattered DMA: DRAM table block idx[i] becomes block i of the on-chip source"),
-    OpSpec(
-        0x10, "matmul", Unit.MATRIX,
-        (
-            _addr("a", "spad address of A, [m x k] row-major"),
-            _addr("w", "spad address of W: [k x n] row-major, or [n x k] with transpose_w"),
-            _addr("out", "acc address of OUT, [m x n] row-major"),
-            _dim("m", "rows of A and OUT"),
-            _dim("k", "reduction length"),
-            _dim("n", "columns of W and OUT"),
-            Field("accumulate", 1, doc="1: OUT += A.W; 0: OUT = A.W"),
-            Field("transpose_w", 1,
-                  doc="1: W is stored [n x k] row-major and the product is A.W^T "
-                      "(attention scores q.k^T)"),
-        ),
-        _matmul_footprint,
-        "dense matrix tile on the matrix unit",
-    ),
-    OpSpec(
-        0x11, "spmatmul", Unit.MATRIX,
-        (
-            _addr("a", "spad address of A, [m x k] row-major (dense activations)"),
-            _addr("w", "spad address of the kept weights of W: [k*N/M x n] row-major; "
-                       "compressed row r belongs to group r / N (rows r*M/N.. of dense W)"),
-            _addr("idx", "spad address of the in-group indices of W's kept weights: "
-                         "[ceil(k*N/M / P) x n] 32-bit words, P = 32 / ceil(log2 M); word "
-                         "(r, j) holds the indices of compressed rows r*P+i at bits "
-                         "i*b .. i*b+b-1 (b = ceil(log2 M))"),
-            _addr("out", "acc address of OUT, [m x n] row-major"),
-            _dim("m", "rows of A and OUT"),
-            _dim("k", "reduction length of the dense product (a multiple of M)"),
-            _dim("n", "columns of W and OUT"),
-            Field("pat_n", 8, doc="N of the N:M pattern: weights kept per group"),
-            Field("pat_m", 8, doc="M of the N:M pattern: group length along k (>= 2)"),
-            Field("accumulate", 1, doc="1: OUT += A.W; 0: OUT = A.W"),
-        ),
-        _spmatmul_footprint,
-        "N:M structured-sparse matrix tile: OUT (+)= A.W with W stored as kept values "
-        "plus in-group indices; element (r, j) of W multiplies "
-        "A[:, (r / N) * M + idx(r, j)]",
-    ),
-    OpSpec(
-        0x20, "vbin", Unit.VECTOR,
-        (
-            Field("fn", 4, "enum", VBinFn, "the elementwise function"),
-            _mem("dst_mem", "memory of dst"), _addr("dst", "destination"),
-            _mem("a_mem", "memory of a"), _addr("a", "first operand"),
-            _mem("b_mem", "memory of b"), _addr("b", "second operand"),
-            *_VEC_SHAPE,
-            Field("bcast", 1, doc="1: b is one row of cols words, broadcast over all rows"),
-        ),
-        _vbin_footprint,
-        "dst = fn(a, b), elementwise over a [rows x cols] block",
-    ),
-    OpSpec(
-        0x21, "vun", Unit.VECTOR,
-        (
-            Field("fn", 4, "enum", VUnFn, "the elementwise function"),
-            _mem("dst_mem", "memory of dst"), _addr("dst", "destination"),
-            _mem("src_mem", "memory of src"), _addr("src", "source"),
-            *_VEC_SHAPE,
-            Field("imm", 32, "f32", doc="scalar operand (SCALE)"),
-        ),
-        _vun_footprint,
-        "dst = fn(src), elementwise over a [rows x cols] block",
-    ),
-    OpSpec(
-        0x22, "vrow", Unit.VECTOR,
-        (
-            Field("fn", 4, "enum", VRowFn, "the row function"),
-            _mem("dst_mem", "memory of dst"), _addr("dst", "destination"),
-            _mem("src_mem", "memory of src"), _addr("src", "source"),
-            _addr("param", "spad address of per-column parameters (layernorm: gamma then beta)"),
-            *_VEC_SHAPE,
-            Field("imm", 32, "f32", doc="scalar (layernorm: eps; softmax: input scale)"),
-        ),
-        _vrow_footprint,
-        "a function of whole rows (normalisation, softmax) over a [rows x cols] block",
-    ),
-    OpSpec(
-        0x23, "vred", Unit.VECTOR,
-        (
-            Field("fn", 4, "enum", VRedFn, "the reduction"),
-            _mem("dst_mem", "memory of dst"), _addr("dst", "destination: rows words"),
-            _mem("src_mem", "memory of src"), _addr("src", "source"),
-            *_VEC_SHAPE,
-        ),
-        _vred_footprint,
-        "dst[r] = fn(src[r, :]): each row of a [rows x cols] block reduced to one word "
-        "(window scores: mean |x| per token, then the L2 norm per window)",
-    ),
-    OpSpec(
-        0x24, "topk", Unit.VECTOR,
-        (
-            _mem("dst_mem", "memory of dst"), _addr("dst", "destination: k indices"),
-            _mem("src_mem", "memory of src"), _addr("src", "source: n scores"),
-            _dim("n", "scores"),
-            _dim("k", "indices written (k <= n)"),
-        ),
-        _topk_footprint,
-        "dst = the indices (as f32 integers) of the k largest of n scores, largest first; "
-        "ties go to the lower index and NaN ranks above every number (torch.sort "
-        "descending, stable)",
-    ),
+
+def _dma_op(opcode: int, mnemonic: str, unit: Unit, fields: tuple[Field, ...], doc: str,
+            footprint, words: Callable[[Fields], Any]) -> OpSpec:
+    """A DMA instruction: the LOAD unit moves `words` from DRAM, the STORE unit to DRAM."""
+    if unit == Unit.LOAD:
+        traffic = lambda f: (words(f), 0)  # noqa: E731
+    else:
+        traffic = lambda f: (0, words(f))  # noqa: E731
+    return OpSpec(opcode, mnemonic, unit, fields, doc,
+                  footprint=footprint, macs=_no_macs, dram_traffic=traffic)
+
+
+def _block_op(opcode: int, mnemonic: str, fn: Field, doc: str, footprint, *,
+              dst_doc: str = "destination", before_shape: tuple[Field, ...] = (),
+              after_shape: tuple[Field, ...] = ()) -> OpSpec:
+    """A vector instruction computing block dst from block src of [rows x cols] words."""
+    fields = (fn, *_dst_src(dst_doc), *before_shape, *_VEC_SHAPE, *after_shape)
+    return OpSpec(opcode, mnemonic, Unit.VECTOR, fields, doc,
+                  footprint=footprint, macs=_no_macs, dram_traffic=_no_traffic)
+
+
+HALT = OpSpec(0x01, "halt", Unit.CONTROL, (), "end of the instruction stream",
+              footprint=_no_footprint, macs=_no_macs, dram_traffic=_no_traffic)
+LOAD, STORE, GLOAD, GSTORE = (
+    _dma_op(opcode, mnemonic, unit, fields, doc, footprint, words)
+    for opcode, mnemonic, unit, fields, footprint, words, doc in (
+        (0x02, "load", Unit.LOAD, _DMA_FIELDS, _load_footprint, _block_words,
+         "2-D strided DMA from DRAM into a contiguous on-chip block"),
+        (0x03, "store", Unit.STORE, _DMA_FIELDS, _store_footprint, _block_words,
+         "2-D strided DMA from a contiguous on-chip block to DRAM"),
+        (0x04, "gload", Unit.LOAD, _GATHER_FIELDS, _gload_footprint, _gathered_words,
+         "gathered DMA: block i of the on-chip destination is DRAM table block idx[i]"),
+        (0x05, "gstore", Unit.STORE, _GATHER_FIELDS, _gstore_footprint, _gathered_words,
+         "scattered DMA: DRAM table block idx[i] becomes block i of the on-chip source"),
+    )
 )
+MATMUL = OpSpec(
+    0x10, "matmul", Unit.MATRIX,
+    (
+        _addr("a", "spad address of A, [m x k] row-major"),
+        _addr("w", "spad address of W: [k x n] row-major, or [n x k] with transpose_w"),
+        _OUT, *_matrix_dims("reduction length"), _ACCUMULATE,
+        Field("transpose_w", 1,
+              doc="1: W is stored [n x k] row-major and the product is A.W^T "
+                  "(attention scores q.k^T)"),
+    ),
+    "dense matrix tile on the matrix unit",
+    footprint=_matmul_footprint, macs=_matmul_macs, dram_traffic=_no_traffic,
+)
+SPMATMUL = OpSpec(
+    0x11, "spmatmul", Unit.MATRIX,
+    (
+        _addr("a", "spad address of A, [m x k] row-major (dense activations)"),
+        _addr("w", "spad address of the kept weights of W: [k*N/M x n] row-major; "
+                   "compressed row r belongs to group r / N (rows r*M/N.. of dense W)"),
+        _addr("idx", "spad address of the in-group indices of W's kept weights: "
+                     "[ceil(k*N/M / P) x n] 32-bit words, P = 32 / ceil(log2 M); word "
+                     "(r, j) holds the indices of compressed rows r*P+i at bits "
+                     "i*b .. i*b+b-1 (b = ceil(log2 M))"),
+        _OUT, *_matrix_dims("reduction length of the dense product (a multiple of M)"),
+        Field("pat_n", 8, doc="N of the N:M pattern: weights kept per group"),
+        Field("pat_m", 8, doc="M of the N:M pattern: group length along k (>= 2)"),
+        _ACCUMULATE,
+    ),
+    "N:M structured-sparse matrix tile: OUT (+)= A.W with W stored as kept values "
+    "plus in-group indices; element (r, j) of W multiplies "
+    "A[:, (r / N) * M + idx(r, j)]",
+    footprint=_spmatmul_footprint, macs=_spmatmul_macs, dram_traffic=_no_traffic,
+)
+VBIN = OpSpec(
+    0x20, "vbin", Unit.VECTOR,
+    (
+        Field("fn", 4, "enum", VBinFn, "the elementwise function"),
+        _mem("dst_mem", "memory of dst"), _addr("dst", "destination"),
+        _mem("a_mem", "memory of a"), _addr("a", "first operand"),
+        _mem("b_mem", "memory of b"), _addr("b", "second operand"),
+        *_VEC_SHAPE,
+        Field("bcast", 1, doc="1: b is one row of cols words, broadcast over all rows"),
+    ),
+    "dst = fn(a, b), elementwise over a [rows x cols] block",
+    footprint=_vbin_footprint, macs=_no_macs, dram_traffic=_no_traffic,
+)
+VUN = _block_op(0x21, "vun", Field("fn", 4, "enum", VUnFn, "the elementwise function"),
+                "dst = fn(src), elementwise over a [rows x cols] block", _vun_footprint,
+                after_shape=(Field("imm", 32, "f32", doc="scalar operand (SCALE)"),))
+VROW = _block_op(
+    0x22, "vrow", Field("fn", 4, "enum", VRowFn, "the row function"),
+    "a function of whole rows (normalisation, softmax) over a [rows x cols] block",
+    _vrow_footprint,
+    before_shape=(_addr("param", "spad address of per-column parameters "
+                                 "(layernorm: gamma then beta)"),),
+    after_shape=(Field("imm", 32, "f32", doc="scalar (layernorm: eps; softmax: input scale)"),),
+)
+VRED = _block_op(
+    0x23, "vred", Field("fn", 4, "enum", VRedFn, "the reduction"),
+    "dst[r] = fn(src[r, :]): each row of a [rows x cols] block reduced to one word "
+    "(window scores: mean |x| per token, then the L2 norm per window)",
+    _vred_footprint, dst_doc="destination: rows words",
+)
+TOPK = OpSpec(
+    0x24, "topk", Unit.VECTOR,
+    (
+        *_dst_src(dst_doc="destination: k indices", src_doc="source: n scores"),
+        _dim("n", "scores"),
+        _dim("k", "indices written (k <= n)"),
+    ),
+    "dst = the indices (as f32 integers) of the k largest of n scores, largest first; "
+    "ties go to the lower index and NaN ranks above every number (torch.sort "
+    "descending, stable)",
+    footprint=_topk_footprint, macs=_no_macs, dram_traffic=_no_traffic,
+)
+
+OPS: tuple[OpSpec, ...] = (HALT, LOAD, STORE, GLOAD, GSTORE, MATMUL, SPMATMUL, VBIN, VUN, VROW,
+                           VRED, TOPK)
 
 OP_BY_OPCODE: dict[int, OpSpec] = {op.opcode: op for op in OPS}
 OP_BY_MNEMONIC: dict[str, OpSpec] = {op.mnemonic: op for op in OPS}
@@ -476,7 +525,21 @@ class Instr:
         return self.fields[name]
 
     def footprint(self) -> Footprint:
-        return self.spec.footprint(self.fields)
+        """The regions it reads and writes that hold at least one word. Raises ValueError
+        when a memory field names no memory."""
+        reads, writes = self.spec.footprint(self.fields)
+        return _touched(reads), _touched(writes)
 
     def with_fields(self, **values: int) -> "Instr":
         return Instr.make(self.mnemonic, **{**self.fields, **values})
+
+
+_MEMS = frozenset(int(m) for m in Mem)
+
+
+def _touched(regions: tuple[Region, ...]) -> tuple[Region, ...]:
+    touched = tuple(r for r in regions if r.words > 0)
+    for r in touched:
+        if r.mem not in _MEMS:
+            raise ValueError(f"{r.mem} is not a valid Mem")
+    return touched

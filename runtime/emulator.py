@@ -23,8 +23,9 @@ How a run proceeds:
    its functional semantics are executed at that point, all of it at once. So a hazard
    that no token protects shows up either as a wrong result (the consumer ran entirely
    before the producer) or, when the two run at overlapping times on different units and
-   touch overlapping words (one of them writing), as an "unordered access" error naming
-   both instructions (`check_races=True`, the default).
+   touch a common word (one of them writing; exact footprints, strided rows included:
+   `nmc.isa.footprint`), as an "unordered access" error naming both instructions
+   (`check_races=True`, the default).
 5. If no unit can start while some queue is not empty, the program is deadlocked: the
    error lists every blocked unit with its pc, instruction and the tokens it waits for.
    Tokens left over at the end are fine; they are counted in `RunResult.leftover_tokens`.
@@ -54,6 +55,7 @@ from typing import Any, Mapping
 
 import numpy as np
 
+from nmc.isa.footprint import first_overlap
 from nmc.isa.table import QUEUE_UNITS, Instr, Mem, Unit
 from nmc.isa.target import Target
 from nmc.runtime import fastpath
@@ -61,9 +63,7 @@ from nmc.runtime.errors import EmulatorError, at_pc
 from nmc.runtime.machine import Machine
 from nmc.runtime.semantics import SEMANTICS, DataError, operand_error
 from nmc.common.threads import torch_threads
-from nmc.runtime.timing import (
-    DRAM_READERS, DRAM_WRITERS, WORD_BYTES, dma_words, instruction_cycles,
-)
+from nmc.runtime.timing import WORD_BYTES, instruction_cycles
 
 __all__ = ["EmulatorError", "LayerStats", "LoadedProgram", "RunResult", "run_program",
            "UNIT_NAMES"]
@@ -218,16 +218,6 @@ _MASK_BITS: tuple[tuple[int, ...], ...] = tuple(
 )  # mask -> the units it names
 
 
-def _region(instr: Instr, r: Any) -> tuple[int, int, int, int, int, int]:
-    """(mem, start, end, rows, cols, stride): the exact words of a footprint region; only
-    the DRAM side of a DMA is strided, every other region is one dense row."""
-    if r.mem == Mem.DRAM and instr.mnemonic in ("load", "store"):
-        f = instr.fields
-        if f["rows"] > 1 and f["stride"] != f["cols"]:
-            return int(r.mem), r.start, r.end, f["rows"], f["cols"], f["stride"]
-    return int(r.mem), r.start, r.end, 1, r.length, r.length
-
-
 def _decode(program: Any, target: Target, sizes: tuple[int, ...],
             max_instructions: int | None) -> list[_Decoded]:
     decoded: list[_Decoded] = []
@@ -262,24 +252,17 @@ def _decode(program: Any, target: Target, sizes: tuple[int, ...],
             reads, writes = instr.footprint()
         except ValueError as e:
             raise EmulatorError(f"{instr.mnemonic}: {e} {at_pc(pc, instr)}") from None
-        spans = []
-        for regions in (reads, writes):
-            live = []
-            for r in regions:
-                if r.length <= 0:
-                    continue
-                size = sizes[r.mem]
-                if r.start < 0 or r.end > size:
-                    raise EmulatorError(
-                        f"out-of-bounds access to {Mem(r.mem).name} [{r.start}, {r.end}) "
-                        f"(size {size}) {at_pc(pc, instr)}"
-                    )
-                live.append(_region(instr, r))
-            spans.append(tuple(live))
+        for r in reads + writes:
+            size = sizes[r.mem]
+            if r.start < 0 or r.end > size:
+                raise EmulatorError(
+                    f"out-of-bounds access to {Mem(r.mem).name} [{r.start}, {r.end}) "
+                    f"(size {size}) {at_pc(pc, instr)}"
+                )
         decoded.append(_Decoded(
             pc, instr, unit, _MASK_BITS[wait], _MASK_BITS[signal],
             instruction_cycles(instr, target), SEMANTICS[instr.mnemonic], instr.fields,
-            spans[0], spans[1],
+            reads, writes,
         ))
     n = len(program.instructions)
     last = f"; the last is {at_pc(n - 1, program.instructions[-1])}" if n else ""
@@ -292,30 +275,6 @@ def _decode(program: Any, target: Target, sizes: tuple[int, ...],
 # The simulation
 
 
-def _rows_overlap(a: tuple, b: tuple) -> bool:
-    """Whether two strided row sets (mem, start, end, rows, cols, stride) share a word."""
-    _, a0, _, ra, ca, sa = a
-    _, b0, _, rb, cb, sb = b
-    a_starts = a0 + np.arange(ra, dtype=np.int64) * sa
-    b_starts = b0 + np.arange(rb, dtype=np.int64) * sb  # nondecreasing, as are their ends
-    j = np.searchsorted(b_starts, a_starts + ca, side="left") - 1  # last B row starting before
-    ok = j >= 0
-    return bool(np.any(b_starts[j[ok]] + cb > a_starts[ok]))
-
-
-def _overlap(a: tuple, b: tuple) -> tuple | None:
-    """The first pair of regions of `a` and `b` sharing a word: (mem, start, end) of the
-    intersection of their bounding ranges, or None."""
-    for ra in a:
-        mem, s, e = ra[0], ra[1], ra[2]
-        for rb in b:
-            if mem == rb[0] and s < rb[2] and rb[1] < e:
-                if (ra[3] > 1 or rb[3] > 1) and not _rows_overlap(ra, rb):
-                    continue  # interleaved strided rows, e.g. two column tiles of a matrix
-                return mem, max(s, rb[1]), min(e, rb[2])
-    return None
-
-
 def _race_error(d: _Decoded, start: int, end: int, other: _Decoded, o_start: int,
                 o_end: int) -> None:
     """Raise if `d` (about to run start..end) and `other` (running o_start..o_end on another
@@ -325,12 +284,13 @@ def _race_error(d: _Decoded, start: int, end: int, other: _Decoded, o_start: int
         (d.writes, other.writes, "writes", "writes"),
         (d.reads, other.writes, "reads", "writes"),
     ):
-        hit = _overlap(mine, theirs)
+        hit = first_overlap(mine, theirs)
         if hit is None:
             continue
-        mem, s, e = hit
+        a, b = hit  # named by the intersection of their bounding ranges
         raise EmulatorError(
-            f"unordered access to {Mem(mem).name} [{s}, {e}): pc {d.pc} "
+            f"unordered access to {Mem(a.mem).name} [{max(a.start, b.start)}, "
+            f"{min(a.end, b.end)}): pc {d.pc} "
             f"({UNIT_NAMES[d.unit]}, cycles {start}..{end}) {my_verb} it while pc {other.pc} "
             f"({UNIT_NAMES[other.unit]}, cycles {o_start}..{o_end}) {verb} it, and no "
             f"dependency token orders them; {at_pc(d.pc, d.instr)}; "
@@ -465,19 +425,13 @@ def _reference_run(program, target, machine, max_instructions, check_races, trac
     n = len(decoded)
     units = np.fromiter((d.unit for d in decoded), dtype=np.int64, count=n)
     cycles = np.fromiter((d.cycles for d in decoded), dtype=np.int64, count=n)
-    macs = np.zeros(n, np.int64)
+    macs = np.fromiter((d.instr.spec.macs(d.fields) for d in decoded), dtype=np.int64,
+                       count=n)
     dram_read = dram_written = 0
-    for i, d in enumerate(decoded):
-        f = d.fields
-        m = d.instr.mnemonic
-        if m == "matmul":
-            macs[i] = f["m"] * f["k"] * f["n"]
-        elif m == "spmatmul":  # the MACs of the kept weights
-            macs[i] = f["m"] * (f["k"] * f["pat_n"] // max(f["pat_m"], 1)) * f["n"]
-        elif m in DRAM_READERS:
-            dram_read += dma_words(m, f)
-        elif m in DRAM_WRITERS:
-            dram_written += dma_words(m, f)
+    for d in decoded:
+        read, written = d.instr.spec.dram_traffic(d.fields)
+        dram_read += read
+        dram_written += written
     return (units, cycles, macs, np.asarray(starts_l, dtype=np.int64),
             np.asarray(ends_l, dtype=np.int64), stall, leftover, dram_read, dram_written)
 
@@ -551,11 +505,9 @@ def _fast_plan(program, target, machine, max_instructions, check_races) -> _Fast
 def _decode_one(pc: int, instr: Instr, target: Target) -> _Decoded:
     """The reference decoding of one (already validated) instruction."""
     reads, writes = instr.footprint()
-    spans = [tuple(_region(instr, r) for r in regions if r.length > 0)
-             for regions in (reads, writes)]
     return _Decoded(pc, instr, int(instr.unit), _MASK_BITS[instr["wait"]],
                     _MASK_BITS[instr["signal"]], instruction_cycles(instr, target),
-                    SEMANTICS[instr.mnemonic], instr.fields, spans[0], spans[1])
+                    SEMANTICS[instr.mnemonic], instr.fields, reads, writes)
 
 
 @contextmanager

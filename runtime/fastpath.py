@@ -6,10 +6,11 @@ by instruction). This module computes the same run faster for the programs the c
 makes, and says "not me" (returns None) for everything else, which the reference path
 then runs, reporting errors with its messages:
 
-- Decoding: instructions are grouped by mnemonic and their fields gathered into integer
+- Decoding: instructions are grouped by opcode and their fields gathered into integer
   arrays; the static checks (token masks, operand fields, footprints against the memory
-  sizes) and the cycle counts (`timing.cycles_of`, whose formulas work on arrays) are
-  computed per group. Any failed check -> None.
+  sizes), the cycle counts (`timing.cycles_of`), the MACs and the DRAM traffic are computed
+  per group, by the same per-instruction formulas as the reference path (the ISA table's
+  and the timing model's, written to work on arrays). Any failed check -> None.
 - Timing: tokens of queue V->U are pushed in V's program order and popped in U's, so the
   k-th pop of U matches the k-th push of V, whatever the timing: the token graph is static.
   An instruction starts at max(end of the previous one on its unit, end of the producers of
@@ -23,114 +24,56 @@ then runs, reporting errors with its messages:
   started last before it (units are in order): found with one `searchsorted` per unit, the
   pairs that overlap in time are checked for a shared word on the bounding ranges of their
   footprints with array comparisons, and the few hits are confirmed or dismissed (strided
-  DMA rows may interleave) by the reference check, which raises its error for the first.
+  DMA rows may interleave) by the reference check (`Region.overlaps`, the one overlap test
+  of nmc.isa.footprint), which raises its error for the first.
 - Execution: `semantics.prepare` resolved every operand to a numpy view when decoding, so
   running an instruction is one call.
-
-The footprints are computed here per mnemonic in array form (`_FOOTPRINTS`); they must agree
-with `OpSpec.footprint` of the ISA table, which tests/test_emulator_fastpath.py checks on
-random instructions. A mnemonic without an array form uses `Instr.footprint()` per
-instruction.
 """
 
 from __future__ import annotations
 
 from operator import itemgetter
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 
-from nmc.isa.table import QUEUE_UNITS, Instr, Mem, VRowFn
+from nmc.isa.footprint import Region
+from nmc.isa.table import QUEUE_UNITS, Instr, Mem, OpSpec
 from nmc.isa.target import Target
 from nmc.runtime.semantics import (
     FN_ENUMS, ONCHIP_FIELDS, VALUE_CHECKED, operand_error, prepare,
 )
-from nmc.runtime.timing import (
-    DRAM_READERS, DRAM_WRITERS, cycles_of, dma_words, token_schedule,
-)
+from nmc.runtime.timing import cycles_of, token_schedule
 
 NUM_UNITS = len(QUEUE_UNITS)
 
-# A region in array form: (mem, start, length) of one footprint slot of every instruction
-# of a group; mem < 0 where the slot is empty.
-Slot = tuple[Any, Any, Any]
+# A region in array form: (mem, start, end) of one footprint slot of every instruction of a
+# group; mem < 0 where the slot is empty.
+Slot = tuple[np.ndarray, np.ndarray, np.ndarray]
 
 _ON_CHIP = (int(Mem.SPAD), int(Mem.ACC))
 
 
-def _strided_len(rows, cols, stride):
-    return np.where((rows == 0) | (cols == 0), 0, (rows - 1) * stride + cols)
+def per_instruction(value, count: int) -> np.ndarray:
+    """A fact of a group of `count` instructions as one int per instruction (a formula
+    gives a plain int where it does not depend on the fields)."""
+    return np.broadcast_to(np.asarray(value, np.int64), (count,))
 
 
-def _fp_load(f) -> tuple[list[Slot], list[Slot]]:
-    dram = (int(Mem.DRAM), f["dram"], _strided_len(f["rows"], f["cols"], f["stride"]))
-    local = (f["mem"], f["local"], f["rows"] * f["cols"])
-    return [dram], [local]
+def footprint_slots(spec: OpSpec, fields: dict[str, np.ndarray]
+                    ) -> tuple[list[Slot], list[Slot]]:
+    """The bounding ranges of the footprint regions of every instruction of one opcode (the
+    table's footprint evaluated on the field arrays), as slot arrays (empty slots and
+    regions without words have mem -1)."""
+    reads, writes = spec.footprint(fields)
+    g = len(fields["wait"])
 
+    def slot(region: Region) -> Slot:
+        mem, start, length, words = (per_instruction(x, g) for x in (
+            region.mem, region.start, region.length, region.words))
+        return np.where(words > 0, mem, -1), start, start + length
 
-def _fp_store(f):
-    reads, writes = _fp_load(f)
-    return writes, reads
-
-
-def _fp_matmul(f):
-    m, k, n = f["m"], f["k"], f["n"]
-    spad, acc = int(Mem.SPAD), int(Mem.ACC)
-    out_words = m * n
-    reads = [(spad, f["a"], m * k), (spad, f["w"], k * n),
-             (np.where(f["accumulate"] != 0, acc, -1), f["out"], out_words)]
-    return reads, [(acc, f["out"], out_words)]
-
-
-def _fp_vbin(f):
-    words = f["rows"] * f["cols"]
-    b_words = np.where(f["bcast"] != 0, f["cols"], words)
-    return ([(f["a_mem"], f["a"], words), (f["b_mem"], f["b"], b_words)],
-            [(f["dst_mem"], f["dst"], words)])
-
-
-def _fp_vun(f):
-    words = f["rows"] * f["cols"]
-    return [(f["src_mem"], f["src"], words)], [(f["dst_mem"], f["dst"], words)]
-
-
-def _fp_vrow(f):
-    words = f["rows"] * f["cols"]
-    param_mem = np.where(f["fn"] == int(VRowFn.LAYERNORM), int(Mem.SPAD), -1)
-    return ([(f["src_mem"], f["src"], words), (param_mem, f["param"], 2 * f["cols"])],
-            [(f["dst_mem"], f["dst"], words)])
-
-
-_FOOTPRINTS: dict[str, Callable] = {
-    "load": _fp_load, "store": _fp_store, "matmul": _fp_matmul,
-    "vbin": _fp_vbin, "vun": _fp_vun, "vrow": _fp_vrow,
-}
-
-def footprint_slots(mnemonic: str, fields: dict[str, np.ndarray],
-                    instrs: list[Instr]) -> tuple[list[Slot], list[Slot]]:
-    """The footprint of every instruction of one mnemonic as slot arrays (empty slots and
-    zero-length regions have mem -1)."""
-    fp = _FOOTPRINTS.get(mnemonic)
-    if fp is not None:
-        reads, writes = fp(fields)
-    else:  # no array form: the table's footprint, instruction by instruction
-        per = [i.footprint() for i in instrs]
-        reads, writes = [], []
-        for side, out in ((0, reads), (1, writes)):
-            width = max((len(p[side]) for p in per), default=0)
-            for s in range(width):
-                regs = [p[side][s] if s < len(p[side]) else None for p in per]
-                out.append((np.array([-1 if r is None else int(r.mem) for r in regs]),
-                            np.array([0 if r is None else r.start for r in regs]),
-                            np.array([0 if r is None else r.length for r in regs])))
-    g = len(instrs)
-
-    def norm(slot: Slot) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        mem, start, length = (np.broadcast_to(np.asarray(x, np.int64), (g,)) for x in slot)
-        mem = np.where(length > 0, mem, -1)
-        return mem, start, start + length
-
-    return [norm(s) for s in reads], [norm(s) for s in writes]
+    return [slot(r) for r in reads], [slot(r) for r in writes]
 
 
 class Plan:
@@ -203,7 +146,7 @@ def decode(instructions: list[Instr], target: Target, sizes: tuple[int, ...],
         enum = FN_ENUMS.get(mnemonic)
         if enum is not None and not np.all(np.isin(f["fn"], [int(e) for e in enum])):
             return None
-        reads, writes = footprint_slots(mnemonic, f, [instrs[pc] for pc in pcs])
+        reads, writes = footprint_slots(spec, f)
         for mem, start, end in reads + writes:
             live = mem >= 0
             if np.any(live & ((start < 0) | (end > size_arr[np.where(live, mem, 0)]))):
@@ -211,15 +154,11 @@ def decode(instructions: list[Instr], target: Target, sizes: tuple[int, ...],
         plan.unit[idx] = unit
         plan.wait[idx] = f["wait"]
         plan.signal[idx] = f["signal"]
-        plan.cycles[idx] = cycles_of(mnemonic, f, target)
-        if mnemonic == "matmul":
-            plan.macs[idx] = f["m"] * f["k"] * f["n"]
-        elif mnemonic == "spmatmul":  # the MACs of the kept weights
-            plan.macs[idx] = f["m"] * (f["k"] * f["pat_n"] // np.maximum(f["pat_m"], 1)) * f["n"]
-        elif mnemonic in DRAM_READERS:
-            plan.dram_read += int(np.sum(dma_words(mnemonic, f)))
-        elif mnemonic in DRAM_WRITERS:
-            plan.dram_written += int(np.sum(dma_words(mnemonic, f)))
+        plan.cycles[idx] = cycles_of(spec, f, target)
+        plan.macs[idx] = spec.macs(f)
+        read, written = spec.dram_traffic(f)
+        plan.dram_read += int(per_instruction(read, len(pcs)).sum())
+        plan.dram_written += int(per_instruction(written, len(pcs)).sum())
         slot_parts.append((idx, reads, writes))
 
     for side in ("reads", "writes"):

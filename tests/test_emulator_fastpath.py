@@ -31,7 +31,7 @@ def test_array_footprints_match_the_table(instr):
     if instr.mnemonic == "halt":
         return
     fields = {k: np.array([v], np.int64) for k, v in instr.fields.items()}
-    reads, writes = footprint_slots(instr.mnemonic, fields, [instr])
+    reads, writes = footprint_slots(instr.spec, fields)
     got = [sorted((int(m[0]), int(s[0]), int(e[0])) for m, s, e in slots if m[0] >= 0)
            for slots in (reads, writes)]
     assert got == _table_regions(instr)

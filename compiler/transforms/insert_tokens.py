@@ -2,9 +2,16 @@
 
 The units run their queues in order, so an instruction only needs a token for a hazard
 with another unit: read-after-write, write-after-read or write-after-write on overlapping
-words (`Instr.footprint`, from the ISA table). For each instruction and each other unit we
-find the latest conflicting instruction of that unit and wait for it; waiting for it
-implies everything before it on that unit has finished.
+words (`Instr.footprint`, from the ISA table; `hazard`, the overlap test the emulator's race
+check uses too). For each instruction and each other unit we find the latest conflicting
+instruction of that unit and wait for it; waiting for it implies everything before it on
+that unit has finished.
+
+Footprints are widened to their bounding ranges first (`bounding`), which is conservative:
+it may order accesses that the race check (exact footprints) accepts unordered, never the
+reverse. On the exact footprints some conflicts vanish (strided rows that interleave), the
+vector clocks then know less, and other tokens are needed: the attention kernels' programs
+would change (docs/ARCHITECTURE.md, "One source of truth", has the numbers).
 
 Tokens match FIFO per (producer, consumer) queue, so the producers a unit waits for must be
 strictly increasing in their own queue. We track, per unit, a vector clock of what it
@@ -22,18 +29,10 @@ from xdsl.context import Context
 from xdsl.dialects.builtin import ModuleOp
 from xdsl.passes import ModulePass
 
-from nmc.isa.table import QUEUE_UNITS, Instr, Region, Unit
+from nmc.isa.footprint import bounding, hazard
+from nmc.isa.table import QUEUE_UNITS, Instr, Unit
 
 UNIT_BIT = {unit: 1 << i for i, unit in enumerate(QUEUE_UNITS)}
-
-
-def _overlap(a: tuple[Region, ...], b: tuple[Region, ...]) -> bool:
-    return any(x.mem == y.mem and x.start < y.end and y.start < x.end for x in a for y in b)
-
-
-def _conflicts(earlier: tuple, later: tuple) -> bool:
-    (r1, w1), (r2, w2) = earlier, later
-    return _overlap(w1, r2) or _overlap(r1, w2) or _overlap(w1, w2)
 
 
 @dataclass
@@ -55,7 +54,7 @@ def assign_tokens(instrs: list[Instr]) -> list[Instr]:
         unit = instr.unit
         if unit not in history:  # halt: ends the stream, touches nothing
             continue
-        footprint = instr.footprint()
+        footprint = bounding(instr.footprint())
         clock = dict(known[unit])
         conflicts = []  # (producer, queue position) of the latest conflict on each unit
         for producer in QUEUE_UNITS:
@@ -63,7 +62,7 @@ def assign_tokens(instrs: list[Instr]) -> list[Instr]:
                 continue
             queue = history[producer]
             for pos in range(len(queue) - 1, clock[producer], -1):
-                if _conflicts(queue[pos].footprint, footprint):
+                if hazard(queue[pos].footprint, footprint):
                     conflicts.append((producer, pos))
                     break
         # Latest first: waiting for a recent instruction may imply an older conflict is done.
