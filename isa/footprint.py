@@ -5,9 +5,10 @@ A `Region` is a 2-D strided block: `rows` runs of `cols` consecutive words in `m
 first at `start`, each `stride` words after the previous one (a dense block is one row).
 The ISA table describes every instruction's footprint with regions (`OpSpec.footprint`);
 insert-tokens, the emulator's race check and its fast path all decide overlaps with
-`Region.overlaps` / `first_overlap` here, so they cannot disagree on what "touching the same
-words" means. Column tiles of one matrix (strided DMA rows that interleave) do not overlap
-although their bounding ranges do.
+`Region.overlaps` here, so they cannot disagree on what "touching the same words" means.
+Column tiles of one matrix (strided DMA rows that interleave) do not overlap although their
+bounding ranges do; insert-tokens asks on the bounding ranges (`bounding`: conservative,
+and the programs it makes stay as they were), the race check on the exact regions.
 
 A footprint formula may also be evaluated on arrays of field values (see
 `nmc.isa.fieldmath`); its regions then hold arrays, one element per instruction, and only
@@ -24,6 +25,8 @@ import numpy as np
 
 @dataclass(frozen=True)
 class Region:
+    """`rows` runs of `cols` words in `mem`, the first at `start`, `stride` words apart."""
+
     mem: Any  # Mem (an int array in array form)
     start: int
     cols: int
