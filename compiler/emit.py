@@ -8,21 +8,16 @@ the debug section from the `layer` attribute of consecutive instructions.
 
 from __future__ import annotations
 
-import json
 from typing import Mapping
 
 import numpy as np
 from xdsl.dialects.builtin import ModuleOp
 
 from nmc.compiler.frontend.weights import load_weights
-from nmc.compiler.dialects.nm import MODEL_ATTR
-from nmc.compiler.dialects.win import WINDOW_KEEP_ATTR
-from nmc.compiler.transforms.lower_nm_to_isa import (
-    LAYER_KINDS_ATTR, LAYER_WEIGHTS_ATTR, TARGET_ID_ATTR, TARGET_NAME_ATTR,
+from nmc.compiler.dialects.nm_attrs import (
+    LayoutAttr, dram_words, model_path, program_record, window_keep,
 )
-from nmc.compiler.transforms.prune_and_pack import parse_nm_pack
 from nmc.isa.table import nm_index_bits, nm_index_rows, nm_indices_per_word
-from nmc.compiler.transforms.plan_memory import DRAM_WORDS_ATTR
 from nmc.isa.container import LayerRange, Program, Symbol
 from nmc.isa.dialect import BufferOp, is_instruction_op, op_to_instr
 
@@ -57,26 +52,19 @@ def apply_layout(layout: str, weight: np.ndarray) -> np.ndarray:
     fn = LAYOUTS.get(layout)
     if fn is not None:
         return fn(weight)
-    pattern = parse_nm_pack(layout)
-    if pattern is None:
-        raise ValueError(f"unknown layout '{layout}'")
-    return pack_nm_words(weight, *pattern)
+    return pack_nm_words(weight, *LayoutAttr.from_text(layout).pattern)
 
 
-def _layer_meta(module: ModuleOp, buffers: dict[str, tuple[str, tuple[int, ...]]],
+def _layer_meta(layer_weights: dict[str, str], buffers: dict[str, tuple[str, tuple[int, ...]]],
                 weights: Mapping[str, np.ndarray]) -> dict:
     """Per linear layer: its weight's pattern, density and bytes in DRAM (META "layers")."""
-    attr = module.attributes.get(LAYER_WEIGHTS_ATTR)
-    if attr is None:
-        return {}
     layers = {}
-    for layer, param in attr.data.items():
-        param = param.data
+    for layer, param in layer_weights.items():
         if param not in buffers:
             continue
         layout, stored = buffers[param]
         dense = int(np.prod(np.shape(weights[param]))) if param in weights else 0
-        pattern = parse_nm_pack(layout)
+        pattern = LayoutAttr.from_text(layout).pattern
         n, m = pattern if pattern is not None else (1, 1)
         layers[layer] = {
             "pattern": f"{n}:{m}" if pattern is not None else "dense",
@@ -101,10 +89,12 @@ def module_to_program(module: ModuleOp, meta: dict | None = None,
                       weights: Mapping[str, np.ndarray] | None = None) -> Program:
     """`weights` (parameter name -> array) defaults to the tensors of the model file the
     module names (`nm.model`); tests that build nm IR by hand pass their own."""
-    attrs = module.attributes
+    record = program_record(module)
     if weights is None:
-        weights = load_weights(attrs[MODEL_ATTR].data)
-    kinds = {k: v.data for k, v in attrs[LAYER_KINDS_ATTR].data.items()}
+        path = model_path(module)
+        if path is None:
+            raise ValueError("the module names no model file to read the weights from")
+        weights = load_weights(path)
 
     instructions, layers, constants, symbols = [], [], [], []
     buffers: dict[str, tuple[str, tuple[int, ...]]] = {}
@@ -123,22 +113,22 @@ def module_to_program(module: ModuleOp, meta: dict | None = None,
                 symbols.append(Symbol(info.name, info.kind, tuple(info.shape), "f32", info.addr))
 
     return Program(
-        target_name=attrs[TARGET_NAME_ATTR].data,
-        target_id=attrs[TARGET_ID_ATTR].value.data,
-        dram_words=attrs[DRAM_WORDS_ATTR].value.data,
+        target_name=record.target_name,
+        target_id=record.target_id,
+        dram_words=dram_words(module),
         instructions=instructions,
         constants=constants,
         symbols=symbols,
-        debug=_layer_ranges(layers, kinds),
-        meta=_with_window_keep(_with_layers(meta, _layer_meta(module, buffers, weights)),
-                               module),
+        debug=_layer_ranges(layers, record.layer_kinds),
+        meta=_with_window_keep(
+            _with_layers(meta, _layer_meta(record.layer_weights, buffers, weights)), module),
     )
 
 
 def _with_window_keep(meta: dict, module: ModuleOp) -> dict:
-    attr = module.attributes.get(WINDOW_KEEP_ATTR)
-    if attr is not None:
-        meta.setdefault("window_keep", json.loads(attr.data))
+    ratios = window_keep(module)
+    if ratios is not None:
+        meta.setdefault("window_keep", ratios)
     return meta
 
 

@@ -22,6 +22,7 @@ from xdsl.dialects.func import FuncOp, ReturnOp
 from xdsl.ir import Operation
 
 from nmc.compiler.dialects import nm, win
+from nmc.compiler.dialects.nm_attrs import input_names, output_names
 from nmc.common.errors import NmcError
 
 
@@ -109,8 +110,7 @@ def interpret(module: ModuleOp, inputs: Mapping[str, np.ndarray],
     """The outputs (by name) of `@main` for `inputs` (by name), parameters from `weights`
     (arrays or float32 tensors, by parameter name)."""
     func = next(op for op in module.walk() if isinstance(op, FuncOp))
-    in_names = [a.data for a in func.attributes[nm.INPUT_NAMES_ATTR].data]
-    out_names = [a.data for a in func.attributes[nm.OUTPUT_NAMES_ATTR].data]
+    in_names, out_names = input_names(func), output_names(func)
     env = {arg: torch.as_tensor(np.asarray(inputs[name], np.float32))
            for arg, name in zip(func.body.block.args, in_names)}
     with torch.no_grad():

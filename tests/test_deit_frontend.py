@@ -29,6 +29,7 @@ from xdsl.utils.exceptions import VerifyException
 from nmc.compiler.cli import main
 from nmc.compiler.dialects import nm
 from nmc.compiler.dialects.context import make_context
+from nmc.compiler.dialects.nm_attrs import model_path
 from nmc.compiler.errors import FrontendError, UnsupportedOpsError
 from nmc.compiler.frontend import import_model, import_nm, load_weights
 from nmc.compiler.transforms.raise_torch_to_nm import RaiseTorchToNm
@@ -68,7 +69,7 @@ def _print(module: ModuleOp, *, debuginfo: bool = False) -> str:
 def _body(module: ModuleOp) -> str:
     """The printed module without the model path (which differs between files)."""
     return "\n".join(
-        line for line in _print(module).splitlines() if nm.MODEL_ATTR not in line
+        line for line in _print(module).splitlines() if model_path(module) not in line
     )
 
 

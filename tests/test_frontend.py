@@ -12,7 +12,7 @@ import torch
 from hypothesis import given
 from hypothesis import strategies as st
 from torch import nn
-from xdsl.dialects.builtin import Float32Type, ModuleOp, StringAttr
+from xdsl.dialects.builtin import Float32Type, ModuleOp
 from xdsl.dialects.func import FuncOp, ReturnOp
 from xdsl.dialects import test as xdsl_test
 from xdsl.parser import Parser
@@ -22,6 +22,7 @@ from xdsl.utils.exceptions import VerifyException
 from nmc.compiler.dialects import nm
 from nmc.compiler.dialects import torch as tt
 from nmc.compiler.dialects.context import make_context
+from nmc.compiler.dialects.nm_attrs import input_names, model_path, output_names, param_arg_key
 from nmc.compiler.frontend import (
     import_model,
     import_nm,
@@ -114,9 +115,9 @@ def test_only_builtin_func_nm_ops_remain(nm_module: ModuleOp) -> None:
 
 def test_signature_and_attributes(nm_module: ModuleOp, mlp_path: Path) -> None:
     func = _main(nm_module)
-    assert nm_module.attributes[nm.MODEL_ATTR] == StringAttr(str(mlp_path.absolute()))
-    assert [a.data for a in func.attributes[nm.INPUT_NAMES_ATTR].data] == ["x"]
-    assert [a.data for a in func.attributes[nm.OUTPUT_NAMES_ATTR].data] == ["output"]
+    assert model_path(nm_module) == str(mlp_path.absolute())
+    assert input_names(func) == ["x"]
+    assert output_names(func) == ["output"]
     assert [tuple(t.get_shape()) for t in func.function_type.inputs.data] == [(1, TOKENS, DIM)]
     assert [tuple(t.get_shape()) for t in func.function_type.outputs.data] == [(1, TOKENS, DIM)]
     assert func.arg_attrs is None
@@ -158,10 +159,10 @@ def test_torch_level_import(mlp_path: Path) -> None:
     module = import_model(mlp_path)
     func = _main(module)
     params = [
-        attrs.data.get(nm.PARAM_ARG_ATTR)
+        param_arg_key(attrs)
         for attrs in func.arg_attrs.data  # type: ignore[union-attr]
     ]
-    assert [p.data if p else None for p in params] == [
+    assert params == [
         "norm.weight", "norm.bias", "fc1.weight", "fc1.bias", "fc2.weight", "fc2.bias", None
     ]
     linears = [op for op in func.walk() if isinstance(op, tt.AtenLinearOp)]
@@ -246,7 +247,7 @@ def test_nested_layer_names(tmp_path: Path) -> None:
     )
     assert head.bias is not None and proj.bias is None
     func = _main(module)
-    assert [a.data for a in func.attributes[nm.OUTPUT_NAMES_ATTR].data] == ["output_0", "output_1"]
+    assert output_names(func) == ["output_0", "output_1"]
 
 
 def test_assign_layer_names() -> None:

@@ -11,19 +11,16 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-from xdsl.dialects.builtin import (
-    ArrayAttr, DictionaryAttr, FunctionType, IntegerAttr, ModuleOp, StringAttr, i64,
-)
+from xdsl.dialects.builtin import FunctionType, ModuleOp
 from xdsl.dialects.func import FuncOp, ReturnOp
 from xdsl.ir import Block, Region
 
 from nmc.compiler.dialects.nm import (
-    INPUT_NAMES_ATTR, MODEL_ATTR, OUTPUT_NAMES_ATTR, AddOp, AttentionOp, ConcatOp, LinearOp,
-    ParamOp, PatchEmbedOp, SelectOp, f32_tensor,
+    AddOp, AttentionOp, ConcatOp, LinearOp, ParamOp, PatchEmbedOp, SelectOp, f32_tensor,
 )
+from nmc.compiler.dialects.nm_attrs import has_tiling, set_io_names, set_model_path, set_tiling
 from nmc.compiler.emit import module_to_program
 from nmc.compiler.pipeline import make_context, run_pipeline
-from nmc.compiler.transforms.schedule_tiles import TILE_ATTR
 from nmc.isa.table import Instr, Mem
 from nmc.isa.target import TARGETS_DIR, load_target
 from nmc.runtime.emulator import run_program
@@ -57,20 +54,17 @@ def compile_nm(inputs: dict[str, tuple[int, ...]], params: dict[str, np.ndarray]
     block.add_ops(ops)
     func = FuncOp("main", FunctionType.from_lists([a.type for a in block.args],
                                                   [r.type for r in results]), Region(block))
-    func.attributes[INPUT_NAMES_ATTR] = ArrayAttr([StringAttr(n) for n in inputs])
-    func.attributes[OUTPUT_NAMES_ATTR] = ArrayAttr(
-        [StringAttr(f"out{i}") for i in range(len(results))])
+    set_io_names(func, inputs, [f"out{i}" for i in range(len(results))])
     module = ModuleOp([func])
-    module.attributes[MODEL_ATTR] = StringAttr("<hand-built>")
+    set_model_path(module, "<hand-built>")
     module.verify()
     spec = BACKEND % (f'"{target}"', f'"{target}"')
     if tiling is not None:
         first, rest = spec.split(",", 1)
         run_pipeline(module, first, make_context())
         for op in module.walk():
-            if TILE_ATTR in op.attributes:
-                op.attributes[TILE_ATTR] = DictionaryAttr(
-                    {k: IntegerAttr(v, i64) for k, v in tiling.items()})
+            if has_tiling(op):
+                set_tiling(op, tiling)
         spec = rest
     run_pipeline(module, spec, make_context())
     return module_to_program(module, weights=params)

@@ -7,10 +7,8 @@ import numpy as np
 import pytest
 import torch
 
-from xdsl.dialects.builtin import DictionaryAttr, IntegerAttr, i64
-
 from nmc.compiler.dialects.nm import LinearOp
-from nmc.compiler.transforms.schedule_tiles import TILE_ATTR
+from nmc.compiler.dialects.nm_attrs import set_tiling
 from nmc.isa.container import program_from_bytes, program_to_bytes
 from nmc.common.errors import NmcError
 from nmc.isa.table import Instr, Mem
@@ -54,8 +52,7 @@ def compile_sparse(path, config: dict[str, tuple[int, int]], target: str = "sta_
     run_pipeline(module, ",".join(spec[1:at]), ctx)
     for op in module.walk():
         if isinstance(op, LinearOp) and op.layer_name in (tilings or {}):
-            op.attributes[TILE_ATTR] = DictionaryAttr(
-                {k: IntegerAttr(v, i64) for k, v in tilings[op.layer_name].items()})
+            set_tiling(op, tilings[op.layer_name])
     run_pipeline(module, ",".join(spec[at:]), ctx)
     return module_to_program(module, {"model": str(path)})
 

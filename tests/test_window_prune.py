@@ -268,7 +268,7 @@ def test_scatter_writes_into_its_table_when_the_table_is_dead(micro):
     windows is not used after the scatter), so the kernel copies nothing but the kept
     windows."""
     from nmc.compiler.dialects.win import ScatterOp
-    from nmc.compiler.transforms.plan_memory import ADDR_ATTR
+    from nmc.compiler.dialects.nm_attrs import dram_addr_of_op
 
     seen = []
 
@@ -276,8 +276,7 @@ def test_scatter_writes_into_its_table_when_the_table_is_dead(micro):
         if name == "plan-memory":
             for op in module.walk():
                 if isinstance(op, ScatterOp):
-                    seen.append((op.attributes[ADDR_ATTR].value.data,
-                                 op.table.owner.attributes[ADDR_ATTR].value.data))
+                    seen.append((dram_addr_of_op(op), dram_addr_of_op(op.table.owner)))
 
     compile_model(micro[2], after_pass=after, window={"keep": "0.5"})
     assert len(seen) == 4 and all(result == table for result, table in seen)

@@ -27,7 +27,8 @@ dim), computes softmax(q . k^T * scale) . v per head and merges the heads back: 
 `nm.select` is x[:, index] -> [B, D].
 
 The module carries the `nm.model` attribute (path of the model file, from which `nm.param`
-values are read by name) and `func.func @main` carries `nm.input_names` / `nm.output_names`.
+values are read by name) and `func.func @main` carries `nm.input_names` / `nm.output_names`;
+these and the attributes later passes add are defined, typed and accessed in nm_attrs.py.
 
 Python accessors: `ParamOp.param_name` (the `name` property; `name` itself is the op name),
 `LinearOp.input/weight/bias/result/layer/sparsity` + `sparsity_pattern` ((N, M) or None), `LayerNormOp.input/gamma/beta/result/layer/eps`,
@@ -74,13 +75,7 @@ from xdsl.irdl import (
 from xdsl.traits import Pure
 from xdsl.utils.exceptions import VerifyException
 
-# Attribute names carried by the module and the main function.
-MODEL_ATTR = "nm.model"
-INPUT_NAMES_ATTR = "nm.input_names"
-OUTPUT_NAMES_ATTR = "nm.output_names"
-# Argument attribute of the torch-level `@main` (set by the frontend, consumed by
-# raise-torch-to-nm): the state_dict key of a parameter / buffer / constant argument.
-PARAM_ARG_ATTR = "nm.param"
+from nmc.compiler.dialects.nm_attrs import NM_ATTRS
 
 GELU_APPROXIMATIONS = ("none", "tanh")
 LINEAR_ACTIVATIONS = {"gelu": "none", "gelu_tanh": "tanh"}
@@ -871,7 +866,7 @@ COMPUTE_OPS: tuple[type[_ComputeOp], ...] = (
     MeanOp,
 )
 
-NM = Dialect("nm", [ParamOp, ReshapeOp, *COMPUTE_OPS], [])
+NM = Dialect("nm", [ParamOp, ReshapeOp, *COMPUTE_OPS], list(NM_ATTRS))
 
 __all__ = [
     "NM",
@@ -888,10 +883,6 @@ __all__ = [
     "PermuteRowsOp",
     "MeanOp",
     "COMPUTE_OPS",
-    "MODEL_ATTR",
-    "INPUT_NAMES_ATTR",
-    "OUTPUT_NAMES_ATTR",
-    "PARAM_ARG_ATTR",
     "GELU_APPROXIMATIONS",
     "LINEAR_ACTIVATIONS",
     "broadcasts_to",

@@ -203,11 +203,6 @@ class ScatterOp(_WindowTableOp):
         self._check_result_shape(table)
 
 
-WINDOW_KEEP_ATTR = "nm.window_keep"
-"""Module attribute set by window-prune: the keep ratio of every Swin block, as JSON
-({block: ratio}); nmc compile copies it into the program's meta ("window_keep")."""
-
-
 def block_words(shape: tuple[int, ...]) -> int:
     """Words of one block (one window) of a table [W, ...]."""
     return math.prod(shape[1:])

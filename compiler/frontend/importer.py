@@ -31,7 +31,7 @@ from pathlib import Path
 import torch
 from torch.export import ExportedProgram
 from torch.export.graph_signature import InputKind
-from xdsl.dialects.builtin import ArrayAttr, DictionaryAttr, ModuleOp, StringAttr
+from xdsl.dialects.builtin import ArrayAttr, ModuleOp
 from xdsl.context import Context
 from xdsl.dialects.func import FuncOp
 from xdsl.ir import Attribute
@@ -39,12 +39,7 @@ from xdsl.parser import Parser
 from xdsl.utils.exceptions import ParseError
 
 from nmc.compiler.dialects.context import make_context
-from nmc.compiler.dialects.nm import (
-    INPUT_NAMES_ATTR,
-    MODEL_ATTR,
-    OUTPUT_NAMES_ATTR,
-    PARAM_ARG_ATTR,
-)
+from nmc.compiler.dialects.nm_attrs import param_arg_attrs, set_io_names, set_model_path
 from nmc.compiler.errors import FrontendError
 from nmc.compiler.frontend.loader import load_exported_program
 
@@ -237,20 +232,15 @@ def annotate_module(module: ModuleOp, ep: ExportedProgram, model_path: str | Non
     arg_attrs: list[Attribute] = []
     inputs: list[str] = []
     for spec in specs:
-        attrs: dict[str, Attribute] = {}
         if spec.kind == InputKind.USER_INPUT:
             inputs.append(spec.arg.name)
+            arg_attrs.append(param_arg_attrs(None))
         else:
-            attrs[PARAM_ARG_ATTR] = StringAttr(str(spec.target))
-        arg_attrs.append(DictionaryAttr(attrs))
+            arg_attrs.append(param_arg_attrs(str(spec.target)))
     func.arg_attrs = ArrayAttr(arg_attrs)
-    n_out = len(func.function_type.outputs.data)
-    func.attributes[INPUT_NAMES_ATTR] = ArrayAttr([StringAttr(n) for n in inputs])
-    func.attributes[OUTPUT_NAMES_ATTR] = ArrayAttr(
-        [StringAttr(n) for n in output_names(n_out)]
-    )
+    set_io_names(func, inputs, output_names(len(func.function_type.outputs.data)))
     if model_path is not None:
-        module.attributes[MODEL_ATTR] = StringAttr(model_path)
+        set_model_path(module, model_path)
 
 
 def import_exported_program(

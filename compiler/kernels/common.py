@@ -23,10 +23,6 @@ from nmc.isa.table import Instr, Mem, Unit
 from nmc.isa.target import Target
 from nmc.runtime.timing import instruction_cycles, token_schedule
 
-SCRATCH_ATTR = "nm.scratch"
-"""DRAM address of an op's scratch space (set by plan-memory for kernels that ask for one
-through `Kernel.scratch_words`)."""
-
 ALIGN_WORDS = 16
 """On-chip buffers start at multiples of this, so every buffer is a whole number of
 vector-lane rows and buffers never share a word."""

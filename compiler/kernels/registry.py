@@ -4,7 +4,7 @@
 through this table, so adding an op to the backend means adding one entry here.
 `plan-memory` asks `transposed` (weights the kernel wants stored [K, N]) and
 `scratch_words` (DRAM the kernel needs for itself while it runs; its address is the op's
-`nm.scratch` attribute, see `scratch_of`).
+`nm.scratch` attribute, `nm_attrs.scratch_addr`).
 """
 
 from __future__ import annotations
@@ -19,8 +19,8 @@ from nmc.compiler.dialects.nm import (
     AddOp, AttentionOp, ConcatOp, GeluOp, LayerNormOp, LinearOp, MeanOp, PatchEmbedOp,
     PermuteRowsOp, SelectOp, tensor_shape,
 )
+from nmc.compiler.dialects.nm_attrs import scratch_addr
 from nmc.compiler.kernels.attention import choose_attention_tiling, emit_attention
-from nmc.compiler.kernels.common import SCRATCH_ATTR
 from nmc.compiler.kernels.copy import (
     choose_copy_tiling, concat_copies, emit_concat, emit_permute_rows, emit_select,
     permute_rows_copies, select_copies,
@@ -53,14 +53,6 @@ class Kernel:
     transposed: Callable[[Operation], list[SSAValue]] = lambda op: []
     # DRAM words of scratch space the kernel needs while it runs (0: none)
     scratch_words: Callable[[Operation], int] = lambda op: 0
-
-
-def scratch_of(op: Operation) -> int:
-    """The DRAM address plan-memory gave the op's scratch space."""
-    attr = op.attributes.get(SCRATCH_ATTR)
-    if attr is None:
-        raise ValueError(f"{op.name} has no {SCRATCH_ATTR}: run plan-memory first")
-    return attr.value.data
 
 
 def _rows_cols(value: SSAValue) -> tuple[int, int]:
@@ -184,7 +176,7 @@ def _choose_patch_embed(op: PatchEmbedOp, target: Target) -> dict:
 def _emit_patch_embed(op: PatchEmbedOp, tiling: dict, addr: AddrOf, target: Target):
     return emit_patch_embed(tensor_shape(op.input), tensor_shape(op.weight), tiling,
                             addr(op.input), addr(op.weight), addr(op.bias), addr(op.result),
-                            scratch_of(op), target)
+                            scratch_addr(op), target)
 
 
 def _patch_embed_scratch(op: PatchEmbedOp) -> int:

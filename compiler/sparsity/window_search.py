@@ -15,11 +15,12 @@ from __future__ import annotations
 import sys
 
 import numpy as np
-from xdsl.dialects.builtin import IntegerAttr, ModuleOp, StringAttr
+from xdsl.dialects.builtin import ModuleOp
 from xdsl.dialects.func import FuncOp
 from xdsl.ir import Operation
 
-from nmc.compiler.dialects.nm import INPUT_NAMES_ATTR, MODEL_ATTR, tensor_shape
+from nmc.compiler.dialects.nm import tensor_shape
+from nmc.compiler.dialects.nm_attrs import has_scratch, input_names, model_path, set_scratch_addr
 from nmc.compiler.sparsity import sparsevit
 from nmc.compiler.transforms.window_prune import (
     SCORING_OPS, SwinBlock, WindowPruneError, apply_ratios, stages_of, swin_blocks,
@@ -71,9 +72,7 @@ def latency_model(module: ModuleOp, blocks: list[SwinBlock], target) -> sparsevi
 def _op_cycles(op: Operation, target, cache: dict) -> float:
     """The estimated cycles of an op's kernel (kernels.common.estimate_cycles), memoised
     by op kind, types and properties (blocks of a stage repeat the same shapes)."""
-    from xdsl.dialects.builtin import IntegerAttr
-
-    from nmc.compiler.kernels.common import SCRATCH_ATTR, estimate_cycles
+    from nmc.compiler.kernels.common import estimate_cycles
     from nmc.compiler.kernels.registry import KERNELS
 
     kernel = KERNELS.get(op.name)
@@ -82,8 +81,8 @@ def _op_cycles(op: Operation, target, cache: dict) -> float:
     key = (op.name, tuple(str(v.type) for v in (*op.operands, *op.results)),
            tuple(sorted((k, str(v)) for k, v in op.properties.items() if k != "layer")))
     if key not in cache:
-        if kernel.scratch_words(op) and SCRATCH_ATTR not in op.attributes:
-            op.attributes[SCRATCH_ATTR] = IntegerAttr(0, 64)  # any address: only timing
+        if kernel.scratch_words(op) and not has_scratch(op):
+            set_scratch_addr(op, 0)  # any address: only timing
         tiling = kernel.choose(op, target)
         cache[key] = float(estimate_cycles(kernel.emit(op, tiling, lambda v: 0, target),
                                            target))
@@ -99,17 +98,17 @@ def searched_ratios(module: ModuleOp, blocks: list[SwinBlock], fraction: float, 
     from nmc.compiler.interpret import interpret
     from nmc.compiler.sparsity.sensitivity import load_calibration
 
-    model_attr = module.attributes.get(MODEL_ATTR)
-    if not isinstance(model_attr, StringAttr):
-        raise WindowPruneError("--window-keep sparsevit needs the model file (the module has "
-                               f"no {MODEL_ATTR} attribute)")
+    model = model_path(module)
+    if model is None:
+        raise WindowPruneError("--window-keep sparsevit needs the model file (the module does "
+                               "not name one)")
     func = next(o for o in module.walk() if isinstance(o, FuncOp))
     if len(func.args) != 1:
         raise WindowPruneError("--window-keep sparsevit needs a model with exactly one input")
     inputs = [x.numpy() for x in load_calibration(calib, tensor_shape(func.args[0]))]
     weights = {k: torch.tensor(np.asarray(v, np.float32))
-               for k, v in load_weights(model_attr.data).items()}
-    in_name = func.attributes[INPUT_NAMES_ATTR].data[0].data
+               for k, v in load_weights(model).items()}
+    in_name = input_names(func)[0]
 
     def outputs(m: ModuleOp) -> list[np.ndarray]:
         return [next(iter(interpret(m, {in_name: x}, weights).values())) for x in inputs]

@@ -21,17 +21,18 @@ from dataclasses import dataclass
 from math import prod
 
 from xdsl.context import Context
-from xdsl.dialects.builtin import ModuleOp, StringAttr
+from xdsl.dialects.builtin import ModuleOp
 from xdsl.dialects.func import FuncOp, ReturnOp
 from xdsl.passes import ModulePass
 
-from nmc.compiler.dialects.nm import MODEL_ATTR, LinearOp, ParamOp, tensor_shape
+from nmc.compiler.dialects.nm import LinearOp, ParamOp, tensor_shape
+from nmc.compiler.dialects.nm_attrs import model_path
 from nmc.compiler.sparsity.cost import LinearDims, linear_cycles, linear_macs
 from nmc.compiler.sparsity.spec import (
     Pattern, SparsityError, check_supported, config_to_json, format_pattern, parse_pattern,
     parse_spec, read_config,
 )
-from nmc.compiler.transforms.target_option import DEFAULT_TARGET, cached_target
+from nmc.compiler.transforms.target_option import resolve_target
 from nmc.isa.target import Target
 
 HEAD_NAMES = ("head", "classifier")
@@ -150,11 +151,11 @@ def elsa_config(module: ModuleOp, budget: str, factor: float, calib: str,
     from nmc.compiler.sparsity.elsa import LayerChoices, search
     from nmc.compiler.sparsity.sensitivity import Sensitivity
 
-    model = module.attributes.get(MODEL_ATTR)
-    if not isinstance(model, StringAttr):
-        raise SparsityError("--sparsity elsa needs the model file (the module has no "
-                            f"{MODEL_ATTR} attribute)")
-    sens = Sensitivity(model.data, calib, _input_shape(module))
+    model = model_path(module)
+    if model is None:
+        raise SparsityError("--sparsity elsa needs the model file (the module does not name "
+                            "one)")
+    sens = Sensitivity(model, calib, _input_shape(module))
     cand, fixed = candidates(module, budget, target)
     layers = [LayerChoices(c.name, c.patterns, sens.errors(c.param, c.patterns), c.costs)
               for c in cand]
@@ -180,14 +181,14 @@ class AssignSparsity(ModulePass):
 
     spec: str = ""
     calib: str = ""
-    target: str = DEFAULT_TARGET
+    target: str = ""  # "": the module's target (nm.target), else DEFAULT_TARGET
     out: str = ""
     report: bool = False
 
     def apply(self, ctx: Context, op: ModuleOp) -> None:
+        target = resolve_target(op, self.target, self.name)
         if not self.spec:
             return
-        target = cached_target(self.target)
         spec = parse_spec(self.spec)
         rows = None
         if spec.kind == "uniform":

@@ -12,11 +12,11 @@ that lives only during the op (it never overlaps the op's operands or result) an
 address is the op's `nm.scratch`. An `nm.reshape` is a view: its result gets the address of
 its input, whose space lives until the last use of either.
 
-Results: `nm.addr` on every nm.param and compute op (its result), `nm.layout` on params
-("identity", or "transpose" where a kernel asks for it; an `nm_pack:N:M` layout set by
-prune-and-pack is kept, and the param gets the packed size, `param_words`), `nm.scratch` on ops with scratch
-space, `nm.input_addrs` on the function and `nm.dram_words` (the DRAM the program needs)
-on the module. On-chip memory is planned per kernel by the kernels themselves
+Results (nm_attrs): `nm.addr` on every nm.param and compute op (its result), `nm.layout`
+on params (identity, or transpose where a kernel asks for it; a packed N:M layout set by
+prune-and-pack is kept, and the param gets the packed size, `param_words`), `nm.scratch`
+on ops with scratch space, `nm.input_addrs` on the function and `nm.dram_words` (the DRAM
+the program needs) on the module. On-chip memory is planned per kernel by the kernels themselves
 (compiler/kernels/common.py).
 """
 
@@ -26,21 +26,20 @@ from dataclasses import dataclass
 from math import prod
 
 from xdsl.context import Context
-from xdsl.dialects.builtin import ArrayAttr, IntegerAttr, ModuleOp, StringAttr, i64
+from xdsl.dialects.builtin import ModuleOp
 from xdsl.dialects.func import FuncOp, ReturnOp
 from xdsl.ir import Operation, SSAValue
 from xdsl.passes import ModulePass
 
 from nmc.compiler.dialects.nm import ParamOp, ReshapeOp, tensor_shape
+from nmc.compiler.dialects.nm_attrs import (
+    IDENTITY, TRANSPOSE, LayoutAttr, dram_addr, dram_addr_of_op, layout, set_dram_addr,
+    set_dram_words, set_input_addrs, set_layout, set_scratch_addr,
+)
 from nmc.compiler.dialects.win import ScatterOp
-from nmc.compiler.kernels.common import SCRATCH_ATTR
 from nmc.compiler.kernels.registry import KERNELS
 
 DRAM_ALIGN = 64
-ADDR_ATTR = "nm.addr"
-LAYOUT_ATTR = "nm.layout"
-INPUT_ADDRS_ATTR = "nm.input_addrs"
-DRAM_WORDS_ATTR = "nm.dram_words"
 
 
 def _aligned(words: int) -> int:
@@ -85,11 +84,10 @@ def param_words(param: ParamOp) -> int:
     """DRAM words (unaligned) a parameter takes in its layout (packed N:M: values plus
     index words)."""
     from nmc.compiler.kernels.linear import nm_packed_shape
-    from nmc.compiler.transforms.prune_and_pack import parse_nm_pack
 
     shape = tensor_shape(param.result)
-    layout = param.attributes.get(LAYOUT_ATTR)
-    pattern = parse_nm_pack(layout.data) if layout is not None else None
+    chosen = layout(param)
+    pattern = chosen.pattern if chosen is not None else None
     if pattern is None:
         return prod(shape)
     return prod(nm_packed_shape(shape[1], shape[0], pattern))
@@ -118,14 +116,6 @@ def _in_place_operand(o: Operation, index: int, last_use: dict, outputs: set,
     return table
 
 
-def address_of(value: SSAValue, func: FuncOp) -> int:
-    """The DRAM address plan-memory gave `value` (a function argument or an op result)."""
-    owner = value.owner
-    if owner is func.body.block:
-        return func.attributes[INPUT_ADDRS_ATTR].data[value.index].value.data
-    return owner.attributes[ADDR_ATTR].value.data
-
-
 @dataclass(frozen=True)
 class PlanMemory(ModulePass):
     name = "plan-memory"
@@ -141,24 +131,22 @@ class PlanMemory(ModulePass):
         top = 0
         for o in ops:
             if isinstance(o, ParamOp):
-                o.attributes[ADDR_ATTR] = IntegerAttr(top, i64)
-                packed = LAYOUT_ATTR in o.attributes and o.attributes[LAYOUT_ATTR].data.startswith(
-                    "nm_pack:")
-                if not packed:
-                    layout = "transpose" if o.result in transposed else "identity"
-                    o.attributes[LAYOUT_ATTR] = StringAttr(layout)
+                set_dram_addr(o, top)
+                chosen = layout(o)
+                if chosen is None or chosen.pattern is None:  # a packed layout is kept
+                    set_layout(o, LayoutAttr(TRANSPOSE if o.result in transposed else IDENTITY))
                 top += _aligned(param_words(o))
 
         input_addrs = []
         for arg in block.args:
-            input_addrs.append(IntegerAttr(top, i64))
+            input_addrs.append(top)
             top += _words(arg)
-        func.attributes[INPUT_ADDRS_ATTR] = ArrayAttr(input_addrs)
+        set_input_addrs(func, input_addrs)
 
         for value in outputs:
             if isinstance(value.owner, ParamOp) or value.owner is block:
                 continue  # returned unchanged: already has an address
-            value.owner.attributes[ADDR_ATTR] = IntegerAttr(top, i64)
+            set_dram_addr(value.owner, top)
             top += _words(value)
 
         last_use = {}
@@ -172,22 +160,22 @@ class PlanMemory(ModulePass):
             in_place = _in_place_operand(o, index, last_use, outputs, block)
             for result in o.results:
                 if in_place is not None:  # the result takes over the operand's space
-                    o.attributes[ADDR_ATTR] = in_place.owner.attributes[ADDR_ATTR]
+                    set_dram_addr(o, dram_addr_of_op(in_place.owner))
                 elif result not in outputs:
-                    o.attributes[ADDR_ATTR] = IntegerAttr(temps.alloc(_words(result)), i64)
+                    set_dram_addr(o, temps.alloc(_words(result)))
             kernel = KERNELS.get(o.name)
             scratch = _aligned(kernel.scratch_words(o)) if kernel is not None else 0
             if scratch:
                 scratch_addr = temps.alloc(scratch)
-                o.attributes[SCRATCH_ATTR] = IntegerAttr(scratch_addr, i64)
+                set_scratch_addr(o, scratch_addr)
             for operand in {_storage(x) for x in o.operands} - {in_place}:
                 owner = operand.owner
                 if (last_use.get(operand) == index and operand not in outputs
                         and owner is not block and not isinstance(owner, ParamOp)):
-                    temps.release(owner.attributes[ADDR_ATTR].value.data, _words(operand))
+                    temps.release(dram_addr_of_op(owner), _words(operand))
             if scratch:
                 temps.release(scratch_addr, scratch)
         for o in ops:
             if isinstance(o, ReshapeOp):
-                o.attributes[ADDR_ATTR] = IntegerAttr(address_of(_storage(o.result), func), i64)
-        op.attributes[DRAM_WORDS_ATTR] = IntegerAttr(max(temps.top, DRAM_ALIGN), i64)
+                set_dram_addr(o, dram_addr(_storage(o.result), func))
+        set_dram_words(op, max(temps.top, DRAM_ALIGN))

@@ -2,8 +2,8 @@
 
 For each `nm.linear` whose `sparsity` property is a sparse N:M pattern (N < M; set by
 `assign-sparsity` or by hand), the pass checks that the target's matrix unit supports the
-pattern and that K is a multiple of M, and marks the weight's `nm.param` with the layout
-`nm_pack:N:M` (`nm.layout`). The values themselves are computed at emission, from the
+pattern and that K is a multiple of M, and marks the weight's `nm.param` with the packed
+layout `#nm.layout<nm_pack N:M, f32>` (`nm_attrs.set_layout`). The values themselves are computed at emission, from the
 model's weights (`nmc.models.nm_sparsity.pack_nm`: per group of M weights along K the N of
 largest magnitude, ties to the lower index), so the pass only decides; `plan-memory`
 allocates the packed size and `lower-nm-to-isa` emits the sparse kernel (`spmatmul`).
@@ -15,45 +15,27 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from xdsl.context import Context
-from xdsl.dialects.builtin import ModuleOp, StringAttr
+from xdsl.dialects.builtin import ModuleOp
 from xdsl.passes import ModulePass
 
 from nmc.compiler.dialects.nm import LinearOp, ParamOp, tensor_shape
+from nmc.compiler.dialects.nm_attrs import NM_PACK, LayoutAttr, set_layout
 from nmc.compiler.kernels.registry import linear_pattern
-from nmc.compiler.transforms.target_option import DEFAULT_TARGET, TARGET_ATTR, cached_target
+from nmc.compiler.transforms.target_option import resolve_target
 from nmc.compiler.sparsity.spec import SparsityError, check_supported, format_pattern
-
-LAYOUT_ATTR = "nm.layout"  # the same attribute plan-memory writes
-NM_PACK = "nm_pack"
-
-
-def nm_pack_layout(n: int, m: int) -> str:
-    return f"{NM_PACK}:{n}:{m}"
-
-
-def parse_nm_pack(layout: str) -> tuple[int, int] | None:
-    """(N, M) of an `nm_pack:N:M` layout, None for any other layout."""
-    parts = layout.split(":")
-    if len(parts) != 3 or parts[0] != NM_PACK:
-        return None
-    try:
-        return int(parts[1]), int(parts[2])
-    except ValueError:
-        return None
 
 
 @dataclass(frozen=True)
 class PruneAndPack(ModulePass):
     name = "prune-and-pack"
 
-    target: str = DEFAULT_TARGET
+    target: str = ""  # "": the module's target (nm.target), else DEFAULT_TARGET
 
     def apply(self, ctx: Context, op: ModuleOp) -> None:
+        target = resolve_target(op, self.target, self.name)
         linears = [o for o in op.walk() if isinstance(o, LinearOp)]
         if not any(linear_pattern(o) for o in linears):
             return  # dense model: nothing to do
-        name = op.attributes[TARGET_ATTR].data if TARGET_ATTR in op.attributes else self.target
-        target = cached_target(name)
         chosen: dict = {}  # weight value -> (pattern, layer)
         for lin in linears:
             pattern = linear_pattern(lin)
@@ -85,4 +67,4 @@ class PruneAndPack(ModulePass):
                     raise SparsityError(
                         f"weight of layer '{layer}' is also used by {use.operation.name}; "
                         f"it cannot be stored {format_pattern(pattern)} packed")
-            value.owner.attributes[LAYOUT_ATTR] = StringAttr(nm_pack_layout(*pattern))
+            set_layout(value.owner, LayoutAttr(NM_PACK, *pattern))

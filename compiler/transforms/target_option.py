@@ -1,15 +1,51 @@
-"""The `target` option shared by the passes that need the machine description."""
+"""The `target` option shared by the passes that need the machine description, and the
+rule that makes the module's target (`nm.target`) the one every pass works for.
 
+The target is set once per module: the first pass that needs one records it (its option,
+else DEFAULT_TARGET); a later pass without the option uses the module's, and a pass whose
+option names a different machine is an error, not a silent switch half-way through a
+compilation (tilings chosen for one machine, code emitted for another).
+"""
+
+from dataclasses import replace
 from functools import lru_cache
 
+from xdsl.ir import Operation
+
+from nmc.common.errors import NmcError
+from nmc.compiler.dialects.nm_attrs import TargetAttr, module_target, set_module_target
 from nmc.isa.target import DEFAULT_TARGET, Target, load_target
 
-TARGET_ATTR = "nm.target"
-"""Module attribute naming the target the module was scheduled for."""
+__all__ = ["DEFAULT_TARGET", "TargetMismatchError", "cached_target", "resolve_target"]
 
-__all__ = ["DEFAULT_TARGET", "TARGET_ATTR", "cached_target"]
+
+class TargetMismatchError(NmcError):
+    """A pass's `target` option names another machine than the module was compiled for."""
 
 
 @lru_cache(maxsize=None)
 def cached_target(name_or_path: str) -> Target:
     return load_target(name_or_path)
+
+
+def _same_machine(a: Target, b: Target) -> bool:
+    """Whether two loaded targets describe the same machine, wherever they were read from."""
+    return replace(a, source="") == replace(b, source="")
+
+
+def resolve_target(module: Operation, option: str, pass_name: str) -> Target:
+    """The target `pass_name` (with its `target` option, "" when not given) works for on
+    `module`; the first such pass records it on the module."""
+    recorded = module_target(module)
+    if recorded is None:
+        spec = option or DEFAULT_TARGET
+        target = cached_target(spec)  # an unknown target fails before it is recorded
+        set_module_target(module, spec)
+        return target
+    target = cached_target(recorded)
+    if option and option != recorded and not _same_machine(cached_target(option), target):
+        raise TargetMismatchError(
+            f"{pass_name}: target '{option}' differs from the module's target '{recorded}' "
+            f"({TargetAttr.name}, set by an earlier pass); the target is chosen once per module: "
+            f"drop the option or pass target=\"{recorded}\"")
+    return target

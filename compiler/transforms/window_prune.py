@@ -38,7 +38,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from xdsl.context import Context
-from xdsl.dialects.builtin import ModuleOp, StringAttr
+from xdsl.dialects.builtin import ModuleOp
 from xdsl.ir import Operation, SSAValue
 from xdsl.passes import ModulePass
 from xdsl.rewriter import InsertPoint, Rewriter
@@ -46,10 +46,9 @@ from xdsl.rewriter import InsertPoint, Rewriter
 from nmc.compiler.dialects.nm import (
     AddOp, AttentionOp, GeluOp, LayerNormOp, LinearOp, PermuteRowsOp, ReshapeOp, tensor_shape,
 )
-from nmc.compiler.dialects.win import (
-    WINDOW_KEEP_ATTR, GatherOp, MagnitudeOp, RankOp, ScatterOp,
-)
-from nmc.compiler.transforms.target_option import DEFAULT_TARGET, cached_target
+from nmc.compiler.dialects.nm_attrs import set_window_keep
+from nmc.compiler.dialects.win import GatherOp, MagnitudeOp, RankOp, ScatterOp
+from nmc.compiler.transforms.target_option import resolve_target
 from nmc.common.errors import NmcError
 from nmc.models.errors import ModelError
 from nmc.models.window_prune import num_kept, resolve_keep
@@ -281,9 +280,10 @@ class WindowPrune(ModulePass):
     keep: str = ""
     out: str = ""
     calib: str = ""
-    target: str = DEFAULT_TARGET
+    target: str = ""  # "": the module's target (nm.target), else DEFAULT_TARGET
 
     def apply(self, ctx: Context, op: ModuleOp) -> None:
+        target = resolve_target(op, self.target, self.name)
         if not self.keep:
             return
         blocks = swin_blocks(op)
@@ -295,12 +295,12 @@ class WindowPrune(ModulePass):
         if isinstance(spec, tuple):
             from nmc.compiler.sparsity.window_search import searched_ratios
 
-            ratios = searched_ratios(op, blocks, spec[1], self.calib, cached_target(self.target))
+            ratios = searched_ratios(op, blocks, spec[1], self.calib, target)
         else:
             ratios = keep_ratios(blocks, spec)
         apply_ratios(blocks, ratios)
         op.verify()  # the rewritten blocks' shapes (e.g. an attention bias per window)
-        op.attributes[WINDOW_KEEP_ATTR] = StringAttr(json.dumps(ratios))
+        set_window_keep(op, ratios)
         if self.out:
             from nmc.common.fileio import atomic_write_bytes
 

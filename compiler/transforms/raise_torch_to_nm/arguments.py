@@ -7,12 +7,12 @@ the user inputs (named after the `nm.input_names` attribute); unused parameters 
 
 from __future__ import annotations
 
-from xdsl.dialects.builtin import ArrayAttr, DictionaryAttr, StringAttr, TensorType
+from xdsl.dialects.builtin import TensorType
 from xdsl.dialects.func import FuncOp
 from xdsl.ir import SSAValue
 
 from nmc.compiler.dialects import nm
-from nmc.compiler.dialects.nm import PARAM_ARG_ATTR
+from nmc.compiler.dialects import nm_attrs
 from nmc.compiler.errors import UnsupportedOp
 from nmc.compiler.transforms.raise_torch_to_nm.reading import Reject, convert_type
 
@@ -23,19 +23,15 @@ def param_keys(func: FuncOp) -> dict[int, str]:
     if func.arg_attrs is None:
         return keys
     for i, attrs in enumerate(func.arg_attrs.data):
-        if isinstance(attrs, DictionaryAttr):
-            key = attrs.data.get(PARAM_ARG_ATTR)
-            if isinstance(key, StringAttr):
-                keys[i] = key.data
+        key = nm_attrs.param_arg_key(attrs)
+        if key is not None:
+            keys[i] = key
     return keys
 
 
 def input_names(func: FuncOp) -> list[str]:
     """The names of the user inputs, in order."""
-    names = func.attributes.get(nm.INPUT_NAMES_ATTR)
-    if isinstance(names, ArrayAttr):
-        return [n.data for n in names.data if isinstance(n, StringAttr)]
-    return []
+    return nm_attrs.input_names(func) if nm_attrs.has_input_names(func) else []
 
 
 def argument_problems(func: FuncOp) -> list[UnsupportedOp]:
