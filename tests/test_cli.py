@@ -8,6 +8,7 @@ import pytest
 import torch
 
 from nmc.compiler.cli import main
+from nmc.compiler.dialects.nm_attrs import DramAddrAttr, TilingAttr
 from nmc.compiler.pipeline import DEFAULT_PIPELINE
 
 
@@ -31,7 +32,7 @@ def test_dump_ir_writes_one_file_per_stage(built):
     assert names == [f"{i:02d}-{s}.mlir" for i, s in enumerate(("input",) + DEFAULT_PIPELINE)]
     assert '"torch.aten.linear"' in (built / "ir" / "00-input.mlir").read_text()
     assert '"nm.linear"' in (built / "ir" / "01-raise-torch-to-nm.mlir").read_text()
-    assert "nm.tile" in (built / "ir" / _dump("schedule-tiles")).read_text()
+    assert f"#{TilingAttr.name}<" in (built / "ir" / _dump("schedule-tiles")).read_text()
     assert 'isa.matmul wait=' in (built / "ir" / _dump("insert-tokens")).read_text()
 
 
@@ -39,7 +40,7 @@ def test_print_ir_after(built, capsys):
     assert main(["compile", str(built / "model.pt"), "-o", str(built / "p.bin"),
                  "--print-ir-after=plan-memory"]) == 0
     out = capsys.readouterr().out
-    assert "IR after plan-memory" in out and "nm.addr" in out
+    assert "IR after plan-memory" in out and f"#{DramAddrAttr.name}<" in out
     assert "IR after schedule-tiles" not in out
 
 

@@ -4,25 +4,9 @@ Each fact has one name, one type and one accessor pair here, and nowhere else: a
 and writes `tiling(op)` / `set_tiling(op, ...)`, never `op.attributes["nm.tile"]`, and never
 imports another pass to learn a name. The facts the backend computes (tiling, layout,
 DRAM placement, target) are typed attributes of the nm dialect, each with a verifier, so a
-hand-edited IR file with an impossible value fails when it is parsed, not in a kernel:
-
-| key               | on        | value                              | written by            | read by |
-|-------------------|-----------|------------------------------------|-----------------------|---------|
-| `nm.model`        | module    | string: the model file             | frontend              | assign-sparsity (ELSA), window-prune (search), emit |
-| `nm.input_names`  | func      | [string]: program inputs           | frontend              | raise-torch-to-nm, lower-nm-to-isa, interpret |
-| `nm.output_names` | func      | [string]: program outputs          | frontend              | lower-nm-to-isa, interpret |
-| `nm.param`        | func arg  | string: state_dict key of the arg  | frontend              | raise-torch-to-nm |
-| `nm.target`       | module    | `#nm.target<"sta_ref">`            | first targeted pass   | every targeted pass (`target_option.resolve_target`) |
-| `nm.window_keep`  | module    | {block: f64 keep ratio}            | window-prune          | emit (prog.bin meta) |
-| `nm.tile`         | compute op| `#nm.tile<m = 64, k = 96, ...>`    | schedule-tiles        | lower-nm-to-isa |
-| `nm.layout`       | nm.param  | `#nm.layout<identity, f32>`, `#nm.layout<nm_pack 2:4, f32>` | prune-and-pack (packed), plan-memory | plan-memory, lower-nm-to-isa |
-| `nm.addr`         | param, op | `#nm.addr<4096>`: DRAM word address of the result | plan-memory | lower-nm-to-isa |
-| `nm.scratch`      | compute op| `#nm.addr<...>`: the kernel's DRAM scratch space | plan-memory | lower-nm-to-isa |
-| `nm.input_addrs`  | func      | [`#nm.addr<...>`], one per argument | plan-memory          | lower-nm-to-isa |
-| `nm.dram_words`   | module    | `#nm.dram_words<N>`                | plan-memory           | emit |
-| `nm.layer_kinds`  | module    | {layer: kind}                      | lower-nm-to-isa       | emit (debug section) |
-| `nm.layer_weights`| module    | {linear layer: weight param}       | lower-nm-to-isa       | emit (meta "layers") |
-| `isa.target`, `isa.target_id` | module | the built target's name and id | lower-nm-to-isa | emit (prog.bin header) |
+hand-edited IR file with an impossible value fails when it is parsed, not in a kernel.
+docs/ARCHITECTURE.md ("Attributes passes hand on") lists each key, what it holds, which
+pass writes it and which read it.
 
 The bookkeeping records (names, kinds) stay builtin strings, arrays and dictionaries; their
 accessors check the shape they read.
@@ -141,7 +125,9 @@ class TilingAttr(ParametrizedAttribute):
             return dim, parser.parse_integer(allow_boolean=False)
 
         entries = parser.parse_comma_separated_list(parser.Delimiter.ANGLE, entry)
-        return _parsed(parser, lambda: TilingAttr.of(dict(entries)).parameters)
+        return _parsed(parser, lambda: TilingAttr(
+            ArrayAttr([StringAttr(k) for k, _ in entries]),
+            ArrayAttr([IntAttr(v) for _, v in entries])).parameters)
 
     def print_parameters(self, printer: Printer) -> None:
         printer.print_string("<" + ", ".join(f"{k} = {v}" for k, v in self.as_dict().items())
@@ -270,8 +256,22 @@ def set_layout(param: Operation, value: LayoutAttr) -> None:
 # ---------------------------------------------------------------------------- DRAM placement
 
 
+class _OneIntAttr(ParametrizedAttribute):
+    """An attribute holding one integer (its only parameter, an IntAttr), printed
+    `#nm.<name><value>`."""
+
+    @classmethod
+    def parse_parameters(cls, parser: AttrParser) -> Sequence[Attribute]:
+        with parser.in_angle_brackets():
+            value = parser.parse_integer(allow_boolean=False)
+        return _parsed(parser, lambda: cls(IntAttr(value)).parameters)
+
+    def print_parameters(self, printer: Printer) -> None:
+        printer.print_string(f"<{self.parameters[0].data}>")
+
+
 @irdl_attr_definition
-class DramAddrAttr(ParametrizedAttribute):
+class DramAddrAttr(_OneIntAttr):
     """`#nm.addr<4096>`: a word address in DRAM (plan-memory's placement of a tensor or of
     a kernel's scratch space)."""
 
@@ -283,15 +283,6 @@ class DramAddrAttr(ParametrizedAttribute):
         if not 0 <= self.addr.data < 1 << ADDR_BITS:
             raise VerifyException(f"nm.addr: {self.addr.data} is not a DRAM word address "
                                   f"(0 .. 2^{ADDR_BITS} - 1)")
-
-    @classmethod
-    def parse_parameters(cls, parser: AttrParser) -> Sequence[Attribute]:
-        with parser.in_angle_brackets():
-            value = parser.parse_integer(allow_boolean=False)
-        return _parsed(parser, lambda: DramAddrAttr(IntAttr(value)).parameters)
-
-    def print_parameters(self, printer: Printer) -> None:
-        printer.print_string(f"<{self.addr.data}>")
 
 
 def _addr(value: int) -> DramAddrAttr:
@@ -347,7 +338,7 @@ def set_scratch_addr(op: Operation, addr: int) -> None:
 
 
 @irdl_attr_definition
-class DramWordsAttr(ParametrizedAttribute):
+class DramWordsAttr(_OneIntAttr):
     """`#nm.dram_words<N>`: the DRAM words the program needs (plan-memory's high mark)."""
 
     name = "nm.dram_words"
@@ -358,15 +349,6 @@ class DramWordsAttr(ParametrizedAttribute):
         if not 0 < self.words.data <= 1 << ADDR_BITS:
             raise VerifyException(f"nm.dram_words: {self.words.data} is not a DRAM size "
                                   f"(1 .. 2^{ADDR_BITS})")
-
-    @classmethod
-    def parse_parameters(cls, parser: AttrParser) -> Sequence[Attribute]:
-        with parser.in_angle_brackets():
-            value = parser.parse_integer(allow_boolean=False)
-        return _parsed(parser, lambda: DramWordsAttr(IntAttr(value)).parameters)
-
-    def print_parameters(self, printer: Printer) -> None:
-        printer.print_string(f"<{self.words.data}>")
 
 
 def dram_words(module: Operation) -> int:
