@@ -171,3 +171,16 @@ def test_opt_refuses_a_pass_option_that_disagrees_with_the_module(capsys, tmp_pa
         rc, _, err = cli(capsys, *expect_ok)
         assert rc == 0, err
         assert '#nm.target<"sta_ref">' in out.read_text()
+
+
+def test_a_pass_with_nothing_to_do_records_nothing_but_checks_its_option(tmp_path):
+    from nmc.compiler.pipeline import run_pipeline
+
+    module = ModuleOp([])
+    run_pipeline(module, "assign-sparsity,window-prune,prune-and-pack", make_context())
+    assert module_target(module) is None
+    set_module_target(module, DEFAULT_TARGET)
+    other = _other_target(tmp_path)
+    for name in ("assign-sparsity", "window-prune", "prune-and-pack"):
+        with pytest.raises(TargetMismatchError, match=f"{name}: target"):
+            run_pipeline(module, f'{name}{{target="{other}"}}', make_context())

@@ -32,7 +32,7 @@ from nmc.compiler.sparsity.spec import (
     Pattern, SparsityError, check_supported, config_to_json, format_pattern, parse_pattern,
     parse_spec, read_config,
 )
-from nmc.compiler.transforms.target_option import resolve_target
+from nmc.compiler.transforms.target_option import check_target_option, resolve_target
 from nmc.isa.target import Target
 
 HEAD_NAMES = ("head", "classifier")
@@ -186,9 +186,10 @@ class AssignSparsity(ModulePass):
     report: bool = False
 
     def apply(self, ctx: Context, op: ModuleOp) -> None:
-        target = resolve_target(op, self.target, self.name)
         if not self.spec:
+            check_target_option(op, self.target, self.name)
             return
+        target = resolve_target(op, self.target, self.name)
         spec = parse_spec(self.spec)
         rows = None
         if spec.kind == "uniform":

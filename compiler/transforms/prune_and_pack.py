@@ -21,7 +21,7 @@ from xdsl.passes import ModulePass
 from nmc.compiler.dialects.nm import LinearOp, ParamOp, tensor_shape
 from nmc.compiler.dialects.nm_attrs import NM_PACK, LayoutAttr, set_layout
 from nmc.compiler.kernels.registry import linear_pattern
-from nmc.compiler.transforms.target_option import resolve_target
+from nmc.compiler.transforms.target_option import check_target_option, resolve_target
 from nmc.compiler.sparsity.spec import SparsityError, check_supported, format_pattern
 
 
@@ -32,10 +32,11 @@ class PruneAndPack(ModulePass):
     target: str = ""  # "": the module's target (nm.target), else DEFAULT_TARGET
 
     def apply(self, ctx: Context, op: ModuleOp) -> None:
-        target = resolve_target(op, self.target, self.name)
         linears = [o for o in op.walk() if isinstance(o, LinearOp)]
         if not any(linear_pattern(o) for o in linears):
+            check_target_option(op, self.target, self.name)
             return  # dense model: nothing to do
+        target = resolve_target(op, self.target, self.name)
         chosen: dict = {}  # weight value -> (pattern, layer)
         for lin in linears:
             pattern = linear_pattern(lin)

@@ -48,7 +48,7 @@ from nmc.compiler.dialects.nm import (
 )
 from nmc.compiler.dialects.nm_attrs import set_window_keep
 from nmc.compiler.dialects.win import GatherOp, MagnitudeOp, RankOp, ScatterOp
-from nmc.compiler.transforms.target_option import resolve_target
+from nmc.compiler.transforms.target_option import check_target_option, resolve_target
 from nmc.common.errors import NmcError
 from nmc.models.errors import ModelError
 from nmc.models.window_prune import num_kept, resolve_keep
@@ -283,7 +283,7 @@ class WindowPrune(ModulePass):
     target: str = ""  # "": the module's target (nm.target), else DEFAULT_TARGET
 
     def apply(self, ctx: Context, op: ModuleOp) -> None:
-        target = resolve_target(op, self.target, self.name)
+        check_target_option(op, self.target, self.name)  # a uniform keep uses no target
         if not self.keep:
             return
         blocks = swin_blocks(op)
@@ -295,7 +295,8 @@ class WindowPrune(ModulePass):
         if isinstance(spec, tuple):
             from nmc.compiler.sparsity.window_search import searched_ratios
 
-            ratios = searched_ratios(op, blocks, spec[1], self.calib, target)
+            ratios = searched_ratios(op, blocks, spec[1], self.calib,
+                                     resolve_target(op, self.target, self.name))
         else:
             ratios = keep_ratios(blocks, spec)
         apply_ratios(blocks, ratios)
