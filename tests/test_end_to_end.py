@@ -1,12 +1,11 @@
 """model.pt -> nmc compile -> prog.bin -> emulator, against PyTorch's forward."""
 
-import re
-
 import numpy as np
 import pytest
 import torch
 
 from nmc.compiler.commands import compile_model
+from nmc.compiler.dialects.nm_attrs import has_tiling, tiling
 from nmc.isa.container import program_from_bytes, program_to_bytes
 from nmc.isa.target import load_target
 from nmc.models.registry import build_model, export_to_file
@@ -64,8 +63,8 @@ def test_different_weights_give_different_outputs(tmp_path):
     assert not np.allclose(got0, got1)
 
 
-def _tiles_of(program_module_text: str) -> list[str]:
-    return sorted(set(re.findall(r"nm.tile = \{[^}]*\}", program_module_text)))
+def _tiles_of(module) -> list[tuple]:
+    return sorted({tuple(tiling(op).items()) for op in module.walk() if has_tiling(op)})
 
 
 def test_small_scratchpad_gets_smaller_tiles_and_same_numerics(tmp_path):
@@ -81,13 +80,11 @@ def test_small_scratchpad_gets_smaller_tiles_and_same_numerics(tmp_path):
 
     def keep(stage, mod):
         if stage == "schedule-tiles":
-            seen[len(seen)] = print_ir(mod)
-
-    from nmc.compiler.pipeline import print_ir
+            seen[len(seen)] = _tiles_of(mod)
 
     programs = [compile_model(tmp_path / "m.pt", t, keep) for t in ("sta_ref", str(small))]
-    big_tiles, small_tiles = _tiles_of(seen[0]), _tiles_of(seen[1])
-    assert big_tiles != small_tiles
+    big_tiles, small_tiles = seen[0], seen[1]
+    assert big_tiles and small_tiles and big_tiles != small_tiles
     x = torch.randn(example.shape)
     with torch.no_grad():
         want = module(x).numpy()
