@@ -3,11 +3,17 @@
     load_dataset("digits", img_size=16)            scikit-learn's handwritten digits
     load_dataset("my_images/", img_size=32)        an ImageFolder tree: my_images/<class>/*.png
     load_dataset("data.npz", img_size=32)          arrays `images` and `labels`
+    load_dataset("fashion-mnist", img_size=224, normalization="imagenet")
+    load_dataset("idx_dir/", img_size=28)          the four IDX files of an MNIST-family set
 
 Every source becomes the same `Dataset`: float32 images [n, 3, S, S] (grey images are
 repeated over the three channels, so one model serves grey and colour data), resized to
-S x S with bilinear interpolation, scaled to [0, 1] and normalised per channel with the
-training split's mean and standard deviation; int64 labels in 0..classes-1.
+S x S with bilinear interpolation, scaled to [0, 1] and normalised per channel: with the
+training split's mean and standard deviation (`normalization="dataset"`, for models trained
+here), or with ImageNet's (`"imagenet"`, what pretrained ViTs such as DINOv2 expect); int64
+labels in 0..classes-1. A set too large to hold resized in memory (Fashion-MNIST at 224 x 224
+would take 42 GB) keeps its original pixels and resizes each batch when it is read
+(`LazyImages`); the values are the same either way.
 
 The split into train / val / test is stratified (every class in the same proportions in
 each split) and fixed: it depends only on the data and SPLIT_SEED, never on a training
@@ -18,6 +24,13 @@ searches select by; `test` is what is reported.
   (values 0..16), shipped inside scikit-learn, so no download.
 - a folder: one sub-folder per class (sorted names are the classes), image files inside
   (anything Pillow reads; grey, RGB, RGBA). Like torchvision's ImageFolder.
+- fashion-mnist: Zalando's Fashion-MNIST (60,000 train + 10,000 test 28x28 grey images of
+  10 kinds of clothing), from the Debian package `dataset-fashion-mnist`
+  (/usr/share/datasets/fashion-mnist/), never downloaded by nmc.
+- an IDX folder: the four files of the MNIST family's format (`train-images-idx3-ubyte`,
+  `train-labels-idx1-ubyte`, `t10k-images-idx3-ubyte`, `t10k-labels-idx1-ubyte`, each
+  optionally gzipped). Their own test set is the `test` split; `val` is a stratified sixth
+  of their training set.
 - .npz: `images` [n, H, W] (grey), [n, H, W, C] or [n, C, H, W] with C in (1, 3), any
   numeric dtype (uint8 is taken as 0..255), and `labels` [n] of integers; optional
   `classes` (names). The split is made as for the other sources.
@@ -25,6 +38,7 @@ searches select by; `test` is what is reported.
 
 from __future__ import annotations
 
+import gzip
 import os
 import zipfile
 from dataclasses import dataclass, field
@@ -37,6 +51,16 @@ import torch.nn.functional as F
 from nmc.models.errors import ModelError
 
 DEFAULT_DATASET = "digits"
+FASHION_MNIST_DIR = Path("/usr/share/datasets/fashion-mnist")
+IDX_FILES = {"train": ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),
+             "test": ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")}
+IDX_VAL_FRACTION = 1 / 6  # of the IDX training set: 10,000 of Fashion-MNIST's 60,000
+FASHION_MNIST_CLASSES = ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal",
+                         "Shirt", "Sneaker", "Bag", "Ankle boot"]
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+NORMALIZATIONS = ("dataset", "imagenet")
+MAX_RESIZED_BYTES = 1 << 30  # above this, images are resized batch by batch when read
 SPLIT_SEED = 0
 SPLIT_FRACTIONS = (0.6, 0.2, 0.2)  # train, val, test
 SPLITS = ("train", "val", "test")
@@ -48,9 +72,32 @@ class DatasetError(ModelError):
     """A data set that cannot be read or used (missing, malformed, too small)."""
 
 
+class LazyImages:
+    """Images kept at their original size and resized + normalised when indexed: `images[i]`,
+    `images[a:b]` and `images[index_tensor]` give float32 [k, 3, S, S] as a resized tensor
+    would. For sets too large to hold resized in memory."""
+
+    def __init__(self, raw: torch.Tensor, img_size: int, mean: torch.Tensor,
+                 std: torch.Tensor) -> None:
+        self.raw, self.img_size, self.mean, self.std = raw, img_size, mean, std
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        return (self.raw.shape[0], 3, self.img_size, self.img_size)
+
+    def __len__(self) -> int:
+        return int(self.raw.shape[0])
+
+    def __getitem__(self, index) -> torch.Tensor:
+        batch = self.raw[index]
+        if batch.dim() == 3:  # a single integer index
+            batch = batch[None]
+        return (_resize(batch.numpy(), self.img_size) - self.mean) / self.std
+
+
 @dataclass
 class Split:
-    images: torch.Tensor  # [n, 3, S, S] float32, normalised
+    images: torch.Tensor | LazyImages  # [n, 3, S, S] float32, normalised
     labels: torch.Tensor  # [n] int64
 
     def __len__(self) -> int:
@@ -72,26 +119,108 @@ class Dataset:
         return self.splits[split]
 
 
-def load_dataset(source: str | os.PathLike = DEFAULT_DATASET, img_size: int = 16) -> Dataset:
+def load_dataset(source: str | os.PathLike = DEFAULT_DATASET, img_size: int = 16,
+                 normalization: str = "dataset") -> Dataset:
     """The data set `source` (module docstring) at img_size x img_size, split and
     normalised. Raises DatasetError with a one-line reason for bad input."""
     text = os.fspath(source)
     if img_size < 1:
         raise DatasetError(f"--data {text}: image size {img_size} must be positive")
+    if normalization not in NORMALIZATIONS:
+        raise DatasetError(f"normalization '{normalization}': expected one of "
+                           f"{', '.join(NORMALIZATIONS)}")
+    index = None
     if text == "digits":
         raw, labels, classes = _digits()
+    elif text == "fashion-mnist":
+        if not FASHION_MNIST_DIR.is_dir():
+            raise DatasetError(
+                f"--data fashion-mnist: the data set is not installed ({FASHION_MNIST_DIR} is "
+                f"missing); install the Debian package with `apt-get install "
+                f"dataset-fashion-mnist`, or pass --data DIR holding its four IDX files")
+        raw, labels, classes, index = _idx_folder(FASHION_MNIST_DIR, FASHION_MNIST_CLASSES)
     else:
         path = Path(text)
         if not path.exists():
-            raise DatasetError(f"--data {text}: no such file or folder (expected 'digits', a "
-                               f"folder of class sub-folders, or an .npz of images and labels)")
-        if path.is_dir():
+            raise DatasetError(f"--data {text}: no such file or folder (expected 'digits', "
+                               f"'fashion-mnist', a folder of class sub-folders or of IDX "
+                               f"files, or an .npz of images and labels)")
+        if path.is_dir() and _idx_file(path, IDX_FILES["train"][0]) is not None:
+            raw, labels, classes, index = _idx_folder(path)
+        elif path.is_dir():
             raw, labels, classes = _image_folder(path)
         elif path.suffix.lower() == ".npz":
             raw, labels, classes = _npz(path)
         else:
             raise DatasetError(f"--data {text}: not a folder or an .npz file")
-    return _build(text, raw, labels, classes, img_size)
+    return _build(text, raw, labels, classes, img_size, normalization, index)
+
+
+def _idx_file(folder: Path, stem: str) -> Path | None:
+    for name in (stem, stem + ".gz"):
+        if (folder / name).is_file():
+            return folder / name
+    return None
+
+
+def read_idx(path: Path) -> np.ndarray:
+    """An IDX file (the MNIST family's format, optionally gzipped): a big-endian header of
+    two zero bytes, the element type code, the number of dims and each dim as uint32, then
+    the data. Only unsigned bytes (type 0x08) are used by these data sets."""
+    try:
+        opener = gzip.open if path.suffix == ".gz" else open
+        with opener(path, "rb") as f:
+            data = f.read()
+    except (OSError, EOFError) as e:
+        raise DatasetError(f"cannot read IDX file {path}: {e}") from None
+    if len(data) < 4 or data[0] != 0 or data[1] != 0:
+        raise DatasetError(f"{path}: not an IDX file (bad magic number)")
+    if data[2] != 0x08:
+        raise DatasetError(f"{path}: IDX element type 0x{data[2]:02x}; only unsigned bytes "
+                           f"(0x08) are supported")
+    ndim = data[3]
+    header = 4 + 4 * ndim
+    if ndim == 0 or len(data) < header:
+        raise DatasetError(f"{path}: truncated IDX header")
+    shape = tuple(int.from_bytes(data[4 + 4 * i:8 + 4 * i], "big") for i in range(ndim))
+    count = int(np.prod(shape))
+    if len(data) - header != count:
+        raise DatasetError(f"{path}: IDX header says {list(shape)} ({count} bytes) but the "
+                           f"file holds {len(data) - header} data bytes")
+    return np.frombuffer(data, np.uint8, count, header).reshape(shape)
+
+
+def _idx_folder(folder: Path, classes: list[str] | None = None):
+    """Images [n, 1, H, W] uint8, labels, class names and the split indices (the files'
+    own test set; val a stratified part of their training set)."""
+    parts = {}
+    for split, (images_stem, labels_stem) in IDX_FILES.items():
+        files = [_idx_file(folder, stem) for stem in (images_stem, labels_stem)]
+        missing = [stem for stem, f in zip((images_stem, labels_stem), files) if f is None]
+        if missing:
+            raise DatasetError(f"--data {folder}: missing IDX file(s) {', '.join(missing)} "
+                               f"(optionally .gz)")
+        images, labels = (read_idx(f) for f in files)
+        if images.ndim != 3 or labels.ndim != 1 or len(images) != len(labels):
+            raise DatasetError(f"--data {folder}: {split} images {list(images.shape)} and "
+                               f"labels {list(labels.shape)} do not match (expected [n, H, W] "
+                               f"and [n])")
+        parts[split] = (images, labels)
+    (train_x, train_y), (test_x, test_y) = parts["train"], parts["test"]
+    if train_x.shape[1:] != test_x.shape[1:]:
+        raise DatasetError(f"--data {folder}: train images {list(train_x.shape[1:])} and test "
+                           f"images {list(test_x.shape[1:])} differ in size")
+    labels = np.concatenate([train_y, test_y]).astype(np.int64)
+    n_classes = int(labels.max()) + 1
+    classes = classes or [str(c) for c in range(n_classes)]
+    if len(classes) < n_classes:
+        raise DatasetError(f"--data {folder}: label {n_classes - 1} but {len(classes)} classes")
+    inner = stratified_split(train_y.astype(np.int64), (1 - IDX_VAL_FRACTION, IDX_VAL_FRACTION,
+                                                         0.0))
+    index = {"train": inner["train"], "val": inner["val"],
+             "test": np.arange(len(train_y), len(labels))}
+    images = np.concatenate([train_x, test_x])[:, None]
+    return images, labels, classes, index
 
 
 def _digits() -> tuple[np.ndarray, np.ndarray, list[str]]:
@@ -188,10 +317,13 @@ def stratified_split(labels: np.ndarray, fractions=SPLIT_FRACTIONS,
 
 
 def _resize(images, img_size: int) -> torch.Tensor:
-    """[n] images [C, H, W] (or one [n, C, H, W] array) -> [n, 3, S, S]."""
+    """[n] images [C, H, W] (or one [n, C, H, W] array; uint8 is taken as 0..255) ->
+    [n, 3, S, S]."""
     out = []
     batch = [images] if isinstance(images, np.ndarray) else [a[None] for a in images]
     for arr in batch:
+        if arr.dtype == np.uint8:
+            arr = arr.astype(np.float32) / 255.0
         t = torch.from_numpy(np.ascontiguousarray(arr, dtype=np.float32))
         if t.shape[1] == 1:
             t = t.expand(-1, 3, -1, -1)
@@ -202,18 +334,56 @@ def _resize(images, img_size: int) -> torch.Tensor:
     return torch.cat(out)
 
 
-def _build(name: str, raw, labels: np.ndarray, classes: list[str], img_size: int) -> Dataset:
+def _build(name: str, raw, labels: np.ndarray, classes: list[str], img_size: int,
+           normalization: str = "dataset", index: dict[str, np.ndarray] | None = None
+           ) -> Dataset:
     counts = np.bincount(labels, minlength=len(classes))
     if len(classes) < 2 or (counts < 3).any():
         raise DatasetError(f"--data {name}: needs at least 2 classes with 3 images each (one "
                            f"per split); got {len(classes)} classes, the smallest with "
                            f"{int(counts.min()) if counts.size else 0} images")
+    index = index if index is not None else stratified_split(labels)
+    if len(labels) * 3 * img_size * img_size * 4 > MAX_RESIZED_BYTES:
+        return _build_lazy(name, raw, labels, classes, img_size, normalization, index)
     images = _resize(raw, img_size)
-    index = stratified_split(labels)
-    train = images[torch.from_numpy(index["train"])]
-    mean = train.mean(dim=(0, 2, 3), keepdim=True)
-    std = train.std(dim=(0, 2, 3), keepdim=True).clamp_min(1e-6)
+    if normalization == "imagenet":
+        mean, std = _imagenet_stats()
+    else:
+        train = images[torch.from_numpy(index["train"])]
+        mean = train.mean(dim=(0, 2, 3), keepdim=True)
+        std = train.std(dim=(0, 2, 3), keepdim=True).clamp_min(1e-6)
     images = (images - mean) / std
     splits = {s: Split(images[torch.from_numpy(i)].contiguous(),
+                       torch.from_numpy(labels[i]).contiguous()) for s, i in index.items()}
+    return Dataset(name, classes, img_size, splits)
+
+
+def _imagenet_stats() -> tuple[torch.Tensor, torch.Tensor]:
+    return (torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1),
+            torch.tensor(IMAGENET_STD).view(1, 3, 1, 1))
+
+
+def _build_lazy(name: str, raw, labels: np.ndarray, classes: list[str], img_size: int,
+                normalization: str, index: dict[str, np.ndarray]) -> Dataset:
+    """As _build, with the images resized when read (LazyImages). The dataset statistics
+    are those of the training split, resized in chunks."""
+    if not isinstance(raw, np.ndarray):
+        raise DatasetError(f"--data {name}: {len(labels)} images of different sizes are too "
+                           f"many to resize to {img_size}x{img_size} in memory")
+    raw_t = torch.from_numpy(np.ascontiguousarray(raw))
+    if normalization == "imagenet":
+        mean, std = _imagenet_stats()
+    else:
+        total, total_sq, count = torch.zeros(3, dtype=torch.float64), \
+            torch.zeros(3, dtype=torch.float64), 0
+        for start in range(0, len(index["train"]), 256):
+            chunk = _resize(raw[index["train"][start:start + 256]], img_size).double()
+            total += chunk.sum(dim=(0, 2, 3))
+            total_sq += (chunk * chunk).sum(dim=(0, 2, 3))
+            count += chunk.shape[0] * img_size * img_size
+        mean = (total / count).float().view(1, 3, 1, 1)
+        var = (total_sq - count * (total / count) ** 2) / max(count - 1, 1)
+        std = var.clamp_min(0).sqrt().float().view(1, 3, 1, 1).clamp_min(1e-6)
+    splits = {s: Split(LazyImages(raw_t[torch.from_numpy(i)], img_size, mean, std),
                        torch.from_numpy(labels[i]).contiguous()) for s, i in index.items()}
     return Dataset(name, classes, img_size, splits)

@@ -96,25 +96,45 @@ class Mlp(nn.Module):
         return self.fc2(self.act(self.fc1(x)))
 
 
-class Block(nn.Module):
-    """Pre-norm transformer block: x + attn(norm1(x)), then x + mlp(norm2(x))."""
+class LayerScale(nn.Module):
+    """timm's LayerScale (CaiT, DINOv2): a learned per-channel factor, x * gamma."""
 
-    def __init__(self, dim: int, heads: int, mlp_ratio: float, *, fused_attn: bool) -> None:
+    def __init__(self, dim: int, init_values: float) -> None:
+        super().__init__()
+        self.gamma = nn.Parameter(init_values * torch.ones(dim))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x * self.gamma
+
+
+class Block(nn.Module):
+    """Pre-norm transformer block: x + ls1(attn(norm1(x))), then x + ls2(mlp(norm2(x))).
+
+    The layer-scales ls1/ls2 exist only with `init_values` (DINOv2, CaiT); DeiT has none,
+    and then the block has no ls1/ls2 parameters at all, as in timm."""
+
+    def __init__(self, dim: int, heads: int, mlp_ratio: float, *, fused_attn: bool,
+                 init_values: float | None = None) -> None:
         super().__init__()
         self.norm1 = nn.LayerNorm(dim, eps=LN_EPS)
         self.attn = Attention(dim, heads, fused_attn=fused_attn)
+        self.ls1 = LayerScale(dim, init_values) if init_values else nn.Identity()
         self.norm2 = nn.LayerNorm(dim, eps=LN_EPS)
         self.mlp = Mlp(dim, int(dim * mlp_ratio))
+        self.ls2 = LayerScale(dim, init_values) if init_values else nn.Identity()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = x + self.attn(self.norm1(x))
-        return x + self.mlp(self.norm2(x))
+        x = x + self.ls1(self.attn(self.norm1(x)))
+        return x + self.ls2(self.mlp(self.norm2(x)))
 
 
 class DeiT(nn.Module):
     """timm's VisionTransformer with class-token pooling (DeiT without distillation).
 
-    Image [B, in_chans, img_size, img_size] -> logits [B, num_classes].
+    Image [B, in_chans, img_size, img_size] -> logits [B, num_classes]; with
+    num_classes = 0 there is no head (timm's `nn.Identity`), and the output is the class
+    token's features [B, dim] (a pretrained backbone such as DINOv2). `init_values` adds
+    timm's LayerScale to every block (DINOv2: 1e-5).
     """
 
     def __init__(
@@ -129,6 +149,7 @@ class DeiT(nn.Module):
         in_chans: int = 3,
         *,
         fused_attn: bool = True,
+        init_values: float | None = None,
     ) -> None:
         super().__init__()
         self.img_size = img_size
@@ -140,10 +161,11 @@ class DeiT(nn.Module):
         self.cls_token = nn.Parameter(torch.zeros(1, 1, dim))
         self.pos_embed = nn.Parameter(torch.zeros(1, n + 1, dim))
         self.blocks = nn.Sequential(
-            *[Block(dim, heads, mlp_ratio, fused_attn=fused_attn) for _ in range(depth)]
+            *[Block(dim, heads, mlp_ratio, fused_attn=fused_attn, init_values=init_values)
+              for _ in range(depth)]
         )
         self.norm = nn.LayerNorm(dim, eps=LN_EPS)
-        self.head = nn.Linear(dim, num_classes)
+        self.head = nn.Linear(dim, num_classes) if num_classes else nn.Identity()
         # timm initialises both with trunc_normal(std=.02) / normal(std=1e-6); .02 for both
         # here so that random-weight tests exercise them.
         nn.init.trunc_normal_(self.pos_embed, std=0.02)
@@ -172,6 +194,25 @@ class DeiT(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.forward_features(x)
         return self.head(x[:, 0])
+
+
+def resample_pos_embed(pos_embed: torch.Tensor, grid: int, prefix: int = 1) -> torch.Tensor:
+    """A position embedding [1, prefix + g*g, D] for another square grid [1, prefix + grid^2,
+    D], as timm's `resample_abs_pos_embed` does when a checkpoint is loaded at another image
+    size (DINOv2 is trained at 518x518 = 37x37 patches of 14): the grid part is resized
+    bicubically (antialiased, corners not aligned), the prefix (class) tokens are kept."""
+    n = pos_embed.shape[1] - prefix
+    old = int(round(n**0.5))
+    if old * old != n:
+        raise ValueError(f"position embedding of {n} grid tokens is not a square grid")
+    if old == grid:
+        return pos_embed
+    head, body = pos_embed[:, :prefix], pos_embed[:, prefix:]
+    body = body.reshape(1, old, old, -1).permute(0, 3, 1, 2).float()
+    body = F.interpolate(body, size=(grid, grid), mode="bicubic", antialias=True,
+                         align_corners=False)
+    body = body.permute(0, 2, 3, 1).reshape(1, grid * grid, -1).to(pos_embed.dtype)
+    return torch.cat((head, body), dim=1)
 
 
 # A DeiT small enough for fast tests (17 tokens), with every part of the real one.
@@ -222,9 +263,12 @@ def timm_state_dict_shapes(
     mlp_ratio: float = 4.0,
     num_classes: int = 1000,
     in_chans: int = 3,
+    layer_scale: bool = False,
 ) -> dict[str, tuple[int, ...]]:
     """The keys and shapes of timm's VisionTransformer state_dict for these sizes (written
-    out by hand from timm, which is not a dependency)."""
+    out by hand from timm, which is not a dependency). `layer_scale`: the blocks carry
+    `ls1.gamma` / `ls2.gamma` (timm's `init_values`, e.g. DINOv2); num_classes = 0: no
+    head keys (timm's `nn.Identity` head)."""
     n = (img_size // patch) ** 2 + 1
     hidden = int(dim * mlp_ratio)
     shapes: dict[str, tuple[int, ...]] = {
@@ -249,10 +293,9 @@ def timm_state_dict_shapes(
             f"{b}.mlp.fc2.weight": (dim, hidden),
             f"{b}.mlp.fc2.bias": (dim,),
         })
-    shapes.update({
-        "norm.weight": (dim,),
-        "norm.bias": (dim,),
-        "head.weight": (num_classes, dim),
-        "head.bias": (num_classes,),
-    })
+        if layer_scale:
+            shapes.update({f"{b}.ls1.gamma": (dim,), f"{b}.ls2.gamma": (dim,)})
+    shapes.update({"norm.weight": (dim,), "norm.bias": (dim,)})
+    if num_classes:
+        shapes.update({"head.weight": (num_classes, dim), "head.bias": (num_classes,)})
     return shapes

@@ -17,7 +17,7 @@ from typing import Any, Callable
 import torch
 
 from nmc.common.fileio import atomic_write_bytes
-from nmc.models.deit import DEIT_CONFIGS, DeiT
+from nmc.models.deit import DEIT_CONFIGS, DeiT, resample_pos_embed
 from nmc.models.errors import ModelError  # defined there, raised here and by the models
 from nmc.models.mlp_block import MLPBlock
 from nmc.models.swin import SWIN_CONFIGS, SWIN_DEFAULTS, check_config, swin
@@ -32,11 +32,28 @@ class ModelSpec:
     input_shape: Callable[[dict[str, int]], tuple[int, ...]]
     # raises ModelError for inconsistent hyper-parameters (None: no check)
     validate: Callable[[str, dict[str, int]], None] | None = None
+    # --weights with a position embedding of another grid is resampled to the model's (as
+    # timm does); only for models whose checkpoints come at another size (DINOv2: 518x518).
+    # Elsewhere such a file is reported as a shape mismatch.
+    resamples_pos_embed: bool = False
 
 
 def _deit_factory(*, batch: int = 1, fused_attn: int = 1, **params: int) -> DeiT:
     del batch  # the example input's, not the model's
     return DeiT(**params, fused_attn=bool(fused_attn))
+
+
+def _dinov2_factory(*, batch: int = 1, fused_attn: int = 1, **params: int) -> DeiT:
+    """timm's vit_small_patch14_dinov2 (LayerScale, init_values 1e-5). With random weights
+    the layer-scale factors are drawn around 1 instead of timm's 1e-5, so that every block
+    changes the output and a compiled model that got a block wrong cannot pass for right."""
+    del batch
+    model = DeiT(**params, fused_attn=bool(fused_attn), init_values=1e-5)
+    with torch.no_grad():
+        for block in model.blocks:
+            for ls in (block.ls1, block.ls2):
+                ls.gamma.uniform_(0.5, 1.5)
+    return model
 
 
 def _validate_deit(name: str, p: dict[str, int]) -> None:
@@ -51,6 +68,11 @@ def _validate_deit(name: str, p: dict[str, int]) -> None:
         raise ModelError(f"{name}: fused_attn must be 0 (explicit attention) or 1 (sdpa)")
 
 
+# timm's DINOv2 backbones: name -> (dim, depth, heads); patch 14, LayerScale, no head
+DINOV2_CONFIGS: dict[str, tuple[int, int, int]] = {
+    "vit_small_patch14_dinov2": (384, 12, 6),
+}
+
 # DeiTs sized for small data sets (`nmc sparsify`), beside timm's named sizes:
 # name -> (dim, depth, heads, hyper-parameters that differ from the ImageNet defaults).
 # deit_digits: DeiT-tiny's width (so its linears are wide enough for N:M to pay off on
@@ -58,6 +80,23 @@ def _validate_deit(name: str, p: dict[str, int]) -> None:
 DEIT_DATA_CONFIGS: dict[str, tuple[int, int, int, dict[str, int]]] = {
     "deit_digits": (192, 4, 3, {"img_size": 16, "patch": 4, "num_classes": 10}),
 }
+
+
+def _dinov2_spec(name: str) -> ModelSpec:
+    dim, depth, heads = DINOV2_CONFIGS[name]
+    defaults = {"img_size": 224, "patch": 14, "dim": dim, "depth": depth, "heads": heads,
+                "mlp_ratio": 4, "num_classes": 0, "in_chans": 3, "batch": 1, "fused_attn": 1}
+    return ModelSpec(
+        f"DINOv2 ViT-{name.split('_')[1][0].upper()}/14 backbone (timm {name}: dim {dim}, "
+        f"depth {depth}, heads {heads}, LayerScale, 224x224 -> 257 tokens; output: the class "
+        f"token's features, or logits with --set num_classes=N; a timm checkpoint's 518x518 "
+        f"position embedding is resampled on --weights)",
+        _dinov2_factory,
+        defaults,
+        lambda p: (p["batch"], p["in_chans"], p["img_size"], p["img_size"]),
+        _validate_deit,
+        resamples_pos_embed=True,
+    )
 
 
 def _deit_spec(name: str) -> ModelSpec:
@@ -112,6 +151,7 @@ MODELS: dict[str, ModelSpec] = {
         lambda p: (p["batch"], p["tokens"], p["dim"]),
     ),
     **{name: _deit_spec(name) for name in (*DEIT_CONFIGS, *DEIT_DATA_CONFIGS)},
+    **{name: _dinov2_spec(name) for name in DINOV2_CONFIGS},
     **{name: _swin_spec(name) for name in SWIN_CONFIGS},
 }
 DEFAULT_MODEL = "mlp_block"
@@ -140,7 +180,9 @@ def model_params(name: str, overrides: dict[str, int]) -> dict[str, int]:
         raise ModelError(f"{name} has no parameter {', '.join(sorted(unknown))} "
                          f"(parameters: {', '.join(spec.defaults)})")
     params = {**spec.defaults, **overrides}
-    bad = [k for k, v in params.items() if v < 1 and k != "fused_attn"]
+    # fused_attn is a 0/1 flag; num_classes = 0 means no head (the features are the output)
+    bad = [k for k, v in params.items()
+           if v < 1 and k != "fused_attn" and not (k == "num_classes" and v == 0)]
     if bad:
         raise ModelError(f"{name}: {', '.join(bad)} must be positive")
     if spec.validate is not None:
@@ -173,7 +215,7 @@ def build_model(
     except ValueError as e:
         raise ModelError(f"{name}: {e}") from None
     if weights is not None:
-        load_state_dict_file(module, weights)
+        load_state_dict_file(module, weights, resample_pos_embed=spec.resamples_pos_embed)
     example = torch.randn(spec.input_shape(params), generator=torch.Generator().manual_seed(seed))
     return module, example
 
@@ -215,10 +257,14 @@ def read_state_dict(path: str | os.PathLike[str]) -> dict[str, torch.Tensor]:
     return obj
 
 
-def load_state_dict_file(module: torch.nn.Module, path: str | os.PathLike[str]) -> None:
-    """Load the state_dict at `path` into `module` (strict: every key and shape must match)."""
+def load_state_dict_file(module: torch.nn.Module, path: str | os.PathLike[str],
+                         resample_pos_embed: bool = False) -> None:
+    """Load the state_dict at `path` into `module` (strict: every key and shape must match,
+    except, with `resample_pos_embed`, a ViT position embedding of another square grid)."""
     shown = os.fspath(path)
     state = read_state_dict(path)
+    if resample_pos_embed:
+        state = _fit_position_embedding(module, state)
     own = module.state_dict()
     missing = [k for k in own if k not in state]
     unexpected = [k for k in state if k not in own]
@@ -238,6 +284,23 @@ def load_state_dict_file(module: torch.nn.Module, path: str | os.PathLike[str]) 
         raise ModelError(f"weights {shown} do not fit the model: " + "; ".join(problems))
     with torch.no_grad():
         module.load_state_dict({k: v.to(own[k].dtype) for k, v in state.items()}, strict=True)
+
+
+def _fit_position_embedding(module: torch.nn.Module,
+                            state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """A ViT checkpoint made for another image size (timm's DINOv2 at 518x518) has a
+    position embedding of another grid: resample it to the model's grid, as timm does when
+    it loads one."""
+    pos = state.get("pos_embed")
+    if not isinstance(module, DeiT) or pos is None or pos.dim() != 3:
+        return state
+    if tuple(pos.shape) == tuple(module.pos_embed.shape) or pos.shape[2] != module.dim:
+        return state  # already fits, or a shape mismatch the strict check reports
+    grid = module.img_size // module.patch
+    try:
+        return {**state, "pos_embed": resample_pos_embed(pos, grid)}
+    except ValueError:
+        return state  # not a square grid: the strict check reports the mismatch
 
 
 def set_training(module: torch.nn.Module, mode: bool) -> None:
