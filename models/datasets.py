@@ -49,6 +49,7 @@ import torch
 import torch.nn.functional as F
 
 from nmc.models.errors import ModelError
+from nmc.models.images import IMAGENET_MEAN, IMAGENET_STD
 
 DEFAULT_DATASET = "digits"
 FASHION_MNIST_DIR = Path("/usr/share/datasets/fashion-mnist")
@@ -57,8 +58,6 @@ IDX_FILES = {"train": ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),
 IDX_VAL_FRACTION = 1 / 6  # of the IDX training set: 10,000 of Fashion-MNIST's 60,000
 FASHION_MNIST_CLASSES = ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal",
                          "Shirt", "Sneaker", "Bag", "Ankle boot"]
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
 NORMALIZATIONS = ("dataset", "imagenet")
 MAX_RESIZED_BYTES = 1 << 30  # above this, images are resized batch by batch when read
 SPLIT_SEED = 0
