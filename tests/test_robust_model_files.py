@@ -13,7 +13,7 @@ import pytest
 import torch
 from torch import nn
 
-from robust_helpers import built, expect_error, expect_process_error, run_nmc
+from robust_helpers import built, cli as run_cli, expect_error, expect_process_error, run_nmc
 
 HOWTO = "torch.export.save(torch.export.export(model, (example,)), 'model.pt')"
 
@@ -96,6 +96,41 @@ def test_damaged_export_archive(capsys, tmp_path, tmp_path_factory):
             zout.writestr(item, data)
     _compile_error(capsys, tmp_path, path, "cannot load the torch.export archive",
                    "re-export it", HOWTO)
+
+
+def test_flipped_weight_bit_is_detected(capsys, tmp_path, tmp_path_factory):
+    """torch's archive reader skips the zip CRCs: a flipped bit inside a weight would load
+    as another weight. nmc checks every member's CRC."""
+    src = built(tmp_path_factory) / "model.pt"
+    data = bytearray(src.read_bytes())
+    with zipfile.ZipFile(src) as z:
+        weights = max((i for i in z.infolist() if "/data/" in i.filename),
+                      key=lambda i: i.file_size)
+        at = bytes(data).find(z.read(weights)) + weights.file_size // 2
+    data[at] ^= 0x10
+    path = tmp_path / "model.pt"
+    path.write_bytes(bytes(data))
+    _compile_error(capsys, tmp_path, path, f"{path} is damaged", "fails its CRC check")
+
+
+def test_random_bit_flips_never_compile_to_other_weights(capsys, tmp_path, tmp_path_factory):
+    """Each flip is refused, or (in bytes no check covers, such as a header's timestamp)
+    changes nothing: the program is byte-identical to the undamaged model's."""
+    original = (built(tmp_path_factory) / "model.pt").read_bytes()
+    path, good = tmp_path / "model.pt", tmp_path / "good.bin"  # prog.bin records the path
+    path.write_bytes(original)
+    assert run_cli(capsys, "compile", path, "-o", good)[0] == 0
+    rng = random.Random(1)
+    for i in range(10):
+        data = bytearray(original)
+        data[rng.randrange(len(data))] ^= 1 << rng.randrange(8)
+        path.write_bytes(bytes(data))
+        out = tmp_path / f"flip{i}.bin"
+        status, _, err = run_cli(capsys, "compile", path, "-o", out)
+        if status == 0:
+            assert out.read_bytes() == good.read_bytes(), f"flip {i} changed the program"
+        else:
+            assert status == 1 and err.startswith("nmc: error: "), err
 
 
 def test_pickled_module(capsys, tmp_path):

@@ -132,6 +132,13 @@ def _check_format(path: Path, shown: str) -> None:
             if any(len(p) == 2 and p[1] == "archive_format" for p in parts) or any(
                 len(p) == 3 and p[1] == "models" and p[2].endswith(".json") for p in parts
             ) or "serialized_exported_program.json" in names:
+                # torch's own archive reader does not check the members' CRCs: a flipped
+                # bit in a weight would load as a different weight. Check them all here.
+                damaged = z.testzip()
+                if damaged is not None:
+                    raise FrontendError(
+                        f"{shown} is damaged: member {damaged} fails its CRC check (the "
+                        f"file was changed after it was written; export it again)")
                 return
             pkls = [n for n, p in zip(names, parts) if len(p) == 2 and p[1] == "data.pkl"]
             if pkls:
