@@ -4,9 +4,10 @@
     .venv/bin/python bench/check_program_identity.py --base HEAD~3  # against any commit
     .venv/bin/python bench/check_program_identity.py --quick        # fewer configurations
 
-The base commit is checked out with `git worktree` into a temporary folder and imported in
-place of this tree (a folder of `nmc/<package>` links put first on PYTHONPATH, so the
-editable install of this tree is shadowed). Each model is exported once, by the base, and the
+The base commit is checked out with `git worktree` into a temporary folder. Each side is
+imported from its own tree: a folder of `nmc/<package>` links put first on PYTHONPATH
+shadows whatever tree the virtual environment's editable install points to, so the check
+also works from another git worktree. Each model is exported once, by the base, and the
 same file is compiled by both trees under the same relative path (prog.bin records the model
 path), with deit_tiny (the demo model: `nmc demo` exports it the same way), swin_micro and
 mlp_block under dense, `--sparsity 2:4`,
@@ -52,13 +53,8 @@ def shadow_path(tree: Path, where: Path) -> Path:
     return where
 
 
-def nmc(args: list[str], cwd: Path, tree: Path, pythonpath: Path | None
-        ) -> subprocess.CompletedProcess:
-    env = dict(os.environ)
-    if pythonpath is not None:
-        env["PYTHONPATH"] = str(pythonpath)
-    else:
-        env.pop("PYTHONPATH", None)
+def nmc(args: list[str], cwd: Path, tree: Path, pythonpath: Path) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PYTHONPATH": str(pythonpath)}
     return subprocess.run([sys.executable, "-c", DRIVER, cli_module(tree), *args], cwd=cwd, env=env,
                           capture_output=True, text=True)
 
@@ -79,7 +75,8 @@ def main() -> int:
         subprocess.run(["git", "-C", str(ROOT), "worktree", "add", "--detach", "-q",
                         str(base_tree), args.base], check=True)
         try:
-            base_path = shadow_path(base_tree, tmp / "shadow")
+            base_path = shadow_path(base_tree, tmp / "shadow-base")
+            head_path = shadow_path(ROOT, tmp / "shadow-head")
             work = tmp / "work"
             work.mkdir()
             failures = 0
@@ -93,7 +90,8 @@ def main() -> int:
                     continue
                 for cfg, extra in configs.items():
                     outcome = {}
-                    for side, tree, path in (("base", base_tree, base_path), ("head", ROOT, None)):
+                    for side, tree, path in (("base", base_tree, base_path),
+                                             ("head", ROOT, head_path)):
                         prog = work / f"{label}-{cfg}-{side}.bin"
                         r = nmc(["compile", model_file, "-o", prog.name, "-q", *extra],
                                 work, tree, path)
