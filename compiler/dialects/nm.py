@@ -107,6 +107,14 @@ def _i64(value: int | IntegerAttr) -> IntegerAttr:
     return IntegerAttr(int(value), IntegerType(64))
 
 
+def _f64(value: float | FloatAttr) -> FloatAttr:
+    return value if isinstance(value, FloatAttr) else FloatAttr(float(value), Float64Type())
+
+
+def _str(value: str | StringAttr) -> StringAttr:
+    return StringAttr(value) if isinstance(value, str) else value
+
+
 def sparsity_attr(n: int, m: int) -> DenseArrayBase:
     """The `sparsity` property of nm.linear: `array<i64: N, M>`."""
     return DenseArrayBase.from_list(IntegerType(64), [int(n), int(m)])
@@ -119,16 +127,50 @@ def _check_static(op: IRDLOperation) -> None:
             raise VerifyException(f"{op.name}: shapes must be static, got {_fmt(shape)}")
 
 
+def compute_format(operands: str) -> str:
+    """The custom assembly format of a compute op: its layer name, then `operands` (a
+    declarative-format fragment: operands and keyword-led properties), then the other
+    attributes and the functional type, e.g.
+    `%y = nm.add "add" %x, %fc2 {nm.tile = {rows = 29 : i64}} : (T, T) -> T`."""
+    return f"$layer {operands} attr-dict `:` functional-type(operands, results)"
+
+
 class _ComputeOp(IRDLOperation):
-    """Shared behaviour of the nm compute ops (those with a `layer`)."""
+    """Shared behaviour of the nm compute ops (those with a `layer`): one f32 tensor
+    result, no side effects, static shapes, a non-empty layer name. A subclass checks its
+    own operands and properties in `_verify_shapes`."""
 
     layer = prop_def(StringAttr)
+    result = result_def(F32Tensor)
+
+    traits = traits_def(Pure())
 
     KIND: ClassVar[str]  # short kind used in layer names: linear, layer_norm, gelu, add, ...
+
+    def _build(self, operands: Sequence[SSAValue | Sequence[SSAValue]],
+               result_shape: Sequence[int], layer: str | StringAttr,
+               **properties: Attribute) -> None:
+        """IRDLOperation.__init__ with the result type from its shape, `layer` first."""
+        super().__init__(operands=list(operands), result_types=[f32_tensor(result_shape)],
+                         properties={"layer": _str(layer), **properties})
 
     @property
     def layer_name(self) -> str:
         return self.layer.data
+
+    @property
+    def where(self) -> str:
+        """How error messages name this op: `nm.linear (fc1)`."""
+        return f"{self.name} ({self.layer.data})"
+
+    def verify_(self) -> None:
+        self._verify_layer()
+        _check_static(self)
+        self._verify_shapes()
+
+    def _verify_shapes(self) -> None:
+        """Operand, property and result checks of one op kind (after layer and static
+        shapes)."""
 
     def _verify_layer(self) -> None:
         if not self.layer.data:
@@ -138,14 +180,13 @@ class _ComputeOp(IRDLOperation):
         got = tensor_shape(self.results[0])
         if tuple(got) != tuple(expected):
             raise VerifyException(
-                f"{self.name} ({self.layer.data}): result shape {_fmt(got)} "
-                f"should be {_fmt(expected)}"
+                f"{self.where}: result shape {_fmt(got)} should be {_fmt(expected)}"
             )
 
 
 @irdl_op_definition
 class ParamOp(IRDLOperation):
-    """`nm.param {name = "fc1.weight"}`: the model's tensor of that state_dict key."""
+    """`nm.param "fc1.weight"`: the model's tensor of that state_dict key."""
 
     name = "nm.param"
 
@@ -154,10 +195,11 @@ class ParamOp(IRDLOperation):
 
     traits = traits_def(Pure())
 
+    assembly_format = "$name attr-dict `:` type($result)"
+
     def __init__(self, param_name: str | StringAttr, shape: Sequence[int]):
-        if isinstance(param_name, str):
-            param_name = StringAttr(param_name)
-        super().__init__(properties={"name": param_name}, result_types=[f32_tensor(shape)])
+        super().__init__(properties={"name": _str(param_name)},
+                         result_types=[f32_tensor(shape)])
 
     def verify_(self) -> None:
         if not self.param_name.data:
@@ -175,7 +217,6 @@ class LinearOp(_ComputeOp):
     input = operand_def(F32Tensor)
     weight = operand_def(F32Tensor)
     bias = opt_operand_def(F32Tensor)
-    result = result_def(F32Tensor)
 
     # N:M sparsity of the weight, `array<i64: N, M>` (absent = dense; N = M is dense too):
     # per group of M consecutive weights along K, N are kept. Set by assign-sparsity.
@@ -184,7 +225,10 @@ class LinearOp(_ComputeOp):
     # kernel's epilogue by fuse-activations (absent: none).
     activation = opt_prop_def(StringAttr)
 
-    traits = traits_def(Pure())
+    # qualified(): xDSL 0.74 prints a bare DenseArrayBase in a form it cannot parse back
+    assembly_format = compute_format(
+        "$input `,` $weight (`,` $bias^)? (`sparsity` qualified($sparsity)^)? "
+        "(`activation` $activation^)?")
 
     def __init__(
         self,
@@ -195,21 +239,14 @@ class LinearOp(_ComputeOp):
         sparsity: tuple[int, int] | None = None,
         activation: str | None = None,
     ):
-        if isinstance(layer, str):
-            layer = StringAttr(layer)
-        in_shape = tensor_shape(input)
-        w_shape = tensor_shape(weight)
-        out_shape = (*in_shape[:-1], w_shape[0])
-        properties: dict[str, Attribute] = {"layer": layer}
+        properties: dict[str, Attribute] = {}
         if sparsity is not None:
             properties["sparsity"] = sparsity_attr(*sparsity)
         if activation is not None:
             properties["activation"] = StringAttr(activation)
-        super().__init__(
-            operands=[input, weight, [bias] if bias is not None else []],
-            result_types=[f32_tensor(out_shape)],
-            properties=properties,
-        )
+        out_shape = (*tensor_shape(input)[:-1], tensor_shape(weight)[0])
+        self._build([input, weight, [bias] if bias is not None else []], out_shape, layer,
+                    **properties)
 
     @property
     def sparsity_pattern(self) -> tuple[int, int] | None:
@@ -247,10 +284,8 @@ class LinearOp(_ComputeOp):
                 f"weights along K)"
             )
 
-    def verify_(self) -> None:
-        self._verify_layer()
-        _check_static(self)
-        where = f"nm.linear ({self.layer.data})"
+    def _verify_shapes(self) -> None:
+        where = self.where
         self._verify_sparsity(where)
         if self.activation_name not in (None, *LINEAR_ACTIVATIONS):
             raise VerifyException(
@@ -286,11 +321,10 @@ class LayerNormOp(_ComputeOp):
     input = operand_def(F32Tensor)
     gamma = operand_def(F32Tensor)
     beta = operand_def(F32Tensor)
-    result = result_def(F32Tensor)
 
     eps = prop_def(FloatAttr[Float64Type])
 
-    traits = traits_def(Pure())
+    assembly_format = compute_format("$input `,` $gamma `,` $beta `eps` $eps")
 
     def __init__(
         self,
@@ -300,24 +334,14 @@ class LayerNormOp(_ComputeOp):
         eps: float | FloatAttr,
         layer: str | StringAttr,
     ):
-        if isinstance(layer, str):
-            layer = StringAttr(layer)
-        if not isinstance(eps, FloatAttr):
-            eps = FloatAttr(float(eps), Float64Type())
-        super().__init__(
-            operands=[input, gamma, beta],
-            result_types=[f32_tensor(tensor_shape(input))],
-            properties={"layer": layer, "eps": eps},
-        )
+        self._build([input, gamma, beta], tensor_shape(input), layer, eps=_f64(eps))
 
     @property
     def eps_value(self) -> float:
         return float(self.eps.value.data)
 
-    def verify_(self) -> None:
-        self._verify_layer()
-        _check_static(self)
-        where = f"nm.layer_norm ({self.layer.data})"
+    def _verify_shapes(self) -> None:
+        where = self.where
         x = tensor_shape(self.input)
         if len(x) < 1:
             raise VerifyException(f"{where}: input must have rank >= 1, got a scalar")
@@ -342,11 +366,10 @@ class GeluOp(_ComputeOp):
     KIND: ClassVar[str] = "gelu"
 
     input = operand_def(F32Tensor)
-    result = result_def(F32Tensor)
 
     approximate = prop_def(StringAttr)
 
-    traits = traits_def(Pure())
+    assembly_format = compute_format("$input `approximate` $approximate")
 
     def __init__(
         self,
@@ -354,22 +377,12 @@ class GeluOp(_ComputeOp):
         layer: str | StringAttr,
         approximate: str | StringAttr = "none",
     ):
-        if isinstance(layer, str):
-            layer = StringAttr(layer)
-        if isinstance(approximate, str):
-            approximate = StringAttr(approximate)
-        super().__init__(
-            operands=[input],
-            result_types=[f32_tensor(tensor_shape(input))],
-            properties={"layer": layer, "approximate": approximate},
-        )
+        self._build([input], tensor_shape(input), layer, approximate=_str(approximate))
 
-    def verify_(self) -> None:
-        self._verify_layer()
-        _check_static(self)
+    def _verify_shapes(self) -> None:
         if self.approximate.data not in GELU_APPROXIMATIONS:
             raise VerifyException(
-                f"nm.gelu ({self.layer.data}): approximate must be one of "
+                f"{self.where}: approximate must be one of "
                 f"{', '.join(repr(a) for a in GELU_APPROXIMATIONS)}, "
                 f"got {self.approximate.data!r}"
             )
@@ -401,32 +414,23 @@ class AddOp(_ComputeOp):
 
     lhs = operand_def(F32Tensor)
     rhs = operand_def(F32Tensor)
-    result = result_def(F32Tensor)
 
-    traits = traits_def(Pure())
+    assembly_format = compute_format("$lhs `,` $rhs")
 
     def __init__(self, lhs: SSAValue, rhs: SSAValue, layer: str | StringAttr):
-        if isinstance(layer, str):
-            layer = StringAttr(layer)
-        super().__init__(
-            operands=[lhs, rhs],
-            result_types=[f32_tensor(tensor_shape(lhs))],
-            properties={"layer": layer},
-        )
+        self._build([lhs, rhs], tensor_shape(lhs), layer)
 
     @property
     def is_broadcast(self) -> bool:
         """True if rhs is broadcast (its shape differs from the lhs shape)."""
         return tensor_shape(self.lhs) != tensor_shape(self.rhs)
 
-    def verify_(self) -> None:
-        self._verify_layer()
-        _check_static(self)
+    def _verify_shapes(self) -> None:
         a = tensor_shape(self.lhs)
         b = tensor_shape(self.rhs)
         if not broadcasts_to(b, a):
             raise VerifyException(
-                f"nm.add ({self.layer.data}): rhs {_fmt(b)} does not broadcast to lhs "
+                f"{self.where}: rhs {_fmt(b)} does not broadcast to lhs "
                 f"{_fmt(a)} (rhs must have the lhs shape, or be a suffix of it after "
                 f"dropping leading 1s)"
             )
@@ -445,11 +449,10 @@ class PatchEmbedOp(_ComputeOp):
     input = operand_def(F32Tensor)
     weight = operand_def(F32Tensor)
     bias = operand_def(F32Tensor)
-    result = result_def(F32Tensor)
 
     patch = prop_def(IntegerAttr[I64])
 
-    traits = traits_def(Pure())
+    assembly_format = compute_format("$input `,` $weight `,` $bias `patch` $patch")
 
     def __init__(
         self,
@@ -459,8 +462,6 @@ class PatchEmbedOp(_ComputeOp):
         patch: int | IntegerAttr,
         layer: str | StringAttr,
     ):
-        if isinstance(layer, str):
-            layer = StringAttr(layer)
         patch = _i64(patch)
         p = patch.value.data
         x = tensor_shape(input)
@@ -469,20 +470,14 @@ class PatchEmbedOp(_ComputeOp):
             out_shape = (x[0], (x[2] // p) * (x[3] // p), w[0])
         else:  # malformed; the verifier reports it
             out_shape = (0,)
-        super().__init__(
-            operands=[input, weight, bias],
-            result_types=[f32_tensor(out_shape)],
-            properties={"layer": layer, "patch": patch},
-        )
+        self._build([input, weight, bias], out_shape, layer, patch=patch)
 
     @property
     def patch_size(self) -> int:
         return self.patch.value.data
 
-    def verify_(self) -> None:
-        self._verify_layer()
-        _check_static(self)
-        where = f"nm.patch_embed ({self.layer.data})"
+    def _verify_shapes(self) -> None:
+        where = self.where
         p = self.patch_size
         x = tensor_shape(self.input)
         w = tensor_shape(self.weight)
@@ -522,11 +517,10 @@ class ConcatOp(_ComputeOp):
     KIND: ClassVar[str] = "concat"
 
     inputs = var_operand_def(F32Tensor)
-    result = result_def(F32Tensor)
 
     axis = prop_def(IntegerAttr[I64])
 
-    traits = traits_def(Pure())
+    assembly_format = compute_format("$inputs `axis` $axis")
 
     def __init__(
         self,
@@ -534,8 +528,6 @@ class ConcatOp(_ComputeOp):
         axis: int | IntegerAttr,
         layer: str | StringAttr,
     ):
-        if isinstance(layer, str):
-            layer = StringAttr(layer)
         axis = _i64(axis)
         a = axis.value.data
         shapes = [tensor_shape(v) for v in inputs]
@@ -544,20 +536,14 @@ class ConcatOp(_ComputeOp):
             out[a] = sum(s[a] if len(s) > a else 0 for s in shapes)
         else:  # malformed; the verifier reports it
             out = [0]
-        super().__init__(
-            operands=[list(inputs)],
-            result_types=[f32_tensor(out)],
-            properties={"layer": layer, "axis": axis},
-        )
+        self._build([list(inputs)], out, layer, axis=axis)
 
     @property
     def axis_value(self) -> int:
         return self.axis.value.data
 
-    def verify_(self) -> None:
-        self._verify_layer()
-        _check_static(self)
-        where = f"nm.concat ({self.layer.data})"
+    def _verify_shapes(self) -> None:
+        where = self.where
         if len(self.inputs) == 0:
             raise VerifyException(f"{where}: needs at least one input")
         shapes = [tensor_shape(v) for v in self.inputs]
@@ -599,12 +585,11 @@ class AttentionOp(_ComputeOp):
 
     qkv = operand_def(F32Tensor)
     bias = opt_operand_def(F32Tensor)
-    result = result_def(F32Tensor)
 
     heads = prop_def(IntegerAttr[I64])
     scale = prop_def(FloatAttr[Float64Type])
 
-    traits = traits_def(Pure())
+    assembly_format = compute_format("$qkv (`bias` $bias^)? `heads` $heads `scale` $scale")
 
     def __init__(
         self,
@@ -614,18 +599,10 @@ class AttentionOp(_ComputeOp):
         layer: str | StringAttr,
         bias: SSAValue | None = None,
     ):
-        if isinstance(layer, str):
-            layer = StringAttr(layer)
-        heads = _i64(heads)
-        if not isinstance(scale, FloatAttr):
-            scale = FloatAttr(float(scale), Float64Type())
         x = tensor_shape(qkv)
         out = (*x[:-1], x[-1] // 3) if len(x) >= 1 else (0,)
-        super().__init__(
-            operands=[qkv, [bias] if bias is not None else []],
-            result_types=[f32_tensor(out)],
-            properties={"layer": layer, "heads": heads, "scale": scale},
-        )
+        self._build([qkv, [bias] if bias is not None else []], out, layer,
+                    heads=_i64(heads), scale=_f64(scale))
 
     @property
     def heads_value(self) -> int:
@@ -645,10 +622,8 @@ class AttentionOp(_ComputeOp):
         """C / heads."""
         return self.embed_dim // self.heads_value
 
-    def verify_(self) -> None:
-        self._verify_layer()
-        _check_static(self)
-        where = f"nm.attention ({self.layer.data})"
+    def _verify_shapes(self) -> None:
+        where = self.where
         x = tensor_shape(self.qkv)
         h = self.heads_value
         s = self.scale_value
@@ -686,12 +661,11 @@ class SelectOp(_ComputeOp):
     KIND: ClassVar[str] = "select"
 
     input = operand_def(F32Tensor)
-    result = result_def(F32Tensor)
 
     axis = prop_def(IntegerAttr[I64])
     index = prop_def(IntegerAttr[I64])
 
-    traits = traits_def(Pure())
+    assembly_format = compute_format("$input `axis` $axis `index` $index")
 
     def __init__(
         self,
@@ -700,18 +674,11 @@ class SelectOp(_ComputeOp):
         index: int | IntegerAttr,
         layer: str | StringAttr,
     ):
-        if isinstance(layer, str):
-            layer = StringAttr(layer)
         axis = _i64(axis)
-        index = _i64(index)
         x = tensor_shape(input)
         a = axis.value.data
         out = (*x[:a], *x[a + 1 :]) if 0 <= a < len(x) else (0,)
-        super().__init__(
-            operands=[input],
-            result_types=[f32_tensor(out)],
-            properties={"layer": layer, "axis": axis, "index": index},
-        )
+        self._build([input], out, layer, axis=axis, index=_i64(index))
 
     @property
     def axis_value(self) -> int:
@@ -721,10 +688,8 @@ class SelectOp(_ComputeOp):
     def index_value(self) -> int:
         return self.index.value.data
 
-    def verify_(self) -> None:
-        self._verify_layer()
-        _check_static(self)
-        where = f"nm.select ({self.layer.data})"
+    def _verify_shapes(self) -> None:
+        where = self.where
         x = tensor_shape(self.input)
         a = self.axis_value
         i = self.index_value
@@ -751,6 +716,8 @@ class ReshapeOp(IRDLOperation):
 
     traits = traits_def(Pure())
 
+    assembly_format = "$input attr-dict `:` type($input) `->` type($result)"
+
     def __init__(self, input: SSAValue, shape: Sequence[int]):
         super().__init__(operands=[input], result_types=[f32_tensor(shape)])
 
@@ -775,31 +742,22 @@ class PermuteRowsOp(_ComputeOp):
     KIND: ClassVar[str] = "permute_rows"
 
     input = operand_def(F32Tensor)
-    result = result_def(F32Tensor)
 
     rows = prop_def(DenseArrayBase)
 
-    traits = traits_def(Pure())
+    assembly_format = compute_format("$input `rows` qualified($rows)")
 
     def __init__(self, input: SSAValue, rows: Sequence[int], shape: Sequence[int],
                  layer: str | StringAttr):
-        if isinstance(layer, str):
-            layer = StringAttr(layer)
-        super().__init__(
-            operands=[input],
-            result_types=[f32_tensor(shape)],
-            properties={"layer": layer,
-                        "rows": DenseArrayBase.from_list(IntegerType(64), list(rows))},
-        )
+        self._build([input], shape, layer,
+                    rows=DenseArrayBase.from_list(IntegerType(64), list(rows)))
 
     @property
     def row_indices(self) -> list[int]:
         return [int(r) for r in self.rows.iter_values()]
 
-    def verify_(self) -> None:
-        self._verify_layer()
-        _check_static(self)
-        where = f"nm.permute_rows ({self.layer.data})"
+    def _verify_shapes(self) -> None:
+        where = self.where
         x, y = tensor_shape(self.input), tensor_shape(self.result)
         if not x or not y:
             raise VerifyException(f"{where}: input and result must have rank >= 1")
@@ -828,27 +786,18 @@ class MeanOp(_ComputeOp):
     KIND: ClassVar[str] = "mean"
 
     input = operand_def(F32Tensor)
-    result = result_def(F32Tensor)
 
-    traits = traits_def(Pure())
+    assembly_format = compute_format("$input")
 
     def __init__(self, input: SSAValue, layer: str | StringAttr):
-        if isinstance(layer, str):
-            layer = StringAttr(layer)
         x = tensor_shape(input)
-        super().__init__(
-            operands=[input],
-            result_types=[f32_tensor((x[0], x[-1]) if len(x) >= 3 else (0,))],
-            properties={"layer": layer},
-        )
+        self._build([input], (x[0], x[-1]) if len(x) >= 3 else (0,), layer)
 
-    def verify_(self) -> None:
-        self._verify_layer()
-        _check_static(self)
+    def _verify_shapes(self) -> None:
         x = tensor_shape(self.input)
         if len(x) < 3:
             raise VerifyException(
-                f"nm.mean ({self.layer.data}): input must be [B, tokens..., C], got {_fmt(x)}"
+                f"{self.where}: input must be [B, tokens..., C], got {_fmt(x)}"
             )
         self._check_result_shape((x[0], x[-1]))
 

@@ -33,19 +33,12 @@ from typing import ClassVar
 
 from xdsl.dialects.builtin import I64, IntegerAttr, StringAttr
 from xdsl.ir import Dialect, SSAValue
-from xdsl.irdl import (
-    irdl_op_definition, operand_def, opt_prop_def, prop_def, result_def, traits_def,
-)
-from xdsl.traits import Pure
+from xdsl.irdl import irdl_op_definition, operand_def, opt_prop_def, prop_def
 from xdsl.utils.exceptions import VerifyException
 
 from nmc.compiler.dialects.nm import (
-    F32Tensor, _check_static, _ComputeOp, _fmt, _i64, f32_tensor, tensor_shape,
+    F32Tensor, _ComputeOp, _fmt, _i64, compute_format, tensor_shape,
 )
-
-
-def _layer(layer: str | StringAttr) -> StringAttr:
-    return StringAttr(layer) if isinstance(layer, str) else layer
 
 
 @irdl_op_definition
@@ -54,21 +47,16 @@ class MagnitudeOp(_ComputeOp):
     KIND: ClassVar[str] = "window_magnitude"
 
     input = operand_def(F32Tensor)
-    result = result_def(F32Tensor)
 
-    traits = traits_def(Pure())
+    assembly_format = compute_format("$input")
 
     def __init__(self, input: SSAValue, layer: str | StringAttr):
-        shape = tensor_shape(input)
-        super().__init__(operands=[input], result_types=[f32_tensor((*shape[:-1], 1))],
-                         properties={"layer": _layer(layer)})
+        self._build([input], (*tensor_shape(input)[:-1], 1), layer)
 
-    def verify_(self) -> None:
-        self._verify_layer()
-        _check_static(self)
+    def _verify_shapes(self) -> None:
         x = tensor_shape(self.input)
         if not x:
-            raise VerifyException(f"{self.name} ({self.layer_name}): input must have rank >= 1")
+            raise VerifyException(f"{self.where}: input must have rank >= 1")
         self._check_result_shape((*x[:-1], 1))
 
 
@@ -78,26 +66,21 @@ class RankOp(_ComputeOp):
     KIND: ClassVar[str] = "window_rank"
 
     input = operand_def(F32Tensor)
-    result = result_def(F32Tensor)
 
     keep = prop_def(IntegerAttr[I64])
 
-    traits = traits_def(Pure())
+    assembly_format = compute_format("$input `keep` $keep")
 
     def __init__(self, input: SSAValue, keep: int, layer: str | StringAttr):
-        batch = tensor_shape(input)[0]
-        super().__init__(operands=[input], result_types=[f32_tensor((batch, int(keep)))],
-                         properties={"layer": _layer(layer), "keep": _i64(keep)})
+        self._build([input], (tensor_shape(input)[0], int(keep)), layer, keep=_i64(keep))
 
     @property
     def keep_value(self) -> int:
         return self.keep.value.data
 
-    def verify_(self) -> None:
-        self._verify_layer()
-        _check_static(self)
+    def _verify_shapes(self) -> None:
         x = tensor_shape(self.input)
-        where = f"{self.name} ({self.layer_name})"
+        where = self.where
         if len(x) != 3:
             raise VerifyException(
                 f"{where}: input must be [images, windows, tokens], got {_fmt(x)}")
@@ -107,7 +90,9 @@ class RankOp(_ComputeOp):
 
 
 class _WindowTableOp(_ComputeOp):
-    """Shared by gather and scatter: a window table, indices, a `count` of windows moved."""
+    """Shared by gather and scatter: a window table, indices, a `count` of windows moved.
+    The subclasses declare the operands `table` and `indices` first (IRDL collects a
+    subclass's fields before its base's, so operands declared here would come last)."""
 
     count = prop_def(IntegerAttr[I64])
 
@@ -115,11 +100,9 @@ class _WindowTableOp(_ComputeOp):
     def count_value(self) -> int:
         return self.count.value.data
 
-    def _verify_table(self) -> tuple[int, ...]:
-        """Checks the layer, static shapes, indices and count; returns the table shape."""
-        self._verify_layer()
-        _check_static(self)
-        where = f"{self.name} ({self.layer_name})"
+    def _verify_shapes(self) -> None:
+        """Checks the indices and count, then the op's own shapes (`_verify_moved`)."""
+        where = self.where
         table, idx, count = tensor_shape(self.table), tensor_shape(self.indices), self.count_value
         if len(idx) != 2 or idx[1] < count:
             raise VerifyException(
@@ -129,7 +112,15 @@ class _WindowTableOp(_ComputeOp):
                                   f"do not split into {idx[0]} images")
         if not 1 <= count <= self.windows:
             raise VerifyException(f"{where}: count {count} must be in [1, {self.windows}]")
-        return table
+        self._verify_moved(table)
+
+    def _verify_moved(self, table: tuple[int, ...]) -> None:
+        """The checks of the gathered or scattered blocks, given the table shape."""
+
+    @property
+    def moved_shape(self) -> tuple[int, ...]:
+        """The shape of the blocks moved: [images * count, block dims of the table...]."""
+        return (self.images * self.count_value, *tensor_shape(self.table)[1:])
 
     @property
     def is_shared(self) -> bool:
@@ -154,26 +145,23 @@ class GatherOp(_WindowTableOp):
 
     table = operand_def(F32Tensor)
     indices = operand_def(F32Tensor)
-    result = result_def(F32Tensor)
-
-    traits = traits_def(Pure())
 
     shared = opt_prop_def(IntegerAttr[I64])
 
+    assembly_format = compute_format(
+        "$table `,` $indices `count` $count (`shared` $shared^)?")
+
     def __init__(self, table: SSAValue, indices: SSAValue, count: int, layer: str | StringAttr,
                  shared: bool = False):
-        shape = tensor_shape(table)
         images = tensor_shape(indices)[0]
-        props = {"layer": _layer(layer), "count": _i64(count)}
+        props = {"count": _i64(count)}
         if shared:
             props["shared"] = _i64(1)
-        super().__init__(operands=[table, indices],
-                         result_types=[f32_tensor((images * int(count), *shape[1:]))],
-                         properties=props)
+        self._build([table, indices], (images * int(count), *tensor_shape(table)[1:]), layer,
+                    **props)
 
-    def verify_(self) -> None:
-        table = self._verify_table()
-        self._check_result_shape((self.images * self.count_value, *table[1:]))
+    def _verify_moved(self, table: tuple[int, ...]) -> None:
+        self._check_result_shape(self.moved_shape)
 
 
 @irdl_op_definition
@@ -184,22 +172,18 @@ class ScatterOp(_WindowTableOp):
     table = operand_def(F32Tensor)
     indices = operand_def(F32Tensor)
     values = operand_def(F32Tensor)
-    result = result_def(F32Tensor)
 
-    traits = traits_def(Pure())
+    assembly_format = compute_format("$table `,` $indices `,` $values `count` $count")
 
     def __init__(self, table: SSAValue, indices: SSAValue, values: SSAValue, count: int,
                  layer: str | StringAttr):
-        super().__init__(operands=[table, indices, values],
-                         result_types=[f32_tensor(tensor_shape(table))],
-                         properties={"layer": _layer(layer), "count": _i64(count)})
+        self._build([table, indices, values], tensor_shape(table), layer, count=_i64(count))
 
-    def verify_(self) -> None:
-        table = self._verify_table()
-        values, want = tensor_shape(self.values), (self.images * self.count_value, *table[1:])
+    def _verify_moved(self, table: tuple[int, ...]) -> None:
+        values, want = tensor_shape(self.values), self.moved_shape
         if tuple(values) != want:
-            raise VerifyException(f"{self.name} ({self.layer_name}): values must be "
-                                  f"{_fmt(want)}, got {_fmt(values)}")
+            raise VerifyException(
+                f"{self.where}: values must be {_fmt(want)}, got {_fmt(values)}")
         self._check_result_shape(table)
 
 
