@@ -21,6 +21,7 @@ demo: $(STAMP)
 
 test: $(STAMP)
 	$(PY) -m pytest -q -n 2 tests
+	$(VENV)/bin/lit -q tests/filecheck
 
 # the slow tests too (larger models)
 test-all: $(STAMP)

@@ -26,6 +26,14 @@ splits qkv [B, N, 3C] into q, k, v (each [B, N, heads, C/heads], in that order a
 dim), computes softmax(q . k^T * scale) . v per head and merges the heads back: [B, N, C].
 `nm.select` is x[:, index] -> [B, D].
 
+Printed form (declarative `assembly_format`s; the generic form parses too): the op, its
+layer name, its operands, its properties led by their names, the other attributes, the
+types, e.g.
+    %fc1.weight = nm.param "fc1.weight" {nm.layout = "nm_pack:2:4"} : tensor<768x192xf32>
+    %fc1 = nm.linear "fc1" %norm, %fc1.weight, %fc1.bias sparsity array<i64: 2, 4>
+        activation "gelu" : (tensor<1x197x192xf32>, ...) -> tensor<1x197x768xf32>
+    %attn = nm.attention "attn" %qkv bias %b heads 2 scale 0.5 : (...) -> ...
+
 The module carries the `nm.model` attribute (path of the model file, from which `nm.param`
 values are read by name) and `func.func @main` carries `nm.input_names` / `nm.output_names`;
 these and the attributes later passes add are defined, typed and accessed in nm_attrs.py.
@@ -230,15 +238,9 @@ class LinearOp(_ComputeOp):
         "$input `,` $weight (`,` $bias^)? (`sparsity` qualified($sparsity)^)? "
         "(`activation` $activation^)?")
 
-    def __init__(
-        self,
-        input: SSAValue,
-        weight: SSAValue,
-        bias: SSAValue | None,
-        layer: str | StringAttr,
-        sparsity: tuple[int, int] | None = None,
-        activation: str | None = None,
-    ):
+    def __init__(self, input: SSAValue, weight: SSAValue, bias: SSAValue | None,
+                 layer: str | StringAttr, sparsity: tuple[int, int] | None = None,
+                 activation: str | None = None):
         properties: dict[str, Attribute] = {}
         if sparsity is not None:
             properties["sparsity"] = sparsity_attr(*sparsity)
@@ -326,14 +328,8 @@ class LayerNormOp(_ComputeOp):
 
     assembly_format = compute_format("$input `,` $gamma `,` $beta `eps` $eps")
 
-    def __init__(
-        self,
-        input: SSAValue,
-        gamma: SSAValue,
-        beta: SSAValue,
-        eps: float | FloatAttr,
-        layer: str | StringAttr,
-    ):
+    def __init__(self, input: SSAValue, gamma: SSAValue, beta: SSAValue,
+                 eps: float | FloatAttr, layer: str | StringAttr):
         self._build([input, gamma, beta], tensor_shape(input), layer, eps=_f64(eps))
 
     @property
@@ -371,12 +367,8 @@ class GeluOp(_ComputeOp):
 
     assembly_format = compute_format("$input `approximate` $approximate")
 
-    def __init__(
-        self,
-        input: SSAValue,
-        layer: str | StringAttr,
-        approximate: str | StringAttr = "none",
-    ):
+    def __init__(self, input: SSAValue, layer: str | StringAttr,
+                 approximate: str | StringAttr = "none"):
         self._build([input], tensor_shape(input), layer, approximate=_str(approximate))
 
     def _verify_shapes(self) -> None:
@@ -454,14 +446,8 @@ class PatchEmbedOp(_ComputeOp):
 
     assembly_format = compute_format("$input `,` $weight `,` $bias `patch` $patch")
 
-    def __init__(
-        self,
-        input: SSAValue,
-        weight: SSAValue,
-        bias: SSAValue,
-        patch: int | IntegerAttr,
-        layer: str | StringAttr,
-    ):
+    def __init__(self, input: SSAValue, weight: SSAValue, bias: SSAValue,
+                 patch: int | IntegerAttr, layer: str | StringAttr):
         patch = _i64(patch)
         p = patch.value.data
         x = tensor_shape(input)
@@ -522,12 +508,8 @@ class ConcatOp(_ComputeOp):
 
     assembly_format = compute_format("$inputs `axis` $axis")
 
-    def __init__(
-        self,
-        inputs: Sequence[SSAValue],
-        axis: int | IntegerAttr,
-        layer: str | StringAttr,
-    ):
+    def __init__(self, inputs: Sequence[SSAValue], axis: int | IntegerAttr,
+                 layer: str | StringAttr):
         axis = _i64(axis)
         a = axis.value.data
         shapes = [tensor_shape(v) for v in inputs]
@@ -591,14 +573,8 @@ class AttentionOp(_ComputeOp):
 
     assembly_format = compute_format("$qkv (`bias` $bias^)? `heads` $heads `scale` $scale")
 
-    def __init__(
-        self,
-        qkv: SSAValue,
-        heads: int | IntegerAttr,
-        scale: float | FloatAttr,
-        layer: str | StringAttr,
-        bias: SSAValue | None = None,
-    ):
+    def __init__(self, qkv: SSAValue, heads: int | IntegerAttr, scale: float | FloatAttr,
+                 layer: str | StringAttr, bias: SSAValue | None = None):
         x = tensor_shape(qkv)
         out = (*x[:-1], x[-1] // 3) if len(x) >= 1 else (0,)
         self._build([qkv, [bias] if bias is not None else []], out, layer,
@@ -667,13 +643,8 @@ class SelectOp(_ComputeOp):
 
     assembly_format = compute_format("$input `axis` $axis `index` $index")
 
-    def __init__(
-        self,
-        input: SSAValue,
-        axis: int | IntegerAttr,
-        index: int | IntegerAttr,
-        layer: str | StringAttr,
-    ):
+    def __init__(self, input: SSAValue, axis: int | IntegerAttr, index: int | IntegerAttr,
+                 layer: str | StringAttr):
         axis = _i64(axis)
         x = tensor_shape(input)
         a = axis.value.data

@@ -1,0 +1,36 @@
+// RUN: nmc opt -p plan-memory %s | filecheck %s
+
+// plan-memory gives every tensor a DRAM address (`nm.addr`, in words, aligned to 64):
+// the params first in program order (0 to 383), then the input (`nm.input_addrs` of
+// @main: 384) and the output (the value returned: 448), then the intermediates (from
+// 512), allocated in program order and freed after their last use: fc2 reuses norm's
+// space, which is dead once fc1 has read it. Params get a layout: `identity`;
+// `transpose` for a dense linear's weight (the kernel reads it [K, N]); a packed
+// `nm_pack:N:M` set by prune-and-pack is kept. `nm.dram_words` on the module is the DRAM
+// the program needs.
+
+builtin.module attributes {nm.target = "sta_ref"} {
+  func.func @main(%x: tensor<1x4x8xf32>) -> tensor<1x4x8xf32> attributes {nm.input_names = ["x"], nm.output_names = ["output"]} {
+    %g = nm.param "norm.weight" : tensor<8xf32>
+    %b = nm.param "norm.bias" : tensor<8xf32>
+    %w1 = nm.param "fc1.weight" {nm.layout = "nm_pack:2:4"} : tensor<16x8xf32>
+    %w2 = nm.param "fc2.weight" : tensor<8x16xf32>
+    %norm = nm.layer_norm "norm" %x, %g, %b eps 1.000000e-06 {nm.tile = {rows = 4 : i64}} : (tensor<1x4x8xf32>, tensor<8xf32>, tensor<8xf32>) -> tensor<1x4x8xf32>
+    %fc1 = nm.linear "fc1" %norm, %w1 sparsity array<i64: 2, 4> {nm.tile = {m = 4 : i64, n = 16 : i64, k = 8 : i64}} : (tensor<1x4x8xf32>, tensor<16x8xf32>) -> tensor<1x4x16xf32>
+    %fc2 = nm.linear "fc2" %fc1, %w2 {nm.tile = {m = 4 : i64, n = 8 : i64, k = 16 : i64}} : (tensor<1x4x16xf32>, tensor<8x16xf32>) -> tensor<1x4x8xf32>
+    %add = nm.add "add" %x, %fc2 {nm.tile = {rows = 4 : i64}} : (tensor<1x4x8xf32>, tensor<1x4x8xf32>) -> tensor<1x4x8xf32>
+    func.return %add : tensor<1x4x8xf32>
+  }
+}
+
+// CHECK:      builtin.module attributes {nm.target = "sta_ref", nm.dram_words = 640 : i64}
+// CHECK:      func.func @main{{.*}} attributes {{{.*}}nm.input_addrs = [384 : i64]}
+// CHECK-NEXT: %g = nm.param "norm.weight" {nm.addr = 0 : i64, nm.layout = "identity"}
+// CHECK-NEXT: %b = nm.param "norm.bias" {nm.addr = 64 : i64, nm.layout = "identity"}
+// CHECK-NEXT: %w1 = nm.param "fc1.weight" {nm.layout = "nm_pack:2:4", nm.addr = 128 : i64}
+// CHECK-NEXT: %w2 = nm.param "fc2.weight" {nm.addr = 256 : i64, nm.layout = "transpose"}
+// CHECK-NEXT: %norm = nm.layer_norm "norm" {{.*}}nm.addr = 512 : i64}
+// CHECK-NEXT: %fc1 = nm.linear "fc1" {{.*}}nm.addr = 576 : i64}
+// CHECK-NEXT: %fc2 = nm.linear "fc2" {{.*}}nm.addr = 512 : i64}
+// CHECK-NEXT: %add = nm.add "add" {{.*}}nm.addr = 448 : i64}
+// CHECK-NEXT: func.return %add
