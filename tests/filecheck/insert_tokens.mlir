@@ -10,7 +10,7 @@
 // which spmatmul reads: WAR); the store waits for the bias add; the add's second load
 // reads what fc's store wrote (RAW on DRAM 0x100), and so on.
 
-builtin.module attributes {nm.target = "sta_ref", nm.dram_words = 320 : i64, isa.target = "sta_ref", isa.target_id = 1 : i64, nm.layer_kinds = {fc = "linear", add = "add"}, nm.layer_weights = {fc = "fc.weight"}} {
+builtin.module attributes {nm.target = #nm.target<"sta_ref">, nm.dram_words = #nm.dram_words<320>, isa.target = "sta_ref", isa.target_id = 1 : i64, nm.layer_kinds = {fc = "linear", add = "add"}, nm.layer_weights = {fc = "fc.weight"}} {
   "isa.buffer"() <{name = "fc.weight", kind = "const", addr = 0 : i64, shape = array<i64: 5, 8>, param = "fc.weight", layout = "nm_pack:2:4"}> : () -> ()
   "isa.buffer"() <{name = "fc.bias", kind = "const", addr = 64 : i64, shape = array<i64: 8>, param = "fc.bias", layout = "identity"}> : () -> ()
   "isa.buffer"() <{name = "x", kind = "input", addr = 128 : i64, shape = array<i64: 1, 4, 8>}> : () -> ()

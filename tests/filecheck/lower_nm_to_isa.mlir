@@ -9,12 +9,12 @@
 // operands, adds and stores. Every wait/signal mask is still empty: insert-tokens sets
 // them.
 
-builtin.module attributes {nm.target = "sta_ref", nm.dram_words = 320 : i64} {
-  func.func @main(%x: tensor<1x4x8xf32>) -> tensor<1x4x8xf32> attributes {nm.input_names = ["x"], nm.output_names = ["output"], nm.input_addrs = [128 : i64]} {
-    %w = nm.param "fc.weight" {nm.layout = "nm_pack:2:4", nm.addr = 0 : i64} : tensor<8x8xf32>
-    %b = nm.param "fc.bias" {nm.addr = 64 : i64, nm.layout = "identity"} : tensor<8xf32>
-    %fc = nm.linear "fc" %x, %w, %b sparsity array<i64: 2, 4> {nm.tile = {m = 4 : i64, n = 8 : i64, k = 8 : i64}, nm.addr = 256 : i64} : (tensor<1x4x8xf32>, tensor<8x8xf32>, tensor<8xf32>) -> tensor<1x4x8xf32>
-    %add = nm.add "add" %x, %fc {nm.tile = {rows = 4 : i64}, nm.addr = 192 : i64} : (tensor<1x4x8xf32>, tensor<1x4x8xf32>) -> tensor<1x4x8xf32>
+builtin.module attributes {nm.target = #nm.target<"sta_ref">, nm.dram_words = #nm.dram_words<320>} {
+  func.func @main(%x: tensor<1x4x8xf32>) -> tensor<1x4x8xf32> attributes {nm.input_names = ["x"], nm.output_names = ["output"], nm.input_addrs = [#nm.addr<128>]} {
+    %w = nm.param "fc.weight" {nm.layout = #nm.layout<nm_pack 2:4, f32>, nm.addr = #nm.addr<0>} : tensor<8x8xf32>
+    %b = nm.param "fc.bias" {nm.addr = #nm.addr<64>, nm.layout = #nm.layout<identity, f32>} : tensor<8xf32>
+    %fc = nm.linear "fc" %x, %w, %b sparsity array<i64: 2, 4> {nm.tile = #nm.tile<m = 4, n = 8, k = 8>, nm.addr = #nm.addr<256>} : (tensor<1x4x8xf32>, tensor<8x8xf32>, tensor<8xf32>) -> tensor<1x4x8xf32>
+    %add = nm.add "add" %x, %fc {nm.tile = #nm.tile<rows = 4>, nm.addr = #nm.addr<192>} : (tensor<1x4x8xf32>, tensor<1x4x8xf32>) -> tensor<1x4x8xf32>
     func.return %add : tensor<1x4x8xf32>
   }
 }

@@ -19,9 +19,9 @@ builtin.module {
   }
 }
 
-// CHECK:      %w1 = nm.param "fc1.weight" {nm.layout = "nm_pack:2:4"} : tensor<16x8xf32>
+// CHECK:      %w1 = nm.param "fc1.weight" {nm.layout = #nm.layout<nm_pack 2:4, f32>} : tensor<16x8xf32>
 // CHECK-NEXT: %b1 = nm.param "fc1.bias" : tensor<16xf32>
-// CHECK-NEXT: %w2 = nm.param "fc2.weight" {nm.layout = "nm_pack:1:8"} : tensor<8x16xf32>
+// CHECK-NEXT: %w2 = nm.param "fc2.weight" {nm.layout = #nm.layout<nm_pack 1:8, f32>} : tensor<8x16xf32>
 // CHECK-NEXT: %w3 = nm.param "fc3.weight" : tensor<8x8xf32>
 // CHECK-NEXT: %w4 = nm.param "fc4.weight" : tensor<8x8xf32>
 // CHECK-NEXT: %fc1 = nm.linear "fc1" %x, %w1, %b1 sparsity array<i64: 2, 4> :

@@ -22,8 +22,8 @@ builtin.module {
   }
 }
 
-// CHECK:      builtin.module attributes {nm.target = "sta_ref"}
-// CHECK:      %norm = nm.layer_norm "norm" {{.*}} {nm.tile = {rows = 16 : i64}}
-// CHECK-NEXT: %fc1 = nm.linear "fc1" {{.*}} {nm.tile = {m = 64 : i64, n = 112 : i64, k = 192 : i64}}
-// CHECK-NEXT: %fc2 = nm.linear "fc2" {{.*}} {nm.tile = {m = 80 : i64, n = 192 : i64, k = 128 : i64, acc = 1 : i64}}
-// CHECK-NEXT: %add = nm.add "add" {{.*}} {nm.tile = {rows = 29 : i64}}
+// CHECK:      builtin.module attributes {nm.target = #nm.target<"sta_ref">}
+// CHECK:      %norm = nm.layer_norm "norm" {{.*}} {nm.tile = #nm.tile<rows = 16>}
+// CHECK-NEXT: %fc1 = nm.linear "fc1" {{.*}} {nm.tile = #nm.tile<m = 64, n = 112, k = 192>}
+// CHECK-NEXT: %fc2 = nm.linear "fc2" {{.*}} {nm.tile = #nm.tile<m = 80, n = 192, k = 128, acc = 1>}
+// CHECK-NEXT: %add = nm.add "add" {{.*}} {nm.tile = #nm.tile<rows = 29>}

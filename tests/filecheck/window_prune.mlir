@@ -43,7 +43,7 @@ builtin.module {
   }
 }
 
-// CHECK:      builtin.module attributes {nm.window_keep = "{\22layers.0.blocks.0\22: 0.5}"}
+// CHECK:      builtin.module attributes {nm.window_keep = {layers.0.blocks.0 = 5.000000e-01 : f64}
 // CHECK:      %[[MAG:.*]] = win.magnitude "layers.0.blocks.0.window_magnitude" %x : (tensor<1x4x4x4xf32>) -> tensor<1x4x4x1xf32>
 // CHECK-NEXT: %[[SCORES:.*]] = nm.permute_rows "layers.0.blocks.0.window_scores" %[[MAG]] rows array<i64: 0, 1, 4, 5, 2, 3, 6, 7, 8, 9, 12, 13, 10, 11, 14, 15> : (tensor<1x4x4x1xf32>) -> tensor<4x4xf32>
 // CHECK-NEXT: %[[GRID:.*]] = nm.reshape %[[SCORES]] : tensor<4x4xf32> -> tensor<1x4x4xf32>
