@@ -14,7 +14,8 @@ import torch
 from nmc.compiler.dialects import nm
 from nmc.compiler.frontend import import_model
 from nmc.compiler.pipeline import make_context, run_pipeline
-from nmc.compiler.sparsity.cost import LinearDims, linear_cycles, linear_macs
+from nmc.compiler.kernels.linear import LinearProblem
+from nmc.compiler.sparsity.cost import linear_cycles, linear_macs
 from nmc.compiler.sparsity.elsa import LayerChoices, search
 from nmc.compiler.sparsity.spec import SparsityError
 from nmc.compiler.transforms.assign_sparsity import linear_dims
@@ -206,7 +207,7 @@ def test_search_meets_budget_and_prefers_low_error():
 
 
 def test_cycles_come_from_the_kernel_cost():
-    d = LinearDims(17, 64, 192, True)
+    d = LinearProblem(17, 64, 192, True)
     dense = linear_cycles(d, None, TARGET)
     assert linear_cycles(d, (4, 4), TARGET) == dense
     assert linear_cycles(d, (1, 8), TARGET) < linear_cycles(d, (2, 4), TARGET) < dense
@@ -217,12 +218,12 @@ def _sparse_backend_ready() -> bool:
     try:
         import inspect
 
-        from nmc.compiler.kernels.linear import emit_linear
+        from nmc.compiler.kernels.linear import LinearProblem
         from nmc.models.nm_sparsity import apply_nm  # noqa: F401
         import nmc.compiler.transforms.prune_and_pack  # noqa: F401
     except ImportError:
         return False
-    return "pattern" in inspect.signature(emit_linear).parameters
+    return "pattern" in inspect.signature(LinearProblem).parameters
 
 
 @pytest.mark.skipif(not _sparse_backend_ready(), reason="sparse backend not there yet")

@@ -328,12 +328,13 @@ def test_deit_stem_and_head_chain():
 
 
 def test_linear_closed_form_cost_matches_the_emitted_kernel():
-    """The linear tile search ranks candidates by `linear_cost` without emitting them; it
+    """The linear tile search ranks candidates by `LINEAR.cost` without emitting them; it
     must equal estimate_cycles / len of the emitted instructions (or both not fit)."""
     import random
 
     from nmc.compiler.kernels.common import _DoesNotFit, estimate_cycles
-    from nmc.compiler.kernels.linear import emit_linear, linear_cost
+    from nmc.compiler.kernels.kernel import Buffers
+    from nmc.compiler.kernels.linear import LINEAR, LinearProblem
 
     rng = random.Random(0)
     for _ in range(150):
@@ -342,14 +343,14 @@ def test_linear_closed_form_cost_matches_the_emitted_kernel():
              "k": rng.choice([16, 64, 96, 256, K])}
         bias, layout = rng.random() < 0.5, rng.choice(["kn", "nk"])
         act = rng.choice([None, None, "gelu", "gelu_tanh"])  # fused (fuse-activations)
+        problem = LinearProblem(M, K, N, bias, activation=act, w_layout=layout)
         try:
-            instrs = emit_linear(M, K, N, t, 0, 0, 0 if bias else None, 0, TARGET, layout,
-                                 activation=act)
+            instrs = LINEAR.emit(problem, t, Buffers.dummy(), TARGET)
             emitted = (estimate_cycles(instrs, TARGET), len(instrs))
         except _DoesNotFit:
             emitted = None
         try:
-            closed = linear_cost(M, K, N, t, bias, TARGET, layout, activation=act)
+            closed = tuple(LINEAR.cost(problem, t, TARGET))
         except _DoesNotFit:
             closed = None
         assert closed == emitted, (M, K, N, t, bias, layout, act)
@@ -357,16 +358,16 @@ def test_linear_closed_form_cost_matches_the_emitted_kernel():
 
 def test_tile_choices_are_memoised_per_shape():
     from nmc.compiler.kernels.common import TILINGS
-    from nmc.compiler.kernels.linear import choose_linear_tiling
+    from nmc.compiler.kernels.linear import LINEAR, LinearProblem
 
     calls = []
     real = TILINGS.get
 
-    first = choose_linear_tiling("a", 197, 192, 768, True, TARGET)
+    first = LINEAR.choose(LinearProblem(197, 192, 768, True), TARGET, "a")
     # a second search of the same shape (any layer name, a reloaded target) is a lookup
     TILINGS.get = lambda key, target, compute: real(key, target, lambda: calls.append(key))
     try:
-        assert choose_linear_tiling("b", 197, 192, 768, True, load_target()) == first
+        assert LINEAR.choose(LinearProblem(197, 192, 768, True), load_target(), "b") == first
     finally:
         TILINGS.get = real
     assert calls == []

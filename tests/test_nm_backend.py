@@ -12,9 +12,8 @@ import numpy as np
 import pytest
 
 from nmc.compiler.kernels.common import _DoesNotFit, estimate_cycles
-from nmc.compiler.kernels.linear import (
-    choose_linear_tiling, emit_linear, linear_cost, nm_k_step, nm_packed_shape,
-)
+from nmc.compiler.kernels.kernel import Buffers
+from nmc.compiler.kernels.linear import LINEAR, LinearProblem, nm_k_step, nm_packed_shape
 from nmc.isa.target import load_target
 from nmc.models.registry import build_model, export_to_file
 
@@ -35,14 +34,14 @@ def test_sparse_linear_closed_form_cost_matches_the_emitted_kernel():
         t = {"m": rng.choice([16, 32, 64, M]), "n": rng.choice([16, 32, 64, 128, N]),
              "k": rng.choice([step, 2 * step, 4 * step, K])}
         bias = rng.random() < 0.5
+        problem = LinearProblem(M, K, N, bias, pattern)
         try:
-            instrs = emit_linear(M, K, N, t, 0, 0, 0 if bias else None, 0, TARGET,
-                                 pattern=pattern)
+            instrs = LINEAR.emit(problem, t, Buffers.dummy(), TARGET)
             emitted = (estimate_cycles(instrs, TARGET), len(instrs))
         except _DoesNotFit:
             emitted = None
         try:
-            closed = linear_cost(M, K, N, t, bias, TARGET, pattern=pattern)
+            closed = tuple(LINEAR.cost(problem, t, TARGET))
         except _DoesNotFit:
             closed = None
         assert closed == emitted, (M, K, N, t, bias, pattern)
@@ -53,12 +52,14 @@ def test_sparse_k_tiles_start_on_index_word_rows(pattern):
     step = nm_k_step(pattern)
     n, m = pattern
     assert step % m == 0 and (step * n // m) % (32 // (m - 1).bit_length()) == 0
-    t = choose_linear_tiling("x", 197, 768, 384, True, TARGET, pattern=pattern)
+    sparse_problem = LinearProblem(197, 768, 384, True, pattern)
+    t = LINEAR.choose(sparse_problem, TARGET, "x")
     assert t["k"] % step == 0 or t["k"] >= 768
     # the sparse layer is modelled faster than the dense one under the same search
-    dense = choose_linear_tiling("x", 197, 768, 384, True, TARGET)
-    cost = linear_cost(197, 768, 384, t, True, TARGET, pattern=pattern)[0]
-    assert cost < linear_cost(197, 768, 384, dense, True, TARGET)[0]
+    dense_problem = LinearProblem(197, 768, 384, True)
+    dense = LINEAR.choose(dense_problem, TARGET, "x")
+    cost = LINEAR.cost(sparse_problem, t, TARGET).cycles
+    assert cost < LINEAR.cost(dense_problem, dense, TARGET).cycles
 
 
 def test_packed_shape():

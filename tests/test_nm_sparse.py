@@ -251,11 +251,12 @@ def test_single_buffered_schedules_match_pytorch(tmp_path, buffers):
 @pytest.mark.parametrize("activation", [None, "gelu"])
 @pytest.mark.parametrize("pattern", [None, (2, 4), (1, 8)])
 def test_closed_form_cost_of_single_buffers_follows_the_emulator_timing(pattern, activation):
-    """`linear_cost` charges the waits of single buffers (which `estimate_cycles` cannot
+    """`LINEAR.cost` charges the waits of single buffers (which `estimate_cycles` cannot
     see); it must stay close to the emulator's timing rule on the emitted kernel, or the
     tile search would pick schedules that stall."""
     from nmc.compiler.kernels.common import _DoesNotFit, simulate_cycles
-    from nmc.compiler.kernels.linear import emit_linear, linear_cost
+    from nmc.compiler.kernels.kernel import Buffers
+    from nmc.compiler.kernels.linear import LINEAR, LinearProblem
 
     checked = 0
     for M, K, N, t in [(197, 768, 384, {"m": 64, "n": 32, "k": 768, "a": 1}),
@@ -269,14 +270,15 @@ def test_closed_form_cost_of_single_buffers_follows_the_emulator_timing(pattern,
                        (197, 768, 3072, {"m": 80, "n": 192, "k": 128, "acc": 1}),
                        (197, 384, 1536, {"m": 112, "n": 128, "k": 64, "acc": 1})]:
         if activation is not None and "a" in t:
-            continue  # not a candidate with an activation (choose_linear_tiling)
+            continue  # not a candidate with an activation (LinearKernel.candidates)
+        problem = LinearProblem(M, K, N, True, pattern, activation)
         try:
-            closed = linear_cost(M, K, N, t, True, TARGET, pattern=pattern,
-                                 activation=activation)[0]
+            closed = LINEAR.cost(problem, t, TARGET).cycles
         except _DoesNotFit:
             continue
-        instrs = emit_linear(M, K, N, t, 0, 10**6, 2 * 10**6, 3 * 10**6, TARGET,
-                             pattern=pattern, activation=activation)
+        buffers = Buffers({"input": 0, "weight": 10**6, "bias": 2 * 10**6,
+                           "result": 3 * 10**6})
+        instrs = LINEAR.emit(problem, t, buffers, TARGET)
         assert closed == pytest.approx(simulate_cycles(instrs, TARGET), rel=0.05), \
             (t, pattern, activation)
         checked += 1

@@ -35,13 +35,16 @@ busiest-unit estimate does not.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
+from nmc.compiler.dialects.nm import AttentionOp, tensor_shape
 from nmc.isa.table import Instr, Mem, VBinFn, VRowFn, VUnFn, f32_bits
 from nmc.isa.target import Target
 
 from nmc.compiler.kernels.common import (
-    TILINGS, Matrix2D, OnChipAllocator, choose_best, load_block, size_candidates, store_block,
-    tiles,
+    Matrix2D, OnChipAllocator, load_block, size_candidates, store_block, tiles,
 )
+from nmc.compiler.kernels.kernel import Buffers, Kernel
 
 
 def emit_attention(B: int, N: int, C: int, heads: int, scale: float, tiling: dict, qkv: int,
@@ -117,26 +120,61 @@ def emit_attention(B: int, N: int, C: int, heads: int, scale: float, tiling: dic
     return out
 
 
-def choose_attention_tiling(layer: str, B: int, N: int, C: int, heads: int,
-                            target: Target, bias: bool = False) -> dict:
-    def search() -> dict:
+@dataclass(frozen=True)
+class AttentionProblem:
+    """An nm.attention: qkv [B, N, 3C] with `heads` heads; `groups`: the number of
+    [heads, N, N] blocks of the additive bias (None: no bias)."""
+
+    B: int
+    N: int
+    C: int
+    heads: int
+    scale: float
+    groups: int | None = None
+
+    @staticmethod
+    def of(op: AttentionOp) -> "AttentionProblem":
+        B, N, C3 = tensor_shape(op.qkv)
+        groups = None if op.bias is None else tensor_shape(op.bias)[0]
+        return AttentionProblem(B, N, C3 // 3, op.heads_value, op.scale_value, groups)
+
+    def steady_state(self) -> "AttentionProblem":
+        """Two heads of one image: every head repeats the same schedule, so this ranks
+        tilings as the whole problem does, at a fraction of the price."""
+        h = min(self.heads, 2)
+        return AttentionProblem(1, self.N, self.C // self.heads * h, h, 1.0,
+                                None if self.groups is None else 1)
+
+
+class AttentionKernel(Kernel[AttentionProblem]):
+    """Ranked by the emulator's timing rule, which sees the pipeline's stalls."""
+
+    simulate = True
+
+    def problem(self, op: AttentionOp) -> AttentionProblem:
+        return AttentionProblem.of(op)
+
+    def candidates(self, problem: AttentionProblem, target: Target) -> list[dict]:
         # heights below the PE array's rows waste part of it: only for tiny accumulators
+        N = problem.N
         heights = sorted(set(size_candidates(N, target.mx_rows, limit=N, balanced=8))
                          | {s for s in (1, 2, 4, 8) if s < min(N, target.mx_rows)})
-        candidates = [{"m": tm, "kv": kv, "depth": depth, "o_in_s": o_in_s}
-                      for tm in heights for kv in (2, 1) for depth in (1, 2, 0)
-                      for o_in_s in (0, 1)]
-        d = C // heads
-        # every head repeats the same schedule: two of them show the steady state
-        h = min(heads, 2)
-        return choose_best(
-            layer, candidates,
-            lambda t: emit_attention(1, N, d * h, h, 1.0, t, 0, 0, target,
-                                     bias=0 if bias else None),
-            target,
-            need=f"{2 * N * d} SPAD words for one head's keys and values ({N} tokens x {d}) "
-                 f"and {2 * target.mx_rows * N} ACC words for two tiles of scores",
-            simulate=True,
-        )
+        return [{"m": tm, "kv": kv, "depth": depth, "o_in_s": o_in_s}
+                for tm in heights for kv in (2, 1) for depth in (1, 2, 0)
+                for o_in_s in (0, 1)]
 
-    return TILINGS.get(("attention", B, N, C, heads, bias), target, search)
+    def need(self, problem: AttentionProblem, target: Target) -> str:
+        N, d = problem.N, problem.C // problem.heads
+        return (f"{2 * N * d} SPAD words for one head's keys and values ({N} tokens x {d}) "
+                f"and {2 * target.mx_rows * N} ACC words for two tiles of scores")
+
+    def choose(self, problem: AttentionProblem, target: Target, layer: str) -> dict:
+        return super().choose(problem.steady_state(), target, layer)
+
+    def emit(self, problem: AttentionProblem, tiling: dict, buffers: Buffers,
+             target: Target) -> list[Instr]:
+        p = problem
+        return emit_attention(p.B, p.N, p.C, p.heads, p.scale, tiling, buffers["qkv"],
+                              buffers["result"], target,
+                              bias=None if p.groups is None else buffers["bias"],
+                              groups=1 if p.groups is None else p.groups)

@@ -50,6 +50,7 @@ class OnChipAllocator:
 
     target: Target
     used: dict[Mem, int] = field(default_factory=lambda: {Mem.SPAD: 0, Mem.ACC: 0})
+    bounded: bool = True  # False: only count the words (what a tiling would need)
 
     def capacity(self, mem: Mem) -> int:
         return self.target.spad_words if mem == Mem.SPAD else self.target.acc_words
@@ -57,7 +58,7 @@ class OnChipAllocator:
     def alloc(self, mem: Mem, words: int) -> int:
         start = self.used[mem]
         end = start + align(words)
-        if end > self.capacity(mem):
+        if self.bounded and end > self.capacity(mem):
             raise _DoesNotFit
         self.used[mem] = end
         return start
@@ -94,14 +95,19 @@ class Matrix2D:
         return self.addr + r0 * self.cols + c0
 
 
+def block_fields(dram: Matrix2D, r0: int, c0: int, rows: int, cols: int, mem: Mem,
+                 local: int) -> dict[str, int]:
+    """The fields of a load / store of the [rows x cols] block at (r0, c0) of `dram`."""
+    return dict(mem=mem, local=local, dram=dram.block(r0, c0), rows=rows, cols=cols,
+                stride=dram.cols)
+
+
 def load_block(dram: Matrix2D, r0: int, c0: int, rows: int, cols: int, mem: Mem, local: int):
-    return Instr.make("load", mem=mem, local=local, dram=dram.block(r0, c0), rows=rows,
-                      cols=cols, stride=dram.cols)
+    return Instr.make("load", **block_fields(dram, r0, c0, rows, cols, mem, local))
 
 
 def store_block(dram: Matrix2D, r0: int, c0: int, rows: int, cols: int, mem: Mem, local: int):
-    return Instr.make("store", mem=mem, local=local, dram=dram.block(r0, c0), rows=rows,
-                      cols=cols, stride=dram.cols)
+    return Instr.make("store", **block_fields(dram, r0, c0, rows, cols, mem, local))
 
 
 def tiles(extent: int, size: int) -> Iterator[tuple[int, int]]:
@@ -159,7 +165,7 @@ def simulate_cycles(instrs: list[Instr], target: Target) -> int:
 
 
 SHORTLIST = 12
-"""With `simulate`, only this many candidates (the best by `estimate_cycles`) are simulated."""
+"""With a `shortlist`, only this many candidates (the best by it) are costed."""
 
 TOLERANCE = 0.01
 """The tile search takes, among the tilings whose estimate is within this fraction of the
@@ -167,49 +173,40 @@ best one, the one with the fewest instructions: a much smaller program (faster t
 and to emulate) for a negligible modelled cost."""
 
 
-def choose_best(layer: str, candidates: Iterable[dict], emit, target: Target,
-                need, lower_bound=None, cost=None, simulate: bool = False) -> dict:
-    """The candidate tiling to use: the fewest instructions among those whose estimated
-    cycles are within TOLERANCE of the lowest (ties: lower estimate, then the first
-    candidate). `emit(tiling)` builds the kernel with dummy addresses; a candidate that
-    does not fit raises _DoesNotFit inside it.
+def choose_best(layer: str, candidates: Iterable[dict], target: Target, cost, need,
+                lower_bound=None, shortlist=None) -> dict:
+    """The candidate tiling to use: the fewest instructions among those whose cycles are
+    within TOLERANCE of the lowest (ties: fewer cycles, then the first candidate).
 
+    `cost(tiling)` returns (cycles, instructions) of the kernel under the tiling (a
+    `kernel.Cost`) and raises _DoesNotFit for a candidate that does not fit.
     `need` (a string, or a function returning it) says what the smallest candidate needs,
     for the error when none fits.
-    `simulate=True` ranks by `simulate_cycles` instead of `estimate_cycles`, among the
-    SHORTLIST candidates with the best estimates.
-    `cost(tiling)`, when given, returns (estimate_cycles of the emitted kernel, its number
-    of instructions) in closed form, without emitting it (it must agree with `emit`; the
-    kernel tests check that it does). `lower_bound(tiling)`, when given, is a cheap bound
-    that the estimate can never beat (e.g. the matrix unit's busy cycles): candidates are
-    then tried in order of their bound and the search stops once the bound exceeds the
-    tolerance of the best estimate found, which gives the same result as trying them all.
+    `shortlist(tiling)`, when given, is a cheaper (cycles, instructions) to rank by first:
+    only the SHORTLIST candidates it ranks best are costed (`cost` simulating the emulator
+    is ~100x the price of estimating).
+    `lower_bound(tiling)`, when given, is a cheap bound that the cost can never beat (e.g.
+    the matrix unit's busy cycles): candidates are then tried in order of their bound and
+    the search stops once the bound exceeds the tolerance of the best cost found, which
+    gives the same result as trying them all.
     """
     candidates = list(candidates)
-    if cost is None and simulate:
-        # simulating is ~100x the cost of estimating: only the best by estimate
+    if shortlist is not None:
         ranked = []
         for i, tiling in enumerate(candidates):
             try:
-                instrs = emit(tiling)
+                est, count = shortlist(tiling)
             except _DoesNotFit:
                 continue
-            ranked.append((estimate_cycles(instrs, target), len(instrs), i))
+            ranked.append((est, count, i))
         keep = sorted(i for _, _, i in sorted(ranked)[:SHORTLIST])
         candidates = [candidates[i] for i in keep]
-    if cost is None:
-        objective = simulate_cycles if simulate else estimate_cycles
-
-        def cost(tiling):
-            instrs = emit(tiling)
-            return objective(instrs, target), len(instrs)
-
     if lower_bound is not None:
         bounds = [lower_bound(t) for t in candidates]
         order = sorted(range(len(candidates)), key=lambda i: bounds[i])
     else:
         bounds, order = None, range(len(candidates))
-    scored = []  # (estimate, instructions, index)
+    scored = []  # (cycles, instructions, index)
     best_est = None
     for i in order:
         if bounds is not None and best_est is not None and bounds[i] > best_est * (1 + TOLERANCE):

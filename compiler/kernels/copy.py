@@ -18,14 +18,17 @@ the cyclic shift wrapped around).
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from math import prod
 
+from xdsl.ir import Operation
+
+from nmc.compiler.dialects.nm import ConcatOp, PermuteRowsOp, SelectOp, tensor_shape
 from nmc.isa.table import Instr
 from nmc.isa.target import Target
 
-from nmc.compiler.kernels.common import (
-    TILINGS, Block2D, chunk_candidates, choose_best, emit_copies,
-)
+from nmc.compiler.kernels.common import Block2D, chunk_candidates, emit_copies
+from nmc.compiler.kernels.kernel import Buffers, Kernel
 
 
 def concat_copies(shapes: list[tuple[int, ...]], axis: int, inputs: list[int], y: int):
@@ -45,29 +48,6 @@ def select_copies(shape: tuple[int, ...], axis: int, index: int, x: int, y: int)
     outer = prod(shape[:axis])
     rest = prod(shape[axis + 1:])
     return [(Block2D(x + index * rest, outer, rest, shape[axis] * rest), y, rest)]
-
-
-def emit_concat(shapes, axis, tiling, inputs, y, target) -> list[Instr]:
-    return emit_copies(concat_copies(shapes, axis, inputs, y), tiling["chunk"], target)
-
-
-def emit_select(shape, axis, index, tiling, x, y, target) -> list[Instr]:
-    return emit_copies(select_copies(shape, axis, index, x, y), tiling["chunk"], target)
-
-
-def choose_copy_tiling(layer: str, key: tuple, copies_of, target: Target) -> dict:
-    """`copies_of()` gives the copies with dummy addresses."""
-
-    def search() -> dict:
-        copies = copies_of()
-        total = max((c[0].rows * c[0].cols for c in copies), default=1)
-        return choose_best(
-            layer, [{"chunk": c} for c in chunk_candidates(total, target)],
-            lambda t: emit_copies(copies, t["chunk"], target), target,
-            need="two SPAD buffers of 256 words",
-        )
-
-    return TILINGS.get(key, target, search)
 
 
 def permute_rows_copies(rows: list[int], unit: int, x: int, y: int):
@@ -96,5 +76,70 @@ def permute_rows_copies(rows: list[int], unit: int, x: int, y: int):
     return copies
 
 
-def emit_permute_rows(rows, unit, tiling, x, y, target) -> list[Instr]:
-    return emit_copies(permute_rows_copies(rows, unit, x, y), tiling["chunk"], target)
+@dataclass(frozen=True)
+class ConcatProblem:
+    shapes: tuple[tuple[int, ...], ...]
+    axis: int
+
+    @staticmethod
+    def of(op: ConcatOp) -> "ConcatProblem":
+        return ConcatProblem(tuple(tensor_shape(v) for v in op.inputs), op.axis_value)
+
+    def copies(self, buffers: Buffers):
+        return concat_copies(list(self.shapes), self.axis,
+                             list(buffers.many("inputs", len(self.shapes))), buffers["result"])
+
+
+@dataclass(frozen=True)
+class SelectProblem:
+    shape: tuple[int, ...]
+    axis: int
+    index: int
+
+    @staticmethod
+    def of(op: SelectOp) -> "SelectProblem":
+        return SelectProblem(tensor_shape(op.input), op.axis_value, op.index_value)
+
+    def copies(self, buffers: Buffers):
+        return select_copies(self.shape, self.axis, self.index, buffers["input"],
+                             buffers["result"])
+
+
+@dataclass(frozen=True)
+class PermuteRowsProblem:
+    rows: tuple[int, ...]
+    unit: int  # words per row
+
+    @staticmethod
+    def of(op: PermuteRowsOp) -> "PermuteRowsProblem":
+        return PermuteRowsProblem(tuple(op.row_indices), tensor_shape(op.input)[-1])
+
+    def copies(self, buffers: Buffers):
+        return permute_rows_copies(list(self.rows), self.unit, buffers["input"],
+                                   buffers["result"])
+
+
+CopyProblem = ConcatProblem | SelectProblem | PermuteRowsProblem
+
+
+class CopyKernel(Kernel[CopyProblem]):
+    """The block copies of a problem (its `copies(buffers)`) through SPAD chunks whose
+    size the timing model picks."""
+
+    def __init__(self, problem_type: type):
+        self._problem_type = problem_type
+
+    def problem(self, op: Operation) -> CopyProblem:
+        return self._problem_type.of(op)
+
+    def candidates(self, problem: CopyProblem, target: Target) -> list[dict]:
+        copies = problem.copies(Buffers.dummy())
+        total = max((c[0].rows * c[0].cols for c in copies), default=1)
+        return [{"chunk": c} for c in chunk_candidates(total, target)]
+
+    def need(self, problem: CopyProblem, target: Target) -> str:
+        return "two SPAD buffers of 256 words"
+
+    def emit(self, problem: CopyProblem, tiling: dict, buffers: Buffers,
+             target: Target) -> list[Instr]:
+        return emit_copies(problem.copies(buffers), tiling["chunk"], target)

@@ -11,14 +11,20 @@ is a parameter instead (loaded once, added with the vector unit's row broadcast)
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from math import prod
 from typing import Callable
 
+from xdsl.ir import Operation
+
+from nmc.compiler.dialects.nm import AddOp, GeluOp, LayerNormOp, tensor_shape
 from nmc.isa.table import Instr, Mem, VBinFn, VRowFn, VUnFn, f32_bits
 from nmc.isa.target import Target
 
 from nmc.compiler.kernels.common import (
-    TILINGS, Matrix2D, OnChipAllocator, choose_best, load_block, size_candidates, store_block, tiles,
+    Matrix2D, OnChipAllocator, load_block, size_candidates, store_block, tiles,
 )
+from nmc.compiler.kernels.kernel import Buffers, Kernel
 
 
 # compute(dst/src buffer, other operand buffers, rows, cols) -> one vector instruction
@@ -78,25 +84,83 @@ def layernorm_compute(eps: float) -> Compute:
         param=others[-1], rows=rows, cols=cols, imm=f32_bits(eps))
 
 
-def choose_rowwise_tiling(layer: str, M: int, C: int, n_inputs: int, n_params: int,
-                          compute: Compute, target: Target, periods: list[int] | None = None,
-                          key: tuple | None = None) -> dict:
-    """The row block size with the lowest estimate. `key` (the op kind and whatever makes
-    `compute` differ) memoises the choice per shape."""
-    period = min(periods) if periods else M
+_COMPUTES: dict[str, Callable[..., Compute]] = {
+    "gelu": gelu_compute,
+    "layernorm": layernorm_compute,
+    "add": lambda: add_compute,
+    "add_row": lambda: add_row_compute,
+}
 
-    def search() -> dict:
-        candidates = [{"rows": r} for r in size_candidates(period, 1, limit=period, balanced=64)]
-        return choose_best(
-            layer, candidates,
-            lambda t: emit_rowwise(M, C, t, [0] * n_inputs, 0, compute, target,
-                                   [0] * n_params, periods),
-            target,
-            need=f"{2 * n_inputs * C + n_params * C} SPAD words for one row of {C}",
-            simulate=True,
-        )
 
-    if key is None:
-        return search()
-    return TILINGS.get(("rowwise", *key, M, C, n_inputs, n_params,
-                        tuple(periods or ())), target, search)
+@dataclass(frozen=True)
+class RowwiseProblem:
+    """A row-wise op over [M x C]: the operands it streams (`inputs`, by their names in
+    the op; the first is also the result's buffer), the vectors it loads once
+    (`params`), the rows of each input (`periods`, None: M each) and its `compute`: a
+    key of `_COMPUTES` and its arguments (e.g. ("gelu", "tanh"))."""
+
+    M: int
+    C: int
+    compute: tuple
+    inputs: tuple[str, ...]
+    params: tuple[str, ...] = ()
+    periods: tuple[int, ...] | None = None
+
+    @staticmethod
+    def of_gelu(op: GeluOp) -> "RowwiseProblem":
+        return RowwiseProblem(*_rows_cols(op.result), ("gelu", op.approximate.data), ("input",))
+
+    @staticmethod
+    def of_layernorm(op: LayerNormOp) -> "RowwiseProblem":
+        return RowwiseProblem(*_rows_cols(op.result), ("layernorm", op.eps_value), ("input",),
+                              ("gamma", "beta"))
+
+    @staticmethod
+    def of_add(op: AddOp) -> "RowwiseProblem":
+        """The operand of the result's shape is streamed first (addition commutes); a
+        broadcast operand of one row is a parameter, one of several rows a streamed
+        input with a period."""
+        full, other = ("lhs", "rhs") if tensor_shape(op.lhs) == tensor_shape(op.result) \
+            else ("rhs", "lhs")
+        M, C = _rows_cols(op.result)
+        rows, _ = _rows_cols(getattr(op, other))
+        if rows == M:
+            return RowwiseProblem(M, C, ("add",), (full, other))
+        if rows == 1:
+            return RowwiseProblem(M, C, ("add_row",), (full,), (other,))
+        return RowwiseProblem(M, C, ("add",), (full, other), periods=(M, rows))
+
+
+def _rows_cols(value) -> tuple[int, int]:
+    shape = tensor_shape(value)
+    return prod(shape[:-1]), shape[-1]
+
+
+class RowwiseKernel(Kernel[RowwiseProblem]):
+    """Row blocks streamed through one vector instruction (module docstring), ranked by
+    the emulator's timing rule."""
+
+    simulate = True
+
+    def __init__(self, problem_of: Callable[[Operation], RowwiseProblem]):
+        self._problem_of = problem_of
+
+    def problem(self, op: Operation) -> RowwiseProblem:
+        return self._problem_of(op)
+
+    def candidates(self, problem: RowwiseProblem, target: Target) -> list[dict]:
+        period = min(problem.periods) if problem.periods else problem.M
+        return [{"rows": r} for r in size_candidates(period, 1, limit=period, balanced=64)]
+
+    def need(self, problem: RowwiseProblem, target: Target) -> str:
+        C = problem.C
+        return (f"{2 * len(problem.inputs) * C + len(problem.params) * C} SPAD words for "
+                f"one row of {C}")
+
+    def emit(self, problem: RowwiseProblem, tiling: dict, buffers: Buffers,
+             target: Target) -> list[Instr]:
+        kind, *args = problem.compute
+        return emit_rowwise(problem.M, problem.C, tiling,
+                            [buffers[name] for name in problem.inputs], buffers["result"],
+                            _COMPUTES[kind](*args), target,
+                            [buffers[name] for name in problem.params], problem.periods)

@@ -8,7 +8,7 @@ loads and matmuls overlap this tile's epilogue.
 When one k tile covers K, the A tile is loaded once per m tile and reused across n.
 Every ring is double-buffered unless the tiling asks for one A buffer (`a = 1`) or one
 ACC/output buffer (`acc = 1`), which fit bigger tiles at the price of stalls that the
-closed-form cost charges (`_slots`, `_stall_cycles`).
+cost charges (`_slots`, `LinearSchedule.walk`).
 
 `w_layout="nk"` reads W as stored by the model ([N x K], row-major, layout "identity"):
 a W tile is then the [tn x tk] block at (n0, k0) and the matmul multiplies by its
@@ -25,18 +25,24 @@ M*P/gcd(N, P) so every tile's index words start on a word row.
 
 from __future__ import annotations
 
-from math import gcd
+from dataclasses import dataclass
+from math import gcd, prod
 
+from xdsl.ir import Operation
+
+from nmc.compiler.dialects.nm import LinearOp, tensor_shape
 from nmc.isa.table import (
-    Instr, Mem, VBinFn, VUnFn, nm_compressed_rows, nm_index_rows, nm_indices_per_word,
+    Instr, Mem, Unit, VBinFn, VUnFn, nm_compressed_rows, nm_index_rows, nm_indices_per_word,
 )
 from nmc.isa.target import Target
-from nmc.runtime.timing import dma_cycles, matmul_cycles, spmatmul_cycles, vector_cycles
+from nmc.runtime.timing import matmul_cycles, spmatmul_cycles
 
 from nmc.compiler.kernels.common import (
-    TILINGS, TOLERANCE, Matrix2D, OnChipAllocator, TileError, _DoesNotFit, align,
-    choose_best, load_block, size_candidates, store_block, tile_counts, tiles,
+    TILINGS, TOLERANCE, Matrix2D, OnChipAllocator, Ring, TileError, block_fields,
+    choose_best, size_candidates, tile_counts,
 )
+from nmc.compiler.kernels.kernel import Buffers, Cost, Kernel
+from nmc.compiler.kernels.walk import Walk
 
 
 Pattern = tuple[int, int] | None
@@ -73,74 +79,171 @@ def _w_tile_words(tk: int, tn: int, pattern: Pattern) -> tuple[int, int]:
 _ACTIVATION_FN = {"gelu": VUnFn.GELU, "gelu_tanh": VUnFn.GELU_TANH}
 
 
-def emit_linear(M: int, K: int, N: int, tiling: dict, x: int, wt: int, bias: int | None,
-                y: int, target: Target, w_layout: str = "kn",
-                pattern: Pattern = None, activation: str | None = None) -> list[Instr]:
-    tm, tn, tk = tiling["m"], tiling["n"], tiling["k"]
-    pattern = sparse_pattern(pattern)
-    nk = w_layout == "nk"
-    assert not (nk and pattern), "N:M weights are stored packed along K of W^T"
-    X, Y = Matrix2D(x, M, K), Matrix2D(y, M, N)
-    if pattern is not None:
-        W = Matrix2D(wt, nm_packed_shape(K, N, pattern)[0], N)
-        kc_all = nm_compressed_rows(K, *pattern)
-        per_word = nm_indices_per_word(pattern[1])
-    else:
-        W = Matrix2D(wt, N, K) if nk else Matrix2D(wt, K, N)
-    a_slots, acc_slots = _slots(tiling, K)
-    chip = OnChipAllocator(target)
-    a_ring = chip.ring(Mem.SPAD, tm * tk, a_slots)
-    w_words, idx_words = _w_tile_words(tk, tn, pattern)
-    w_ring = chip.ring(Mem.SPAD, w_words)
-    idx_ring = chip.ring(Mem.SPAD, idx_words) if pattern is not None else None
-    o_ring = chip.ring(Mem.SPAD, tm * tn, acc_slots)
-    acc_ring = chip.ring(Mem.ACC, tm * tn, acc_slots)
-    bias_buf = chip.alloc(Mem.SPAD, N) if bias is not None else None
-    single_k = tk >= K
+def linear_pattern(op: Operation) -> tuple[int, int] | None:
+    """(N, M) of an nm.linear's `sparsity` property; None when absent or dense (N = M)."""
+    attr = op.properties.get("sparsity")
+    if attr is None:
+        return None
+    values = tuple(int(v) for v in attr.iter_values())
+    if len(values) != 2 or values[0] == values[1]:
+        return None
+    return values[0], values[1]
 
-    out: list[Instr] = []
-    if bias is not None:
-        out.append(load_block(Matrix2D(bias, 1, N), 0, 0, 1, N, Mem.SPAD, bias_buf))
-    for m0, mr in tiles(M, tm):
-        if single_k:
-            a = a_ring.next()
-            out.append(load_block(X, m0, 0, mr, K, Mem.SPAD, a))
-        for n0, nr in tiles(N, tn):
-            acc = acc_ring.next()
-            for k0, kr in tiles(K, tk):
-                if not single_k:
-                    a = a_ring.next()
-                    out.append(load_block(X, m0, k0, mr, kr, Mem.SPAD, a))
-                w = w_ring.next()
-                if pattern is not None:
-                    kc0, kcr = nm_compressed_rows(k0, *pattern), nm_compressed_rows(kr, *pattern)
-                    idx = idx_ring.next()
-                    out.append(load_block(W, kc0, n0, kcr, nr, Mem.SPAD, w))
-                    out.append(load_block(W, kc_all + kc0 // per_word, n0,
-                                          nm_index_rows(kcr, pattern[1]), nr, Mem.SPAD, idx))
-                    out.append(Instr.make("spmatmul", a=a, w=w, idx=idx, out=acc, m=mr, k=kr,
-                                          n=nr, pat_n=pattern[0], pat_m=pattern[1],
-                                          accumulate=int(k0 > 0)))
-                    continue
-                if nk:
-                    out.append(load_block(W, n0, k0, nr, kr, Mem.SPAD, w))
+
+@dataclass(frozen=True)
+class LinearProblem:
+    """Y[M x N] = X[M x K] . W^T (+ bias), then the fused activation if any: an nm.linear
+    (leading dims of its input flattened into M), or the linear half of a patch embedding
+    (`w_layout="nk"`). `pattern`: the N:M pattern of W, None for dense (N = M is dense)."""
+
+    M: int
+    K: int
+    N: int
+    has_bias: bool
+    pattern: Pattern = None
+    activation: str | None = None
+    w_layout: str = "kn"
+
+    def __post_init__(self):
+        object.__setattr__(self, "pattern", sparse_pattern(self.pattern))
+        assert not (self.w_layout == "nk" and self.pattern), \
+            "N:M weights are stored packed along K of W^T"
+
+    @staticmethod
+    def of(op: LinearOp) -> "LinearProblem":
+        shape = tensor_shape(op.input)
+        return LinearProblem(prod(shape[:-1]), shape[-1], tensor_shape(op.weight)[0],
+                             op.bias is not None, linear_pattern(op), op.activation_name)
+
+    @property
+    def macs(self) -> int:
+        """Multiply-accumulates of the dense layer."""
+        return self.M * self.K * self.N
+
+
+class LinearSchedule:
+    """The linear kernel under one tiling, written once: its on-chip buffers (allocated
+    here: raises _DoesNotFit when they do not fit, unless `bounded=False`) and its loop
+    nest (`walk`), which `emit` runs over every tile and `count` over each distinct tile
+    length (`kernels.walk`). The waits that single buffers add, which the busiest-unit
+    estimate cannot see, are charged in the walk too (`Walk.stall`): the tests compare
+    them with the emulator's timing rule (`simulate_cycles`)."""
+
+    def __init__(self, problem: LinearProblem, tiling: dict, target: Target,
+                 bounded: bool = True):
+        self.problem, self.tiling, self.target = problem, tiling, target
+        tm, tn, tk = tiling["m"], tiling["n"], tiling["k"]
+        self.a_slots, self.acc_slots = _slots(tiling, problem.K)
+        chip = OnChipAllocator(target, bounded=bounded)
+        self.a_bufs = chip.ring(Mem.SPAD, tm * tk, self.a_slots).addrs
+        w_words, idx_words = _w_tile_words(tk, tn, problem.pattern)
+        self.w_bufs = chip.ring(Mem.SPAD, w_words).addrs
+        self.idx_bufs = chip.ring(Mem.SPAD, idx_words).addrs if problem.pattern else None
+        self.o_bufs = chip.ring(Mem.SPAD, tm * tn, self.acc_slots).addrs
+        self.acc_bufs = chip.ring(Mem.ACC, tm * tn, self.acc_slots).addrs
+        self.bias_buf = chip.alloc(Mem.SPAD, problem.N) if problem.has_bias else None
+        self.words = dict(chip.used)  # SPAD and ACC words the buffers take
+
+    def emit(self, buffers: Buffers) -> list[Instr]:
+        out = Walk(self.target, emit=True)
+        self.walk(out, buffers)
+        return out.instrs
+
+    def count(self) -> Walk:
+        out = Walk(self.target, emit=False)
+        self.walk(out, Buffers.dummy())
+        return out
+
+    def walk(self, out: Walk, buffers: Buffers) -> None:
+        """Loop order m, n, k (module docstring); `buffers`: input, weight, bias, result."""
+        p, t = self.problem, self.tiling
+        M, K, N, pattern = p.M, p.K, p.N, p.pattern
+        tm, tn, tk = t["m"], t["n"], t["k"]
+        nk = p.w_layout == "nk"
+        X, Y = Matrix2D(buffers["input"], M, K), Matrix2D(buffers["result"], M, N)
+        wt = buffers["weight"]
+        if pattern is not None:
+            W = Matrix2D(wt, nm_packed_shape(K, N, pattern)[0], N)
+            kc_all = nm_compressed_rows(K, *pattern)
+            per_word = nm_indices_per_word(pattern[1])
+        else:
+            W = Matrix2D(wt, N, K) if nk else Matrix2D(wt, K, N)
+        a_ring, w_ring, o_ring, acc_ring = (
+            Ring(self.a_bufs), Ring(self.w_bufs), Ring(self.o_bufs), Ring(self.acc_bufs))
+        idx_ring = Ring(self.idx_bufs) if pattern is not None else None
+        single_k = tk >= K
+
+        def load(*block) -> int:
+            return out.add("load", **block_fields(*block))
+
+        if p.has_bias:
+            load(Matrix2D(buffers["bias"], 1, N), 0, 0, 1, N, Mem.SPAD, self.bias_buf)
+        first_a_load = w_first = None
+        for m in out.tiles(M, tm):
+            m0, mr = m.start, m.length
+            if single_k:
+                a = a_ring.next()
+                a_load = load(X, m0, 0, mr, K, Mem.SPAD, a)
+                first_a_load = first_a_load or a_load
+            for n in out.tiles(N, tn):
+                n0, nr = n.start, n.length
+                acc = acc_ring.next()
+                for k in out.tiles(K, tk):
+                    k0, kr = k.start, k.length
+                    if not single_k:
+                        a = a_ring.next()
+                        load(X, m0, k0, mr, kr, Mem.SPAD, a)
+                    w = w_ring.next()
+                    if pattern is not None:
+                        kc0 = nm_compressed_rows(k0, *pattern)
+                        kcr = nm_compressed_rows(kr, *pattern)
+                        idx = idx_ring.next()
+                        w_load = load(W, kc0, n0, kcr, nr, Mem.SPAD, w)
+                        w_load += load(W, kc_all + kc0 // per_word, n0,
+                                       nm_index_rows(kcr, pattern[1]), nr, Mem.SPAD, idx)
+                        out.add("spmatmul", a=a, w=w, idx=idx, out=acc, m=mr, k=kr, n=nr,
+                                pat_n=pattern[0], pat_m=pattern[1], accumulate=int(k0 > 0))
+                    else:
+                        if nk:
+                            w_load = load(W, n0, k0, nr, kr, Mem.SPAD, w)
+                        else:
+                            w_load = load(W, k0, n0, kr, nr, Mem.SPAD, w)
+                        out.add("matmul", a=a, w=w, out=acc, m=mr, k=kr, n=nr,
+                                accumulate=int(k0 > 0), transpose_w=int(nk))
+                    w_first = w_first or w_load
+                o = o_ring.next()
+                if p.has_bias:
+                    epilogue = out.add("vbin", fn=VBinFn.ADD, dst_mem=Mem.SPAD, dst=o,
+                                       a_mem=Mem.ACC, a=acc, b_mem=Mem.SPAD, b=self.bias_buf + n0,
+                                       rows=mr, cols=nr, bcast=1)
                 else:
-                    out.append(load_block(W, k0, n0, kr, nr, Mem.SPAD, w))
-                out.append(Instr.make("matmul", a=a, w=w, out=acc, m=mr, k=kr, n=nr,
-                                      accumulate=int(k0 > 0), transpose_w=int(nk)))
-            o = o_ring.next()
-            if bias is not None:
-                out.append(Instr.make("vbin", fn=VBinFn.ADD, dst_mem=Mem.SPAD, dst=o,
-                                      a_mem=Mem.ACC, a=acc, b_mem=Mem.SPAD, b=bias_buf + n0,
-                                      rows=mr, cols=nr, bcast=1))
-            else:
-                out.append(Instr.make("vun", fn=VUnFn.COPY, dst_mem=Mem.SPAD, dst=o,
-                                      src_mem=Mem.ACC, src=acc, rows=mr, cols=nr))
-            if activation is not None:  # fused (fuse-activations), in place in SPAD
-                out.append(Instr.make("vun", fn=_ACTIVATION_FN[activation], dst_mem=Mem.SPAD,
-                                      dst=o, src_mem=Mem.SPAD, src=o, rows=mr, cols=nr))
-            out.append(store_block(Y, m0, n0, mr, nr, Mem.SPAD, o))
-    return out
+                    epilogue = out.add("vun", fn=VUnFn.COPY, dst_mem=Mem.SPAD, dst=o,
+                                       src_mem=Mem.ACC, src=acc, rows=mr, cols=nr)
+                activation = 0
+                if p.activation is not None:  # fused (fuse-activations), in place in SPAD
+                    activation = out.add("vun", fn=_ACTIVATION_FN[p.activation],
+                                         dst_mem=Mem.SPAD, dst=o, src_mem=Mem.SPAD, src=o,
+                                         rows=mr, cols=nr)
+                store = out.add("store", **block_fields(Y, m0, n0, mr, nr, Mem.SPAD, o))
+                if self.acc_slots == 1:
+                    # one ACC buffer: the next tile's first matmul waits for this epilogue
+                    # to read ACC; with an activation, one output buffer: the next
+                    # epilogue writes it only after this tile's activation and store,
+                    # which the next tile's matmuls may not cover
+                    chain = activation + store if p.activation is not None else 0
+                    out.stall(Unit.MATRIX, epilogue + max(0, chain - n.busy[Unit.MATRIX]))
+            if self.a_slots == 1:
+                # m tiles are separated by a barrier: the A load of an m tile waits for
+                # the previous m tile's last matmul, and the first W tile load queues
+                # behind it; loads cannot run ahead into the next m tile, so an m tile
+                # whose W loads outlast its matmuls (a short last one) makes the matrix
+                # unit wait for the difference
+                w_loads = m.busy[Unit.LOAD] - a_load
+                out.stall(Unit.MATRIX,
+                          a_load + w_first + max(0, w_loads - m.busy[Unit.MATRIX]))
+        if self.a_slots == 1 and not p.has_bias:
+            # the first A load is then the first load the estimate adds anyway
+            out.stall(Unit.MATRIX, -first_a_load)
 
 
 def _slots(tiling: dict, K: int) -> tuple[int, int]:
@@ -148,7 +251,7 @@ def _slots(tiling: dict, K: int) -> tuple[int, int]:
     tiling says `a = 1` (only with one k tile: the A rows of an m tile stay resident for
     all its n tiles, so a bigger m tile fits and W is re-read fewer times) or `acc = 1`
     (one output tile twice as big: A and W are re-read half as often). Single buffers cost
-    stalls, which `_stall_cycles` charges."""
+    stalls, which the schedule's walk charges."""
     a_slots, acc_slots = tiling.get("a", 2), tiling.get("acc", 2)
     assert a_slots in (1, 2) and acc_slots in (1, 2)
     assert a_slots == 2 or tiling["k"] >= K, "one A buffer only when A stays resident"
@@ -161,136 +264,15 @@ def _mx_cycles(mr: int, kr: int, nr: int, target: Target, pattern: Pattern) -> i
     return spmatmul_cycles(mr, kr, nr, pattern[0], pattern[1], target)
 
 
-def linear_matrix_cycles(M: int, K: int, N: int, tiling: dict, target: Target,
-                         pattern: Pattern = None) -> int:
+def linear_matrix_cycles(p: LinearProblem, tiling: dict, target: Target) -> int:
     """The matrix unit's busy cycles under `tiling`, in closed form: a lower bound of the
-    kernel's estimated cycles, used to prune the tile search."""
-    pattern = sparse_pattern(pattern)
+    kernel's cost (no need to walk the schedule), used to prune the tile search."""
     total = 0
-    for mr, cm in tile_counts(M, tiling["m"]):
-        for nr, cn in tile_counts(N, tiling["n"]):
-            for kr, ck in tile_counts(K, tiling["k"]):
-                total += cm * cn * ck * _mx_cycles(mr, kr, nr, target, pattern)
+    for mr, cm in tile_counts(p.M, tiling["m"]):
+        for nr, cn in tile_counts(p.N, tiling["n"]):
+            for kr, ck in tile_counts(p.K, tiling["k"]):
+                total += cm * cn * ck * _mx_cycles(mr, kr, nr, target, p.pattern)
     return total
-
-
-def linear_cost(M: int, K: int, N: int, tiling: dict, has_bias: bool, target: Target,
-                w_layout: str = "kn", pattern: Pattern = None,
-                activation: str | None = None) -> tuple[int, int]:
-    """(estimate_cycles, instruction count) of `emit_linear` under `tiling`, in closed form
-    (the tile search of a big layer would otherwise emit thousands of candidate kernels);
-    raises _DoesNotFit like the emission. Mirrors `emit_linear` loop by loop; the kernel
-    tests check that both agree."""
-    tm, tn, tk = tiling["m"], tiling["n"], tiling["k"]
-    pattern = sparse_pattern(pattern)
-    spad, acc = linear_onchip_words(K, N, tiling, has_bias, pattern)
-    if spad > target.spad_words or acc > target.acc_words:
-        raise _DoesNotFit
-    single_k = tk >= K
-    nk = w_layout == "nk"
-    busy = dict.fromkeys(("load", "store", "matrix", "vector"), 0)
-    count = 0
-    first_load = 0
-    if has_bias:
-        busy["load"] += dma_cycles(1, N, target)
-        first_load = busy["load"]
-        count += 1
-    epilogue = "add" if has_bias else "copy"
-    for mr, cm in tile_counts(M, tm):
-        if single_k:
-            busy["load"] += cm * dma_cycles(mr, K, target)
-            count += cm
-        for nr, cn in tile_counts(N, tn):
-            for kr, ck in tile_counts(K, tk):
-                c = cm * cn * ck
-                if not single_k:
-                    busy["load"] += c * dma_cycles(mr, kr, target)
-                    count += c
-                busy["load"] += c * _w_load_cycles(kr, nr, target, pattern, nk)
-                if pattern is not None:
-                    count += c
-                busy["matrix"] += c * _mx_cycles(mr, kr, nr, target, pattern)
-                count += 2 * c
-            busy["vector"] += cm * cn * vector_cycles(epilogue, mr, nr, target)
-            if activation is not None:
-                busy["vector"] += cm * cn * vector_cycles(activation, mr, nr, target)
-                count += cm * cn
-            busy["store"] += cm * cn * dma_cycles(mr, nr, target)
-            count += 2 * cm * cn
-    if not first_load:
-        first_load = dma_cycles(min(tm, M), K if single_k else min(tk, K), target)
-    busy["matrix"] += _stall_cycles(M, K, N, tiling, target, pattern, has_bias, nk,
-                                    activation)
-    last_m, last_n = M - (M - 1) // tm * tm, N - (N - 1) // tn * tn
-    return max(busy.values()) + first_load + dma_cycles(last_m, last_n, target), count
-
-
-def linear_onchip_words(K: int, N: int, tiling: dict, has_bias: bool,
-                        pattern: Pattern = None) -> tuple[int, int]:
-    """(SPAD words, ACC words) that `emit_linear` allocates under `tiling`."""
-    tm, tn, tk = tiling["m"], tiling["n"], tiling["k"]
-    pattern = sparse_pattern(pattern)
-    a_slots, acc_slots = _slots(tiling, K)
-    w_words, idx_words = _w_tile_words(tk, tn, pattern)
-    spad = a_slots * align(tm * tk) + 2 * align(w_words) + acc_slots * align(tm * tn)
-    if pattern is not None:
-        spad += 2 * align(idx_words)
-    if has_bias:
-        spad += align(N)
-    return spad, acc_slots * align(tm * tn)
-
-
-def _stall_cycles(M: int, K: int, N: int, tiling: dict, target: Target, pattern: Pattern,
-                  has_bias: bool, nk: bool, activation: str | None = None) -> int:
-    """The matrix unit's waits that single buffers add (0 when double-buffered), which
-    `estimate_cycles` (busiest unit) cannot see. With one ACC buffer, the first matmul of
-    an output tile waits for the previous tile's epilogue (vector) to read ACC; with one
-    A buffer, the A load of an m tile waits for the previous m tile's last matmul, and
-    the first W tile load queues behind it (for the first m tile too: linear_cost's
-    `first_load` is then only the bias load). The tests compare the total with the
-    emulator's timing rule (`simulate_cycles`)."""
-    tm, tn, tk = tiling["m"], tiling["n"], tiling["k"]
-    a_slots, acc_slots = _slots(tiling, K)
-    stall = 0
-    if acc_slots == 1:
-        for mr, cm in tile_counts(M, tm):
-            for nr, cn in tile_counts(N, tn):
-                stall += cm * cn * vector_cycles("add" if has_bias else "copy", mr, nr,
-                                                 target)
-                if activation is not None:
-                    # the single output buffer: the next epilogue writes it only after
-                    # this tile's activation and store, which the next tile's matmuls
-                    # may not cover
-                    mx = sum(ck * _mx_cycles(mr, kr, nr, target, pattern)
-                             for kr, ck in tile_counts(K, tk))
-                    chain = vector_cycles(activation, mr, nr, target) + dma_cycles(mr, nr,
-                                                                                   target)
-                    stall += cm * cn * max(0, chain - mx)
-    if a_slots == 1:
-        # m tiles are then separated by a barrier: loads cannot run ahead into the next
-        # m tile, so an m tile whose W loads outlast its matmuls (a short last one)
-        # makes the matrix unit wait for the difference
-        w_first = _w_load_cycles(min(tk, K), min(tn, N), target, pattern, nk)
-        for mr, cm in tile_counts(M, tm):
-            w_load = mx = 0
-            for nr, cn in tile_counts(N, tn):
-                w_load += cn * _w_load_cycles(K, nr, target, pattern, nk)
-                mx += cn * _mx_cycles(mr, K, nr, target, pattern)
-            stall += cm * (dma_cycles(mr, K, target) + w_first + max(0, w_load - mx))
-        if not has_bias:  # the first A load is then the `first_load` linear_cost adds
-            stall -= dma_cycles(min(tm, M), K, target)
-    return stall
-
-
-def _w_load_cycles(kr: int, nr: int, target: Target, pattern: Pattern, nk: bool) -> int:
-    """DMA cycles of one W tile: [kr x nr], plus its index words when sparse; [nr x kr]
-    in the nk layout (rows cost a burst setup each, so the orientation matters)."""
-    if nk:
-        return dma_cycles(nr, kr, target)
-    if pattern is None:
-        return dma_cycles(kr, nr, target)
-    kcr = nm_compressed_rows(kr, *pattern)
-    return dma_cycles(kcr, nr, target) + dma_cycles(nm_index_rows(kcr, pattern[1]), nr, target)
 
 
 def linear_tiling_candidates(M: int, K: int, N: int, target: Target,
@@ -309,59 +291,83 @@ def linear_tiling_candidates(M: int, K: int, N: int, target: Target,
     return out
 
 
-def _need_text(K: int, N: int, candidates: list[dict], has_bias: bool, target: Target,
-               pattern: Pattern) -> str:
-    """What the smallest candidate needs, for the error when none fits: its SPAD words
-    among those whose ACC fits the target, else the least ACC any candidate needs."""
-    words = [(linear_onchip_words(K, N, t, has_bias, pattern), t) for t in candidates]
-    acc_ok = [(spad, t) for (spad, acc), t in words if acc <= target.acc_words]
-    if acc_ok:
-        need, t, mem = *min(acc_ok, key=lambda x: x[0]), "SPAD"
-    else:
-        (_, need), t = min(words, key=lambda x: x[0][1])
-        mem = "ACC"
-    single = [f"one {name} buffer" for key, name in (("a", "A"), ("acc", "ACC"))
-              if t.get(key) == 1]
-    return (f"at least {need} {mem} words for {t['m']}x{t['n']}x{t['k']} tiles"
-            + (f" with {' and '.join(single)}" if single else ""))
+class LinearKernel(Kernel[LinearProblem]):
+    """nm.linear on the matrix unit (module docstring). Its cost is counted by walking
+    the same schedule that emits it (`LinearSchedule`), in a few dozen steps whatever
+    the number of tiles: the tile search costs thousands of candidates per layer shape."""
 
+    def problem(self, op: LinearOp) -> LinearProblem:
+        return LinearProblem.of(op)
 
-def choose_linear_tiling(layer: str, M: int, K: int, N: int, has_bias: bool,
-                         target: Target, w_layout: str = "kn", pattern: Pattern = None,
-                         activation: str | None = None) -> dict:
-    pattern = sparse_pattern(pattern)
+    def transposed(self, op: LinearOp) -> list:
+        return [op.weight]
 
-    def cost(t):
-        return linear_cost(M, K, N, t, has_bias, target, w_layout, pattern, activation)
-
-    def best(candidates: list[dict]) -> dict:
-        return choose_best(
-            layer, candidates, None, target,
-            need=lambda: _need_text(K, N, candidates, has_bias, target, pattern),
-            lower_bound=lambda t: linear_matrix_cycles(M, K, N, t, target, pattern),
-            cost=cost)
-
-    def search() -> dict:
-        candidates = linear_tiling_candidates(M, K, N, target, pattern)
-        if activation is not None:
+    def candidates(self, problem: LinearProblem, target: Target) -> list[dict]:
+        out = linear_tiling_candidates(problem.M, problem.K, problem.N, target, problem.pattern)
+        if problem.activation is not None:
             # a resident A buffer separates m tiles by a barrier that a vector-bound
             # epilogue (a fused activation after a very sparse matmul) turns into stalls
-            # the closed form does not model
-            candidates = [t for t in candidates if "a" not in t]
-        chosen = best(candidates)
-        double = [t for t in candidates if "a" not in t and "acc" not in t]
-        if chosen in double:
-            return chosen
-        try:
-            fallback = best(double)
-        except TileError:
-            return chosen
-        # a single-buffer schedule's stalls are modelled, not exact (within a few % of
-        # the emulator's timing): it must beat double buffering on cycles, not merely
-        # tie within choose_best's tolerance with fewer instructions
-        if cost(chosen)[0] < cost(fallback)[0] * (1 - TOLERANCE):
-            return chosen
-        return fallback
+            # the model does not charge
+            out = [t for t in out if "a" not in t]
+        return out
 
-    key = ("linear", M, K, N, has_bias, w_layout, activation) + ((pattern,) if pattern else ())
-    return TILINGS.get(key, target, search)
+    def cost(self, problem: LinearProblem, tiling: dict, target: Target) -> Cost:
+        walk = LinearSchedule(problem, tiling, target).count()
+        return Cost(walk.cycles, walk.instructions)
+
+    def emit(self, problem: LinearProblem, tiling: dict, buffers: Buffers,
+             target: Target) -> list[Instr]:
+        return LinearSchedule(problem, tiling, target).emit(buffers)
+
+    def need(self, problem: LinearProblem, target: Target) -> str:
+        """What the smallest candidate needs: its SPAD words among those whose ACC fits
+        the target, else the least ACC any candidate needs."""
+        words = [(LinearSchedule(problem, t, target, bounded=False).words, t)
+                 for t in self.candidates(problem, target)]
+        acc_ok = [(w[Mem.SPAD], t) for w, t in words if w[Mem.ACC] <= target.acc_words]
+        if acc_ok:
+            need, t, mem = *min(acc_ok, key=lambda x: x[0]), "SPAD"
+        else:
+            w, t = min(words, key=lambda x: x[0][Mem.ACC])
+            need, mem = w[Mem.ACC], "ACC"
+        single = [f"one {name} buffer" for key, name in (("a", "A"), ("acc", "ACC"))
+                  if t.get(key) == 1]
+        return (f"at least {need} {mem} words for {t['m']}x{t['n']}x{t['k']} tiles"
+                + (f" with {' and '.join(single)}" if single else ""))
+
+    def choose(self, problem: LinearProblem, target: Target, layer: str) -> dict:
+        costs: dict[tuple, Cost] = {}  # the fallback below re-ranks some candidates
+
+        def cost(t: dict) -> Cost:
+            key = tuple(sorted(t.items()))
+            if key not in costs:
+                costs[key] = self.cost(problem, t, target)
+            return costs[key]
+
+        def best(candidates: list[dict]) -> dict:
+            return choose_best(
+                layer, candidates, target, cost=cost,
+                need=lambda: self.need(problem, target),
+                lower_bound=lambda t: linear_matrix_cycles(problem, t, target))
+
+        def search() -> dict:
+            candidates = self.candidates(problem, target)
+            chosen = best(candidates)
+            double = [t for t in candidates if "a" not in t and "acc" not in t]
+            if chosen in double:
+                return chosen
+            try:
+                fallback = best(double)
+            except TileError:
+                return chosen
+            # a single-buffer schedule's stalls are modelled, not exact (within a few % of
+            # the emulator's timing): it must beat double buffering on cycles, not merely
+            # tie within choose_best's tolerance with fewer instructions
+            if cost(chosen).cycles < cost(fallback).cycles * (1 - TOLERANCE):
+                return chosen
+            return fallback
+
+        return TILINGS.get((type(self).__name__, problem), target, search)
+
+
+LINEAR = LinearKernel()

@@ -11,13 +11,17 @@ summation order keeps the rounding error at the level of PyTorch's own.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from math import prod
+
+from nmc.compiler.dialects.nm import MeanOp, tensor_shape
 from nmc.isa.table import Instr, Mem, VBinFn, VUnFn, f32_bits
 from nmc.isa.target import Target
 
 from nmc.compiler.kernels.common import (
-    TILINGS, Matrix2D, OnChipAllocator, choose_best, load_block, size_candidates, store_block,
-    tiles,
+    Matrix2D, OnChipAllocator, load_block, size_candidates, store_block, tiles,
 )
+from nmc.compiler.kernels.kernel import Buffers, Kernel
 
 
 def _vbin_add(dst: int, a: int, b: int, rows: int, cols: int) -> Instr:
@@ -59,14 +63,36 @@ def emit_mean(B: int, T: int, C: int, tiling: dict, x: int, y: int,
     return out
 
 
-def choose_mean_tiling(layer: str, B: int, T: int, C: int, target: Target) -> dict:
-    def search() -> dict:
-        cols = sorted({C, *(c for c in (64, 128, 256, 512) if c < C)})
-        candidates = [{"rows": r, "cols": c}
-                      for r in size_candidates(T, 1, limit=T, balanced=8) for c in cols]
-        return choose_best(
-            layer, candidates, lambda t: emit_mean(B, T, C, t, 0, 0, target), target,
-            need=f"{3 * min(C, 64)} SPAD words for two rows and a sum of {min(C, 64)} columns",
-        )
+@dataclass(frozen=True)
+class MeanProblem:
+    """nm.mean of x [B, T..., C] over its T tokens (the dims between the first and the
+    last, flattened)."""
 
-    return TILINGS.get(("mean", B, T, C), target, search)
+    B: int
+    T: int
+    C: int
+
+    @staticmethod
+    def of(op: MeanOp) -> "MeanProblem":
+        shape = tensor_shape(op.input)
+        return MeanProblem(shape[0], prod(shape[1:-1]), shape[-1])
+
+
+class MeanKernel(Kernel[MeanProblem]):
+    def problem(self, op: MeanOp) -> MeanProblem:
+        return MeanProblem.of(op)
+
+    def candidates(self, problem: MeanProblem, target: Target) -> list[dict]:
+        T, C = problem.T, problem.C
+        cols = sorted({C, *(c for c in (64, 128, 256, 512) if c < C)})
+        return [{"rows": r, "cols": c}
+                for r in size_candidates(T, 1, limit=T, balanced=8) for c in cols]
+
+    def need(self, problem: MeanProblem, target: Target) -> str:
+        c = min(problem.C, 64)
+        return f"{3 * c} SPAD words for two rows and a sum of {c} columns"
+
+    def emit(self, problem: MeanProblem, tiling: dict, buffers: Buffers,
+             target: Target) -> list[Instr]:
+        return emit_mean(problem.B, problem.T, problem.C, tiling, buffers["input"],
+                         buffers["result"], target)

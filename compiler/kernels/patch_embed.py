@@ -15,13 +15,17 @@ no layout change of the parameter is needed. Y is already [B, Hp*Wp, D].
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
+from nmc.compiler.dialects.nm import PatchEmbedOp, tensor_shape
 from nmc.isa.table import Instr, Mem
 from nmc.isa.target import Target
 
 from nmc.compiler.kernels.common import (
     TILINGS, OnChipAllocator, TileError, _DoesNotFit, estimate_cycles,
 )
-from nmc.compiler.kernels.linear import choose_linear_tiling, emit_linear
+from nmc.compiler.kernels.kernel import Buffers, Kernel
+from nmc.compiler.kernels.linear import LINEAR, LinearProblem
 
 
 def im2col_words(B: int, Cin: int, H: int, W: int, p: int) -> int:
@@ -52,38 +56,69 @@ def emit_im2col(B: int, Cin: int, H: int, W: int, p: int, tiling: dict, x: int, 
     return out
 
 
-def patch_embed_dims(x_shape, w_shape) -> tuple[int, int, int, int, int, int]:
-    B, Cin, H, W = x_shape
-    D, p = w_shape[0], w_shape[2]
-    return B, Cin, H, W, p, D
+@dataclass(frozen=True)
+class PatchEmbedProblem:
+    """nm.patch_embed of x [B, Cin, H, W] by a conv weight [D, Cin, p, p] with a bias."""
+
+    B: int
+    Cin: int
+    H: int
+    W: int
+    p: int
+    D: int
+
+    @staticmethod
+    def of(op: PatchEmbedOp) -> "PatchEmbedProblem":
+        B, Cin, H, W = tensor_shape(op.input)
+        D, p = tensor_shape(op.weight)[0], tensor_shape(op.weight)[2]
+        return PatchEmbedProblem(B, Cin, H, W, p, D)
+
+    @property
+    def linear(self) -> LinearProblem:
+        """The linear half: the im2col matrix times the weight read as stored."""
+        q = self
+        return LinearProblem(q.B * (q.H // q.p) * (q.W // q.p), q.Cin * q.p * q.p, q.D, True,
+                             w_layout="nk")
 
 
-def emit_patch_embed(x_shape, w_shape, tiling: dict, x: int, w: int, bias: int, y: int,
-                     scratch: int, target: Target) -> list[Instr]:
-    B, Cin, H, W, p, D = patch_embed_dims(x_shape, w_shape)
-    M, K = B * (H // p) * (W // p), Cin * p * p
-    return (emit_im2col(B, Cin, H, W, p, tiling, x, scratch, target)
-            + emit_linear(M, K, D, tiling, scratch, w, bias, y, target, w_layout="nk"))
+class PatchEmbedKernel(Kernel[PatchEmbedProblem]):
+    """The im2col (its own tiling `py`: patch rows per transfer) then the linear kernel
+    (the linear tiling)."""
 
+    def problem(self, op: PatchEmbedOp) -> PatchEmbedProblem:
+        return PatchEmbedProblem.of(op)
 
-def choose_patch_embed_tiling(layer: str, x_shape, w_shape, target: Target) -> dict:
-    B, Cin, H, W, p, D = patch_embed_dims(x_shape, w_shape)
-    Hp, Wp = H // p, W // p
+    def scratch_words(self, problem: PatchEmbedProblem, tiling: dict) -> int:
+        q = problem
+        return im2col_words(q.B, q.Cin, q.H, q.W, q.p)
 
-    def search() -> dict:
-        tiling = choose_linear_tiling(layer, B * Hp * Wp, Cin * p * p, D, True, target, "nk")
-        best = None
-        for py in sorted({Hp, *(1 << e for e in range(Hp.bit_length()) if 1 << e < Hp)}):
-            try:
-                instrs = emit_im2col(B, Cin, H, W, p, {"py": py}, 0, 0, target)
-            except _DoesNotFit:
-                continue
-            key = (estimate_cycles(instrs, target), len(instrs))
-            if best is None or key < best[0]:
-                best = (key, py)
-        if best is None:
-            raise TileError(f"layer '{layer}': one image row of {W} words does not fit SPAD "
-                            f"twice on target '{target.name}'")
-        return {**tiling, "py": best[1]}
+    def emit(self, problem: PatchEmbedProblem, tiling: dict, buffers: Buffers,
+             target: Target) -> list[Instr]:
+        q, scratch = problem, buffers["scratch"]
+        linear = Buffers({"input": scratch, "weight": buffers["weight"],
+                          "bias": buffers["bias"], "result": buffers["result"]})
+        return (emit_im2col(q.B, q.Cin, q.H, q.W, q.p, tiling, buffers["input"], scratch,
+                            target)
+                + LINEAR.emit(q.linear, tiling, linear, target))
 
-    return TILINGS.get(("patch_embed", tuple(x_shape), tuple(w_shape)), target, search)
+    def choose(self, problem: PatchEmbedProblem, target: Target, layer: str) -> dict:
+        q = problem
+        Hp = q.H // q.p
+
+        def search() -> dict:
+            tiling = LINEAR.choose(q.linear, target, layer)
+            best = None
+            for py in sorted({Hp, *(1 << e for e in range(Hp.bit_length()) if 1 << e < Hp)}):
+                try:
+                    instrs = emit_im2col(q.B, q.Cin, q.H, q.W, q.p, {"py": py}, 0, 0, target)
+                except _DoesNotFit:
+                    continue
+                key = (estimate_cycles(instrs, target), len(instrs))
+                if best is None or key < best[0]:
+                    best = (key, py)
+            if best is None:
+                raise TileError(f"layer '{layer}': one image row of {q.W} words does not fit "
+                                f"SPAD twice on target '{target.name}'")
+            return {**tiling, "py": best[1]}
+
+        return TILINGS.get((type(self).__name__, problem), target, search)

@@ -22,14 +22,18 @@ Chunk sizes are chosen by the timing model like every other kernel (`choose_best
 from __future__ import annotations
 
 from dataclasses import dataclass
+from math import prod
 
+from nmc.compiler.dialects.nm import tensor_shape
+from nmc.compiler.dialects.win import GatherOp, MagnitudeOp, RankOp, ScatterOp
 from nmc.isa.table import Instr, Mem, VRedFn
 from nmc.isa.target import Target
 
 from nmc.compiler.kernels.common import (
-    ALIGN_WORDS, DIM_MAX, TILINGS, Block2D, Matrix2D, OnChipAllocator, choose_best,
-    emit_copies, load_block, size_candidates, store_block, tiles,
+    ALIGN_WORDS, DIM_MAX, Block2D, Matrix2D, OnChipAllocator, emit_copies, load_block,
+    size_candidates, store_block, tiles,
 )
+from nmc.compiler.kernels.kernel import Buffers, Kernel
 
 
 def emit_magnitude(M: int, C: int, tiling: dict, x: int, y: int, target: Target) -> list[Instr]:
@@ -45,16 +49,6 @@ def emit_magnitude(M: int, C: int, tiling: dict, x: int, y: int, target: Target)
                               src_mem=Mem.SPAD, src=src, rows=rr, cols=C))
         out.append(store_block(Y, 0, r0, 1, rr, Mem.SPAD, dst))
     return out
-
-
-def choose_magnitude_tiling(layer: str, M: int, C: int, target: Target) -> dict:
-    def search() -> dict:
-        return choose_best(
-            layer, [{"rows": r} for r in size_candidates(M, 16, limit=DIM_MAX)],
-            lambda t: emit_magnitude(M, C, t, 0, 0, target), target,
-            need=f"{2 * (C + 1)} SPAD words for two rows of {C}")
-
-    return TILINGS.get(("win.magnitude", M, C), target, search)
 
 
 def emit_rank(B: int, W: int, N: int, keep: int, tiling: dict, mags: int, y: int,
@@ -78,16 +72,6 @@ def emit_rank(B: int, W: int, N: int, keep: int, tiling: dict, mags: int, y: int
     return out
 
 
-def choose_rank_tiling(layer: str, B: int, W: int, N: int, keep: int, target: Target) -> dict:
-    def search() -> dict:
-        return choose_best(
-            layer, [{"windows": w} for w in size_candidates(W, 1, limit=DIM_MAX)],
-            lambda t: emit_rank(B, W, N, keep, t, 0, 0, target), target,
-            need=f"{W + keep + 2 * N} SPAD words for the scores and two windows")
-
-    return TILINGS.get(("win.rank", B, W, N, keep), target, search)
-
-
 def _chunks(count: int, block: int, tiling: dict):
     """(first window, windows, first column, columns) of each chunk of a gather/scatter."""
     for w0, ww in tiles(count, tiling["windows"]):
@@ -107,6 +91,12 @@ class WindowTable:
     row: int
     count: int
     shared: bool = False
+
+    @staticmethod
+    def of(op: GatherOp | ScatterOp) -> "WindowTable":
+        shape, (images, row) = tensor_shape(op.table), tensor_shape(op.indices)
+        return WindowTable(images, op.windows, prod(shape[1:]), row, op.count_value,
+                           op.is_shared)
 
     def image_base(self, table: int, b: int) -> int:
         """DRAM address of image b's part of the table."""
@@ -170,25 +160,93 @@ def _chunk_candidates(count: int, block: int, target: Target) -> list[dict]:
             if w * c <= half]
 
 
-def choose_gather_tiling(layer: str, t: WindowTable, target: Target) -> dict:
-    def search() -> dict:
-        return choose_best(
-            layer, _chunk_candidates(t.count, t.block, target),
-            lambda tiling: emit_gather(t, tiling, 0, 0, 0, target), target,
-            need=f"{t.images * t.row} SPAD words for the indices and two chunks of 256 words")
+@dataclass(frozen=True)
+class MagnitudeProblem:
+    M: int
+    C: int
 
-    return TILINGS.get(("win.gather", t), target, search)
+    @staticmethod
+    def of(op: MagnitudeOp) -> "MagnitudeProblem":
+        shape = tensor_shape(op.input)
+        return MagnitudeProblem(prod(shape[:-1]), shape[-1])
 
 
-def choose_scatter_tiling(layer: str, t: WindowTable, target: Target) -> dict:
-    words = t.images * t.windows * t.block
-    copy = min(words, target.spad_words // 2 - ALIGN_WORDS, DIM_MAX) // ALIGN_WORDS \
-        * ALIGN_WORDS
+class MagnitudeKernel(Kernel[MagnitudeProblem]):
+    def problem(self, op: MagnitudeOp) -> MagnitudeProblem:
+        return MagnitudeProblem.of(op)
 
-    def search() -> dict:
-        return choose_best(
-            layer, [{**c, "copy": copy} for c in _chunk_candidates(t.count, t.block, target)],
-            lambda tiling: emit_scatter(t, tiling, 0, 0, 0, 0, target), target,
-            need=f"{t.images * t.row} SPAD words for the indices and two chunks of 256 words")
+    def candidates(self, problem: MagnitudeProblem, target: Target) -> list[dict]:
+        return [{"rows": r} for r in size_candidates(problem.M, 16, limit=DIM_MAX)]
 
-    return TILINGS.get(("win.scatter", t), target, search)
+    def need(self, problem: MagnitudeProblem, target: Target) -> str:
+        return f"{2 * (problem.C + 1)} SPAD words for two rows of {problem.C}"
+
+    def emit(self, problem: MagnitudeProblem, tiling: dict, buffers: Buffers,
+             target: Target) -> list[Instr]:
+        return emit_magnitude(problem.M, problem.C, tiling, buffers["input"],
+                              buffers["result"], target)
+
+
+@dataclass(frozen=True)
+class RankProblem:
+    """win.rank of mags [B x W x N]: the `keep` best of W windows per image."""
+
+    B: int
+    W: int
+    N: int
+    keep: int
+
+    @staticmethod
+    def of(op: RankOp) -> "RankProblem":
+        return RankProblem(*tensor_shape(op.input), op.keep_value)
+
+
+class RankKernel(Kernel[RankProblem]):
+    def problem(self, op: RankOp) -> RankProblem:
+        return RankProblem.of(op)
+
+    def candidates(self, problem: RankProblem, target: Target) -> list[dict]:
+        return [{"windows": w} for w in size_candidates(problem.W, 1, limit=DIM_MAX)]
+
+    def need(self, problem: RankProblem, target: Target) -> str:
+        p = problem
+        return f"{p.W + p.keep + 2 * p.N} SPAD words for the scores and two windows"
+
+    def emit(self, problem: RankProblem, tiling: dict, buffers: Buffers,
+             target: Target) -> list[Instr]:
+        p = problem
+        return emit_rank(p.B, p.W, p.N, p.keep, tiling, buffers["input"], buffers["result"],
+                         target)
+
+
+class GatherKernel(Kernel[WindowTable]):
+    def problem(self, op: GatherOp) -> WindowTable:
+        return WindowTable.of(op)
+
+    def candidates(self, problem: WindowTable, target: Target) -> list[dict]:
+        return _chunk_candidates(problem.count, problem.block, target)
+
+    def need(self, problem: WindowTable, target: Target) -> str:
+        return (f"{problem.images * problem.row} SPAD words for the indices and two chunks "
+                f"of 256 words")
+
+    def emit(self, problem: WindowTable, tiling: dict, buffers: Buffers,
+             target: Target) -> list[Instr]:
+        return emit_gather(problem, tiling, buffers["table"], buffers["indices"],
+                           buffers["result"], target)
+
+
+class ScatterKernel(GatherKernel):
+    def problem(self, op: ScatterOp) -> WindowTable:
+        return WindowTable.of(op)
+
+    def candidates(self, problem: WindowTable, target: Target) -> list[dict]:
+        words = problem.images * problem.windows * problem.block
+        copy = min(words, target.spad_words // 2 - ALIGN_WORDS, DIM_MAX) // ALIGN_WORDS \
+            * ALIGN_WORDS
+        return [{**c, "copy": copy} for c in super().candidates(problem, target)]
+
+    def emit(self, problem: WindowTable, tiling: dict, buffers: Buffers,
+             target: Target) -> list[Instr]:
+        return emit_scatter(problem, tiling, buffers["table"], buffers["indices"],
+                            buffers["values"], buffers["result"], target)

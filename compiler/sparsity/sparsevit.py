@@ -6,8 +6,8 @@ finds keep ratios in RATIOS (0.2 .. 1.0), one per Swin block and non-increasing 
 stage, whose modelled latency is at most L x the dense model's, with the least output error
 on calibration inputs.
 
-- Latency: the sum of the kernels' estimated cycles (`kernels.common.estimate_cycles`, the
-  function the tile search ranks tilings with) over the ops of the module: per block and
+- Latency: the sum of the kernels' modelled cycles (`kernels.registry.op_cycles`, the
+  cost the tile search ranks tilings with) over the ops of the module: per block and
   ratio from the module pruned uniformly at that ratio (a block's cost depends only on its
   own windows), plus the scoring overhead per stage (token magnitudes) and per window grid
   (window scores and ranking), plus everything outside the blocks. The compiled program's

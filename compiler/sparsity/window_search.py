@@ -2,8 +2,8 @@
 (compiler/sparsity/sparsevit.py) from the nm IR, and its result.
 
 - `latency_model`: estimated cycles per Swin block and keep ratio, from the module pruned
-  uniformly at each ratio (window-prune's own rewrite) and every op's kernel estimate
-  (`kernels.common.estimate_cycles`, what the tile search ranks with), plus the scoring
+  uniformly at each ratio (window-prune's own rewrite) and every op's modelled cycles
+  (`kernels.registry.op_cycles`, what the tile search ranks with), plus the scoring
   overhead per stage and window grid, plus everything outside the blocks.
 - `searched_ratios`: the search, scoring each configuration by the output error of the
   pruned IR itself, interpreted with PyTorch ops (compiler/interpret.py) on the calibration
@@ -17,10 +17,10 @@ import sys
 import numpy as np
 from xdsl.dialects.builtin import ModuleOp
 from xdsl.dialects.func import FuncOp
-from xdsl.ir import Operation
 
 from nmc.compiler.dialects.nm import tensor_shape
-from nmc.compiler.dialects.nm_attrs import has_scratch, input_names, model_path, set_scratch_addr
+from nmc.compiler.dialects.nm_attrs import input_names, model_path
+from nmc.compiler.kernels.registry import op_cycles
 from nmc.compiler.sparsity import sparsevit
 from nmc.compiler.transforms.window_prune import (
     SCORING_OPS, SwinBlock, WindowPruneError, apply_ratios, stages_of, swin_blocks,
@@ -40,7 +40,6 @@ def latency_model(module: ModuleOp, blocks: list[SwinBlock], target) -> sparsevi
     model = LatencyModel(names, {b.name: b.stage for b in blocks},
                          {b.name: (b.stage, tuple(b.partition.row_indices)) for b in blocks},
                          {b: {} for b in names})
-    cache: dict[tuple, float] = {}
     for r in progress(RATIOS, desc="window latency model", unit="ratio"):
         clone = module.clone()
         cblocks = swin_blocks(clone)
@@ -49,7 +48,7 @@ def latency_model(module: ModuleOp, blocks: list[SwinBlock], target) -> sparsevi
         for op in clone.walk():
             if not hasattr(op, "layer_name"):
                 continue
-            cycles = _op_cycles(op, target, cache)
+            cycles = float(op_cycles(op, target))
             layer = op.layer_name
             owner = _owner(layer, names)
             if layer.endswith(SCORING_OPS):
@@ -67,26 +66,6 @@ def latency_model(module: ModuleOp, blocks: list[SwinBlock], target) -> sparsevi
         for b in names:
             model.cost[b][r] = costs[b]
     return model
-
-
-def _op_cycles(op: Operation, target, cache: dict) -> float:
-    """The estimated cycles of an op's kernel (kernels.common.estimate_cycles), memoised
-    by op kind, types and properties (blocks of a stage repeat the same shapes)."""
-    from nmc.compiler.kernels.common import estimate_cycles
-    from nmc.compiler.kernels.registry import KERNELS
-
-    kernel = KERNELS.get(op.name)
-    if kernel is None:
-        return 0.0
-    key = (op.name, tuple(str(v.type) for v in (*op.operands, *op.results)),
-           tuple(sorted((k, str(v)) for k, v in op.properties.items() if k != "layer")))
-    if key not in cache:
-        if kernel.scratch_words(op) and not has_scratch(op):
-            set_scratch_addr(op, 0)  # any address: only timing
-        tiling = kernel.choose(op, target)
-        cache[key] = float(estimate_cycles(kernel.emit(op, tiling, lambda v: 0, target),
-                                           target))
-    return cache[key]
 
 
 def searched_ratios(module: ModuleOp, blocks: list[SwinBlock], fraction: float, calib: str,

@@ -17,8 +17,7 @@ format FILE.json reads); `report` prints the (layer, pattern, cycles, error) tab
 from __future__ import annotations
 
 import sys
-from dataclasses import dataclass
-from math import prod
+from dataclasses import dataclass, replace
 
 from xdsl.context import Context
 from xdsl.dialects.builtin import ModuleOp
@@ -27,7 +26,8 @@ from xdsl.passes import ModulePass
 
 from nmc.compiler.dialects.nm import LinearOp, ParamOp, tensor_shape
 from nmc.compiler.dialects.nm_attrs import model_path
-from nmc.compiler.sparsity.cost import LinearDims, linear_cycles, linear_macs
+from nmc.compiler.kernels.linear import LinearProblem
+from nmc.compiler.sparsity.cost import linear_cycles, linear_macs
 from nmc.compiler.sparsity.spec import (
     Pattern, SparsityError, check_supported, config_to_json, format_pattern, parse_pattern,
     parse_spec, read_config,
@@ -38,10 +38,9 @@ from nmc.isa.target import Target
 HEAD_NAMES = ("head", "classifier")
 
 
-def linear_dims(op: LinearOp) -> LinearDims:
-    shape = tensor_shape(op.input)
-    return LinearDims(prod(shape[:-1]), shape[-1], tensor_shape(op.weight)[0],
-                      op.bias is not None, op.activation_name)
+def linear_dims(op: LinearOp) -> LinearProblem:
+    """The op's linear problem, dense (the searches cost each pattern on it)."""
+    return replace(LinearProblem.of(op), pattern=None)
 
 
 def is_head(op: LinearOp) -> bool:
@@ -117,7 +116,7 @@ class Candidate:
 
     name: str
     param: str
-    dims: LinearDims
+    dims: LinearProblem
     patterns: list[Pattern]
     costs: list[float]
 
@@ -127,7 +126,7 @@ def candidates(module: ModuleOp, budget: str, target: Target) -> tuple[list[Cand
     M divides K) costed by `budget` ("speedup": predicted cycles; "flops": MACs), and the
     dense cost of the other linear layers (the head)."""
 
-    def cost(dims: LinearDims, pattern: Pattern) -> float:
+    def cost(dims: LinearProblem, pattern: Pattern) -> float:
         return linear_cycles(dims, pattern, target) if budget == "speedup" \
             else linear_macs(dims, pattern)
 

@@ -21,6 +21,7 @@ from nmc.compiler.dialects.nm_attrs import (
     TRANSPOSE, ProgramRecord, dram_addr, has_scratch, input_names, layout, output_names,
     scratch_addr, set_program_record, tiling,
 )
+from nmc.compiler.kernels.kernel import Buffers
 from nmc.compiler.kernels.registry import KERNELS
 from nmc.compiler.kernels.linear import nm_packed_shape
 from nmc.compiler.transforms.target_option import resolve_target
@@ -71,14 +72,16 @@ class LowerNmToIsa(ModulePass):
             if o.results[0] not in ret.operands:
                 records.append(BufferOp(o.layer_name, "temp", addr(o.results[0]),
                                               tensor_shape(o.results[0])))
+            problem, sizes, scratch = kernel.problem(o), tiling(o), None
             if has_scratch(o):
+                scratch = scratch_addr(o)
                 records.append(BufferOp(
-                    f"{o.layer_name}.scratch", "temp", scratch_addr(o),
-                    (kernel.scratch_words(o),)))
+                    f"{o.layer_name}.scratch", "temp", scratch,
+                    (kernel.scratch_words(problem, sizes),)))
             kinds[o.layer_name] = o.KIND
             if isinstance(o, LinearOp) and isinstance(o.weight.owner, ParamOp):
                 weights[o.layer_name] = o.weight.owner.param_name.data
-            for instr in kernel.emit(o, tiling(o), addr, target):
+            for instr in kernel.emit(problem, sizes, Buffers.of(o, addr, scratch), target):
                 stream.append(instr_to_op(instr, o.layer_name))
         stream.append(instr_to_op(Instr.make("halt")))
 

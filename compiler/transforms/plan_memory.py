@@ -34,7 +34,7 @@ from xdsl.passes import ModulePass
 from nmc.compiler.dialects.nm import ParamOp, ReshapeOp, tensor_shape
 from nmc.compiler.dialects.nm_attrs import (
     IDENTITY, TRANSPOSE, LayoutAttr, dram_addr, dram_addr_of_op, layout, set_dram_addr,
-    set_dram_words, set_input_addrs, set_layout, set_scratch_addr,
+    set_dram_words, set_input_addrs, set_layout, set_scratch_addr, tiling,
 )
 from nmc.compiler.dialects.win import ScatterOp
 from nmc.compiler.kernels.registry import KERNELS
@@ -164,7 +164,8 @@ class PlanMemory(ModulePass):
                 elif result not in outputs:
                     set_dram_addr(o, temps.alloc(_words(result)))
             kernel = KERNELS.get(o.name)
-            scratch = _aligned(kernel.scratch_words(o)) if kernel is not None else 0
+            scratch = 0 if kernel is None else _aligned(
+                kernel.scratch_words(kernel.problem(o), tiling(o)))
             if scratch:
                 scratch_addr = temps.alloc(scratch)
                 set_scratch_addr(o, scratch_addr)

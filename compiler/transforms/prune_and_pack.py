@@ -20,7 +20,7 @@ from xdsl.passes import ModulePass
 
 from nmc.compiler.dialects.nm import LinearOp, ParamOp, tensor_shape
 from nmc.compiler.dialects.nm_attrs import NM_PACK, LayoutAttr, set_layout
-from nmc.compiler.kernels.registry import linear_pattern
+from nmc.compiler.kernels.linear import linear_pattern
 from nmc.compiler.transforms.target_option import check_target_option, resolve_target
 from nmc.compiler.sparsity.spec import SparsityError, check_supported, format_pattern
 

@@ -31,4 +31,4 @@ class ScheduleTiles(ModulePass):
         for inner in op.walk():
             kernel = KERNELS.get(inner.name)
             if kernel is not None:
-                set_tiling(inner, kernel.choose(inner, target))
+                set_tiling(inner, kernel.choose(kernel.problem(inner), target, inner.layer_name))
