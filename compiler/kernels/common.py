@@ -1,15 +1,16 @@
 """What every kernel shares: on-chip buffer allocation, DMA of 2-D blocks, tile candidates,
 and the cost models that rank tilings.
 
-A kernel is the instruction sequence of one nm op for given tile sizes and DRAM addresses.
-The tile search (`schedule-tiles`) and the lowering (`lower-nm-to-isa`) call the same kernel
-code, so the schedule that was costed is the one that is emitted. Candidates are ranked by
-`estimate_cycles` (busiest unit + pipeline fill/drain), by `simulate_cycles` (the emulator's
-own timing rule on the kernel with its tokens: sees in-order stalls; attention and the
-row-wise kernels use it), or by a kernel's closed form of the estimate (linear: thousands
-of candidates, checked against the emitted kernel by the tests); `choose_best` then takes
-the fewest instructions within TOLERANCE of the best. Choices are memoised per shape and
-target (`TILINGS`): a ViT has a handful of distinct layer shapes.
+A kernel is the instruction sequence of one nm op for given tile sizes and DRAM addresses
+(the protocol: kernels/kernel.py). The tile search (`schedule-tiles`) and the lowering
+(`lower-nm-to-isa`) call the same kernel code, so the schedule that was costed is the one
+that is emitted. Candidates are ranked by `estimate_cycles` (busiest unit + pipeline
+fill/drain), by `simulate_cycles` (the emulator's own timing rule on the kernel with its
+tokens: sees in-order stalls; attention and the row-wise kernels use it), or by counting
+the kernel's schedule without emitting it (linear, `kernels/walk.py`: thousands of
+candidates); `choose_best` then takes the fewest instructions within TOLERANCE of the
+best. Choices are memoised per problem and target (`TILINGS`): a ViT has a handful of
+distinct layer shapes.
 """
 
 from __future__ import annotations
@@ -65,7 +66,11 @@ class OnChipAllocator:
 
     def ring(self, mem: Mem, words: int, slots: int = 2) -> "Ring":
         """`slots` buffers of `words` used round-robin: double buffering by default."""
-        return Ring([self.alloc(mem, words) for _ in range(slots)])
+        return Ring(self.allocs(mem, words, slots))
+
+    def allocs(self, mem: Mem, words: int, slots: int = 2) -> list[int]:
+        """The addresses of `slots` buffers of `words` (a ring's)."""
+        return [self.alloc(mem, words) for _ in range(slots)]
 
 
 @dataclass

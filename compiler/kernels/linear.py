@@ -38,7 +38,8 @@ from nmc.isa.target import Target
 from nmc.runtime.timing import matmul_cycles, spmatmul_cycles
 
 from nmc.compiler.kernels.common import (
-    TILINGS, TOLERANCE, Matrix2D, OnChipAllocator, Ring, TileError, block_fields,
+    TILINGS, TOLERANCE, Matrix2D, OnChipAllocator, Ring, TileError, _DoesNotFit,
+    block_fields,
     choose_best, size_candidates, tile_counts,
 )
 from nmc.compiler.kernels.kernel import Buffers, Cost, Kernel
@@ -135,14 +136,18 @@ class LinearSchedule:
         tm, tn, tk = tiling["m"], tiling["n"], tiling["k"]
         self.a_slots, self.acc_slots = _slots(tiling, problem.K)
         chip = OnChipAllocator(target, bounded=bounded)
-        self.a_bufs = chip.ring(Mem.SPAD, tm * tk, self.a_slots).addrs
+        self.a_bufs = chip.allocs(Mem.SPAD, tm * tk, self.a_slots)
         w_words, idx_words = _w_tile_words(tk, tn, problem.pattern)
-        self.w_bufs = chip.ring(Mem.SPAD, w_words).addrs
-        self.idx_bufs = chip.ring(Mem.SPAD, idx_words).addrs if problem.pattern else None
-        self.o_bufs = chip.ring(Mem.SPAD, tm * tn, self.acc_slots).addrs
-        self.acc_bufs = chip.ring(Mem.ACC, tm * tn, self.acc_slots).addrs
+        self.w_bufs = chip.allocs(Mem.SPAD, w_words)
+        self.idx_bufs = chip.allocs(Mem.SPAD, idx_words) if problem.pattern else None
+        self.o_bufs = chip.allocs(Mem.SPAD, tm * tn, self.acc_slots)
+        self.acc_bufs = chip.allocs(Mem.ACC, tm * tn, self.acc_slots)
         self.bias_buf = chip.alloc(Mem.SPAD, problem.N) if problem.has_bias else None
         self.words = dict(chip.used)  # SPAD and ACC words the buffers take
+        # the causes of the waits `walk` charges that hold for this tiling
+        self.single_buffers = tuple(
+            cause for cause, slots in (("a", self.a_slots), ("acc", self.acc_slots))
+            if slots == 1)
 
     def emit(self, buffers: Buffers) -> list[Instr]:
         out = Walk(self.target, emit=True)
@@ -225,25 +230,24 @@ class LinearSchedule:
                                          dst_mem=Mem.SPAD, dst=o, src_mem=Mem.SPAD, src=o,
                                          rows=mr, cols=nr)
                 store = out.add("store", **block_fields(Y, m0, n0, mr, nr, Mem.SPAD, o))
-                if self.acc_slots == 1:
-                    # one ACC buffer: the next tile's first matmul waits for this epilogue
-                    # to read ACC; with an activation, one output buffer: the next
-                    # epilogue writes it only after this tile's activation and store,
-                    # which the next tile's matmuls may not cover
-                    chain = activation + store if p.activation is not None else 0
-                    out.stall(Unit.MATRIX, epilogue + max(0, chain - n.busy[Unit.MATRIX]))
-            if self.a_slots == 1:
-                # m tiles are separated by a barrier: the A load of an m tile waits for
-                # the previous m tile's last matmul, and the first W tile load queues
-                # behind it; loads cannot run ahead into the next m tile, so an m tile
-                # whose W loads outlast its matmuls (a short last one) makes the matrix
-                # unit wait for the difference
+                # one ACC buffer: the next tile's first matmul waits for this epilogue to
+                # read ACC; with an activation, one output buffer: the next epilogue
+                # writes it only after this tile's activation and store, which the next
+                # tile's matmuls may not cover
+                chain = activation + store if p.activation is not None else 0
+                out.stall(Unit.MATRIX, epilogue + max(0, chain - n.busy[Unit.MATRIX]), "acc")
+            if single_k:
+                # one A buffer: m tiles are separated by a barrier: the A load of an m
+                # tile waits for the previous m tile's last matmul, and the first W tile
+                # load queues behind it; loads cannot run ahead into the next m tile, so
+                # an m tile whose W loads outlast its matmuls (a short last one) makes
+                # the matrix unit wait for the difference
                 w_loads = m.busy[Unit.LOAD] - a_load
                 out.stall(Unit.MATRIX,
-                          a_load + w_first + max(0, w_loads - m.busy[Unit.MATRIX]))
-        if self.a_slots == 1 and not p.has_bias:
+                          a_load + w_first + max(0, w_loads - m.busy[Unit.MATRIX]), "a")
+        if single_k and not p.has_bias:
             # the first A load is then the first load the estimate adds anyway
-            out.stall(Unit.MATRIX, -first_a_load)
+            out.stall(Unit.MATRIX, -first_a_load, "a")
 
 
 def _slots(tiling: dict, K: int) -> tuple[int, int]:
@@ -311,9 +315,17 @@ class LinearKernel(Kernel[LinearProblem]):
             out = [t for t in out if "a" not in t]
         return out
 
-    def cost(self, problem: LinearProblem, tiling: dict, target: Target) -> Cost:
-        walk = LinearSchedule(problem, tiling, target).count()
-        return Cost(walk.cycles, walk.instructions)
+    def cost(self, problem: LinearProblem, tiling: dict, target: Target,
+             counted: dict | None = None) -> Cost:
+        """`counted`: walks already counted for this problem and target, by tile sizes
+        (tilings that differ only in buffering issue the same instructions)."""
+        schedule = LinearSchedule(problem, tiling, target)
+        if counted is None:
+            walk = schedule.count()
+        else:
+            sizes = (tiling["m"], tiling["n"], tiling["k"])
+            walk = counted.get(sizes) or counted.setdefault(sizes, schedule.count())
+        return Cost(walk.cycles(schedule.single_buffers), walk.instructions)
 
     def emit(self, problem: LinearProblem, tiling: dict, buffers: Buffers,
              target: Target) -> list[Instr]:
@@ -336,12 +348,18 @@ class LinearKernel(Kernel[LinearProblem]):
                 + (f" with {' and '.join(single)}" if single else ""))
 
     def choose(self, problem: LinearProblem, target: Target, layer: str) -> dict:
-        costs: dict[tuple, Cost] = {}  # the fallback below re-ranks some candidates
+        counted: dict[tuple, Walk] = {}
+        costs: dict[tuple, Cost | None] = {}  # None: does not fit
 
-        def cost(t: dict) -> Cost:
+        def cost(t: dict) -> Cost:  # the fallback below ranks some candidates again
             key = tuple(sorted(t.items()))
             if key not in costs:
-                costs[key] = self.cost(problem, t, target)
+                try:
+                    costs[key] = self.cost(problem, t, target, counted)
+                except _DoesNotFit:
+                    costs[key] = None
+            if costs[key] is None:
+                raise _DoesNotFit
             return costs[key]
 
         def best(candidates: list[dict]) -> dict:

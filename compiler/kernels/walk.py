@@ -14,7 +14,6 @@ cost the search ranks by is, by construction, the cost of the code that is emitt
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from typing import Iterator
 
 from nmc.isa.table import OP_BY_MNEMONIC, Instr, Unit
@@ -28,16 +27,16 @@ _UNIT_OF = {mnemonic: int(spec.unit) for mnemonic, spec in OP_BY_MNEMONIC.items(
 _UNITS = len(Unit)
 
 
-@dataclass
 class Tile:
     """One tile of a loop: where it starts and how long it is (`start` is 0 when
     counting: any tile of that length stands for all of them), and the busy cycles per
     unit (indexed by `Unit`) of the instructions issued in it so far, inner loops
     included."""
 
-    start: int
-    length: int
-    busy: list[int] = field(default_factory=lambda: [0] * _UNITS)
+    __slots__ = ("start", "length", "busy")
+
+    def __init__(self, start: int, length: int):
+        self.start, self.length, self.busy = start, length, [0] * _UNITS
 
 
 class Walk:
@@ -45,7 +44,7 @@ class Walk:
         self.target = target
         self.instrs: list[Instr] | None = [] if emit else None
         self.busy = [0] * _UNITS  # indexed by Unit
-        self.stalls = [0] * _UNITS
+        self.stalls: dict[str, list[int]] = {}  # cause -> waits per unit
         self.instructions = 0
         self.first_load = 0
         self.last_store = 0
@@ -87,9 +86,13 @@ class Walk:
             self.last_store = cycles
         return cycles
 
-    def stall(self, unit: Unit, cycles: int) -> None:
-        """Charge `unit` a wait that its busy cycles do not show (a single buffer's)."""
-        self.stalls[unit] += self._times() * cycles
+    def stall(self, unit: Unit, cycles: int, cause: str) -> None:
+        """Charge `unit` a wait that its busy cycles do not show, which happens when
+        `cause` holds (e.g. "acc": the kernel has a single ACC buffer). A walk charges
+        the waits of every cause, so one count serves every variant of a schedule that
+        only differs in which causes hold."""
+        stalls = self.stalls.setdefault(cause, [0] * _UNITS)
+        stalls[unit] += self._times() * cycles
 
     @property
     def estimate(self) -> int:
@@ -97,8 +100,11 @@ class Walk:
         first load and the last store, which nothing overlaps."""
         return max(self.busy) + self.first_load + self.last_store
 
-    @property
-    def cycles(self) -> int:
-        """The estimate with the stalls charged on top of each unit's busy cycles."""
-        busiest = max(b + s for b, s in zip(self.busy, self.stalls))
-        return busiest + self.first_load + self.last_store
+    def cycles(self, causes=()) -> int:
+        """The estimate with the stalls of `causes` charged on top of each unit's busy
+        cycles."""
+        busy = list(self.busy)
+        for cause in causes:
+            for unit, wait in enumerate(self.stalls.get(cause, ())):
+                busy[unit] += wait
+        return max(busy) + self.first_load + self.last_store
