@@ -1,4 +1,4 @@
-"""The N:M sparse backend pieces (issue 5): the sparse linear kernel's closed-form cost,
+"""The N:M sparse backend pieces (issue 5): the sparse linear kernel's counted cost,
 its k tiles, the packed DRAM allocation, the fast path against the reference emulator, and
 `nmc inspect`."""
 

@@ -127,8 +127,10 @@ class LinearSchedule:
     here: raises _DoesNotFit when they do not fit, unless `bounded=False`) and its loop
     nest (`walk`), which `emit` runs over every tile and `count` over each distinct tile
     length (`kernels.walk`). The waits that single buffers add, which the busiest-unit
-    estimate cannot see, are charged in the walk too (`Walk.stall`): the tests compare
-    them with the emulator's timing rule (`simulate_cycles`)."""
+    estimate cannot see, are charged in the walk too (`Walk.stall`, by cause: "a" one A
+    buffer, "acc" one ACC/output buffer; `single_buffers` says which hold), so one count
+    serves every buffering of the same tile sizes; the tests compare the waits with the
+    emulator's timing rule (`simulate_cycles`)."""
 
     def __init__(self, problem: LinearProblem, tiling: dict, target: Target,
                  bounded: bool = True):

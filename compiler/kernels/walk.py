@@ -18,7 +18,7 @@ from typing import Iterator
 
 from nmc.isa.table import OP_BY_MNEMONIC, Instr, Unit
 from nmc.isa.target import Target
-from nmc.runtime.timing import cycles_of
+from nmc.runtime.timing import instruction_cycles
 
 from nmc.compiler.kernels.common import tile_counts, tiles
 
@@ -40,6 +40,9 @@ class Tile:
 
 
 class Walk:
+    """What a schedule's walk issues (module docstring): the instructions when `emit`,
+    and in any case their tally."""
+
     def __init__(self, target: Target, emit: bool):
         self.target = target
         self.instrs: list[Instr] | None = [] if emit else None
@@ -72,7 +75,8 @@ class Walk:
         """Issue one instruction; returns its cycles."""
         if self.instrs is not None:
             self.instrs.append(Instr.make(mnemonic, **fields))
-        cycles = int(cycles_of(mnemonic, fields, self.target))
+        spec = OP_BY_MNEMONIC[mnemonic]
+        cycles = instruction_cycles(Instr(spec, fields), self.target)  # fields unchecked
         unit = _UNIT_OF[mnemonic]
         times = 1
         for tile, n in reversed(self._open):
