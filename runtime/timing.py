@@ -93,11 +93,15 @@ def _vector(spec: OpSpec) -> CyclesFormula:
     """The cycles of a vector instruction whose `fn` field picks the cost per pass
     (function numbers must be defined ones)."""
     fn_enum = spec.field_by_name["fn"].enum
+    # (number, cost key) of every function, listed once: iterating an enum is slow, and the
+    # tile search costs vector instructions one at a time many thousand times
+    keys = [(int(e), e.name.lower()) for e in fn_enum]
+    size = max(number for number, _ in keys) + 1
 
     def cycles(f: Fields, target: Target):
-        costs = [0] * (max(int(e) for e in fn_enum) + 1)
-        for e in fn_enum:
-            costs[int(e)] = target.vec_cost[e.name.lower()]
+        costs = [0] * size
+        for number, key in keys:
+            costs[number] = target.vec_cost[key]
         passes = f["rows"] * ceil_div(f["cols"], target.vec_lanes)
         return target.vec_latency + passes * lookup(costs, f["fn"])
 
