@@ -13,7 +13,7 @@ from hypothesis import given, settings
 
 from emulator_helpers import TARGET, program
 from isa_strategies import instrs
-from nmc.compiler.transforms.insert_tokens import assign_tokens
+from nmc.isa.tokens import assign_tokens
 from nmc.isa.table import Instr, Mem, VBinFn, VRowFn, VUnFn
 from nmc.runtime.emulator import EmulatorError, run_program
 from nmc.runtime.fastpath import footprint_slots

@@ -1,6 +1,6 @@
 """insert-tokens: tokens derived from memory hazards between units."""
 
-from nmc.compiler.transforms.insert_tokens import UNIT_BIT, assign_tokens
+from nmc.isa.tokens import UNIT_BIT, assign_tokens
 from nmc.isa.table import Instr, Mem, Unit, VUnFn
 
 LOAD, STORE, MATRIX, VECTOR = (UNIT_BIT[u] for u in (Unit.LOAD, Unit.STORE, Unit.MATRIX,

@@ -22,6 +22,7 @@ from typing import Iterable, Iterator
 from nmc.common.errors import NmcError
 from nmc.isa.table import Instr, Mem, Unit
 from nmc.isa.target import Target
+from nmc.isa.tokens import assign_tokens
 from nmc.runtime.timing import instruction_cycles, token_schedule
 
 ALIGN_WORDS = 16
@@ -159,8 +160,6 @@ def simulate_cycles(instrs: list[Instr], target: Target) -> int:
     `estimate_cycles` it sees the stalls of an in-order queue waiting for another unit
     (e.g. the matrix unit waiting for a softmax before it can start the next tile), at the
     price of the hazard analysis; kernels with few, short candidates use it."""
-    from nmc.compiler.transforms.insert_tokens import assign_tokens
-
     tokened = assign_tokens(instrs)
     timed = token_schedule(
         [int(i.unit) for i in tokened], [i["wait"] for i in tokened],
