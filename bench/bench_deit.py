@@ -81,7 +81,7 @@ def wait_for_quiet(limit: float, timeout_s: float = 600.0) -> None:
 
 def nmc_exe() -> list[str]:
     exe = Path(sys.executable).parent / "nmc"
-    return [str(exe)] if exe.exists() else [sys.executable, "-m", "nmc.compiler.cli"]
+    return [str(exe)] if exe.exists() else [sys.executable, "-m", "nmc.cli"]
 
 
 def bench_model(name: str, repeat: int, workdir: Path, batch: int) -> dict:

@@ -55,8 +55,8 @@ def compiled_row(module, config_json: dict, flag: str, data, workdir: Path, name
                  reference) -> dict:
     """Export `module`, compile it with the configuration, evaluate it on the emulator
     over the test split; compare with `reference` (images -> logits in PyTorch)."""
-    from nmc.compiler.commands import compile_model
-    from nmc.compiler.sparsify.run import evaluate
+    from nmc.compiler.driver import compile_model
+    from nmc.training.run import evaluate
     from nmc.isa.target import load_target
     from nmc.models.registry import export_to_file
     from nmc.runtime.evaluate import run_classifier
@@ -87,11 +87,11 @@ def compiled_row(module, config_json: dict, flag: str, data, workdir: Path, name
 
 
 def deit_rows(seed: int, data, target, epochs, workdir: Path) -> list[dict]:
-    from nmc.compiler.sparsify.elsa_flow import (
+    from nmc.training.elsa_flow import (
         Supernet, finetune, search_and_finetune, train_supernet,
     )
-    from nmc.compiler.sparsify.run import FINETUNE_LR, Dense, Run, TrainSettings, pretrain
-    from nmc.compiler.sparsify.subject import from_arch
+    from nmc.training.run import FINETUNE_LR, Dense, Run, TrainSettings, pretrain
+    from nmc.training.subject import from_arch
     from nmc.compiler.sparsity.spec import config_to_json
     from nmc.compiler.transforms.assign_sparsity import candidates
     from nmc.models.nm_sparsity import apply_nm
@@ -144,9 +144,9 @@ def deit_rows(seed: int, data, target, epochs, workdir: Path) -> list[dict]:
 
 
 def swin_rows(seed: int, data, target, epochs, workdir: Path) -> list[dict]:
-    from nmc.compiler.sparsify.run import Run, pretrain
-    from nmc.compiler.sparsify.sparsevit_flow import Adapted, adapt, finetune, search_and_finetune
-    from nmc.compiler.sparsify.subject import from_arch
+    from nmc.training.run import Run, pretrain
+    from nmc.training.sparsevit_flow import Adapted, adapt, finetune, search_and_finetune
+    from nmc.training.subject import from_arch
 
     subject = from_arch("swin_digits", {}, data.num_classes, seed)
     module = subject.module
@@ -224,7 +224,7 @@ def summarise(rows: list[dict]) -> str:
 
 
 def main(argv=None) -> int:
-    from nmc.compiler.sparsify.run import Epochs
+    from nmc.training.run import Epochs
     from nmc.common.progress import quiet
     from nmc.isa.target import load_target
     from nmc.models.datasets import load_dataset
@@ -237,13 +237,13 @@ def main(argv=None) -> int:
     parser.add_argument("--no-write", action="store_true")
     args = parser.parse_args(argv)
     # import every module now: an edit of the sources during a long run cannot break it
-    import nmc.compiler.commands  # noqa: F401
+    import nmc.compiler.driver  # noqa: F401
     import nmc.compiler.emit  # noqa: F401
     import nmc.compiler.frontend.importer  # noqa: F401
     import nmc.compiler.pipeline  # noqa: F401
-    import nmc.compiler.sparsify.elsa_flow  # noqa: F401
-    import nmc.compiler.sparsify.sparsevit_flow  # noqa: F401
-    import nmc.compiler.sparsify.subject  # noqa: F401
+    import nmc.training.elsa_flow  # noqa: F401
+    import nmc.training.sparsevit_flow  # noqa: F401
+    import nmc.training.subject  # noqa: F401
     import nmc.runtime.evaluate  # noqa: F401
     command = " ".join([".venv/bin/python", "bench/bench_sparsify.py",
                         *(argv if argv is not None else sys.argv[1:])])

@@ -153,7 +153,7 @@ def timm_state_dict(model_path: Path) -> dict[str, torch.Tensor]:
 
 def check_against_onnxruntime(state: dict[str, torch.Tensor], model_path: Path) -> float:
     """Max |PyTorch - onnxruntime| over the backbone's tokens, on two images."""
-    from nmc.models.images import demo_image
+    from nmc.common.images import demo_image
     from nmc.models.registry import build_model
 
     model, _ = build_model(MODEL_NAME, {})

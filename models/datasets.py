@@ -48,8 +48,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from nmc.common.images import IMAGENET_MEAN, IMAGENET_STD
 from nmc.models.errors import ModelError
-from nmc.models.images import IMAGENET_MEAN, IMAGENET_STD
 
 DEFAULT_DATASET = "digits"
 FASHION_MNIST_DIR = Path("/usr/share/datasets/fashion-mnist")

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from nmc.compiler.cli import main
+from nmc.cli import main
 from nmc.isa.target import TARGETS_DIR
 
 REF_TOML = (TARGETS_DIR / "sta_ref.toml").read_text()
@@ -53,9 +53,9 @@ def check_one_line(err: str, *fragments: str, prefix: str = "nmc: error: ") -> s
 
 def run_nmc(*argv, cwd: Path | None = None, timeout: float = 300,
             stdin: str | None = None) -> subprocess.CompletedProcess:
-    """`python -m nmc.compiler.cli ARGV` as a real process (no pytest capture, no monkeypatch)."""
+    """`python -m nmc.cli ARGV` as a real process (no pytest capture, no monkeypatch)."""
     return subprocess.run(
-        [sys.executable, "-m", "nmc.compiler.cli", *map(str, argv)],
+        [sys.executable, "-m", "nmc.cli", *map(str, argv)],
         capture_output=True, text=True, cwd=cwd, timeout=timeout, input=stdin,
         env={**os.environ, "PYTHONWARNINGS": "ignore"},
     )

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from nmc.compiler.cli import main
+from nmc.cli import main
 from nmc.compiler.dialects.nm_attrs import DramAddrAttr, TilingAttr
 from nmc.compiler.pipeline import DEFAULT_PIPELINE
 
@@ -101,7 +101,7 @@ def test_corrupt_program_is_rejected_by_the_console_script(built, tmp_path):
     data = bytearray((built / "prog.bin").read_bytes())
     data[-5] ^= 0xFF
     (tmp_path / "bad.bin").write_bytes(bytes(data))
-    proc = subprocess.run([sys.executable, "-m", "nmc.compiler.cli", "run", str(tmp_path / "bad.bin")],
+    proc = subprocess.run([sys.executable, "-m", "nmc.cli", "run", str(tmp_path / "bad.bin")],
                           capture_output=True, text=True)
     assert proc.returncode == 1
     assert "checksum" in proc.stderr and "Traceback" not in proc.stderr

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import torch
 
-from nmc.compiler.commands import compile_model
+from nmc.compiler.driver import compile_model
 from nmc.isa.container import program_from_bytes, program_to_bytes
 from nmc.isa.target import load_target
 from nmc.models.registry import build_model, export_to_file

@@ -26,12 +26,13 @@ from xdsl.parser import Parser
 from xdsl.printer import Printer
 from xdsl.utils.exceptions import VerifyException
 
-from nmc.compiler.cli import main
+from nmc.cli import main
 from nmc.compiler.dialects import nm
 from nmc.compiler.dialects.context import make_context
 from nmc.compiler.dialects.nm_attrs import model_path
+from nmc.compiler.driver import import_nm
 from nmc.compiler.errors import FrontendError, UnsupportedOpsError
-from nmc.compiler.frontend import import_model, import_nm, load_weights
+from nmc.compiler.frontend import import_model, load_weights
 from nmc.compiler.transforms.raise_torch_to_nm import RaiseTorchToNm
 from nmc.models.deit import (
     DEIT_CONFIGS,

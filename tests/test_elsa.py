@@ -228,7 +228,7 @@ def _sparse_backend_ready() -> bool:
 
 @pytest.mark.skipif(not _sparse_backend_ready(), reason="sparse backend not there yet")
 def test_compiled_elsa_program_matches_apply_nm(deit, tmp_path):
-    from nmc.compiler.cli import main
+    from nmc.cli import main
     from nmc.isa.container import read_program
     from nmc.models.nm_sparsity import apply_nm
     from nmc.runtime.emulator import run_program

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from emulator_helpers import SPAD, TARGET, I, program, serialize
-from nmc.compiler.commands import compile_model
+from nmc.compiler.driver import compile_model
 from nmc.models.registry import build_model, export_to_file
 from nmc.runtime.emulator import LoadedProgram, run_program
 

@@ -23,9 +23,9 @@ from nmc.compiler.dialects import nm
 from nmc.compiler.dialects import torch as tt
 from nmc.compiler.dialects.context import make_context
 from nmc.compiler.dialects.nm_attrs import input_names, model_path, output_names, param_arg_key
+from nmc.compiler.driver import import_nm
 from nmc.compiler.frontend import (
     import_model,
-    import_nm,
     load_exported_program,
     load_weights,
     location_info,

@@ -10,8 +10,9 @@ import pytest
 import torch
 from torch import nn
 
+from nmc.compiler.driver import import_nm
 from nmc.compiler.errors import FrontendError, UnsupportedOpsError
-from nmc.compiler.frontend import import_nm, load_exported_program, load_weights
+from nmc.compiler.frontend import load_exported_program, load_weights
 from nmc.common.errors import NmcError
 from nmc.models.export import export_model
 from nmc.models.mlp_block import MLPBlock

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 import nmc.compiler.pipeline as pipeline
-from nmc.compiler.commands import compile_model
+from nmc.compiler.driver import compile_model
 from xdsl.rewriter import InsertPoint, Rewriter
 
 from nmc.compiler.dialects.nm import AddOp, GeluOp, LinearOp

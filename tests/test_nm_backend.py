@@ -118,7 +118,7 @@ def test_bad_pattern_in_a_program_is_reported_not_crashed():
 
 
 def test_inspect_shows_layers_patterns_and_counts(sparse_prog, capsys):
-    from nmc.compiler.cli import main
+    from nmc.cli import main
 
     d, program, _ = sparse_prog
     assert main(["inspect", str(d / "prog.bin")]) == 0
@@ -135,7 +135,7 @@ def test_inspect_shows_layers_patterns_and_counts(sparse_prog, capsys):
 
 
 def test_inspect_rejects_a_file_that_is_not_a_program(tmp_path, capsys):
-    from nmc.compiler.cli import main
+    from nmc.cli import main
 
     (tmp_path / "x.bin").write_bytes(b"hello")
     assert main(["inspect", str(tmp_path / "x.bin")]) == 1

@@ -307,7 +307,7 @@ def test_k_not_multiple_of_m_names_layer(tmp_path):
 
 
 def test_dense_model_is_unchanged_by_prune_and_pack(tmp_path):
-    from nmc.compiler.commands import compile_model
+    from nmc.compiler.driver import compile_model
 
     module, example = build_model("mlp_block", {"dim": 16, "hidden": 32, "tokens": 3})
     export_to_file(module, example, tmp_path / "m.pt")

@@ -12,8 +12,8 @@ import sys
 import numpy as np
 import pytest
 
-from nmc.compiler.cli import main
-from nmc.compiler.commands import compile_model
+from nmc.cli import main
+from nmc.compiler.driver import compile_model
 from nmc.isa.container import read_program, write_program
 from nmc.models.registry import build_model, export_to_file
 from nmc.runtime.attribution import NO_LAYER, attribute_cycles
@@ -206,7 +206,7 @@ def test_bad_run_options_are_one_line_errors(progs, tmp_path, capsys, extra, mes
 
 
 def test_report_errors_in_a_subprocess_have_no_traceback(progs, tmp_path):
-    cli = [sys.executable, "-m", "nmc.compiler.cli"]
+    cli = [sys.executable, "-m", "nmc.cli"]
     proc = subprocess.run([*cli, "report", str(tmp_path / "missing.bin")],
                           capture_output=True, text=True)
     assert proc.returncode == 1 and "Traceback" not in proc.stderr

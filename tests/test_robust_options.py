@@ -233,7 +233,7 @@ def test_bad_opt_pipeline(capsys, tmp_path, tmp_path_factory, spec, fragments):
 def nm_ir(tmp_path_factory) -> Path:
     """The IR of the small model after raise-torch-to-nm (the input of schedule-tiles)."""
     d = tmp_path_factory.mktemp("options_ir")
-    from nmc.compiler.cli import main
+    from nmc.cli import main
 
     model = built(tmp_path_factory) / "model.pt"
     assert main(["compile", str(model), "-o", str(d / "p.bin"), "--dump-ir", str(d / "ir")]) == 0

@@ -219,7 +219,7 @@ _SIGNAL_SCRIPT = textwrap.dedent("""
         os.kill(os.getpid(), getattr(signal, sys.argv[1]))  # arrives in the middle of the write
         real_fsync(fd)
     os.fsync = fsync
-    from nmc.compiler.cli import main
+    from nmc.cli import main
     sys.exit(main(sys.argv[2:]))
 """)
 
@@ -242,7 +242,7 @@ def test_signal_in_the_middle_of_writing_prog_bin(tmp_path, d, sig, status, mess
 def test_closed_stdout_pipe(d, argv):
     """`nmc export --list | head -0`: exit 141 quietly, no BrokenPipeError traceback."""
     argv = [a.format(prog=d / "prog.bin") for a in argv]
-    proc = subprocess.Popen([sys.executable, "-m", "nmc.compiler.cli", *argv],
+    proc = subprocess.Popen([sys.executable, "-m", "nmc.cli", *argv],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     proc.stdout.close()  # before the child writes anything
     err = proc.stderr.read().decode()

@@ -155,7 +155,7 @@ def test_recorded_target_name_is_never_a_path(capsys, tmp_path, prog, x, monkeyp
 def _edit_asm(tmp_path: Path, tmp_path_factory, edit) -> Path:
     """Hand-edit the assembly of the built program and assemble it (which fixes the
     checksums: the kind of edit a user would make)."""
-    from nmc.compiler.cli import main
+    from nmc.cli import main
 
     text = (built(tmp_path_factory) / "prog.s").read_text()
     (tmp_path / "edit.s").write_text(edit(text))

@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 import torch
 
-from nmc.compiler.cli import main
-from nmc.compiler.sparsify import run as run_module
+from nmc.cli import main
+from nmc.training import run as run_module
 from nmc.isa.container import read_program
 from nmc.isa.target import load_target
 from nmc.models.datasets import load_dataset
@@ -238,7 +238,7 @@ def test_eval_refuses_a_program_that_is_not_an_image_classifier(tmp_path, capsys
 def test_eval_runs_a_batched_program_with_a_padded_last_batch(tmp_path):
     """A program traced at batch 2 runs 5 images as 3 runs (the last padded); the
     predictions are PyTorch's, image by image."""
-    from nmc.compiler.commands import compile_model
+    from nmc.compiler.driver import compile_model
     from nmc.models.registry import export_to_file
 
     model, example = build_model("deit_digits", {"dim": 32, "depth": 1, "heads": 2,

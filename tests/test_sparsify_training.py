@@ -7,9 +7,9 @@ import random
 import pytest
 import torch
 
-from nmc.compiler.sparsify.nm_supernet import FixedNM, NMSupernet
-from nmc.compiler.sparsify.run import Dense, Run, SparsifyError, TrainSettings, evaluate
-from nmc.compiler.sparsify.window_supernet import WindowAdaptation
+from nmc.training.nm_supernet import FixedNM, NMSupernet
+from nmc.training.run import Dense, Run, SparsifyError, TrainSettings, evaluate
+from nmc.training.window_supernet import WindowAdaptation
 from nmc.compiler.sparsity.elsa import LayerChoices, SearchSize, search
 from nmc.models.datasets import Split
 from nmc.models.nm_sparsity import apply_nm, nm_mask

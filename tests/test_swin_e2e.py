@@ -15,8 +15,9 @@ import pytest
 import torch
 
 from nmc.compiler.dialects.nm import AttentionOp, MeanOp, PermuteRowsOp
+from nmc.compiler.driver import import_nm
 from nmc.compiler.errors import UnsupportedOpsError
-from nmc.compiler.frontend import import_nm, load_exported_program
+from nmc.compiler.frontend import load_exported_program
 from nmc.models.registry import build_model, export_to_file
 from nmc.models.swin import window_partition, window_reverse
 
@@ -208,7 +209,7 @@ def test_mean_pooling_matches_pytorch(tmp_path, shape, tiny):
 def test_fast_and_reference_emulation_agree_on_swin(micro):
     """The emulator's fast path and its reference simulation agree on a compiled Swin
     (vbin reading ACC, strided window copies, the halving sums of the mean)."""
-    from nmc.compiler.commands import compile_model
+    from nmc.compiler.driver import compile_model
     from nmc.isa.target import load_target
     from nmc.runtime.emulator import run_program
 

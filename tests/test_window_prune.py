@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import torch
 
-from nmc.compiler.commands import compile_model
+from nmc.compiler.driver import compile_model
 from nmc.compiler.sparsity import sparsevit
 from nmc.compiler.transforms.window_prune import WindowPruneError
 from nmc.isa.target import load_target

@@ -1,14 +1,14 @@
-"""nmc frontend: torch.export file -> torch-mlir -> xDSL (torch dialect) -> nm dialect.
+"""nmc frontend: torch.export file -> torch-mlir -> xDSL (torch dialect).
 
     load_exported_program(path) -> ExportedProgram      (decomposed, checked, cached)
     load_weights(path) -> dict[str, np.ndarray]          (state_dict key -> float32 array;
                                                           also nmc.compiler.frontend.weights)
     import_to_torch_mlir(ep) -> str                      (generic MLIR text, xDSL-parsable)
     import_model(path) -> ModuleOp                       (torch dialect, annotated)
-    import_nm(path) -> ModuleOp                          (import_model + raise-torch-to-nm)
 
 Names are resolved lazily so that importing `nmc.compiler.frontend.locations` (used by
-passes) does not import torch.
+passes) does not import torch. The frontend imports no pass: raising the torch dialect to
+nm is the first pass, raise-torch-to-nm (`nmc.compiler.driver.import_nm` runs both).
 """
 
 from __future__ import annotations
@@ -35,18 +35,6 @@ _EXPORTS = {
 }
 
 
-def import_nm(path: Any, ctx: Any = None):  # noqa: ANN201 - returns xdsl ModuleOp
-    """Import the model at `path` and raise it to the nm dialect (verified ModuleOp)."""
-    from nmc.compiler.dialects.context import make_context
-    from nmc.compiler.frontend.importer import import_model
-    from nmc.compiler.transforms.raise_torch_to_nm import RaiseTorchToNm
-
-    ctx = ctx or make_context()
-    module = import_model(path, ctx)
-    RaiseTorchToNm().apply(ctx, module)
-    return module
-
-
 def __getattr__(name: str) -> Any:
     module = _EXPORTS.get(name)
     if module is None:
@@ -54,4 +42,4 @@ def __getattr__(name: str) -> Any:
     return getattr(importlib.import_module(module), name)
 
 
-__all__ = ["import_nm", *_EXPORTS]
+__all__ = list(_EXPORTS)

@@ -257,7 +257,7 @@ def import_model(path: str | os.PathLike[str], ctx: Context | None = None) -> Mo
 
     `ctx` must know builtin, func and torch and allow unregistered ops (the default
     context does). The result still holds torch ops; run `raise-torch-to-nm` to get the nm
-    dialect (`nmc.compiler.frontend.import_nm` does both).
+    dialect (`nmc.compiler.driver.import_nm` does both).
     """
     ep = load_exported_program(path)
     return import_exported_program(ep, str(Path(path).expanduser().absolute()), ctx)

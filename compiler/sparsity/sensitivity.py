@@ -32,7 +32,7 @@ costs no forward at all. torch runs on the cores not already busy (`_free_cores`
 
 Calibration inputs: `--calib FILE.npy` holds one input of the model's input shape, or a
 stack of them ([n, *input shape]); by default two fixed-seed inputs: for an image model
-([B, 3, H, H]) the demo image (`nmc.models.images.demo_image`) and a random normal one,
+([B, 3, H, H]) the demo image (`nmc.common.images.demo_image`) and a random normal one,
 otherwise two random normal tensors. Results are cached per process by (model file,
 calibration inputs, layer, pattern).
 """
@@ -93,7 +93,7 @@ def load_calibration(calib: str, input_shape: tuple[int, ...]) -> list[torch.Ten
     gen = torch.Generator().manual_seed(0)
     inputs = []
     if len(shape) == 4 and shape[1] == 3 and shape[2] == shape[3]:
-        from nmc.models.images import demo_image
+        from nmc.common.images import demo_image
 
         image, _ = demo_image(shape[2])
         inputs.append(image.expand(shape).contiguous())

@@ -22,7 +22,7 @@ from pathlib import Path
 
 import torch
 
-from nmc.compiler.sparsify.run import SparsifyError
+from nmc.training.errors import SparsifyError
 
 
 @dataclass
@@ -49,7 +49,7 @@ class Subject:
 
     def nm_view(self, passes: tuple[str, ...] = ("fuse-activations",)):
         """The nm IR of the module (raise-torch-to-nm, then `passes`)."""
-        from nmc.compiler.frontend import import_nm
+        from nmc.compiler.driver import import_nm
         from nmc.compiler.pipeline import make_context, run_pipeline
 
         with tempfile.TemporaryDirectory() as tmp:

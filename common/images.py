@@ -3,6 +3,9 @@
 No image ships with nmc's own dependencies. scikit-image, when present, carries real
 photographs (`skimage.data.chelsea`, a cat); without it a deterministic synthetic scene is
 drawn (sky gradient, sun, hills, a striped object), so the demo runs on any machine.
+
+Used by `nmc demo` and by the compiler (the default calibration input of the ELSA
+sensitivity), so it lives here rather than beside the reference models.
 """
 
 from __future__ import annotations

@@ -22,11 +22,11 @@ from dataclasses import dataclass
 
 import torch
 
-from nmc.compiler.sparsify.nm_supernet import FixedNM, NMSupernet
-from nmc.compiler.sparsify.run import (
+from nmc.training.nm_supernet import FixedNM, NMSupernet
+from nmc.training.run import (
     FINETUNE_LR, Epochs, Run, TrainSettings, evaluate, held_out_error, pretrain,
 )
-from nmc.compiler.sparsify.subject import Subject
+from nmc.training.subject import Subject
 from nmc.compiler.sparsity.elsa import LayerChoices, SearchSize, search
 from nmc.compiler.sparsity.spec import Pattern
 from nmc.compiler.transforms.assign_sparsity import Candidate, candidates

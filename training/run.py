@@ -33,16 +33,12 @@ from typing import Any, Callable, Protocol
 import torch
 import torch.nn.functional as F
 
-from nmc.common.errors import NmcError
 from nmc.common.fileio import atomic_write_bytes
 from nmc.common.progress import progress
+from nmc.common.threads import torch_threads
 from nmc.models.datasets import Split
 from nmc.models.registry import set_training
-from nmc.common.threads import torch_threads
-
-
-class SparsifyError(NmcError):
-    """A bad `nmc sparsify` option, model or checkpoint."""
+from nmc.training.errors import SparsifyError
 
 
 @dataclass(frozen=True)

@@ -22,11 +22,11 @@ from dataclasses import dataclass
 
 import torch
 
-from nmc.compiler.sparsify.run import (
+from nmc.training.run import (
     FINETUNE_LR, Epochs, Run, SparsifyError, TrainSettings, evaluate, held_out_error, pretrain,
 )
-from nmc.compiler.sparsify.subject import Subject
-from nmc.compiler.sparsify.window_supernet import FixedWindows, WindowAdaptation
+from nmc.training.subject import Subject
+from nmc.training.window_supernet import FixedWindows, WindowAdaptation
 from nmc.compiler.sparsity import sparsevit
 from nmc.isa.target import Target
 from nmc.models.datasets import Dataset

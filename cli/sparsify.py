@@ -1,4 +1,5 @@
-"""`nmc sparsify` and `nmc eval`: the command-line side of sparsification on real data.
+"""`nmc sparsify`: the command line of sparsification on real data (the training itself is
+nmc.training; `nmc eval`, which measures the result on the emulator, is in nmc.cli.run).
 
     nmc sparsify deit_digits --budget speedup=2.5 -o deit_sparse.pt
         -> deit_sparse.pt                the fine-tuned model (torch.export; masks baked in)
@@ -6,7 +7,6 @@
            deit_sparse.ckpt              the checkpoint a rerun resumes from
     nmc sparsify swin_digits --budget latency=0.6 -o swin_sparse.pt
         -> swin_sparse.pt, swin_sparse.window-keep.json (`nmc compile --window-keep FILE`)
-    nmc eval prog.bin --data digits [--split test] [--reference model.pt]
 
 The budget picks the method: speedup=S (timing-model cycles of the linear layers, S times
 fewer than dense) or flops=F (ELSA's MACs) run ELSA; latency=L (modelled latency at most
@@ -21,9 +21,10 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
-
-from nmc.compiler.sparsify.run import SparsifyError
+from nmc.cli.shared import (
+    add_architecture_options, add_quiet, add_target, check_output_path,
+)
+from nmc.training.errors import SparsifyError
 
 BUDGET_KINDS = ("speedup", "flops", "latency")
 
@@ -74,14 +75,53 @@ def _model_key(model: str) -> str:
     return model
 
 
-def sparsify(args) -> int:
-    from nmc.compiler.commands import _check_output_path
-    from nmc.compiler.sparsify.elsa_flow import elsa
-    from nmc.compiler.sparsify.elsa_flow import format_outcome as format_elsa
-    from nmc.compiler.sparsify.run import Epochs, Run
-    from nmc.compiler.sparsify.sparsevit_flow import format_outcome as format_windows
-    from nmc.compiler.sparsify.sparsevit_flow import sparsevit_flow
-    from nmc.compiler.sparsify.subject import arch_image_size, from_arch, from_file
+def register(sub) -> None:
+    p = sub.add_parser("sparsify", help="train a model N:M sparse (ELSA) or window-pruned "
+                                        "(SparseViT) on a data set, under a budget")
+    p.add_argument("model", help="built-in architecture (deit_digits, swin_digits, ...: see "
+                                 "`nmc export --list`) or a torch.export file")
+    p.add_argument("--data", default="digits",
+                   help="digits (scikit-learn's, default), a folder of class sub-folders of "
+                        "images, or an .npz of images and labels")
+    p.add_argument("--budget", required=True, metavar="KIND=VALUE",
+                   help="speedup=S or flops=F: ELSA N:M (linear layers S times faster on the "
+                        "timing model, or F times fewer MACs); latency=L: SparseViT window "
+                        "keep ratios (modelled latency at most L x dense)")
+    p.add_argument("-o", "--output", type=Path, required=True, metavar="OUT.pt",
+                   help="the fine-tuned torch.export file; the configuration is written "
+                        "beside it (OUT.sparsity.json or OUT.window-keep.json)")
+    p.add_argument("--epochs", type=int, default=20,
+                   help="supernet / adaptation epochs (default: %(default)s)")
+    p.add_argument("--pretrain-epochs", type=int, metavar="N",
+                   help="dense epochs first (default: 30 for an architecture, which starts "
+                        "from random weights; 0 for a model file)")
+    p.add_argument("--finetune-epochs", type=int, default=20,
+                   help="epochs of the chosen configuration (default: %(default)s)")
+    p.add_argument("--batch-size", type=int, default=64)
+    add_architecture_options(p, seed_help="seed of weights, data order and searches "
+                                          "(default: %(default)s)")
+    p.add_argument("--config-out", type=Path, metavar="FILE.json",
+                   help="where to write the chosen configuration")
+    p.add_argument("--checkpoint", type=Path, metavar="FILE",
+                   help="checkpoint to resume from and save to (default: OUT.ckpt); "
+                        "another --budget on the same checkpoint reuses its pre-training "
+                        "and supernet")
+    p.add_argument("--restart", action="store_true",
+                   help="ignore an existing checkpoint and start over")
+    p.add_argument("--report-json", type=Path, metavar="FILE",
+                   help="write the configuration and accuracies as JSON")
+    add_target(p)
+    add_quiet(p)
+    p.set_defaults(handler=cmd_sparsify)
+
+
+def cmd_sparsify(args) -> int:
+    from nmc.training.elsa_flow import elsa
+    from nmc.training.elsa_flow import format_outcome as format_elsa
+    from nmc.training.run import Epochs, Run
+    from nmc.training.sparsevit_flow import format_outcome as format_windows
+    from nmc.training.sparsevit_flow import sparsevit_flow
+    from nmc.training.subject import arch_image_size, from_arch, from_file
     from nmc.compiler.sparsity.spec import config_to_json
     from nmc.common.fileio import atomic_write_text
     from nmc.isa.target import load_target
@@ -97,9 +137,9 @@ def sparsify(args) -> int:
         raise SparsifyError(f"--batch-size must be >= 1, got {args.batch_size}")
     target = load_target(args.target)
     output = args.output
-    _check_output_path(output)
+    check_output_path(output)
     config_out = args.config_out or config_path(output, budget)
-    _check_output_path(config_out)
+    check_output_path(config_out)
     checkpoint = args.checkpoint or output.with_suffix(".ckpt")
     overrides = parse_overrides(args.set)
 
@@ -164,57 +204,3 @@ def _check_fits(subject, data) -> None:
     if classes != data.num_classes:
         raise SparsifyError(f"{subject.name} has {classes} outputs but {data.name} has "
                             f"{data.num_classes} classes")
-
-
-def evaluate_program(args) -> int:
-    from nmc.compiler.commands import _target_for
-    from nmc.isa.container import read_program
-    from nmc.common.fileio import atomic_write_text
-    from nmc.models.datasets import SPLITS, load_dataset
-    from nmc.runtime.evaluate import input_symbol, run_classifier
-
-    if args.split not in SPLITS:
-        raise SparsifyError(f"--split {args.split}: one of {', '.join(SPLITS)}")
-    if args.limit is not None and args.limit < 1:
-        raise SparsifyError(f"--limit {args.limit}: must be at least 1")
-    program = read_program(args.program)
-    target = _target_for(program, args.target, args.program)
-    sym = input_symbol(program)
-    data = load_dataset(args.data, int(sym.shape[-1]))
-    split = data[args.split]
-    n = len(split) if args.limit is None else min(args.limit, len(split))
-    images = split.images[:n].numpy()
-    labels = split.labels[:n].numpy()
-    result = run_classifier(program, target, images)
-    if result.logits.shape[1] != data.num_classes:
-        raise SparsifyError(f"{args.program} has {result.logits.shape[1]} outputs but "
-                            f"{data.name} has {data.num_classes} classes")
-    acc = result.accuracy(labels)
-    us = result.cycles_per_run / target.clock_mhz
-    print(f"emulator top-1 on {data.name}/{args.split}: {acc:.2%} "
-          f"({int(np.sum(result.predictions == labels))}/{n}); {result.cycles_per_run} "
-          f"cycles per run of {result.batch} image(s) ({us:.1f} us at {target.clock_mhz} MHz)")
-    report = {"data": data.name, "split": args.split, "images": n, "accuracy": acc,
-              "cycles_per_run": result.cycles_per_run, "batch": result.batch}
-    if args.reference is not None:
-        ref = _reference_predictions(args.reference, images)
-        agree = int(np.sum(ref == result.predictions))
-        ref_acc = float(np.mean(ref == labels)) if n else 0.0
-        print(f"PyTorch top-1 of {args.reference}: {ref_acc:.2%}; predictions agree on "
-              f"{agree}/{n} images")
-        report.update(reference_accuracy=ref_acc, agreeing=agree)
-    if args.json is not None:
-        atomic_write_text(args.json, json.dumps(report, indent=2) + "\n")
-    return 0
-
-
-def _reference_predictions(path: Path, images: np.ndarray) -> np.ndarray:
-    """The argmax of a torch.export file's outputs, image by image (its traced batch)."""
-    import torch
-
-    from nmc.compiler.sparsify.subject import from_file
-
-    subject = from_file(Path(path))
-    with torch.no_grad():
-        logits = subject.module(torch.from_numpy(images))
-    return logits.argmax(-1).numpy()

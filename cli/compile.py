@@ -1,0 +1,199 @@
+"""`nmc compile` (a model file to prog.bin) and `nmc opt` (passes on an IR file, like
+mlir-opt / xdsl-opt)."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+from nmc.cli.shared import (
+    UsageError, add_quiet, add_target, check_output_path, one_line_error, read_source,
+)
+from nmc.common.errors import NmcError
+from nmc.common.fileio import OutputError, atomic_write_text
+
+
+def register(sub) -> None:
+    p = sub.add_parser("compile", help="compile a torch.export file to prog.bin")
+    p.add_argument("model", type=Path)
+    p.add_argument("-o", "--output", type=Path, required=True)
+    add_target(p)
+    p.add_argument("--print-ir-after-all", action="store_true")
+    p.add_argument("--print-ir-after", action="append", default=[], metavar="PASS")
+    p.add_argument("--dump-ir", type=Path, metavar="DIR", help="write the IR of every stage")
+    p.add_argument("--sparsity", metavar="SPEC",
+                   help="N:M sparsity of the linear layers: N:M (every block linear), "
+                        "FILE.json (per layer), elsa:speedup=S or elsa:flops=F (search)")
+    p.add_argument("--calib", type=Path, metavar="FILE.npy",
+                   help="calibration inputs of the ELSA search (default: fixed-seed inputs)")
+    p.add_argument("--sparsity-out", type=Path, metavar="FILE.json",
+                   help="write the chosen sparsity (the format --sparsity FILE.json reads)")
+    p.add_argument("--window-keep", metavar="SPEC",
+                   help="SparseViT window pruning of Swin blocks: a keep ratio R in (0, 1] "
+                        "for every block, FILE.json ({block: ratio}), or "
+                        "sparsevit:latency=L (search per-block ratios under a modelled-"
+                        "latency budget, L a fraction of the dense latency)")
+    p.add_argument("--window-keep-out", type=Path, metavar="FILE.json",
+                   help="write the keep ratios used (the format --window-keep FILE.json reads)")
+    add_quiet(p)
+    p.set_defaults(handler=cmd_compile)
+
+    p = sub.add_parser("opt", help="run passes on an IR file (like mlir-opt / xdsl-opt)")
+    p.add_argument("input", type=Path, nargs="?", help="IR file (default: stdin)")
+    p.add_argument("-p", "--passes", default="", help="comma-separated pipeline")
+    p.add_argument("-o", "--output", type=Path)
+    p.add_argument("--print-ir-after-all", action="store_true")
+    p.add_argument("--list-passes", action="store_true")
+    p.set_defaults(handler=cmd_opt)
+
+
+# ---------------------------------------------------------------------------- compile
+
+
+def cmd_compile(args) -> int:
+    from nmc.compiler.driver import compile_model
+    from nmc.compiler.pipeline import IrDumper, PASSES
+    from nmc.isa.container import write_program
+
+    unknown = [p for p in args.print_ir_after if p not in PASSES]
+    if unknown:
+        raise UsageError(f"--print-ir-after: unknown pass {', '.join(unknown)} "
+                         f"(passes: {', '.join(PASSES)})")
+    check_output_path(args.output)
+    sparsity = _sparsity_options(args)
+    window = _window_options(args)
+    if args.dump_ir is not None:
+        try:
+            args.dump_ir.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            raise OutputError(f"--dump-ir: cannot create directory {args.dump_ir}: "
+                              f"{e.strerror or e}") from None
+    dumper = IrDumper(args.print_ir_after, args.print_ir_after_all, args.dump_ir,
+                      atomic_write_text)
+    program = compile_model(args.model, args.target, dumper, sparsity=sparsity, window=window)
+    write_program(program, args.output)
+    print(f"wrote {args.output}: {len(program.instructions)} instructions, "
+          f"{sum(c.size for _, c in program.constants) * 4 / 1e6:.2f} MB of constants, "
+          f"target {program.target_name}", file=sys.stderr)
+    return 0
+
+
+def _window_options(args) -> dict | None:
+    """The window-prune options of `nmc compile --window-keep/--window-keep-out`, checked
+    before the slow import."""
+    keep = getattr(args, "window_keep", None)
+    out = getattr(args, "window_keep_out", None)
+    if keep is None:
+        if out is not None:
+            raise UsageError("--window-keep-out needs --window-keep")
+        return None
+    from nmc.compiler.transforms.window_prune import parse_keep
+
+    parse_keep(keep)  # a bad value fails now, not after the import
+    if out is not None:
+        check_output_path(out)
+    calib = getattr(args, "calib", None)
+    return {"keep": keep, "out": str(out) if out is not None else "",
+            "calib": str(calib) if calib is not None else ""}
+
+
+def _check_calib(calib: Path | None) -> None:
+    if calib is not None and not calib.is_file():
+        raise UsageError(f"--calib {calib}: file not found")
+
+
+def _sparsity_options(args) -> dict | None:
+    """The assign-sparsity options of `nmc compile --sparsity/--calib/--sparsity-out`,
+    checked before the slow import."""
+    spec = getattr(args, "sparsity", None)
+    calib = getattr(args, "calib", None)
+    out = getattr(args, "sparsity_out", None)
+    window_search = str(getattr(args, "window_keep", None) or "").startswith("sparsevit:")
+    if spec is None:
+        if calib is not None and not window_search:
+            raise UsageError("--calib needs --sparsity elsa:... or --window-keep sparsevit:...")
+        if out is not None:
+            raise UsageError("--sparsity-out needs --sparsity")
+        _check_calib(calib)
+        return None
+    from nmc.compiler.sparsity.spec import parse_spec
+
+    parsed = parse_spec(spec)
+    if calib is not None and parsed.kind != "elsa" and not window_search:
+        raise UsageError("--calib is only used by --sparsity elsa:... and --window-keep "
+                         "sparsevit:...")
+    _check_calib(calib)
+    if out is not None:
+        check_output_path(out)
+    return {"spec": spec, "calib": str(calib) if calib is not None else "",
+            "out": str(out) if out is not None else "", "report": parsed.kind == "elsa"}
+
+
+# ---------------------------------------------------------------------------- opt
+
+
+def cmd_opt(args) -> int:
+    from xdsl.parser import Parser
+    from xdsl.utils.exceptions import ArgSpecParseError, ParseError, VerifyException
+
+    from nmc.compiler.pipeline import (
+        IrDumper, PASSES, build_pipeline, make_context, print_ir, run_pipeline,
+    )
+
+    if args.list_passes:
+        for name, p in PASSES.items():
+            print(f"{name:20s} {(p.__doc__ or '').strip().splitlines()[0]}")
+        return 0
+    stages: list[str] = []  # "input", then each pass that has finished
+    dumper = IrDumper(print_all=args.print_ir_after_all)
+
+    def after_pass(name, module):
+        stages.append(name)
+        dumper(name, module)
+
+    try:
+        pipeline = build_pipeline(args.passes, after_pass)
+    except ArgSpecParseError as e:  # a BaseException in xDSL, so build_pipeline misses it
+        raise UsageError(f"bad pass pipeline '{args.passes}': {_spec_error(e)}") from None
+    source = str(args.input) if args.input else "<stdin>"
+    text = read_source(args.input, source)
+    ctx = make_context()
+    try:
+        module = Parser(ctx, text, source).parse_module()
+    except ParseError as e:
+        raise NmcError(f"{e.span.get_location()}: {e.msg}") from None
+    try:
+        module.verify()
+    except VerifyException as e:
+        raise NmcError(f"{source}: {one_line_error(e)}") from None
+    try:
+        run_pipeline(module, pipeline, ctx)
+    except NmcError:
+        raise
+    except Exception as e:
+        # The input of a pass is any IR file: one that lacks what the pass needs (the
+        # attributes the passes before it add) must not end in a traceback.
+        names = [p.name for p in pipeline.passes]
+        failed = names[min(max(len(stages) - 1, 0), len(names) - 1)] if names else "?"
+        raise NmcError(
+            f"{source}: pass '{failed}' failed on this input ({type(e).__name__}: "
+            f"{one_line_error(e)}); is the input the output of the passes before it "
+            f"({' -> '.join(PASSES)})?"
+        ) from e
+    out = print_ir(module)
+    if args.output is None:
+        sys.stdout.write(out)
+    else:
+        atomic_write_text(args.output, out)
+    return 0
+
+
+def _spec_error(e: BaseException) -> str:
+    """xDSL's pipeline-spec error (message under a caret drawing) as `MESSAGE (column N)`."""
+    import re
+
+    lines = [line.strip() for line in str(e).splitlines() if line.strip()]
+    where = next((m for m in map(re.compile(r"pass-pipeline:\d+:(\d+)").fullmatch, lines) if m),
+                 None)
+    message = lines[-1] if lines else "syntax error"
+    return message + (f" (column {where.group(1)})" if where else "")

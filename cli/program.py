@@ -1,0 +1,112 @@
+"""`nmc disasm`, `nmc asm` and `nmc inspect`: prog.bin as assembly text, assembly text as
+prog.bin, and a summary of a prog.bin."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+from nmc.cli.shared import read_source
+from nmc.common.fileio import atomic_write_text
+
+
+def register(sub) -> None:
+    p = sub.add_parser("disasm", help="print prog.bin as assembly")
+    p.add_argument("program", type=Path)
+    p.add_argument("-o", "--output", type=Path)
+    p.set_defaults(handler=cmd_disasm)
+
+    p = sub.add_parser("inspect", help="summarise prog.bin: header, sections, symbols, "
+                                       "per-layer sparsity, bytes and instruction counts")
+    p.add_argument("program", type=Path)
+    p.set_defaults(handler=cmd_inspect)
+
+    p = sub.add_parser("asm", help="assemble a .s file into prog.bin")
+    p.add_argument("source", type=Path)
+    p.add_argument("-o", "--output", type=Path, required=True)
+    p.set_defaults(handler=cmd_asm)
+
+
+def cmd_disasm(args) -> int:
+    from nmc.isa.asm import disassemble
+    from nmc.isa.container import read_program
+
+    text = disassemble(read_program(args.program))
+    if args.output is None:
+        sys.stdout.write(text)
+    else:
+        atomic_write_text(args.output, text)
+    return 0
+
+
+def cmd_asm(args) -> int:
+    from nmc.isa.asm import assemble
+    from nmc.isa.container import write_program
+
+    text = read_source(args.source, str(args.source))
+    write_program(assemble(text, str(args.source)), args.output)
+    return 0
+
+
+def cmd_inspect(args) -> int:
+    from nmc.isa.container import ProgramFormatError
+
+    try:
+        data = Path(args.program).read_bytes()
+    except OSError as e:
+        raise ProgramFormatError(f"cannot read {args.program}: {e.strerror or e}") from None
+    sys.stdout.write(inspect_program(data, str(args.program)))
+    return 0
+
+
+def inspect_program(data: bytes, source: str = "<bytes>") -> str:
+    """`nmc inspect`: a prog.bin's header, sections, symbols and, per layer, its kind,
+    weight pattern / density / bytes (from META "layers") and instruction counts."""
+    from collections import Counter
+
+    from nmc.isa.container import (
+        FORMAT_VERSION, _header, _sections, program_from_bytes,
+    )
+    from nmc.runtime.report import layer_sparsity
+
+    program = program_from_bytes(data, source)  # validates the whole file first
+    name, target_id, dram_words, count = _header(data)
+    bodies = _sections(data, count)
+    lines = [f"{source}: prog.bin version {FORMAT_VERSION}, {len(data)} bytes",
+             f"target      {name} (id {target_id})",
+             f"dram_words  {dram_words} ({dram_words * 4 / 2**20:.2f} MiB)",
+             f"sections    {count}"]
+    for kind, body in sorted(bodies.items()):
+        lines.append(f"  {kind.name:8s} {len(body):>12d} bytes")
+    const_words = sum(c.size for _, c in program.constants)
+    lines.append(f"constants   {len(program.constants)} blocks, {const_words * 4} bytes")
+    lines.append(f"symbols     {len(program.symbols)}")
+    for sym in program.symbols:
+        shape = "x".join(str(d) for d in sym.shape) or "scalar"
+        lines.append(f"  {sym.kind:6s} {sym.name:16s} {sym.dtype}[{shape}] @ {sym.addr:#x}")
+    total = Counter(i.mnemonic for i in program.instructions)
+    lines.append(f"instructions {len(program.instructions)}: "
+                 + ", ".join(f"{k} {v}" for k, v in sorted(total.items())))
+    meta_layers = program.meta.get("layers", {}) if isinstance(program.meta, dict) else {}
+    if not isinstance(meta_layers, dict):
+        meta_layers = {}
+    sparsity = layer_sparsity(program)
+    lines.append("layers")
+    lines.append(f"  {'layer':28s} {'kind':12s} {'pattern':7s} {'density':>7s} {'keep':>5s} "
+                 f"{'weight bytes':>12s} {'dense bytes':>12s}  instructions")
+    for r in program.debug:
+        info = meta_layers.get(r.name, {})
+        info = info if isinstance(info, dict) else {}
+        sp = sparsity[r.name]
+        counts = Counter(i.mnemonic for i in program.instructions[r.start_pc : r.end_pc])
+        shown = ", ".join(f"{k} {v}" for k, v in sorted(counts.items()))
+        density = f"{sp.density:.3f}" if sp.density is not None else "-"
+        keep = f"{sp.window_keep:.2f}" if sp.window_keep is not None else "-"
+        lines.append(
+            f"  {r.name:28s} {r.kind:12s} {sp.pattern or '-':7s} {density:>7s} {keep:>5s} "
+            f"{str(info.get('weight_bytes', '-')):>12s} {str(info.get('dense_bytes', '-')):>12s}"
+            f"  {r.end_pc - r.start_pc} ({shown})")
+    other = {k: v for k, v in program.meta.items() if k not in ("layers", "window_keep")}
+    if other:
+        lines.append("meta        " + ", ".join(f"{k}={v}" for k, v in sorted(other.items())))
+    return "\n".join(lines) + "\n"

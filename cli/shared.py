@@ -1,0 +1,106 @@
+"""What several `nmc` commands share: the usage error, checks of output paths and source
+files, options that mean the same everywhere, and the target a program runs on."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from nmc.common.errors import NmcError
+from nmc.common.fileio import OutputError, atomic_write_text
+from nmc.isa.target import DEFAULT_TARGET
+
+
+class UsageError(NmcError):
+    """A command-line option that makes no sense for this input."""
+
+
+def one_line(message: str, empty: str = "(no message)") -> str:
+    """A message as one line (some library messages span several); `empty` if it is blank."""
+    lines = [line.strip() for line in str(message).splitlines() if line.strip()]
+    return " ".join(lines) or empty
+
+
+def one_line_error(e: BaseException) -> str:
+    """An exception's message as one line, or its type's name if it has none."""
+    return one_line(str(e), type(e).__name__)
+
+
+def check_output_path(path: Path) -> None:
+    """Fail early, before a slow compile, if `path` can obviously not be written (the
+    atomic writer checks again when it writes)."""
+    if path.is_dir():
+        raise OutputError(f"cannot write {path}: Is a directory")
+    if not path.parent.is_dir():
+        raise OutputError(f"cannot write {path}: No such file or directory")
+
+
+def write_json(path: Path, value) -> None:
+    atomic_write_text(path, json.dumps(value, indent=1) + "\n")
+
+
+def read_source(path: Path | None, shown: str) -> str:
+    """The UTF-8 text of a source file (assembly, IR), or of stdin when `path` is None.
+    Read in chunks and refused at the first NUL byte, so a binary file, /dev/zero or
+    /dev/urandom is an error instead of an endless read."""
+    try:
+        stream = open(path, "rb") if path is not None else getattr(sys.stdin, "buffer", None)
+        if stream is None:  # a text-only stdin (embedding, tests)
+            return sys.stdin.read()
+        chunks = []
+        try:
+            while chunk := stream.read(1 << 20):
+                if b"\0" in chunk:
+                    raise UsageError(f"cannot read {shown}: not a text file (it holds NUL bytes)")
+                chunks.append(chunk)
+        finally:
+            if path is not None:
+                stream.close()
+        return b"".join(chunks).decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise UsageError(f"cannot read {shown}: not UTF-8 text ({e.reason} at byte "
+                         f"{e.start})") from None
+    except OSError as e:
+        raise UsageError(f"cannot read {shown}: {e.strerror or e}") from None
+
+
+def target_for(program, target_option: str | None, path: Path):
+    """The target to run `program` on: --target, else the built-in one it was built for."""
+    from nmc.isa.target import load_target
+
+    if target_option is not None:
+        return load_target(target_option)
+    try:  # the name recorded in prog.bin selects a built-in target, never a file
+        return load_target(program.target_name, builtin_only=True)
+    except NmcError as e:
+        raise UsageError(f"{path} was built for target '{program.target_name}': {e}; pass "
+                         "--target NAME or --target FILE.toml") from None
+
+
+# ---------------------------------------------------------------------------- options
+
+
+def add_quiet(p: argparse.ArgumentParser) -> None:
+    p.add_argument("-q", "--quiet", action="store_true",
+                   help="no progress bars (they only show when stderr is a terminal)")
+
+
+def add_target(p: argparse.ArgumentParser) -> None:
+    """--target of the commands that build a program."""
+    p.add_argument("--target", default=DEFAULT_TARGET,
+                   help="built-in target name or path of a target TOML (default: %(default)s)")
+
+
+def add_program_target(p: argparse.ArgumentParser) -> None:
+    """--target of the commands that run a program (`target_for`)."""
+    p.add_argument("--target", help="built-in target name or path of a target TOML "
+                                    "(default: the target prog.bin was built for)")
+
+
+def add_architecture_options(p: argparse.ArgumentParser, seed_help: str) -> None:
+    """--seed and --set of the commands that build a built-in architecture."""
+    p.add_argument("--seed", type=int, default=0, help=seed_help)
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a model hyper-parameter, e.g. --set dim=256 --set tokens=50")
