@@ -48,7 +48,7 @@ def brightness_input(shape, seed: int = 1) -> torch.Tensor:
 
 def measure(name: str, keeps: list[str], workdir: Path) -> list[dict]:
     from nmc.compiler.driver import compile_model
-    from nmc.compiler.transforms.window_prune import GATHERING_OPS, SCORING_OPS
+    from nmc.compiler.sparsity.window_rewrite import GATHERING_OPS, SCORING_OPS
     from nmc.isa.target import load_target
     from nmc.models.registry import build_model, export_to_file
     from nmc.runtime.emulator import run_program

@@ -35,6 +35,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from nmc.common.window_keep import KeepRatioError
 from nmc.models import window_prune as wp
 from nmc.models.deit import Mlp  # timm's Mlp (fc1 -> exact GELU -> fc2), shared with DeiT
 from nmc.models.errors import ModelError
@@ -393,8 +394,11 @@ class SwinTransformer(nn.Module):
         block in order, or {block path: ratio} (unlisted blocks keep 1.0); None makes the
         model dense again. Ratios lie in (0, 1] and must not increase within a stage
         (ModelError otherwise). 1.0 runs the dense block, bit-identical to no pruning."""
-        names = self.block_names()
-        for name, keep in wp.resolve_keep(names, ratios).items():
+        try:
+            resolved = wp.resolve_keep(self.block_names(), ratios)
+        except KeepRatioError as e:  # the models' own error, as for every bad hyper-parameter
+            raise ModelError(str(e)) from None
+        for name, keep in resolved.items():
             self.get_submodule(name).set_keep(keep)
         return self
 

@@ -14,7 +14,8 @@ from nmc.compiler.frontend import import_model
 from nmc.compiler.frontend.loader import load_weights
 from nmc.compiler.interpret import InterpretError, interpret
 from nmc.compiler.pipeline import make_context, run_pipeline
-from nmc.compiler.transforms.window_prune import apply_ratios, keep_ratios, swin_blocks
+from nmc.compiler.sparsity.window_rewrite import apply_ratios, swin_blocks
+from nmc.compiler.transforms.window_prune import keep_ratios
 from nmc.models.nm_sparsity import apply_nm
 from nmc.models.registry import build_model, export_to_file
 

@@ -50,7 +50,7 @@ class WindowOutcome:
 def window_latency(subject: Subject, target: Target):
     """(the latency model, block names by stage, windows per block) of a Swin."""
     from nmc.compiler.sparsity.window_search import latency_model
-    from nmc.compiler.transforms.window_prune import stages_of, swin_blocks
+    from nmc.compiler.sparsity.window_rewrite import stages_of, swin_blocks
 
     module = subject.nm_view(passes=())
     blocks = swin_blocks(module)

@@ -34,6 +34,7 @@ from typing import Callable
 import numpy as np
 
 from nmc.common.progress import progress
+from nmc.common.window_keep import num_kept
 
 RATIOS = (0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0)
 POPULATION = 16
@@ -154,8 +155,6 @@ def relative_error(y: list[np.ndarray], y_dense: list[np.ndarray]) -> float:
 def format_rows(config: dict[str, float], model: LatencyModel,
                 windows: dict[str, int]) -> list[str]:
     """One line per block: its keep ratio, kept windows and estimated cycles."""
-    from nmc.models.window_prune import num_kept
-
     rows = [("block", "keep", "windows", "est. cycles")]
     for b in model.blocks:
         r = config[b]

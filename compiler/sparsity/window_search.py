@@ -22,7 +22,7 @@ from nmc.compiler.dialects.nm import tensor_shape
 from nmc.compiler.dialects.nm_attrs import input_names, model_path
 from nmc.compiler.kernels.registry import op_cycles
 from nmc.compiler.sparsity import sparsevit
-from nmc.compiler.transforms.window_prune import (
+from nmc.compiler.sparsity.window_rewrite import (
     SCORING_OPS, SwinBlock, WindowPruneError, apply_ratios, stages_of, swin_blocks,
 )
 from nmc.common.progress import progress
