@@ -1,5 +1,11 @@
 """`nmc compile` (a model file to prog.bin) and `nmc opt` (passes on an IR file, like
-mlir-opt / xdsl-opt)."""
+mlir-opt / xdsl-opt).
+
+IR printing: --print-ir-after-all and --print-ir-after=PASS print each stage in the
+readable (custom) form, or in MLIR's generic form with --print-op-generic; `nmc opt` prints
+its result the same way. --dump-ir files are always in generic form: upstream MLIR tools
+parse them (with unregistered dialects allowed), and so does `nmc opt`.
+"""
 
 from __future__ import annotations
 
@@ -12,6 +18,8 @@ from nmc.cli.shared import (
 from nmc.common.errors import NmcError
 from nmc.common.fileio import OutputError, atomic_write_text
 
+GENERIC_HELP = "print the IR in MLIR's generic op form (as mlir-opt --mlir-print-op-generic)"
+
 
 def register(sub) -> None:
     p = sub.add_parser("compile", help="compile a torch.export file to prog.bin")
@@ -20,7 +28,10 @@ def register(sub) -> None:
     add_target(p)
     p.add_argument("--print-ir-after-all", action="store_true")
     p.add_argument("--print-ir-after", action="append", default=[], metavar="PASS")
-    p.add_argument("--dump-ir", type=Path, metavar="DIR", help="write the IR of every stage")
+    p.add_argument("--print-op-generic", action="store_true", help=GENERIC_HELP)
+    p.add_argument("--dump-ir", type=Path, metavar="DIR",
+                   help="write the IR of every stage, in generic op form (upstream MLIR "
+                        "parses it)")
     p.add_argument("--sparsity", metavar="SPEC",
                    help="N:M sparsity of the linear layers: N:M (every block linear), "
                         "FILE.json (per layer), elsa:speedup=S or elsa:flops=F (search)")
@@ -43,6 +54,7 @@ def register(sub) -> None:
     p.add_argument("-p", "--passes", default="", help="comma-separated pipeline")
     p.add_argument("-o", "--output", type=Path)
     p.add_argument("--print-ir-after-all", action="store_true")
+    p.add_argument("--print-op-generic", action="store_true", help=GENERIC_HELP)
     p.add_argument("--list-passes", action="store_true")
     p.set_defaults(handler=cmd_opt)
 
@@ -69,7 +81,7 @@ def cmd_compile(args) -> int:
             raise OutputError(f"--dump-ir: cannot create directory {args.dump_ir}: "
                               f"{e.strerror or e}") from None
     dumper = IrDumper(args.print_ir_after, args.print_ir_after_all, args.dump_ir,
-                      atomic_write_text)
+                      atomic_write_text, generic=args.print_op_generic)
     program = compile_model(args.model, args.target, dumper, sparsity=sparsity, window=window)
     write_program(program, args.output)
     print(f"wrote {args.output}: {len(program.instructions)} instructions, "
@@ -145,7 +157,7 @@ def cmd_opt(args) -> int:
             print(f"{name:20s} {(p.__doc__ or '').strip().splitlines()[0]}")
         return 0
     stages: list[str] = []  # "input", then each pass that has finished
-    dumper = IrDumper(print_all=args.print_ir_after_all)
+    dumper = IrDumper(print_all=args.print_ir_after_all, generic=args.print_op_generic)
 
     def after_pass(name, module):
         stages.append(name)
@@ -180,7 +192,7 @@ def cmd_opt(args) -> int:
             f"{one_line_error(e)}); is the input the output of the passes before it "
             f"({' -> '.join(PASSES)})?"
         ) from e
-    out = print_ir(module)
+    out = print_ir(module, generic=args.print_op_generic)
     if args.output is None:
         sys.stdout.write(out)
     else:

@@ -63,14 +63,18 @@ def default_pipeline_spec(target: str, sparsity: dict[str, object] | None = None
     return ",".join(options(p) for p in DEFAULT_PIPELINE)
 
 
-def print_ir(module: ModuleOp) -> str:
+def print_ir(module: ModuleOp, generic: bool = False) -> str:
+    """The module as IR text: the readable form (ops' custom assembly formats), or with
+    `generic` MLIR's generic op form, which upstream MLIR parses too (with unregistered
+    dialects allowed: it has no nm, win or isa dialect) and so does `nmc opt`."""
     from io import StringIO
 
     out = StringIO()
     # Locations are printed when there are any: the torch-level IR carries the PyTorch
     # module paths only there. Lowered IR has none and would only print loc(unknown).
     has_locations = any(not isinstance(op.location, UnknownLoc) for op in module.walk())
-    Printer(stream=out, print_debuginfo=has_locations).print_op(module)
+    Printer(stream=out, print_generic_format=generic,
+            print_debuginfo=has_locations).print_op(module)
     return out.getvalue() + "\n"
 
 
@@ -102,20 +106,25 @@ def run_pipeline(module: ModuleOp, spec: str | PassPipeline, ctx: Context | None
 
 
 class IrDumper:
-    """`--print-ir-after-all`, `--print-ir-after=NAME` and `--dump-ir DIR` in one callback."""
+    """`--print-ir-after-all`, `--print-ir-after=NAME` and `--dump-ir DIR` in one callback.
+
+    Printed stages are in the readable form, or the generic one with `generic`
+    (--print-op-generic); dumped files are always generic, so that upstream MLIR tools
+    read them as well as `nmc opt`."""
 
     def __init__(self, print_after: Iterable[str] = (), print_all: bool = False,
-                 dump_dir: Path | None = None, write=None):
+                 dump_dir: Path | None = None, write=None, generic: bool = False):
         self.print_after, self.print_all = set(print_after), print_all
         self.dump_dir, self.write = dump_dir, write
+        self.generic = generic
         self.stage = 0
 
     def __call__(self, pass_name: str, module: ModuleOp) -> None:
         text = None
         if self.print_all or pass_name in self.print_after:
-            text = print_ir(module)
+            text = print_ir(module, self.generic)
             print(f"// -----// IR after {pass_name} //----- //\n{text}", flush=True)
         if self.dump_dir is not None:
-            text = text or print_ir(module)
-            self.write(self.dump_dir / f"{self.stage:02d}-{pass_name}.mlir", text)
+            dump = text if self.generic and text is not None else print_ir(module, generic=True)
+            self.write(self.dump_dir / f"{self.stage:02d}-{pass_name}.mlir", dump)
         self.stage += 1
