@@ -19,16 +19,19 @@ $(STAMP): pyproject.toml
 demo: $(STAMP)
 	$(VENV)/bin/nmc demo
 
+# lint-imports: the layering contract of pyproject.toml (docs/ARCHITECTURE.md, "Layering")
 test: $(STAMP)
+	$(VENV)/bin/lint-imports
 	$(PY) -m pytest -q -n 2 tests
 	$(VENV)/bin/lit -q tests/filecheck
 
 # the slow tests too (larger models)
 test-all: $(STAMP)
+	$(VENV)/bin/lint-imports
 	$(PY) -m pytest -q -n 2 -m "" tests
 
 clean:
-	rm -rf $(VENV) out build *.egg-info
+	rm -rf $(VENV) out build *.egg-info .import_linter_cache
 
 # Bench-only data and weights (never needed by nmc itself or by `make test`): Fashion-MNIST
 # (Debian package, needs root) and the ONNX file holding a pretrained DINOv2 ViT-S/14
