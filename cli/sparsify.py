@@ -116,17 +116,17 @@ def register(sub) -> None:
 
 
 def cmd_sparsify(args) -> int:
+    from nmc.common.fileio import atomic_write_text
+    from nmc.compiler.sparsity.spec import config_to_json
+    from nmc.isa.target import load_target
+    from nmc.models.datasets import load_dataset
+    from nmc.models.registry import MODELS, parse_overrides
     from nmc.training.elsa_flow import elsa
     from nmc.training.elsa_flow import format_outcome as format_elsa
     from nmc.training.run import Epochs, Run
     from nmc.training.sparsevit_flow import format_outcome as format_windows
     from nmc.training.sparsevit_flow import sparsevit_flow
     from nmc.training.subject import arch_image_size, from_arch, from_file
-    from nmc.compiler.sparsity.spec import config_to_json
-    from nmc.common.fileio import atomic_write_text
-    from nmc.isa.target import load_target
-    from nmc.models.datasets import load_dataset
-    from nmc.models.registry import MODELS, parse_overrides
 
     budget = parse_budget(args.budget)
     for name in ("epochs", "finetune_epochs", "pretrain_epochs"):
