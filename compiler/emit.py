@@ -13,11 +13,9 @@ from typing import Mapping
 import numpy as np
 from xdsl.dialects.builtin import ModuleOp
 
+from nmc.common import nm_format
 from nmc.compiler.frontend.weights import load_weights
-from nmc.compiler.dialects.nm_attrs import (
-    LayoutAttr, dram_words, model_path, program_record, window_keep,
-)
-from nmc.isa.table import nm_index_bits, nm_index_rows, nm_indices_per_word
+from nmc.compiler.dialects.nm_attrs import dram_words, model_path, program_record, window_keep
 from nmc.isa.container import LayerRange, Program, Symbol
 from nmc.isa.dialect import BufferOp, is_instruction_op, op_to_instr
 
@@ -27,32 +25,15 @@ LAYOUTS = {
 }
 
 
-def pack_nm_words(weight: np.ndarray, n: int, m: int) -> np.ndarray:
-    """The `nm_pack:N:M` layout of a weight W [N_out, K]: the kept values of W^T,
-    [K*n/m x N_out], then their in-group indices packed down the columns (P per 32-bit
-    word, index i of a word at bits i*b; the word's bit pattern stored as an f32), as one
-    [rows x N_out] float32 array (`nmc.compiler.kernels.linear.nm_packed_shape`)."""
-    from nmc.models.nm_sparsity import pack_nm
-
-    values, indices = pack_nm(np.asarray(weight, np.float32), n, m)  # [N_out, kc]
-    values, indices = values.T, indices.T.astype(np.uint32)  # [kc, N_out]
-    kc, cols = values.shape
-    bits, per = nm_index_bits(m), nm_indices_per_word(m)
-    rows = nm_index_rows(kc, m)
-    padded = np.zeros((rows * per, cols), np.uint32)
-    padded[:kc] = indices
-    shifts = (np.arange(per, dtype=np.uint32) * np.uint32(bits))[None, :, None]
-    words = np.bitwise_or.reduce(padded.reshape(rows, per, cols) << shifts, axis=1)
-    return np.concatenate([np.ascontiguousarray(values, np.float32),
-                           words.astype(np.uint32).view(np.float32)])
-
-
 def apply_layout(layout: str, weight: np.ndarray) -> np.ndarray:
-    """A parameter stored in `layout` (LAYOUTS, or `nm_pack:N:M`)."""
+    """A parameter stored in `layout` (LAYOUTS, or `nm_pack:N:M`: `nm_format.pack`)."""
     fn = LAYOUTS.get(layout)
     if fn is not None:
         return fn(weight)
-    return pack_nm_words(weight, *LayoutAttr.from_text(layout).pattern)
+    pattern = nm_format.parse_layout(layout)
+    if pattern is None:
+        raise ValueError(f"unknown layout '{layout}'")
+    return nm_format.pack(weight, *pattern)
 
 
 def _layer_meta(layer_weights: dict[str, str], buffers: dict[str, tuple[str, tuple[int, ...]]],
@@ -64,11 +45,10 @@ def _layer_meta(layer_weights: dict[str, str], buffers: dict[str, tuple[str, tup
             continue
         layout, stored = buffers[param]
         dense = int(np.prod(np.shape(weights[param]))) if param in weights else 0
-        pattern = LayoutAttr.from_text(layout).pattern
-        n, m = pattern if pattern is not None else (1, 1)
+        pattern = nm_format.parse_layout(layout)
         layers[layer] = {
-            "pattern": f"{n}:{m}" if pattern is not None else "dense",
-            "density": n / m,
+            "pattern": nm_format.pattern_text(pattern),
+            "density": nm_format.density(pattern),
             "weight_bytes": int(np.prod(stored)) * 4,
             "dense_bytes": dense * 4,
         }

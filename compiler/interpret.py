@@ -5,7 +5,7 @@ The window-keep search (compiler/transforms/window_prune.py) scores a configurat
 output error of the pruned module itself, which has no PyTorch model: the model file holds
 the dense graph. Interpreting the nm IR evaluates exactly the computation that will be
 compiled (float32, PyTorch's kernels; `nm.linear` with a `sparsity` uses the N:M mask of
-models/nm_sparsity.py).
+`nmc.common.nm_format`, the one prune-and-pack packs by).
 
     outputs = interpret(module, {"x": array}, weights)     # weights: load_weights(model)
 """
@@ -23,6 +23,7 @@ from xdsl.ir import Operation
 
 from nmc.compiler.dialects import nm, win
 from nmc.compiler.dialects.nm_attrs import input_names, output_names
+from nmc.common import nm_format
 from nmc.common.errors import NmcError
 
 
@@ -32,10 +33,8 @@ class InterpretError(NmcError):
 
 def _linear(op: nm.LinearOp, x, w, b=None):
     pattern = op.sparsity_pattern
-    if pattern is not None and pattern[0] != pattern[1]:
-        from nmc.models.nm_sparsity import nm_mask
-
-        w = w * nm_mask(w, *pattern)
+    if pattern is not None:
+        w = w * torch.from_numpy(nm_format.nm_mask(w.numpy(), *pattern))
     y = F.linear(x, w, b)
     if op.activation_name is not None:
         y = F.gelu(y, approximate=nm.LINEAR_ACTIVATIONS[op.activation_name])

@@ -26,6 +26,7 @@ from xdsl.printer import Printer
 from xdsl.irdl import IRDLOperation, irdl_op_definition, opt_prop_def, prop_def
 from xdsl.utils.exceptions import VerifyException
 
+from nmc.common import nm_format
 from nmc.isa.encoding import field_error
 from nmc.isa.irsyntax import parse_fields, print_fields
 from nmc.isa.table import OP_BY_MNEMONIC, OPS, Instr, OpSpec
@@ -128,14 +129,6 @@ class BufferInfo:
     layout: str | None = None
 
 
-def _is_nm_pack(layout: str) -> bool:
-    """`nm_pack:N:M` (0 < N < M): an N:M sparse weight, W^T's kept values then their
-    packed in-group indices (see nmc.compiler.kernels.linear)."""
-    parts = layout.split(":")
-    return (len(parts) == 3 and parts[0] == "nm_pack" and parts[1].isdigit()
-            and parts[2].isdigit() and 0 < int(parts[1]) < int(parts[2]))
-
-
 @irdl_op_definition
 class BufferOp(IRDLOperation):
     """A DRAM allocation: `name` at word `addr`, a dense row-major f32 tensor of `shape`.
@@ -198,7 +191,7 @@ class BufferOp(IRDLOperation):
         if self.kind.data != "const" and (self.param is not None or self.layout is not None):
             raise VerifyException(f"{where}: only const buffers have 'param' and 'layout'")
         if (self.layout is not None and self.layout.data not in BUFFER_LAYOUTS
-                and not _is_nm_pack(self.layout.data)):
+                and nm_format.parse_layout(self.layout.data) is None):
             raise VerifyException(
                 f"{where}: layout '{self.layout.data}' is not one of "
                 f"{', '.join(BUFFER_LAYOUTS)}, nm_pack:N:M"

@@ -25,7 +25,8 @@ import struct
 from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping
 
-from nmc.isa.fieldmath import ceil_div, log2_ceil, maximum, where
+from nmc.common import nm_format
+from nmc.isa.fieldmath import where
 from nmc.isa.footprint import Footprint, Region
 
 WORD_BITS = 256
@@ -215,32 +216,11 @@ def _matmul_footprint(f: Fields) -> Footprint:
     return reads, (_dense(Mem.ACC, f["out"], m * n),)
 
 
-def nm_index_bits(m: int) -> int:
-    """Bits of one in-group index of an N:M pattern: ceil(log2(M)) (at least 1)."""
-    return log2_ceil(maximum(m, 2))
-
-
-def nm_indices_per_word(m: int) -> int:
-    """In-group indices packed into one 32-bit word (index i of a word at bits i*b..)."""
-    return 32 // nm_index_bits(m)
-
-
-def nm_compressed_rows(k: int, n: int, m: int) -> int:
-    """Rows of the compressed W of a spmatmul: k * N / M (k is a multiple of M)."""
-    return (k * n) // maximum(m, 1)
-
-
-def nm_index_rows(kc: int, m: int) -> int:
-    """Rows of index words covering `kc` compressed rows: indices are packed down the
-    columns, word row r holding compressed rows r*P .. r*P+P-1 (P = nm_indices_per_word)."""
-    return ceil_div(kc, nm_indices_per_word(m))
-
-
 def _spmatmul_footprint(f: Fields) -> Footprint:
     m, k, n = f["m"], f["k"], f["n"]
-    kc = nm_compressed_rows(k, f["pat_n"], f["pat_m"])
+    kc = nm_format.compressed_rows(k, f["pat_n"], f["pat_m"])
     reads = (_dense(Mem.SPAD, f["a"], m * k), _dense(Mem.SPAD, f["w"], kc * n),
-             _dense(Mem.SPAD, f["idx"], nm_index_rows(kc, f["pat_m"]) * n),
+             _dense(Mem.SPAD, f["idx"], nm_format.index_rows(kc, f["pat_m"]) * n),
              _dense(Mem.ACC, f["out"], _only_if(f["accumulate"], m * n)))
     return reads, (_dense(Mem.ACC, f["out"], m * n),)
 
@@ -310,7 +290,7 @@ def _matmul_macs(f: Fields):
 
 def _spmatmul_macs(f: Fields):
     """The MACs of the kept weights only."""
-    return f["m"] * nm_compressed_rows(f["k"], f["pat_n"], f["pat_m"]) * f["n"]
+    return f["m"] * nm_format.compressed_rows(f["k"], f["pat_n"], f["pat_m"]) * f["n"]
 
 
 def _no_macs(f: Fields):

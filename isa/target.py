@@ -17,6 +17,7 @@ import tomllib
 from dataclasses import dataclass
 from pathlib import Path
 
+from nmc.common import nm_format
 from nmc.common.errors import NmcError
 from nmc.isa.table import ADDR_BITS, VBinFn, VRedFn, VRowFn, VUnFn
 
@@ -49,7 +50,7 @@ class Target:
     source: str = ""
 
     def supports_pattern(self, n: int, m: int) -> bool:
-        return n == m or (n, m) in self.sparse_patterns
+        return nm_format.is_dense((n, m)) or (n, m) in self.sparse_patterns
 
 
 def _vector_fn_names() -> list[str]:

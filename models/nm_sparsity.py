@@ -4,7 +4,9 @@ A weight W [out, in] with pattern N:M keeps, in every group of M consecutive wei
 the input dimension, the N of largest magnitude (ties: the lower index wins). `nm_mask` is
 that choice, `apply_nm` the masked copy of a model (what the compiled sparse program must
 compute), `pack_nm` the compressed form the accelerator stores: the kept values in their
-original order and their in-group indices.
+original order and their in-group indices. The rule itself lives in
+`nmc.common.nm_format` (numpy), which the compiler and the emulator use too; this module
+is its PyTorch face.
 """
 
 from __future__ import annotations
@@ -15,59 +17,29 @@ from typing import Mapping
 import numpy as np
 import torch
 
-
-def _as_tensor(weight) -> torch.Tensor:
-    return weight.detach() if isinstance(weight, torch.Tensor) else torch.from_numpy(np.array(weight))
+from nmc.common import nm_format
 
 
-def _check(shape, n: int, m: int) -> None:
-    if not 0 < n <= m:
-        raise ValueError(f"N:M pattern {n}:{m} needs 0 < N <= M")
-    if len(shape) != 2:
-        raise ValueError(f"an N:M weight must be 2-D [out, in], got shape {list(shape)}")
-    if shape[1] % m:
-        raise ValueError(f"input dimension {shape[1]} is not a multiple of M = {m}")
-
-
-def _kept(weight: torch.Tensor, n: int, m: int) -> torch.Tensor:
-    """In-group indices of the kept weights, ascending: [out, in/m, n] (int64)."""
-    out, k = weight.shape
-    groups = weight.abs().reshape(out, k // m, m)
-    # a stable descending sort keeps the lower index first among equal magnitudes
-    order = torch.sort(groups, dim=-1, descending=True, stable=True).indices[..., :n]
-    return torch.sort(order, dim=-1).values
+def _as_array(weight) -> np.ndarray:
+    """A numpy view (or copy) of a tensor or array."""
+    return weight.detach().cpu().numpy() if isinstance(weight, torch.Tensor) \
+        else np.asarray(weight)
 
 
 def nm_mask(weight, n: int, m: int) -> torch.Tensor:
     """The bool mask [out, in] of the weights an N:M pattern keeps."""
-    w = _as_tensor(weight)
-    _check(w.shape, n, m)
-    out, k = w.shape
-    mask = torch.zeros(out, k // m, m, dtype=torch.bool)
-    mask.scatter_(-1, _kept(w, n, m), True)
-    return mask.reshape(out, k)
+    return torch.from_numpy(nm_format.nm_mask(_as_array(weight), n, m))
 
 
 def pack_nm(weight, n: int, m: int) -> tuple[np.ndarray, np.ndarray]:
     """(values [out, in*n/m] float32, indices [out, in*n/m] int64 in 0..m-1): per group of
     m inputs, the n kept weights in input order and their positions in the group."""
-    w = _as_tensor(weight).float()
-    _check(w.shape, n, m)
-    out, k = w.shape
-    idx = _kept(w, n, m)  # [out, k/m, n]
-    vals = torch.gather(w.reshape(out, k // m, m), -1, idx)
-    return (vals.reshape(out, k * n // m).numpy().astype(np.float32),
-            idx.reshape(out, k * n // m).numpy().astype(np.int64))
+    return nm_format.pack_values(np.asarray(_as_array(weight), np.float32), n, m)
 
 
 def unpack_nm(values: np.ndarray, indices: np.ndarray, n: int, m: int) -> np.ndarray:
     """The dense [out, in] weight of a packed one (the inverse of pack_nm on the mask)."""
-    out, kc = values.shape
-    k = kc * m // n
-    dense = np.zeros((out, k), np.float32)
-    cols = (np.arange(kc) // n * m)[None, :] + indices
-    np.put_along_axis(dense, cols, values, axis=1)
-    return dense
+    return nm_format.unpack_values(values, indices, n, m)
 
 
 def apply_nm(module: torch.nn.Module,
@@ -80,7 +52,7 @@ def apply_nm(module: torch.nn.Module,
         weight = getattr(layer, "weight", None)
         if weight is None:
             raise ValueError(f"'{name}' has no weight to make {n}:{m} sparse")
-        if n == m:
+        if nm_format.is_dense((n, m)):
             continue
         with torch.no_grad():
             weight.mul_(nm_mask(weight, n, m).to(weight.dtype))

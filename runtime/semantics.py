@@ -33,10 +33,8 @@ from typing import Callable, Mapping
 
 import numpy as np
 
-from nmc.isa.table import (
-    OPS, Instr, Mem, VBinFn, VRedFn, VRowFn, VUnFn, bits_f32, nm_compressed_rows, nm_index_bits,
-    nm_index_rows, nm_indices_per_word,
-)
+from nmc.common import nm_format
+from nmc.isa.table import OPS, Instr, Mem, VBinFn, VRedFn, VRowFn, VUnFn, bits_f32
 
 Mems = tuple[np.ndarray, ...]
 Semantics = Callable[[Mems, Mapping[str, int]], None]
@@ -155,27 +153,16 @@ def _matmul(mems: Mems, f: Mapping[str, int]) -> None:
 
 
 def _spmatmul(mems: Mems, f: Mapping[str, int]) -> None:
-    """N:M sparse tile: decode the packed in-group indices, place every kept weight at the
-    row of the activation column it selects (group * M + index), and multiply as one sgemm
-    (torch, as `matmul`). Rows no kept weight selects hold 0. A kept weight per in-group
-    slot s (compressed rows s, s+N, ...) lands in distinct rows, so N scatter-adds sum
-    weights that select the same column (only a malformed index stream does that)."""
+    """N:M sparse tile: expand the packed kept values to the dense W tile
+    (`nm_format.unpack_tile`: rows no kept weight selects hold 0) and multiply as one
+    sgemm (torch, as `matmul`)."""
     m, k, n, pn, pm = f["m"], f["k"], f["n"], f["pat_n"], f["pat_m"]
     if not (m and n):
         return
-    kc = nm_compressed_rows(k, pn, pm)
-    bits, per = nm_index_bits(pm), nm_indices_per_word(pm)
-    rows = nm_index_rows(kc, pm)
+    kc = nm_format.compressed_rows(k, pn, pm)
     w = _block(mems, Mem.SPAD, f["w"], kc, n)
-    words = _block(mems, Mem.SPAD, f["idx"], rows, n).view(np.uint32)
-    shifts = (np.arange(per, dtype=np.uint32) * np.uint32(bits))[None, :, None]
-    idx = (words[:, None, :] >> shifts) & np.uint32((1 << bits) - 1)  # [rows, per, n]
-    idx = np.minimum(idx.reshape(rows * per, n)[:kc].astype(np.int64), pm - 1)  # M < 2^b
-    col = (np.arange(kc, dtype=np.int64) // pn * pm)[:, None] + idx  # [kc, n] A column
-    dense = np.zeros((k, n), np.float32)
-    j = np.arange(n)[None, :]
-    for s in range(pn):
-        dense[col[s::pn], j] += w[s::pn]
+    words = _block(mems, Mem.SPAD, f["idx"], nm_format.index_rows(kc, pm), n).view(np.uint32)
+    dense = nm_format.unpack_tile(w, words, k, pn, pm)
     a = _block(mems, Mem.SPAD, f["a"], m, k)
     _matmul_thunk(a, dense, _block(mems, Mem.ACC, f["out"], m, n), bool(f["accumulate"]))()
 

@@ -4,6 +4,7 @@ forms of `--sparsity`, which layers they cover, and their errors."""
 from __future__ import annotations
 
 import json
+import re
 
 import pytest
 from xdsl.utils.exceptions import VerifyException
@@ -162,6 +163,35 @@ def test_k_not_a_multiple_of_m(tmp_path):
                                             r"multiple of M = 8"):
         assign(path, "1:8")
     assert assign(path, "1:4") == {"fc1": (1, 4), "fc2": (1, 4)}
+
+
+@pytest.mark.parametrize("pattern, fragment", [
+    ((3, 4), "layer 'blocks.0.mlp.fc2': target 'sta_ref' does not support N:M pattern 3:4; "
+             "supported: 1:4, 2:4, 1:8, 2:8, 4:8"),
+    ((1, 16), "layer 'blocks.0.mlp.fc2': target 'sta_ref' does not support N:M pattern "
+              "1:16"),
+])
+def test_a_pattern_the_target_lacks_is_refused_before_schedule_tiles(
+        deit, tmp_path, capsys, pattern, fragment):
+    """A pattern already in the IR (set by hand, or by an earlier `nmc opt`) is checked
+    against the target where patterns are set, assign-sparsity, before schedule-tiles
+    costs a tiling for it; schedule-tiles run on its own refuses it the same way."""
+    ctx = make_context()
+    module = import_model(deit, ctx)
+    run_pipeline(module, "raise-torch-to-nm", ctx)
+    (op,) = [o for o in module.walk()
+             if isinstance(o, nm.LinearOp) and o.layer_name == "blocks.0.mlp.fc2"]
+    op.set_sparsity(pattern)
+    ran = []
+    rest = ",".join(DEFAULT_PIPELINE[1:])
+    with pytest.raises(SparsityError, match=re.escape(fragment)):
+        run_pipeline(module, rest, ctx, lambda name, _m: ran.append(name))
+    assert ran == ["input", "window-prune", "fuse-activations"]
+
+    (tmp_path / "nm.mlir").write_text(print_ir(module))
+    rc, out, err = cli(capsys, "opt", "-p", "schedule-tiles", tmp_path / "nm.mlir")
+    assert rc == 1 and out == ""
+    check_one_line(err, fragment)
 
 
 def test_cli_errors_are_one_line(capsys, deit, tmp_path):

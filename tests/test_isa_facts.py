@@ -13,9 +13,7 @@ from hypothesis import strategies as st
 from emulator_helpers import TARGET
 from isa_strategies import instrs_of
 from nmc.isa.footprint import Region, bounding, first_overlap, hazard
-from nmc.isa.table import (
-    GLOAD, OP_BY_OPCODE, OPS, Instr, Mem, nm_compressed_rows, nm_index_bits, nm_index_rows,
-)
+from nmc.isa.table import GLOAD, OP_BY_OPCODE, OPS, Instr, Mem
 from nmc.runtime.fastpath import footprint_slots, per_instruction
 from nmc.runtime.timing import CYCLES, cycles_of
 
@@ -75,9 +73,11 @@ def test_work_of_the_matrix_and_dma_instructions():
 
 
 def test_nm_helpers_give_python_ints_for_ints():
-    assert [type(x) for x in (nm_index_bits(8), nm_compressed_rows(64, 2, 8),
-                              nm_index_rows(9, 8))] == [int, int, int]
-    assert (nm_index_bits(8), nm_compressed_rows(64, 2, 8), nm_index_rows(9, 8)) == (3, 16, 1)
+    from nmc.common.nm_format import compressed_rows, index_bits, index_rows
+
+    assert [type(x) for x in (index_bits(8), compressed_rows(64, 2, 8),
+                              index_rows(9, 8))] == [int, int, int]
+    assert (index_bits(8), compressed_rows(64, 2, 8), index_rows(9, 8)) == (3, 16, 1)
 
 
 # ------------------------------------------------------------------------- the overlap test

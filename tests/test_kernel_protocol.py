@@ -10,7 +10,8 @@ import pytest
 
 from nmc.compiler.kernels.common import _DoesNotFit, estimate_cycles
 from nmc.compiler.kernels.kernel import Buffers
-from nmc.compiler.kernels.linear import LINEAR, LinearProblem, LinearSchedule, nm_k_step
+from nmc.common import nm_format
+from nmc.compiler.kernels.linear import LINEAR, LinearProblem, LinearSchedule
 from nmc.compiler.kernels.registry import KERNELS, op_cycles
 from nmc.compiler.kernels.walk import Walk
 from nmc.isa.target import load_target
@@ -24,7 +25,7 @@ def _random_case(rng: random.Random) -> tuple[LinearProblem, dict]:
     if pattern is None:
         K, step = rng.randint(1, 800), 16
     else:
-        K, step = pattern[1] * rng.randint(1, 100), nm_k_step(pattern)
+        K, step = pattern[1] * rng.randint(1, 100), nm_format.k_step(pattern)
     t = {"m": rng.choice([16, 32, 48, 64, 100, M]), "n": rng.choice([16, 32, 64, 128, N]),
          "k": rng.choice([step, 2 * step, 4 * step, K])}
     if rng.random() < 0.3:

@@ -13,7 +13,8 @@ import pytest
 
 from nmc.compiler.kernels.common import _DoesNotFit, estimate_cycles
 from nmc.compiler.kernels.kernel import Buffers
-from nmc.compiler.kernels.linear import LINEAR, LinearProblem, nm_k_step, nm_packed_shape
+from nmc.common import nm_format
+from nmc.compiler.kernels.linear import LINEAR, LinearProblem
 from nmc.isa.target import load_target
 from nmc.models.registry import build_model, export_to_file
 
@@ -28,7 +29,7 @@ def test_sparse_linear_closed_form_cost_matches_the_emitted_kernel():
     rng = random.Random(0)
     for _ in range(120):
         pattern = rng.choice(PATTERNS)
-        step = nm_k_step(pattern)
+        step = nm_format.k_step(pattern)
         M, N = rng.randint(1, 200), rng.randint(1, 300)
         K = pattern[1] * rng.randint(1, 100)
         t = {"m": rng.choice([16, 32, 64, M]), "n": rng.choice([16, 32, 64, 128, N]),
@@ -49,7 +50,7 @@ def test_sparse_linear_closed_form_cost_matches_the_emitted_kernel():
 
 @pytest.mark.parametrize("pattern", PATTERNS)
 def test_sparse_k_tiles_start_on_index_word_rows(pattern):
-    step = nm_k_step(pattern)
+    step = nm_format.k_step(pattern)
     n, m = pattern
     assert step % m == 0 and (step * n // m) % (32 // (m - 1).bit_length()) == 0
     sparse_problem = LinearProblem(197, 768, 384, True, pattern)
@@ -64,9 +65,9 @@ def test_sparse_k_tiles_start_on_index_word_rows(pattern):
 
 def test_packed_shape():
     # 2:4 of W^T [64 x 48]: 32 value rows, 2 rows of 16 2-bit indices per word
-    assert nm_packed_shape(64, 48, (2, 4)) == (34, 48)
+    assert nm_format.packed_shape(64, 48, (2, 4)) == (34, 48)
     # 1:8 of [80 x 8]: 10 value rows, one row of 10 3-bit indices per word
-    assert nm_packed_shape(80, 8, (1, 8)) == (11, 8)
+    assert nm_format.packed_shape(80, 8, (1, 8)) == (11, 8)
 
 
 @pytest.fixture(scope="module")
@@ -84,8 +85,8 @@ def sparse_prog(tmp_path_factory):
 def test_plan_memory_allocates_the_packed_size(sparse_prog):
     _, program, _ = sparse_prog
     sizes = sorted(c.size for _, c in program.constants)
-    fc1 = np.prod(nm_packed_shape(32, 64, (2, 4)))
-    fc2 = np.prod(nm_packed_shape(64, 32, (1, 8)))
+    fc1 = np.prod(nm_format.packed_shape(32, 64, (2, 4)))
+    fc2 = np.prod(nm_format.packed_shape(64, 32, (1, 8)))
     assert fc1 in sizes and fc2 in sizes
     assert 64 * 32 not in sizes  # no weight stored dense
     layers = program.meta["layers"]

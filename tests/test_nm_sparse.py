@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 import torch
 
+from nmc.common import nm_format
 from nmc.compiler.dialects.nm import LinearOp
 from nmc.compiler.dialects.nm_attrs import set_tiling
 from nmc.isa.container import program_from_bytes, program_to_bytes
@@ -110,13 +111,10 @@ def test_apply_nm_masks_only_the_listed_layers():
 
 
 def test_packed_2_4_weight_is_at_most_5_8_of_dense():
-    from nmc.compiler.emit import pack_nm_words
-    from nmc.compiler.kernels.linear import nm_packed_shape
-
     w = np.random.default_rng(0).standard_normal((96, 128)).astype(np.float32)
     for (n, m), bound in [((2, 4), 5 / 8), ((1, 8), 1 / 8 + 3 / 32 + 1 / 64)]:
-        packed = pack_nm_words(w, n, m)
-        assert packed.shape == nm_packed_shape(128, 96, (n, m))
+        packed = nm_format.pack(w, n, m)
+        assert packed.shape == nm_format.packed_shape(128, 96, (n, m))
         assert packed.nbytes <= bound * w.nbytes, (n, m, packed.nbytes / w.nbytes)
         # the index words hold exact bit patterns: decode them back
         kc = 128 * n // m
@@ -154,7 +152,6 @@ def test_spmatmul_footprint_covers_index_words():
 
 @pytest.mark.parametrize("pattern", [(2, 4), (1, 8), (4, 8), (1, 4)])
 def test_spmatmul_semantics_match_dense_masked_product(pattern):
-    from nmc.compiler.emit import pack_nm_words
     from nmc.runtime.semantics import SEMANTICS
 
     n, m = pattern
@@ -162,7 +159,7 @@ def test_spmatmul_semantics_match_dense_masked_product(pattern):
     M, K, N = 5, 8 * m, 7
     a = rng.standard_normal((M, K)).astype(np.float32)
     w = rng.standard_normal((N, K)).astype(np.float32)  # [N_out, K]
-    packed = pack_nm_words(w, n, m)
+    packed = nm_format.pack(w, n, m)
     spad = np.zeros(4096, np.float32)
     acc = np.full(256, 1.0, np.float32)
     spad[: a.size] = a.ravel()

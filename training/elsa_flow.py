@@ -28,7 +28,7 @@ from nmc.training.run import (
 )
 from nmc.training.subject import Subject
 from nmc.compiler.sparsity.elsa import LayerChoices, SearchSize, search
-from nmc.compiler.sparsity.spec import Pattern
+from nmc.common.nm_format import Pattern
 from nmc.compiler.transforms.assign_sparsity import Candidate, candidates
 from nmc.common.progress import progress
 from nmc.isa.target import Target

@@ -32,7 +32,7 @@ from typing import Sequence
 import torch
 from torch.func import functional_call
 
-from nmc.compiler.sparsity.cost import Pattern, is_dense
+from nmc.common.nm_format import Pattern, is_dense
 from nmc.models.nm_sparsity import nm_mask
 
 BETA = 2.0

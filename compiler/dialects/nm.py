@@ -83,6 +83,7 @@ from xdsl.irdl import (
 from xdsl.traits import Pure
 from xdsl.utils.exceptions import VerifyException
 
+from nmc.common import nm_format
 from nmc.compiler.dialects.nm_attrs import NM_ATTRS
 
 GELU_APPROXIMATIONS = ("none", "tanh")
@@ -239,7 +240,7 @@ class LinearOp(_ComputeOp):
         "(`activation` $activation^)?")
 
     def __init__(self, input: SSAValue, weight: SSAValue, bias: SSAValue | None,
-                 layer: str | StringAttr, sparsity: tuple[int, int] | None = None,
+                 layer: str | StringAttr, sparsity: nm_format.Pattern = None,
                  activation: str | None = None):
         properties: dict[str, Attribute] = {}
         if sparsity is not None:
@@ -251,19 +252,19 @@ class LinearOp(_ComputeOp):
                     **properties)
 
     @property
-    def sparsity_pattern(self) -> tuple[int, int] | None:
-        """(N, M) of the `sparsity` property, or None when it is absent (dense)."""
+    def sparsity_pattern(self) -> nm_format.Pattern:
+        """(N, M) of the `sparsity` property; None when it is absent or dense (N = M)."""
         if self.sparsity is None:
             return None
         values = tuple(self.sparsity.iter_values())
-        return (int(values[0]), int(values[1])) if len(values) == 2 else None
+        return nm_format.sparse_pattern(values) if len(values) == 2 else None
 
     @property
     def activation_name(self) -> str | None:
         """The fused activation ("gelu" or "gelu_tanh"), or None."""
         return self.activation.data if self.activation is not None else None
 
-    def set_sparsity(self, pattern: tuple[int, int] | None) -> None:
+    def set_sparsity(self, pattern: nm_format.Pattern) -> None:
         """Set (N, M), or remove the property with None (dense)."""
         if pattern is None:
             self.properties.pop("sparsity", None)

@@ -27,6 +27,7 @@ from xdsl.parser import AttrParser
 from xdsl.printer import Printer
 from xdsl.utils.exceptions import VerifyException
 
+from nmc.common import nm_format
 from nmc.isa.table import ADDR_BITS, OP_BY_MNEMONIC
 
 
@@ -153,7 +154,7 @@ def set_tiling(op: Operation, sizes: Mapping[str, int]) -> None:
 # ---------------------------------------------------------------------------- layout
 
 
-IDENTITY, TRANSPOSE, NM_PACK = "identity", "transpose", "nm_pack"
+IDENTITY, TRANSPOSE, NM_PACK = "identity", "transpose", nm_format.LAYOUT_PREFIX
 _SPMATMUL = OP_BY_MNEMONIC["spmatmul"]
 MAX_PATTERN_M = (1 << next(f.bits for f in _SPMATMUL.all_fields if f.name == "pat_m")) - 1
 """The largest M a spmatmul's `pat_m` field holds."""
@@ -166,7 +167,7 @@ class LayoutAttr(ParametrizedAttribute):
         #nm.layout<identity, f32>        row-major as in the model
         #nm.layout<transpose, f32>       W^T (a kernel asked for it, `Kernel.transposed`)
         #nm.layout<nm_pack 2:4, f32>     N:M packed W^T: the kept values, then their
-                                         in-group indices (nmc.compiler.kernels.linear)
+                                         in-group indices (nmc.common.nm_format)
 
     n and m are 0 for the dense layouts. A packed layout needs 0 < N < M (N = M is dense)
     and M within the ISA's `pat_m` field. The isa.buffer records keep the text form
@@ -205,18 +206,18 @@ class LayoutAttr(ParametrizedAttribute):
     @property
     def text(self) -> str:
         pattern = self.pattern
-        return self.kind.data if pattern is None else f"{NM_PACK}:{pattern[0]}:{pattern[1]}"
+        return self.kind.data if pattern is None else nm_format.layout_name(pattern)
 
     @staticmethod
     def from_text(text: str) -> "LayoutAttr":
         """The layout an isa.buffer's `layout` string names; ValueError if none."""
-        kind, *pattern = text.split(":")
+        pattern = nm_format.parse_layout(text)
         try:
-            if kind == NM_PACK and len(pattern) == 2:
-                return LayoutAttr(NM_PACK, int(pattern[0]), int(pattern[1]))
-            if not pattern:
-                return LayoutAttr(kind)
-        except (ValueError, VerifyException):
+            if pattern is not None:
+                return LayoutAttr(NM_PACK, *pattern)
+            if text in (IDENTITY, TRANSPOSE):
+                return LayoutAttr(text)
+        except VerifyException:  # M beyond the ISA's pat_m field
             pass
         raise ValueError(f"unknown layout '{text}'")
 

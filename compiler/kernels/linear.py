@@ -15,25 +15,22 @@ a W tile is then the [tn x tk] block at (n0, k0) and the matmul multiplies by it
 transpose (`transpose_w`). The patch embedding uses it: its conv weight [D, Cin, p, p] is
 already [D x Cin*p*p] row-major, so no layout change is needed.
 
-N:M sparse weights (`pattern=(N, M)`, issue 5) are stored packed (layout "nm_pack:N:M",
-`nm_packed_shape`): the kept values of W^T, [K*N/M x N_out], then their in-group indices,
-packed down the columns P = 32/ceil(log2 M) to a word, [ceil(K*N/M / P) x N_out]. A W tile
-of [tk x tn] dense weights is then two 2-D blocks, [tk*N/M x tn] values and
-[ceil(tk*N/M / P) x tn] index words, multiplied by `spmatmul`; k tiles are multiples of
-M*P/gcd(N, P) so every tile's index words start on a word row.
+N:M sparse weights (`pattern=(N, M)`, issue 5) are stored packed, in the layout
+`nm_pack:N:M` that `nmc.common.nm_format` defines: W^T's kept values, then their in-group
+indices packed into words. A W tile of [tk x tn] dense weights is then two 2-D blocks,
+[tk*N/M x tn] values and their index words, multiplied by `spmatmul`; k tiles start at
+multiples of `nm_format.k_step` so every tile's index words start on a word row.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from math import gcd, prod
-
-from xdsl.ir import Operation
+from math import prod
 
 from nmc.compiler.dialects.nm import LinearOp, tensor_shape
-from nmc.isa.table import (
-    Instr, Mem, Unit, VBinFn, VUnFn, nm_compressed_rows, nm_index_rows, nm_indices_per_word,
-)
+from nmc.common import nm_format
+from nmc.common.nm_format import Pattern
+from nmc.isa.table import Instr, Mem, Unit, VBinFn, VUnFn
 from nmc.isa.target import Target
 from nmc.runtime.timing import matmul_cycles, spmatmul_cycles
 
@@ -46,49 +43,15 @@ from nmc.compiler.kernels.kernel import Buffers, Cost, Kernel
 from nmc.compiler.kernels.walk import Walk
 
 
-Pattern = tuple[int, int] | None
-
-
-def sparse_pattern(pattern: Pattern) -> Pattern:
-    """(N, M) of a sparse pattern, None for dense (absent or N = M)."""
-    if pattern is None or pattern[0] == pattern[1]:
-        return None
-    return int(pattern[0]), int(pattern[1])
-
-
-def nm_packed_shape(K: int, N: int, pattern: tuple[int, int]) -> tuple[int, int]:
-    """[rows x N] of a packed N:M weight W^T [K x N]: value rows, then index-word rows."""
-    kc = nm_compressed_rows(K, *pattern)
-    return kc + nm_index_rows(kc, pattern[1]), N
-
-
-def nm_k_step(pattern: tuple[int, int]) -> int:
-    """k tiles of a sparse linear are multiples of this (but for one tile covering K)."""
-    n, m = pattern
-    p = nm_indices_per_word(m)
-    return m * p // gcd(n, p)
-
-
 def _w_tile_words(tk: int, tn: int, pattern: Pattern) -> tuple[int, int]:
     """(value words, index words) of one W tile buffer."""
     if pattern is None:
         return tk * tn, 0
-    kc = nm_compressed_rows(tk, *pattern)
-    return kc * tn, nm_index_rows(kc, pattern[1]) * tn
+    kc = nm_format.compressed_rows(tk, *pattern)
+    return kc * tn, nm_format.index_rows(kc, pattern[1]) * tn
 
 
 _ACTIVATION_FN = {"gelu": VUnFn.GELU, "gelu_tanh": VUnFn.GELU_TANH}
-
-
-def linear_pattern(op: Operation) -> tuple[int, int] | None:
-    """(N, M) of an nm.linear's `sparsity` property; None when absent or dense (N = M)."""
-    attr = op.properties.get("sparsity")
-    if attr is None:
-        return None
-    values = tuple(int(v) for v in attr.iter_values())
-    if len(values) != 2 or values[0] == values[1]:
-        return None
-    return values[0], values[1]
 
 
 @dataclass(frozen=True)
@@ -106,7 +69,7 @@ class LinearProblem:
     w_layout: str = "kn"
 
     def __post_init__(self):
-        object.__setattr__(self, "pattern", sparse_pattern(self.pattern))
+        object.__setattr__(self, "pattern", nm_format.sparse_pattern(self.pattern))
         assert not (self.w_layout == "nk" and self.pattern), \
             "N:M weights are stored packed along K of W^T"
 
@@ -114,7 +77,7 @@ class LinearProblem:
     def of(op: LinearOp) -> "LinearProblem":
         shape = tensor_shape(op.input)
         return LinearProblem(prod(shape[:-1]), shape[-1], tensor_shape(op.weight)[0],
-                             op.bias is not None, linear_pattern(op), op.activation_name)
+                             op.bias is not None, op.sparsity_pattern, op.activation_name)
 
     @property
     def macs(self) -> int:
@@ -170,9 +133,9 @@ class LinearSchedule:
         X, Y = Matrix2D(buffers["input"], M, K), Matrix2D(buffers["result"], M, N)
         wt = buffers["weight"]
         if pattern is not None:
-            W = Matrix2D(wt, nm_packed_shape(K, N, pattern)[0], N)
-            kc_all = nm_compressed_rows(K, *pattern)
-            per_word = nm_indices_per_word(pattern[1])
+            W = Matrix2D(wt, nm_format.packed_shape(K, N, pattern)[0], N)
+            kc_all = nm_format.compressed_rows(K, *pattern)
+            per_word = nm_format.indices_per_word(pattern[1])
         else:
             W = Matrix2D(wt, N, K) if nk else Matrix2D(wt, K, N)
         a_ring, w_ring, o_ring, acc_ring = (
@@ -202,12 +165,12 @@ class LinearSchedule:
                         load(X, m0, k0, mr, kr, Mem.SPAD, a)
                     w = w_ring.next()
                     if pattern is not None:
-                        kc0 = nm_compressed_rows(k0, *pattern)
-                        kcr = nm_compressed_rows(kr, *pattern)
+                        kc0 = nm_format.compressed_rows(k0, *pattern)
+                        kcr = nm_format.compressed_rows(kr, *pattern)
                         idx = idx_ring.next()
                         w_load = load(W, kc0, n0, kcr, nr, Mem.SPAD, w)
                         w_load += load(W, kc_all + kc0 // per_word, n0,
-                                       nm_index_rows(kcr, pattern[1]), nr, Mem.SPAD, idx)
+                                       nm_format.index_rows(kcr, pattern[1]), nr, Mem.SPAD, idx)
                         out.add("spmatmul", a=a, w=w, idx=idx, out=acc, m=mr, k=kr, n=nr,
                                 pat_n=pattern[0], pat_m=pattern[1], accumulate=int(k0 > 0))
                     else:
@@ -285,7 +248,7 @@ def linear_tiling_candidates(M: int, K: int, N: int, target: Target,
                              pattern: Pattern = None) -> list[dict]:
     """Tile sizes (multiples of the PE array; k of the N:M index-word step) and buffering:
     double-buffered everything, or one ACC/output buffer, or (one k tile) one A buffer."""
-    k_granule = 16 if pattern is None else nm_k_step(pattern)
+    k_granule = 16 if pattern is None else nm_format.k_step(pattern)
     out = []
     for tm in size_candidates(M, target.mx_rows, limit=512):
         for tn in size_candidates(N, target.mx_cols, limit=512):

@@ -11,20 +11,15 @@ from __future__ import annotations
 
 from dataclasses import replace
 
+from nmc.common.nm_format import Pattern, sparse_pattern
 from nmc.compiler.kernels.linear import LINEAR, LinearProblem
 from nmc.isa.target import Target
-
-Pattern = tuple[int, int] | None
-"""(N, M), or None for dense."""
-
-
-def is_dense(pattern: Pattern) -> bool:
-    return pattern is None or pattern[0] == pattern[1]
 
 
 def linear_macs(problem: LinearProblem, pattern: Pattern) -> float:
     """The MACs ELSA counts: dense MACs x N/M."""
-    if is_dense(pattern):
+    pattern = sparse_pattern(pattern)
+    if pattern is None:
         return float(problem.macs)
     n, m = pattern
     return problem.macs * n / m
@@ -32,6 +27,5 @@ def linear_macs(problem: LinearProblem, pattern: Pattern) -> float:
 
 def linear_cycles(problem: LinearProblem, pattern: Pattern, target: Target) -> int:
     """Predicted cycles of the linear kernel for `problem` under `pattern` (None: dense)."""
-    if not is_dense(pattern):
-        pattern = (int(pattern[0]), int(pattern[1]))
-    return LINEAR.cycles(replace(problem, pattern=pattern), target, "sparsity-cost")
+    return LINEAR.cycles(replace(problem, pattern=sparse_pattern(pattern)), target,
+                         "sparsity-cost")

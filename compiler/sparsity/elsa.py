@@ -22,7 +22,8 @@ import random
 from dataclasses import dataclass
 from typing import Callable
 
-from nmc.compiler.sparsity.spec import Pattern, SparsityError, format_pattern
+from nmc.common.nm_format import Pattern, pattern_text
+from nmc.compiler.sparsity.spec import SparsityError
 from nmc.common.progress import progress
 
 POPULATION = 50
@@ -177,7 +178,7 @@ def format_table(rows: list[tuple[str, Pattern, float, float | None]], total_lin
     lines = [f"{'layer':{width}s}  {'pattern':>7s}  {cost_header:>10s}  {error_header:>9s}"]
     for name, pattern, cycles, err in rows:
         e = "-" if err is None else f"{err:.3e}"
-        lines.append(f"{name:{width}s}  {format_pattern(pattern):>7s}  {int(cycles):>10d}  "
+        lines.append(f"{name:{width}s}  {pattern_text(pattern):>7s}  {int(cycles):>10d}  "
                      f"{e:>9s}")
     lines.append(total_line)
     return "\n".join(lines)

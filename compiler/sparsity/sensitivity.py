@@ -46,10 +46,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from nmc.compiler.sparsity.spec import Pattern, SparsityError
-
-from nmc.models.nm_sparsity import nm_mask  # the reference mask of prune-and-pack
+from nmc.common import nm_format
+from nmc.common.nm_format import Pattern
 from nmc.common.threads import torch_threads
+from nmc.compiler.sparsity.spec import SparsityError
 
 _CACHE: dict[tuple, list[float]] = {}
 
@@ -154,7 +154,7 @@ class Sensitivity:
     def error(self, param: str, pattern: Pattern) -> float:
         """The exact model-output error of one pattern (the model re-run with the weight
         masked; only the part of the graph that depends on the weight is recomputed)."""
-        if pattern is None or pattern[0] == pattern[1]:
+        if nm_format.is_dense(pattern):
             return 0.0
         with torch.no_grad():
             outs = self._masked_outputs(param, pattern)
@@ -164,7 +164,7 @@ class Sensitivity:
 
     def _errors(self, param: str, patterns: list[Pattern]) -> list[float]:
         w = self.weight(param)
-        sparse = [i for i, p in enumerate(patterns) if p is not None and p[0] != p[1]]
+        sparse = [i for i, p in enumerate(patterns) if not nm_format.is_dense(p)]
         out = [0.0] * len(patterns)
         xs = self.linear_inputs.get(param)
         if xs is None or w.dim() != 2:  # not captured: the exact form, pattern by pattern
@@ -188,7 +188,8 @@ class Sensitivity:
         stale = _depends_on(self.graph, param)
         saved = w.detach().clone()
         try:
-            w.mul_(nm_mask(saved, *pattern).to(saved.dtype))
+            (mask,) = _masks(saved, [pattern])
+            w.mul_(mask.to(saved.dtype))
             outs = []
             for x, env in zip(self.inputs, self.envs):
                 keep = {n: v for n, v in (env or {}).items() if n not in stale}
@@ -234,20 +235,10 @@ def _env_bytes(env: dict) -> int:
 
 
 def _masks(w: torch.Tensor, patterns: list[tuple[int, int]]) -> list[torch.Tensor]:
-    """`nm_mask(w, n, m)` of each pattern, with one sort per M instead of one per pattern
-    (sorting is most of step 2's time on DeiT-base): the N kept of a group are the first N
-    of its stable descending order by |w|, which is how nm_mask chooses them."""
-    out_dim, k = w.shape
-    order = {}
-    masks = []
-    for n, m in patterns:
-        if m not in order:
-            groups = w.detach().abs().reshape(out_dim, k // m, m)
-            order[m] = torch.sort(groups, dim=-1, descending=True, stable=True).indices
-        mask = torch.zeros(out_dim, k // m, m, dtype=torch.bool)
-        mask.scatter_(-1, order[m][..., :n], True)
-        masks.append(mask.reshape(out_dim, k))
-    return masks
+    """The N:M mask of `w` for each pattern (`nm_format.nm_masks`: the rule prune-and-pack
+    packs by, with one sort per M; sorting is most of step 2's time on DeiT-base)."""
+    return [torch.from_numpy(mask)
+            for mask in nm_format.nm_masks(w.detach().cpu().numpy(), patterns)]
 
 
 def _local_error(w: torch.Tensor, xs: list[torch.Tensor], mask: torch.Tensor) -> float:

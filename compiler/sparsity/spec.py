@@ -23,10 +23,10 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
+from nmc.common import nm_format
 from nmc.common.errors import NmcError
+from nmc.common.nm_format import Pattern
 from nmc.isa.target import Target
-
-Pattern = tuple[int, int] | None
 
 DENSE_WORDS = ("dense",)
 
@@ -47,10 +47,6 @@ class SparsitySpec:
 _PATTERN = re.compile(r"\s*(\d+)\s*:\s*(\d+)\s*")
 
 
-def format_pattern(pattern: Pattern) -> str:
-    return "dense" if pattern is None or pattern[0] == pattern[1] else f"{pattern[0]}:{pattern[1]}"
-
-
 def supported_text(target: Target) -> str:
     pats = ", ".join(f"{n}:{m}" for n, m in target.sparse_patterns)
     return f"{pats or 'none'} (and dense, written 'dense' or M:M)"
@@ -59,7 +55,7 @@ def supported_text(target: Target) -> str:
 def check_supported(where: str, pattern: Pattern, target: Target) -> None:
     """The one wording of an unsupported pattern, for every pass and option that checks
     one (`where` names the option, file key or layer)."""
-    if pattern is None or pattern[0] == pattern[1] or target.supports_pattern(*pattern):
+    if nm_format.is_dense(pattern) or target.supports_pattern(*pattern):
         return
     raise SparsityError(f"{where}: target '{target.name}' does not support N:M pattern "
                         f"{pattern[0]}:{pattern[1]}; supported: {supported_text(target)}")
@@ -80,11 +76,10 @@ def parse_pattern(text: object, where: str, target: Target | None = None) -> Pat
     if not 0 < n <= m:
         raise SparsityError(f"{where}: pattern {n}:{m} needs 0 < N <= M (keep N of every M "
                             f"weights)")
-    if n == m:
-        return None
-    if target is not None:
-        check_supported(where, (n, m), target)
-    return (n, m)
+    pattern = nm_format.sparse_pattern((n, m))
+    if pattern is not None and target is not None:
+        check_supported(where, pattern, target)
+    return pattern
 
 
 def parse_spec(text: str) -> SparsitySpec:
@@ -141,4 +136,4 @@ def read_config(path: str) -> dict[str, object]:
 
 def config_to_json(config: dict[str, Pattern]) -> str:
     """The file format `--sparsity FILE.json` reads (dense layers written as "dense")."""
-    return json.dumps({k: format_pattern(v) for k, v in config.items()}, indent=2) + "\n"
+    return json.dumps({k: nm_format.pattern_text(v) for k, v in config.items()}, indent=2) + "\n"

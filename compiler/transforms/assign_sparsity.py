@@ -7,7 +7,9 @@ one of the forms of `nmc compile --sparsity` (see `nmc.compiler.sparsity.spec`):
 
 With an empty `spec` (the default) the pass changes nothing, so it sits in the default
 pipeline after raise-torch-to-nm. Every pattern must be supported by `target` (the
-verifier of nm.linear checks only 0 < N <= M) and M must divide the layer's K. The ELSA
+verifier of nm.linear checks only 0 < N <= M) and M must divide the layer's K: the pass
+checks that (`check_linear_patterns`) for every nm.linear, the patterns it sets and the
+ones the IR already carries, before schedule-tiles uses any. The ELSA
 form measures per-layer sensitivities on the PyTorch model of the module's `nm.model`
 file with the calibration inputs of `calib` (a .npy; default: see
 `nmc.compiler.sparsity.sensitivity`). `out` writes the chosen configuration as JSON (the
@@ -28,10 +30,11 @@ from nmc.compiler.dialects.nm import LinearOp, ParamOp, tensor_shape
 from nmc.compiler.dialects.nm_attrs import model_path
 from nmc.compiler.kernels.linear import LinearProblem
 from nmc.compiler.sparsity.cost import linear_cycles, linear_macs
+from nmc.common.nm_format import Pattern, pattern_text
 from nmc.compiler.sparsity.spec import (
-    Pattern, SparsityError, check_supported, config_to_json, format_pattern, parse_pattern,
-    parse_spec, read_config,
+    SparsityError, check_supported, config_to_json, parse_pattern, parse_spec, read_config,
 )
+from nmc.compiler.sparsity.target_check import check_linear_patterns
 from nmc.compiler.transforms.target_option import check_target_option, resolve_target
 from nmc.isa.target import Target
 
@@ -86,7 +89,7 @@ def uniform_config(module: ModuleOp, pattern: Pattern, target: Target) -> dict[s
     check_supported("--sparsity", pattern, target)
     config = {}
     for op in sparsifiable(module):
-        _check_k(op, pattern, f"--sparsity {format_pattern(pattern)}")
+        _check_k(op, pattern, f"--sparsity {pattern_text(pattern)}")
         config[op.layer_name] = pattern
     return config
 
@@ -185,10 +188,15 @@ class AssignSparsity(ModulePass):
     report: bool = False
 
     def apply(self, ctx: Context, op: ModuleOp) -> None:
-        if not self.spec:
+        if self.spec:
+            self.assign(op, resolve_target(op, self.target, self.name))
+        else:
             check_target_option(op, self.target, self.name)
-            return
-        target = resolve_target(op, self.target, self.name)
+        if any(linear.sparsity_pattern for linear in linear_ops(op)):
+            # the patterns set here and those the IR already carried, before any use
+            check_linear_patterns(op, resolve_target(op, self.target, self.name))
+
+    def assign(self, op: ModuleOp, target: Target) -> None:
         spec = parse_spec(self.spec)
         rows = None
         if spec.kind == "uniform":

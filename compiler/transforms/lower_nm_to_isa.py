@@ -16,6 +16,7 @@ from xdsl.dialects.builtin import ModuleOp
 from xdsl.dialects.func import FuncOp, ReturnOp
 from xdsl.passes import ModulePass
 
+from nmc.common import nm_format
 from nmc.compiler.dialects.nm import LinearOp, ParamOp, _ComputeOp, tensor_shape
 from nmc.compiler.dialects.nm_attrs import (
     TRANSPOSE, ProgramRecord, dram_addr, has_scratch, input_names, layout, output_names,
@@ -23,7 +24,6 @@ from nmc.compiler.dialects.nm_attrs import (
 )
 from nmc.compiler.kernels.kernel import Buffers
 from nmc.compiler.kernels.registry import KERNELS
-from nmc.compiler.kernels.linear import nm_packed_shape
 from nmc.compiler.transforms.target_option import resolve_target
 from nmc.isa.dialect import BufferOp, instr_to_op
 from nmc.isa.table import Instr
@@ -54,7 +54,7 @@ class LowerNmToIsa(ModulePass):
                                      f"plan-memory first")
                 stored = shape[::-1] if stored_as.kind.data == TRANSPOSE else shape
                 if stored_as.pattern is not None:  # W^T packed: value rows then index-word rows
-                    stored = nm_packed_shape(shape[1], shape[0], stored_as.pattern)
+                    stored = nm_format.packed_shape(shape[1], shape[0], stored_as.pattern)
                 records.append(BufferOp(o.param_name.data, "const", addr(o.result), stored,
                                               param=o.param_name.data, layout=stored_as.text))
         for name, arg in zip(input_names(func), block.args):

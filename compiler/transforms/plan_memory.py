@@ -31,6 +31,7 @@ from xdsl.dialects.func import FuncOp, ReturnOp
 from xdsl.ir import Operation, SSAValue
 from xdsl.passes import ModulePass
 
+from nmc.common import nm_format
 from nmc.compiler.dialects.nm import ParamOp, ReshapeOp, tensor_shape
 from nmc.compiler.dialects.nm_attrs import (
     IDENTITY, TRANSPOSE, LayoutAttr, dram_addr, dram_addr_of_op, layout, set_dram_addr,
@@ -83,14 +84,12 @@ class FreeList:
 def param_words(param: ParamOp) -> int:
     """DRAM words (unaligned) a parameter takes in its layout (packed N:M: values plus
     index words)."""
-    from nmc.compiler.kernels.linear import nm_packed_shape
-
     shape = tensor_shape(param.result)
     chosen = layout(param)
     pattern = chosen.pattern if chosen is not None else None
     if pattern is None:
         return prod(shape)
-    return prod(nm_packed_shape(shape[1], shape[0], pattern))
+    return prod(nm_format.packed_shape(shape[1], shape[0], pattern))
 
 
 def _storage(value: SSAValue) -> SSAValue:

@@ -1,12 +1,14 @@
 """prune-and-pack: give every N:M sparse nm.linear's weight its packed DRAM layout.
 
 For each `nm.linear` whose `sparsity` property is a sparse N:M pattern (N < M; set by
-`assign-sparsity` or by hand), the pass checks that the target's matrix unit supports the
-pattern and that K is a multiple of M, and marks the weight's `nm.param` with the packed
-layout `#nm.layout<nm_pack N:M, f32>` (`nm_attrs.set_layout`). The values themselves are computed at emission, from the
-model's weights (`nmc.models.nm_sparsity.pack_nm`: per group of M weights along K the N of
-largest magnitude, ties to the lower index), so the pass only decides; `plan-memory`
-allocates the packed size and `lower-nm-to-isa` emits the sparse kernel (`spmatmul`).
+`assign-sparsity` or by hand), the pass checks the pattern against the target
+(`check_linear_patterns`, as assign-sparsity did) and that the weight can be stored packed
+(a model parameter that no other op reads), and marks the weight's `nm.param` with the
+packed layout `#nm.layout<nm_pack N:M, f32>` (`nm_attrs.set_layout`). The values
+themselves are packed at emission, from the model's weights (`nmc.common.nm_format.pack`:
+per group of M weights along K the N of largest magnitude, ties to the lower index), so
+the pass only decides; `plan-memory` allocates the packed size and `lower-nm-to-isa` emits
+the sparse kernel (`spmatmul`).
 A model without sparse linears is left unchanged.
 """
 
@@ -18,11 +20,12 @@ from xdsl.context import Context
 from xdsl.dialects.builtin import ModuleOp
 from xdsl.passes import ModulePass
 
-from nmc.compiler.dialects.nm import LinearOp, ParamOp, tensor_shape
+from nmc.common import nm_format
+from nmc.compiler.dialects.nm import LinearOp, ParamOp
 from nmc.compiler.dialects.nm_attrs import NM_PACK, LayoutAttr, set_layout
-from nmc.compiler.kernels.linear import linear_pattern
+from nmc.compiler.sparsity.spec import SparsityError
+from nmc.compiler.sparsity.target_check import check_linear_patterns
 from nmc.compiler.transforms.target_option import check_target_option, resolve_target
-from nmc.compiler.sparsity.spec import SparsityError, check_supported, format_pattern
 
 
 @dataclass(frozen=True)
@@ -33,28 +36,20 @@ class PruneAndPack(ModulePass):
 
     def apply(self, ctx: Context, op: ModuleOp) -> None:
         linears = [o for o in op.walk() if isinstance(o, LinearOp)]
-        if not any(linear_pattern(o) for o in linears):
+        if not any(o.sparsity_pattern for o in linears):
             check_target_option(op, self.target, self.name)
             return  # dense model: nothing to do
-        target = resolve_target(op, self.target, self.name)
+        check_linear_patterns(op, resolve_target(op, self.target, self.name))
         chosen: dict = {}  # weight value -> (pattern, layer)
         for lin in linears:
-            pattern = linear_pattern(lin)
+            pattern = lin.sparsity_pattern
             layer = lin.layer_name
-            if pattern is not None:
-                n, m = pattern
-                check_supported(f"layer '{layer}'", pattern, target)
-                K = tensor_shape(lin.weight)[1]
-                if K % m:
-                    raise SparsityError(
-                        f"layer '{layer}': input dimension K = {K} is not a multiple of "
-                        f"M = {m}, so the {n}:{m} pattern cannot group it")
-                if not isinstance(lin.weight.owner, ParamOp):
-                    raise SparsityError(
-                        f"layer '{layer}': an N:M sparse weight must be a model parameter")
+            if pattern is not None and not isinstance(lin.weight.owner, ParamOp):
+                raise SparsityError(
+                    f"layer '{layer}': an N:M sparse weight must be a model parameter")
             previous = chosen.setdefault(lin.weight, (pattern, layer))
             if previous[0] != pattern:
-                shown = [f"'{l}' ({format_pattern(p)})"
+                shown = [f"'{l}' ({nm_format.pattern_text(p)})"
                          for p, l in (previous, (pattern, layer))]
                 raise SparsityError(
                     f"weight '{lin.weight.owner.param_name.data}' is shared by layers "
@@ -67,5 +62,5 @@ class PruneAndPack(ModulePass):
                 if not isinstance(use.operation, LinearOp) or use.index != 1:
                     raise SparsityError(
                         f"weight of layer '{layer}' is also used by {use.operation.name}; "
-                        f"it cannot be stored {format_pattern(pattern)} packed")
+                        f"it cannot be stored {nm_format.pattern_text(pattern)} packed")
             set_layout(value.owner, LayoutAttr(NM_PACK, *pattern))

@@ -17,6 +17,7 @@ from xdsl.passes import ModulePass
 
 from nmc.compiler.dialects.nm_attrs import set_tiling
 from nmc.compiler.kernels.registry import KERNELS
+from nmc.compiler.sparsity.target_check import check_linear_patterns
 from nmc.compiler.transforms.target_option import resolve_target
 
 
@@ -28,6 +29,7 @@ class ScheduleTiles(ModulePass):
 
     def apply(self, ctx: Context, op: ModuleOp) -> None:
         target = resolve_target(op, self.target, self.name)
+        check_linear_patterns(op, target)  # refused before a tiling is costed for it
         for inner in op.walk():
             kernel = KERNELS.get(inner.name)
             if kernel is not None:
