@@ -1,9 +1,10 @@
 """The backend's last step: an isa-level module -> `Program` (what prog.bin holds).
 
 Instructions come from the isa ops in order; constants from the `isa.buffer` records of
-kind "const", whose values are read by parameter name from the model file (`nm.model`)
-and stored in the layout the kernels asked for; symbols from the input/output records;
-the debug section from the `layer` attribute of consecutive instructions.
+kind "const", whose values are read by parameter name from the module's weight store (the
+frontend's, `nmc.compiler.frontend.weights`) and stored in the layout the kernels asked
+for; symbols from the input/output records; the debug section from the `layer` attribute
+of consecutive instructions.
 """
 
 from __future__ import annotations
@@ -14,8 +15,9 @@ import numpy as np
 from xdsl.dialects.builtin import ModuleOp
 
 from nmc.common import nm_format
-from nmc.compiler.frontend.weights import load_weights
-from nmc.compiler.dialects.nm_attrs import dram_words, model_path, program_record, window_keep
+from nmc.compiler.errors import FrontendError
+from nmc.compiler.frontend.weights import weights_of_module
+from nmc.compiler.dialects.nm_attrs import dram_words, program_record, window_keep
 from nmc.isa.container import LayerRange, Program, Symbol
 from nmc.isa.dialect import BufferOp, is_instruction_op, op_to_instr
 
@@ -65,16 +67,14 @@ def _layer_ranges(layers: list[str | None], kinds: dict[str, str]) -> list[Layer
     return ranges
 
 
-def module_to_program(module: ModuleOp, meta: dict | None = None,
-                      weights: Mapping[str, np.ndarray] | None = None) -> Program:
-    """`weights` (parameter name -> array) defaults to the tensors of the model file the
-    module names (`nm.model`); tests that build nm IR by hand pass their own."""
+def module_to_program(module: ModuleOp, meta: dict | None = None) -> Program:
+    """The program of an isa-level module; parameter values come from the module's weight
+    store (`weights_of_module`)."""
     record = program_record(module)
+    weights = weights_of_module(module)
     if weights is None:
-        path = model_path(module)
-        if path is None:
-            raise ValueError("the module names no model file to read the weights from")
-        weights = load_weights(path)
+        raise FrontendError("the module has no weights: no weight store was attached and it "
+                            "names no model file (nm.model)")
 
     instructions, layers, constants, symbols = [], [], [], []
     buffers: dict[str, tuple[str, tuple[int, ...]]] = {}

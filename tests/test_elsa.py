@@ -13,6 +13,7 @@ import torch
 
 from nmc.compiler.dialects import nm
 from nmc.compiler.frontend import import_model
+from nmc.compiler.frontend.weights import WeightStore
 from nmc.compiler.pipeline import make_context, run_pipeline
 from nmc.compiler.kernels.linear import LinearProblem
 from nmc.compiler.sparsity.cost import linear_cycles, linear_macs
@@ -118,7 +119,7 @@ def _full_forward_error(path, param, pattern, inputs):
 def test_sensitivity_probe_is_exact_and_others_scale_with_local_error(deit):
     from nmc.compiler.sparsity.sensitivity import Sensitivity, _local_error
 
-    sens = Sensitivity(str(deit[0]), "", (1, 3, 32, 32))
+    sens = Sensitivity(WeightStore.from_file(deit[0]), "", (1, 3, 32, 32))
     param, pats = "blocks.1.attn.qkv.weight", [None, (2, 4), (1, 4), (1, 8)]
     errs = sens.errors(param, pats)
     assert errs[0] == 0.0 and all(e > 0 for e in errs[1:])
@@ -154,7 +155,7 @@ def test_sensitivity_sees_how_much_a_layer_matters_downstream(tmp_path):
             module.get_submodule(layer).weight.mul_(scale)
         path = tmp_path / f"scaled{scale}.pt"
         export_to_file(module, example, path)
-        errs.append(Sensitivity(str(path), "", (1, 3, 32, 32)).errors(
+        errs.append(Sensitivity(WeightStore.from_file(path), "", (1, 3, 32, 32)).errors(
             layer + ".weight", [None, (1, 8)])[1])
     assert errs[1] < 0.3 * errs[0], errs
 

@@ -20,6 +20,7 @@ from nmc.compiler.dialects.nm import (
 )
 from nmc.compiler.dialects.nm_attrs import has_tiling, set_io_names, set_model_path, set_tiling
 from nmc.compiler.emit import module_to_program
+from nmc.compiler.frontend.weights import WeightStore, attach_weights
 from nmc.compiler.pipeline import make_context, run_pipeline
 from nmc.isa.table import Instr, Mem
 from nmc.isa.target import TARGETS_DIR, load_target
@@ -67,7 +68,8 @@ def compile_nm(inputs: dict[str, tuple[int, ...]], params: dict[str, np.ndarray]
                 set_tiling(op, tiling)
         spec = rest
     run_pipeline(module, spec, make_context())
-    return module_to_program(module, weights=params)
+    attach_weights(module, WeightStore.from_arrays(params))  # no model file
+    return module_to_program(module)
 
 
 def run(program, inputs, target="sta_ref"):

@@ -1,8 +1,9 @@
 """nmc frontend: torch.export file -> torch-mlir -> xDSL (torch dialect).
 
     load_exported_program(path) -> ExportedProgram      (decomposed, checked, cached)
-    load_weights(path) -> dict[str, np.ndarray]          (state_dict key -> float32 array;
-                                                          also nmc.compiler.frontend.weights)
+    load_weights(path) -> dict[str, np.ndarray]          (state_dict key -> float32 array)
+    weights_of_module(module) -> WeightStore             (the weights handed down with a
+                                                          module: nmc.compiler.frontend.weights)
     import_to_torch_mlir(ep) -> str                      (generic MLIR text, xDSL-parsable)
     import_model(path) -> ModuleOp                       (torch dialect, annotated)
 
@@ -29,7 +30,9 @@ _EXPORTS = {
     "clear_cache": "nmc.compiler.frontend.loader",
     "load_exported_program": "nmc.compiler.frontend.loader",
     "load_weights": "nmc.compiler.frontend.loader",
-    "Weights": "nmc.compiler.frontend.weights",
+    "WeightStore": "nmc.compiler.frontend.weights",
+    "attach_weights": "nmc.compiler.frontend.weights",
+    "weights_of_module": "nmc.compiler.frontend.weights",
     "weights_of": "nmc.compiler.frontend.loader",
     "location_info": "nmc.compiler.frontend.locations",
 }

@@ -42,6 +42,7 @@ from nmc.compiler.dialects.context import make_context
 from nmc.compiler.dialects.nm_attrs import param_arg_attrs, set_io_names, set_model_path
 from nmc.compiler.errors import FrontendError
 from nmc.compiler.frontend.loader import load_exported_program
+from nmc.compiler.frontend.weights import WeightStore, attach_weights
 
 BACKEND_LEGAL_OPS = [
     "aten.linear",
@@ -244,11 +245,16 @@ def annotate_module(module: ModuleOp, ep: ExportedProgram, model_path: str | Non
 
 
 def import_exported_program(
-    ep: ExportedProgram, model_path: str | None = None, ctx: Context | None = None
+    ep: ExportedProgram, model_path: str | None = None, ctx: Context | None = None,
+    weights: WeightStore | None = None,
 ) -> ModuleOp:
-    """`ep` -> annotated torch-level xDSL module (see the module docstring)."""
+    """`ep` -> annotated torch-level xDSL module (see the module docstring), with its
+    weight store attached (`weights`, by default the tensors of `ep` in memory)."""
     module = parse_module(import_to_torch_mlir(ep), ctx)
     annotate_module(module, ep, model_path)
+    if weights is None:
+        weights = WeightStore.from_program(ep, model_path or "<in memory>")
+    attach_weights(module, weights)
     return module
 
 
@@ -260,4 +266,5 @@ def import_model(path: str | os.PathLike[str], ctx: Context | None = None) -> Mo
     dialect (`nmc.compiler.driver.import_nm` does both).
     """
     ep = load_exported_program(path)
-    return import_exported_program(ep, str(Path(path).expanduser().absolute()), ctx)
+    absolute = str(Path(path).expanduser().absolute())
+    return import_exported_program(ep, absolute, ctx, WeightStore.from_file(absolute))

@@ -225,7 +225,8 @@ def _check_signature(ep: ExportedProgram, shown: str) -> None:
 
 @dataclass
 class _Entry:
-    ep: ExportedProgram
+    ep: ExportedProgram  # decomposed and folded: what the importer reads
+    as_exported: ExportedProgram  # as torch.export.load returned it (shares the tensors)
     weights: dict[str, np.ndarray] | None = None
 
 
@@ -259,7 +260,7 @@ def _load_entry(model_path: str | os.PathLike[str]) -> _Entry:
     _check_signature(ep, shown)
     try:
         with _quiet_torch():
-            ep = fold_constants(ep.run_decompositions({}))
+            decomposed = fold_constants(ep.run_decompositions({}))
     except Exception as e:
         raise FrontendError(
             f"{shown}: torch.export decomposition failed ({type(e).__name__}: {e})"
@@ -267,7 +268,7 @@ def _load_entry(model_path: str | os.PathLike[str]) -> _Entry:
     # Drop stale entries of the same file (it changed on disk).
     for k in [k for k in _CACHE if k[0] == key[0]]:
         del _CACHE[k]
-    entry = _CACHE[key] = _Entry(ep)
+    entry = _CACHE[key] = _Entry(decomposed, ep)
     return entry
 
 
@@ -283,6 +284,14 @@ def load_exported_program(path: str | os.PathLike[str]) -> ExportedProgram:
     take (dynamic shapes, non-tensor inputs, state mutation).
     """
     return _load_entry(path).ep
+
+
+def load_as_exported(path: str | os.PathLike[str]) -> ExportedProgram:
+    """The program of the same file as `torch.export.load` returns it (no decompositions,
+    no folding: `aten.linear` stays whole), from the same cache and read, checked alike.
+    Its tensors are shared with `load_exported_program`'s and `load_weights`': do not
+    modify them."""
+    return _load_entry(path).as_exported
 
 
 def _to_numpy(t: torch.Tensor) -> np.ndarray:

@@ -1,44 +1,135 @@
-"""The weights store: a model's tensors by state_dict key (the names `nm.param` ops carry).
+"""The weight store: the model's tensors, loaded once and handed down the pipeline.
 
-    load_weights(model_path) -> dict[str, np.ndarray]
+The IR names a weight only by its state_dict key (`nm.param`); its values stay here. The
+frontend attaches a store to the module it imports (`attach_weights`); passes and the
+emitter ask the module for it (`weights_of_module`) instead of reading the model file
+again:
 
-float32 numpy arrays (non-float buffers keep their dtype), read-only, cached per process by
-(absolute path, mtime, size) together with the loaded program, so one `nmc compile` reads
-the model file once. `Weights(model_path)` is a small read-only mapping over the same data
-that says which parameter is missing by name.
+    store = weights_of_module(module)
+    store["fc1.weight"]          # float32 array, read-only; a missing key: FrontendError
+    store.program()              # the PyTorch program (ELSA's sensitivity runs it)
+
+A module without an attached store (`nmc opt` on a dumped IR file) gets one on first use
+that loads the file its `nm.model` attribute names through the frontend's loader (its
+per-process cache: one read of the file per process). A store can also be built in memory
+(`WeightStore.from_arrays`, `WeightStore.from_program`): then no file is read at all.
 """
 
 from __future__ import annotations
 
+import itertools
 import os
+import weakref
 from collections.abc import Iterator, Mapping
+from typing import TYPE_CHECKING
 
 import numpy as np
+from xdsl.dialects.builtin import ModuleOp
 
+from nmc.compiler.dialects.nm_attrs import model_path
 from nmc.compiler.errors import FrontendError
-from nmc.compiler.frontend.loader import clear_cache, load_weights
+
+if TYPE_CHECKING:  # the loader imports torch: only when a file is read
+    from torch.export import ExportedProgram
+
+_IDS = itertools.count()
 
 
-class Weights(Mapping[str, np.ndarray]):
-    """`weights["fc1.weight"]` -> float32 array; a missing key is a FrontendError."""
+class WeightStore(Mapping[str, np.ndarray]):
+    """`store["fc1.weight"]` -> float32 array (non-float buffers keep their dtype)."""
 
-    def __init__(self, model_path: str | os.PathLike[str]):
-        self.model_path = os.fspath(model_path)
-        self._arrays = load_weights(model_path)
+    def __init__(self, name: str, arrays: Mapping[str, np.ndarray] | None = None,
+                 program: ExportedProgram | None = None, path: str | None = None):
+        """Use `from_file`, `from_arrays` or `from_program`. `name` is shown in errors."""
+        self.name = name
+        self._arrays = dict(arrays) if arrays is not None else None
+        self._program = program
+        self._path = path
+        # identifies the contents in caches (the sensitivity's): the file's identity, or
+        # this object's (a counter, never reused, unlike id())
+        self._token = ("memory", next(_IDS))
+
+    @classmethod
+    def from_file(cls, model_path: str | os.PathLike[str]) -> WeightStore:
+        """The tensors of a model file, loaded on first use by the frontend's loader."""
+        path = os.fspath(model_path)
+        return cls(path, path=path)
+
+    @classmethod
+    def from_arrays(cls, arrays: Mapping[str, np.ndarray],
+                    name: str = "<in memory>") -> WeightStore:
+        return cls(name, arrays=arrays)
+
+    @classmethod
+    def from_program(cls, ep: ExportedProgram, name: str = "<in memory>") -> WeightStore:
+        """The tensors (and, for ELSA, the program) of an ExportedProgram in memory."""
+        from nmc.compiler.frontend.loader import weights_of
+
+        return cls(name, arrays=weights_of(ep), program=ep)
+
+    @property
+    def key(self) -> tuple:
+        """What the contents are, for caches: (path, mtime, size) of a file, else unique."""
+        if self._path is None:
+            return self._token
+        from pathlib import Path
+
+        path = Path(self._path).expanduser().absolute()
+        st = path.stat()
+        return (str(path), st.st_mtime_ns, st.st_size)
+
+    def _loaded(self) -> dict[str, np.ndarray]:
+        if self._arrays is None:
+            from nmc.compiler.frontend.loader import load_weights
+
+            self._arrays = load_weights(self._path)
+        return self._arrays
+
+    def program(self) -> ExportedProgram:
+        """The model as torch.export saved it (no decompositions: `aten.linear` whole)."""
+        if self._program is None:
+            if self._path is None:
+                raise FrontendError(f"{self.name}: the weights came without the model's "
+                                    f"program")
+            from nmc.compiler.frontend.loader import load_as_exported
+
+            self._program = load_as_exported(self._path)
+        return self._program
 
     def __getitem__(self, key: str) -> np.ndarray:
         try:
-            return self._arrays[key]
+            return self._loaded()[key]
         except KeyError:
-            raise FrontendError(
-                f"{self.model_path}: the model has no parameter {key!r}"
-            ) from None
+            raise FrontendError(f"{self.name}: the model has no parameter {key!r}") from None
+
+    def __contains__(self, key: object) -> bool:
+        return key in self._loaded()
 
     def __iter__(self) -> Iterator[str]:
-        return iter(self._arrays)
+        return iter(self._loaded())
 
     def __len__(self) -> int:
-        return len(self._arrays)
+        return len(self._loaded())
 
 
-__all__ = ["Weights", "clear_cache", "load_weights"]
+_ATTACHED: weakref.WeakKeyDictionary[ModuleOp, WeightStore] = weakref.WeakKeyDictionary()
+
+
+def attach_weights(module: ModuleOp, store: WeightStore) -> None:
+    """Hand `store` down with `module`: every pass and the emitter read weights from it."""
+    _ATTACHED[module] = store
+
+
+def weights_of_module(module: ModuleOp) -> WeightStore | None:
+    """The store attached to `module`; else one over the file its `nm.model` names (then
+    attached, so later users share it); None when the module has neither."""
+    store = _ATTACHED.get(module)
+    if store is None:
+        path = model_path(module)
+        if path is None:
+            return None
+        store = _ATTACHED[module] = WeightStore.from_file(path)
+    return store
+
+
+__all__ = ["WeightStore", "attach_weights", "weights_of_module"]

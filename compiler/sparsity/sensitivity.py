@@ -33,15 +33,21 @@ costs no forward at all. torch runs on the cores not already busy (`_free_cores`
 Calibration inputs: `--calib FILE.npy` holds one input of the model's input shape, or a
 stack of them ([n, *input shape]); by default two fixed-seed inputs: for an image model
 ([B, 3, H, H]) the demo image (`nmc.common.images.demo_image`) and a random normal one,
-otherwise two random normal tensors. Results are cached per process by (model file,
-calibration inputs, layer, pattern).
+otherwise two random normal tensors. Results are cached per process by (model, calibration
+inputs, layer, pattern).
+
+The model is the one the frontend loaded (the module's weight store,
+`nmc.compiler.frontend.weights`): its program as exported, run by `torch.fx`. Masking a
+weight swaps in a masked copy for the run; the store's tensors are never modified.
 """
 
 from __future__ import annotations
 
 import hashlib
 import os
-from pathlib import Path
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -50,6 +56,9 @@ from nmc.common import nm_format
 from nmc.common.nm_format import Pattern
 from nmc.common.threads import torch_threads
 from nmc.compiler.sparsity.spec import SparsityError
+
+if TYPE_CHECKING:
+    from nmc.compiler.frontend.weights import WeightStore
 
 _CACHE: dict[tuple, list[float]] = {}
 
@@ -60,11 +69,6 @@ KEEP_BYTES = 2 << 30
 def clear_cache() -> None:
     """Forget the measured sensitivities (a benchmark timing the search from scratch)."""
     _CACHE.clear()
-
-
-def _file_key(path: str) -> tuple:
-    st = Path(path).stat()
-    return (str(Path(path).absolute()), st.st_mtime_ns, st.st_size)
 
 
 def load_calibration(calib: str, input_shape: tuple[int, ...]) -> list[torch.Tensor]:
@@ -105,17 +109,14 @@ def load_calibration(calib: str, input_shape: tuple[int, ...]) -> list[torch.Ten
 class Sensitivity:
     """Measures errors on the exported model; `errors(layer_param, patterns)`."""
 
-    def __init__(self, model_path: str, calib: str, input_shape: tuple[int, ...]):
-        self.model_path = os.fspath(model_path)
-        from nmc.compiler.frontend.loader import _quiet_torch
-
-        with _quiet_torch(), open(self.model_path, "rb") as f:
-            self.module = torch.export.load(f).module()
+    def __init__(self, weights: WeightStore, calib: str, input_shape: tuple[int, ...]):
+        self.model_name = weights.name
+        self.module = weights.program().module()
         self.inputs = load_calibration(calib, input_shape)
         digest = hashlib.sha1()
         for x in self.inputs:
             digest.update(x.numpy().tobytes())
-        self.key = (_file_key(self.model_path), digest.hexdigest())
+        self.key = (weights.key, digest.hexdigest())
         self.params = dict(self.module.named_parameters())
         self.params.update(dict(self.module.named_buffers()))
         self.graph = self.module.graph
@@ -137,7 +138,7 @@ class Sensitivity:
     def weight(self, param: str) -> torch.Tensor:
         w = self.params.get(param)
         if w is None:
-            raise SparsityError(f"{self.model_path}: no parameter '{param}' to measure the "
+            raise SparsityError(f"{self.model_name}: no parameter '{param}' to measure the "
                                 f"sensitivity of")
         return w
 
@@ -186,17 +187,29 @@ class Sensitivity:
         kept reference values of every node that does not depend on the weight."""
         w = self.weight(param)
         stale = _depends_on(self.graph, param)
-        saved = w.detach().clone()
-        try:
-            (mask,) = _masks(saved, [pattern])
-            w.mul_(mask.to(saved.dtype))
+        (mask,) = _masks(w, [pattern])
+        with _swapped(self.module, param, w * mask.to(w.dtype)):
             outs = []
             for x, env in zip(self.inputs, self.envs):
                 keep = {n: v for n, v in (env or {}).items() if n not in stale}
                 outs.extend(_flat(torch.fx.Interpreter(self.module).run(x, initial_env=keep)))
             return outs
-        finally:
-            w.copy_(saved)
+
+
+@contextmanager
+def _swapped(module: torch.nn.Module, name: str, value: torch.Tensor) -> Iterator[None]:
+    """`module`'s parameter or buffer `name` is `value` inside the block. A swap, not an
+    in-place write: the tensor is the weight store's, shared with the compiler."""
+    owner_name, _, attr = name.rpartition(".")
+    owner = module.get_submodule(owner_name)
+    original = getattr(owner, attr)
+    if isinstance(original, torch.nn.Parameter):
+        value = torch.nn.Parameter(value, requires_grad=original.requires_grad)
+    setattr(owner, attr, value)
+    try:
+        yield
+    finally:
+        setattr(owner, attr, original)
 
 
 def _flat(y) -> list[torch.Tensor]:

@@ -19,7 +19,7 @@ from xdsl.dialects.builtin import ModuleOp
 from xdsl.dialects.func import FuncOp
 
 from nmc.compiler.dialects.nm import tensor_shape
-from nmc.compiler.dialects.nm_attrs import input_names, model_path
+from nmc.compiler.dialects.nm_attrs import input_names
 from nmc.compiler.kernels.registry import op_cycles
 from nmc.compiler.sparsity import sparsevit
 from nmc.compiler.sparsity.window_rewrite import (
@@ -73,12 +73,12 @@ def searched_ratios(module: ModuleOp, blocks: list[SwinBlock], fraction: float, 
     """sparsevit:latency=L: the searched ratio of every block; its table on stderr."""
     import torch
 
-    from nmc.compiler.frontend.loader import load_weights
+    from nmc.compiler.frontend.weights import weights_of_module
     from nmc.compiler.interpret import interpret
     from nmc.compiler.sparsity.sensitivity import load_calibration
 
-    model = model_path(module)
-    if model is None:
+    store = weights_of_module(module)
+    if store is None:
         raise WindowPruneError("--window-keep sparsevit needs the model file (the module does "
                                "not name one)")
     func = next(o for o in module.walk() if isinstance(o, FuncOp))
@@ -86,7 +86,7 @@ def searched_ratios(module: ModuleOp, blocks: list[SwinBlock], fraction: float, 
         raise WindowPruneError("--window-keep sparsevit needs a model with exactly one input")
     inputs = [x.numpy() for x in load_calibration(calib, tensor_shape(func.args[0]))]
     weights = {k: torch.tensor(np.asarray(v, np.float32))
-               for k, v in load_weights(model).items()}
+               for k, v in store.items()}
     in_name = input_names(func)[0]
 
     def outputs(m: ModuleOp) -> list[np.ndarray]:

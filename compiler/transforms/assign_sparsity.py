@@ -27,7 +27,6 @@ from xdsl.dialects.func import FuncOp, ReturnOp
 from xdsl.passes import ModulePass
 
 from nmc.compiler.dialects.nm import LinearOp, ParamOp, tensor_shape
-from nmc.compiler.dialects.nm_attrs import model_path
 from nmc.compiler.kernels.linear import LinearProblem
 from nmc.compiler.sparsity.cost import linear_cycles, linear_macs
 from nmc.common.nm_format import Pattern, pattern_text
@@ -150,14 +149,15 @@ def candidates(module: ModuleOp, budget: str, target: Target) -> tuple[list[Cand
 def elsa_config(module: ModuleOp, budget: str, factor: float, calib: str,
                 target: Target) -> tuple[dict[str, Pattern], list[tuple]]:
     """The ELSA search's configuration and its table rows."""
+    from nmc.compiler.frontend.weights import weights_of_module
     from nmc.compiler.sparsity.elsa import LayerChoices, search
     from nmc.compiler.sparsity.sensitivity import Sensitivity
 
-    model = model_path(module)
-    if model is None:
+    weights = weights_of_module(module)
+    if weights is None:
         raise SparsityError("--sparsity elsa needs the model file (the module does not name "
                             "one)")
-    sens = Sensitivity(model, calib, _input_shape(module))
+    sens = Sensitivity(weights, calib, _input_shape(module))
     cand, fixed = candidates(module, budget, target)
     layers = [LayerChoices(c.name, c.patterns, sens.errors(c.param, c.patterns), c.costs)
               for c in cand]
