@@ -28,8 +28,8 @@ the same function with the same numpy/torch operations; the tests run both.
 
 from __future__ import annotations
 
-from functools import partial
-from typing import Callable, Mapping
+from functools import partial, wraps
+from typing import Callable, Mapping, TypeVar
 
 import numpy as np
 
@@ -37,6 +37,7 @@ from nmc.common import nm_format
 from nmc.isa.table import OPS, Instr, Mem, VBinFn, VRedFn, VRowFn, VUnFn, bits_f32
 
 Mems = tuple[np.ndarray, ...]
+T = TypeVar("T")
 Semantics = Callable[[Mems, Mapping[str, int]], None]
 
 _ON_CHIP = (Mem.SPAD, Mem.ACC)
@@ -202,21 +203,24 @@ def _gelu_into(src: np.ndarray, fn: int, dst: np.ndarray) -> None:
     _torch_gelu(src, "tanh" if fn == VUnFn.GELU_TANH else "none", dst)
 
 
-def _src_dst(mems: Mems, f: Mapping[str, int]) -> tuple[np.ndarray, np.ndarray] | None:
-    """The [rows x cols] source and destination blocks of a unary or row instruction
-    (None for an empty block, which does nothing)."""
-    rows, cols = f["rows"], f["cols"]
-    if not (rows and cols):
-        return None
-    return (_block(mems, f["src_mem"], f["src"], rows, cols),
-            _block(mems, f["dst_mem"], f["dst"], rows, cols))
+def _on_blocks(body: Callable[..., T]) -> Callable[[Mems, Mapping[str, int]], T | None]:
+    """A unary or row instruction's semantics (or preparation) from `body(mems, f, src,
+    dst)` on its [rows x cols] source and destination blocks; an empty block does nothing
+    (None)."""
+
+    @wraps(body)
+    def on_blocks(mems: Mems, f: Mapping[str, int]) -> T | None:
+        rows, cols = f["rows"], f["cols"]
+        if not (rows and cols):
+            return None
+        return body(mems, f, _block(mems, f["src_mem"], f["src"], rows, cols),
+                    _block(mems, f["dst_mem"], f["dst"], rows, cols))
+
+    return on_blocks
 
 
-def _vun(mems: Mems, f: Mapping[str, int]) -> None:
-    blocks = _src_dst(mems, f)
-    if blocks is None:
-        return
-    src, dst = blocks
+@_on_blocks
+def _vun(mems: Mems, f: Mapping[str, int], src: np.ndarray, dst: np.ndarray) -> None:
     fn = f["fn"]
     if fn == VUnFn.COPY:
         dst[...] = src
@@ -251,11 +255,8 @@ def _softmax(x: np.ndarray, scale: np.float32, out: np.ndarray) -> None:
     torch.from_numpy(out).copy_(torch.softmax(torch.from_numpy(x).mul(float(scale)), -1))
 
 
-def _vrow(mems: Mems, f: Mapping[str, int]) -> None:
-    blocks = _src_dst(mems, f)
-    if blocks is None:
-        return
-    src, dst = blocks
+@_on_blocks
+def _vrow(mems: Mems, f: Mapping[str, int], src: np.ndarray, dst: np.ndarray) -> None:
     cols = f["cols"]
     fn = f["fn"]
     if fn == VRowFn.LAYERNORM:
@@ -336,12 +337,8 @@ def _prep_vbin(mems: Mems, f: Mapping[str, int]) -> Thunk | None:
     return partial(_VBIN[f["fn"]], a, b, out=dst)
 
 
-def _prep_vun(mems: Mems, f: Mapping[str, int]) -> Thunk | None:
-    rows, cols = f["rows"], f["cols"]
-    if not (rows and cols):
-        return None
-    src = _block(mems, f["src_mem"], f["src"], rows, cols)
-    dst = _block(mems, f["dst_mem"], f["dst"], rows, cols)
+@_on_blocks
+def _prep_vun(mems: Mems, f: Mapping[str, int], src: np.ndarray, dst: np.ndarray) -> Thunk:
     fn = f["fn"]
     if fn == VUnFn.COPY:
         return partial(np.copyto, dst, src)
@@ -356,12 +353,9 @@ def _prep_vun(mems: Mems, f: Mapping[str, int]) -> Thunk | None:
     return lambda: _vun(mems, f)  # operand_error() rejects undefined functions
 
 
-def _prep_vrow(mems: Mems, f: Mapping[str, int]) -> Thunk | None:
-    rows, cols = f["rows"], f["cols"]
-    if not (rows and cols):
-        return None
-    src = _block(mems, f["src_mem"], f["src"], rows, cols)
-    dst = _block(mems, f["dst_mem"], f["dst"], rows, cols)
+@_on_blocks
+def _prep_vrow(mems: Mems, f: Mapping[str, int], src: np.ndarray, dst: np.ndarray) -> Thunk:
+    cols = f["cols"]
     imm = f32_from_bits(f["imm"])
     if f["fn"] == VRowFn.SOFTMAX:
         return partial(_softmax, src, imm, dst)
