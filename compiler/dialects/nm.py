@@ -34,8 +34,9 @@ types, e.g.
         activation "gelu" : (tensor<1x197x192xf32>, ...) -> tensor<1x197x768xf32>
     %attn = nm.attention "attn" %qkv bias %b heads 2 scale 0.5 : (...) -> ...
 
-The module carries the `nm.model` attribute (path of the model file, from which `nm.param`
-values are read by name) and `func.func @main` carries `nm.input_names` / `nm.output_names`;
+The module carries the `nm.model` attribute (path of the model file; `nm.param` values come
+by name from the frontend's weight store, `nmc.compiler.frontend.weights`) and
+`func.func @main` carries `nm.input_names` / `nm.output_names`;
 these and the attributes later passes add are defined, typed and accessed in nm_attrs.py.
 
 Python accessors: `ParamOp.param_name` (the `name` property; `name` itself is the op name),
