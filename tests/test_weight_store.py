@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from nmc.compiler.commands import compile_model
+from nmc.compiler.driver import compile_model
 from nmc.compiler.dialects import nm
 from nmc.compiler.dialects.nm_attrs import model_path
 from nmc.compiler.emit import module_to_program
