@@ -233,7 +233,8 @@ class SwinTransformerBlock(nn.Module):
         self.set_keep(1.0)
 
     def set_keep(self, keep: float) -> None:
-        """Window keep ratio; num_kept None means the dense path (exactly the dense block)."""
+        """Window keep ratio; num_kept None means the dense path (exactly the dense block),
+        0 that the block is skipped (SparseViT: no window kept, the input passes through)."""
         self.keep = keep
         self.num_kept = None if keep >= 1.0 else wp.num_kept(keep, self.num_windows)
 
@@ -313,16 +314,24 @@ class SwinTransformerStage(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.downsample(x)
         # SparseViT: magnitudes from the first pruned block's input, one ranking per window
-        # grid (keyed by shift), later blocks keep a prefix. All branching is on static
-        # attributes, so torch.export traces one straight-line graph.
+        # grid (keyed by shift), later blocks keep a prefix; a block keeping 0 windows is
+        # skipped (its output is its input). The magnitudes are computed only once a block
+        # runs on a subset of windows (a skipped block leaves its input as it is, so they
+        # are the same). All branching is on static attributes, so torch.export traces one
+        # straight-line graph.
+        scored_input = None
         mag = None
         rankings: dict[int, torch.Tensor] = {}
         for blk in self.blocks:
             if blk.num_kept is None:
                 x = blk(x)
                 continue
+            if scored_input is None:
+                scored_input = x
+            if blk.num_kept == 0:
+                continue
             if mag is None:
-                mag = wp.token_magnitude(x)
+                mag = wp.token_magnitude(scored_input)
             if blk.shift_size not in rankings:
                 rankings[blk.shift_size] = wp.rank_windows(blk.window_magnitudes(mag))
             x = blk(x, rankings[blk.shift_size][:, :blk.num_kept])
@@ -392,8 +401,10 @@ class SwinTransformer(nn.Module):
     def set_window_keep(self, ratios: wp.KeepSpec) -> SwinTransformer:
         """Set SparseViT window keep ratios: one float for every block, a list with one per
         block in order, or {block path: ratio} (unlisted blocks keep 1.0); None makes the
-        model dense again. Ratios lie in (0, 1] and must not increase within a stage
-        (ModelError otherwise). 1.0 runs the dense block, bit-identical to no pruning."""
+        model dense again. Ratios lie in (0, 1] and must not increase among a stage's even
+        blocks nor among its odd ones (ModelError otherwise; nmc.common.window_keep). 1.0
+        runs the dense block, bit-identical to no pruning; a ratio that keeps 0 windows
+        (floor(r * windows), SparseViT's rule) skips the block."""
         try:
             resolved = wp.resolve_keep(self.block_names(), ratios)
         except KeepRatioError as e:  # the models' own error, as for every bad hyper-parameter

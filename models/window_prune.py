@@ -12,11 +12,17 @@ What a block with keep ratio r < 1 computes (models/swin.py wires it into the Sw
    that ranking, so kept sets are nested. This is what SparseViT's public code does
    (mit-han-lab/sparsevit, mmdet/models/backbones/sparsevit.py: one `act_mag` per stage,
    `w_index` / `shift_w_index` cut to a prefix by later blocks).
-3. Keep the best `num_kept(r, windows)` windows and check the ratios with `resolve_keep`
-   (nmc.common.window_keep: the rule the compiler shares).
+3. Keep the best `num_kept(r, windows)` = floor(r * windows) windows (SparseViT's
+   int(nW * (1 - p))) and check the ratios with `resolve_keep` (nmc.common.window_keep: the
+   rule the compiler shares; ratios must not increase among a stage's even blocks, nor
+   among its odd ones). A block that keeps 0 windows is skipped: its output is its input.
 4. Ties: windows are ranked by a stable descending sort of the scores, so equal scores keep
-   the lower window index first (row-major window order of the grid). The prefix of length k
-   is torch.topk(scores, k) with that tie rule made explicit (topk leaves it unspecified).
+   the lower window index first (row-major window order of the grid); the emulator's
+   `topk` instruction sorts the same way, so the compiled program keeps the same windows.
+   SparseViT calls torch.topk(scores, k), whose order among equal scores is unspecified
+   (it depends on the device and the implementation): on ties the two may keep different
+   windows. Real activations rarely tie exactly; N:M masks follow the same stable rule
+   (models/nm_sparsity.py).
 5. The kept windows are gathered (`gather_windows`, with their slices of the shift mask,
    `gather_mask`; the relative position bias is the same for every window), LN1 -> window
    attention -> residual -> LN2 -> MLP -> residual run on them only, and the results are

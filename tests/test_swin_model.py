@@ -269,9 +269,9 @@ def _crafted(m, B: int = 1) -> tuple[torch.Tensor, list[int]]:  # noqa: ANN001
 
 
 def test_pruned_block_keeps_the_expected_windows_and_passes_the_others_through():
-    m = micro(window_keep=[0.5, 0.5, 1.0, 1.0])  # ratios may not grow within a stage
+    m = micro(window_keep=[0.5, 0.5, 1.0, 1.0])
     blk = m.layers[0].blocks[0]
-    assert blk.num_kept == 8  # ceil(0.5 * 16)
+    assert blk.num_kept == 8  # floor(0.5 * 16)
     x, top8 = _crafted(m)
     x = x + 0.01 * torch.randn_like(x)  # the zero windows get small, distinct magnitudes
     ranking = wp.rank_windows(blk.window_magnitudes(wp.token_magnitude(x)))
@@ -350,38 +350,76 @@ def test_equal_scores_keep_the_lower_window_index():
 # ----------------------------------------------------------------------------- keep ratios
 
 
-def test_num_kept_is_ceil_and_at_least_one():
-    assert wp.num_kept(0.5, 49) == 25
-    assert wp.num_kept(0.3, 10) == 3  # 0.3 * 10 is 3.0000000000000004 in floating point
-    assert wp.num_kept(0.01, 16) == 1
+def test_num_kept_is_sparsevits_floor():
+    """SparseViT keeps int(nW * (1 - p)) windows, p = 1 - keep."""
+    assert wp.num_kept(0.5, 49) == 24
+    assert wp.num_kept(0.3, 16) == 4
+    assert wp.num_kept(0.9, 4) == wp.num_kept(0.8, 4) == 3
+    assert wp.num_kept(0.29, 100) == 29  # 0.29 * 100 is 28.999999999999996 in floating point
+    assert wp.num_kept(0.01, 16) == 0  # the block is skipped
+    assert wp.num_kept(0.5, 1) == 0
     assert wp.num_kept(1.0, 16) == 16
+    for windows in (1, 4, 16, 49, 100):
+        for percent in range(1, 101):  # every keep ratio of two decimals: the exact floor
+            assert wp.num_kept(percent / 100, windows) == windows * percent // 100
 
+
+def test_a_block_keeping_no_window_is_skipped():
+    """0.2 of 4 windows keeps none: the block's output is its input (SparseViT's residual
+    identity); the other parity's block still runs, on the magnitudes of the stage input."""
+    m = micro(window_keep=[1.0, 1.0, 0.2, 0.5])
+    stage = m.layers[1]
+    assert [blk.num_kept for blk in stage.blocks] == [0, 2]
+    x = torch.randn(2, 16, 16, 32)
+    with torch.no_grad():
+        merged = stage.downsample(x)  # the input of the stage's blocks: [2, 8, 8, 64]
+        ranking = naive_ranking(wp.token_magnitude(merged), 4, 2)
+        want = naive_block(stage.blocks[1], merged, [r[:2] for r in ranking])
+        assert torch.allclose(stage(x), want, atol=1e-5)
+        m.set_window_keep([1.0, 1.0, 0.2, 0.2])
+        assert torch.equal(stage(x), merged)
 
 @pytest.mark.parametrize("ratios, match", [
     (0.0, r"keep ratio 0.0 must be a number in \(0, 1\]"),
     (1.5, "must be a number in"),
     (True, "must be a number in"),
     ({"layers.0.blocks.9": 0.5}, "unknown blocks layers.0.blocks.9"),
-    ([0.5, 0.5], "2 window keep ratios for 4 blocks"),
-    ([0.5, 0.75, 1.0, 1.0], "must not increase"),
+    ([0.5, 0.5], "2 window keep ratios for 6 blocks"),
+    ([0.5, 1.0, 0.75, 1.0, 1.0, 1.0], "must not increase among the plain-window"),
+    ([1.0, 0.5, 1.0, 0.75, 1.0, 1.0], "must not increase"),
 ])
 def test_bad_keep_ratios_raise_model_error(ratios, match):
     with pytest.raises(ModelError, match=match):
-        micro().set_window_keep(ratios)
+        swin("swin_micro", depths=(4, 2)).set_window_keep(ratios)
+
+
+def test_ratios_may_rise_across_grid_parities():
+    """SparseViT nests kept sets per grid (plain, shifted), not across them: 0.75/0.5/0.75/
+    0.5 is valid, each block keeping a prefix of its own grid's ranking of the stage input."""
+    m = swin("swin_micro", depths=(4, 2), window_keep=[0.75, 0.5, 0.75, 0.5, 1.0, 1.0])
+    calls = []
+    for blk in m.layers[0].blocks:
+        blk.register_forward_pre_hook(lambda mod, args: calls.append(args[1][0].tolist()))
+    x = torch.randn(1, 16, 16, 32)
+    with torch.no_grad():
+        m.layers[0](x)
+    mag = wp.token_magnitude(x)
+    plain, shifted = naive_ranking(mag, 4, 0), naive_ranking(mag, 4, 2)
+    assert calls == [plain[0][:12], shifted[0][:8], plain[0][:12], shifted[0][:8]]
 
 
 def test_window_keep_round_trip():
     m = micro().set_window_keep({"layers.1.blocks.0": 0.5, "layers.1.blocks.1": 0.5})
     assert m.window_keep == {"layers.0.blocks.0": 1.0, "layers.0.blocks.1": 1.0,
                              "layers.1.blocks.0": 0.5, "layers.1.blocks.1": 0.5}
-    assert m.layers[1].blocks[0].num_kept == 2  # ceil(0.5 * 4)
+    assert m.layers[1].blocks[0].num_kept == 2  # floor(0.5 * 4)
     assert m.set_window_keep(None).layers[1].blocks[0].num_kept is None
 
 
 # ----------------------------------------------------------------------------- export / registry
 
 
-@pytest.mark.parametrize("keep", [None, [0.5, 0.5, 0.5, 0.25]])
+@pytest.mark.parametrize("keep", [None, [0.5, 0.5, 0.5, 0.25], [0.5, 0.5, 0.2, 0.5]])
 def test_torch_export_dense_and_pruned(keep):
     m = micro(window_keep=keep)
     x = torch.randn(2, 3, 64, 64)
