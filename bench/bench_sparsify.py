@@ -178,7 +178,7 @@ def swin_rows(seed: int, data, target, epochs, workdir: Path) -> list[dict]:
         L = lat.cycles(uniform) / dense
         branch = copy.deepcopy(module)
         out = search_and_finetune(Run(branch, None, {}, seed, log=lambda s: None),
-                                  Adapted(branch, lat, adapted.stages, adapted.windows,
+                                  Adapted(branch, lat, adapted.stages,
                                           adapted.dense_accuracy), data, L, epochs,
                                   log=lambda s: None)
         add(f"SparseViT searched, latency <= {L:.3f}", branch, out.config, out.fraction,

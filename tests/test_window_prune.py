@@ -13,10 +13,12 @@ import torch
 
 from nmc.compiler.driver import compile_model
 from nmc.compiler.sparsity import sparsevit
+from nmc.compiler.sparsity.window_rewrite import swin_blocks
 from nmc.compiler.transforms.window_prune import WindowPruneError
 from nmc.isa.target import load_target
 from nmc.models.nm_sparsity import apply_nm
 from nmc.models.registry import build_model, export_to_file
+from nmc.models.swin import swin
 from nmc.models.window_prune import rank_windows, token_magnitude
 from nmc.runtime.emulator import LoadedProgram
 from robust_helpers import expect_process_error, run_nmc
@@ -115,16 +117,54 @@ def test_per_block_ratios_from_json(micro, tmp_path):
                                               for b in stage}, **ratios}
 
 
-def test_magnitudes_come_from_the_first_block_below_one_even_if_it_keeps_all(micro,
-                                                                          tmp_path):
-    """layers.1 has 4 windows: 0.9 keeps all 4 (the block runs dense) yet, being below 1,
-    it is the stage's first pruned block, whose input the reference scores."""
-    module, shape, path = micro
-    ratios = {"layers.1.blocks.0": 0.9, "layers.1.blocks.1": 0.5}
+def _compile_keep(path, ratios, tmp_path):
     spec = tmp_path / "keep.json"
     spec.write_text(json.dumps(ratios))
-    program = compile_model(path, window={"keep": str(spec)})
+    return compile_model(path, window={"keep": str(spec)})
+
+
+def _layers_with_code(program) -> set[str]:
+    return {r.name for r in program.debug if r.end_pc > r.start_pc}
+
+
+def test_sparsevits_floor_keeps_4_of_16_windows_at_0_3(micro):
+    """SparseViT keeps int(nW * (1 - p)): 0.3 keeps 4 of stage 0's 16 windows (not 5) and
+    1 of stage 1's 4."""
+    module, shape, path = micro
+    program = compile_model(path, window={"keep": "0.3"})
+    _check(program, module, shape, 0.3)
+    try:
+        module.set_window_keep(0.3)
+        assert [b.num_kept for stage in module.layers for b in stage.blocks] == [4, 4, 1, 1]
+    finally:
+        module.set_window_keep(None)
+
+
+def test_sparsevits_own_0_9_0_8_prunes_one_of_four_windows(micro, tmp_path):
+    """SparseViT's configuration 0.9 / 0.8 on a stage of 4 windows keeps int(3.6) = 3 and
+    int(3.2) = 3 (the old ceil rule kept all 4: it pruned nothing)."""
+    module, shape, path = micro
+    ratios = {"layers.1.blocks.0": 0.9, "layers.1.blocks.1": 0.8}
+    program = _compile_keep(path, ratios, tmp_path)
     _check(program, module, shape, ratios, seeds=(1, 2, 5))
+    assert {"layers.1.blocks.0.window_gather", "layers.1.blocks.1.window_gather"} \
+        <= _layers_with_code(program)
+
+
+def test_a_block_keeping_no_window_is_removed(micro, tmp_path):
+    """0.2 of 4 windows keeps none: the block is removed, no instruction runs for it; the
+    stage is still scored (at the skipped block's input, which is the next one's) for
+    the shifted block that keeps 2."""
+    module, shape, path = micro
+    ratios = {"layers.1.blocks.0": 0.2, "layers.1.blocks.1": 0.5}
+    program = _compile_keep(path, ratios, tmp_path)
+    _check(program, module, shape, ratios, seeds=(1, 2))
+    layers = _layers_with_code(program)
+    assert not {n for n in layers if n.startswith("layers.1.blocks.0.")} - {
+        "layers.1.blocks.0.window_magnitude"}
+    assert "layers.1.blocks.1.attn" in layers
+    dense = compile_model(path)
+    assert len(program.instructions) < len(dense.instructions)
 
 
 def test_window_pruning_composes_with_2_4_sparsity(micro):
@@ -164,11 +204,62 @@ def re_escape(text):
     return re.escape(text)
 
 
-def test_ratios_may_not_grow_within_a_stage(micro, tmp_path):
+@pytest.fixture(scope="module")
+def deep(tmp_path_factory):
+    """swin_micro with four blocks in its first stage: two of each grid parity."""
+    torch.manual_seed(0)
+    module = swin("swin_micro", depths=(4, 2)).eval()
+    path = tmp_path_factory.mktemp("swin") / "deep.pt"
+    export_to_file(module, torch.zeros(module.input_shape()), path)
+    return module, module.input_shape(), path
+
+
+@pytest.mark.parametrize("ratios", [
+    {"layers.0.blocks.0": 0.5, "layers.0.blocks.2": 0.75},  # plain grid
+    {"layers.0.blocks.1": 0.25, "layers.0.blocks.3": 0.5},  # shifted grid
+])
+def test_ratios_may_not_grow_within_a_grid_parity(deep, tmp_path, ratios):
     spec = tmp_path / "k.json"
-    spec.write_text(json.dumps({"layers.0.blocks.0": 0.25, "layers.0.blocks.1": 0.5}))
+    spec.write_text(json.dumps(ratios))
     with pytest.raises(WindowPruneError, match="must not increase"):
-        compile_model(micro[2], window={"keep": str(spec)})
+        compile_model(deep[2], window={"keep": str(spec)})
+
+
+def test_ratios_may_rise_across_grid_parities(deep, tmp_path):
+    """0.75/0.5/0.75/0.5 runs in SparseViT (each grid's kept sets are prefixes of its own
+    ranking): the compiled program matches the reference, which checks the same prefixes."""
+    module, shape, path = deep
+    ratios = {"layers.0.blocks.0": 0.75, "layers.0.blocks.1": 0.5,
+              "layers.0.blocks.2": 0.75, "layers.0.blocks.3": 0.5}
+    program = _compile_keep(path, ratios, tmp_path)
+    _check(program, module, shape, ratios)
+    ranks = [r.name for r in program.debug if r.name.endswith(".window_rank")]
+    assert ranks == ["layers.0.blocks.0.window_rank", "layers.0.blocks.1.window_rank"]
+
+
+@pytest.fixture(scope="module")
+def one_window(tmp_path_factory):
+    """swin_micro on 32x32 images: its last stage is a single 4x4 window (no shift), as
+    Swin-T's stage 4 at 224."""
+    module, example = build_model("swin_micro", {"img_size": 32}, seed=0)
+    path = tmp_path_factory.mktemp("swin") / "one.pt"
+    export_to_file(module, example, path)
+    return module, example.shape, path
+
+
+def test_one_window_blocks_can_be_named_and_keep_0_or_1_window(one_window, tmp_path):
+    """A keep below 1 keeps int(1 * keep) = 0 windows of a one-window stage: the block is
+    removed; 1.0 is the dense block."""
+    module, shape, path = one_window
+    ratios = {"layers.1.blocks.0": 1.0, "layers.1.blocks.1": 0.9}
+    program = _compile_keep(path, ratios, tmp_path)
+    _check(program, module, shape, ratios)
+    layers = _layers_with_code(program)
+    assert "layers.1.blocks.0.attn" in layers
+    assert not any(n.startswith("layers.1.blocks.1.") for n in layers)
+    uniform = compile_model(path, window={"keep": "0.5"})
+    _check(uniform, module, shape, 0.5)
+    assert not any(n.startswith("layers.1.blocks.") for n in _layers_with_code(uniform))
 
 
 def test_unknown_block_names_list_the_known_ones(micro, tmp_path):
@@ -215,8 +306,9 @@ def test_search_meets_its_budget_with_valid_nested_ratios(micro, tmp_path, capsy
     ratios = json.loads(out.read_text())
     assert set(ratios.values()) <= set(sparsevit.RATIOS)
     for stage in module.block_names():
-        values = [ratios[b] for b in stage]
-        assert values == sorted(values, reverse=True)
+        for parity in (stage[0::2], stage[1::2]):
+            values = [ratios[b] for b in parity]
+            assert values == sorted(values, reverse=True)
     fraction = float(table.split("(")[1].split(" of dense")[0])
     assert fraction <= 0.80
     assert min(ratios.values()) < 1.0
@@ -224,19 +316,21 @@ def test_search_meets_its_budget_with_valid_nested_ratios(micro, tmp_path, capsy
 
 
 def _toy_problem():
-    """Four equally fast blocks in two stages; pruning block b to r costs harm[b] * (1 - r)."""
-    blocks = ["s.blocks.0", "s.blocks.1", "t.blocks.0", "t.blocks.1"]
-    harm = {"s.blocks.0": 5.0, "s.blocks.1": 1.0, "t.blocks.0": 4.0, "t.blocks.1": 0.5}
-    model = sparsevit.LatencyModel(blocks, {b: b[0] for b in blocks},
-                                   {b: (b[0],) for b in blocks},
-                                   {b: {r: 100 * r for r in sparsevit.RATIOS} for b in blocks})
+    """A stage of four equally fast blocks (two per grid parity); pruning block b to r costs
+    harm[b] * (1 - r)."""
+    blocks = [f"s.blocks.{i}" for i in range(4)]
+    harm = dict(zip(blocks, (5.0, 4.0, 1.0, 0.5)))
+    model = sparsevit.LatencyModel(blocks, {b: "s" for b in blocks},
+                                   {b: ("s", i % 2) for i, b in enumerate(blocks)},
+                                   {b: {r: 100 * r for r in sparsevit.RATIOS} for b in blocks},
+                                   {b: 16 for b in blocks})
     error = lambda c: sum(harm[b] * (1 - c[b]) for b in blocks)  # noqa: E731
     return blocks, model, error
 
 
 def test_search_is_deterministic():
     blocks, model, error = _toy_problem()
-    runs = [sparsevit.search(model, [blocks[:2], blocks[2:]], 300, error) for _ in range(2)]
+    runs = [sparsevit.search(model, [blocks], 300, error) for _ in range(2)]
     assert runs[0].config == runs[1].config and runs[0].evaluated == runs[1].evaluated
 
 
@@ -247,12 +341,43 @@ def test_an_unreachable_budget_is_a_clear_error(micro):
 
 def test_search_prefers_the_least_harmful_configuration():
     """The budget allows pruning two of the four toy blocks to 0.2: the search finds the
-    two least harmful ones (the later block of each stage, so ratios stay nested)."""
+    two least harmful ones (the later block of each grid parity, so ratios stay nested)."""
     blocks, model, error = _toy_problem()
-    result = sparsevit.search(model, [blocks[:2], blocks[2:]], 400 - 2 * 80, error)
+    result = sparsevit.search(model, [blocks], 400 - 2 * 80, error)
     assert result is not None and result.cycles <= 240
-    assert result.config == {"s.blocks.0": 1.0, "s.blocks.1": 0.2, "t.blocks.0": 1.0,
-                             "t.blocks.1": 0.2}
+    assert result.config == {"s.blocks.0": 1.0, "s.blocks.1": 1.0, "s.blocks.2": 0.2,
+                             "s.blocks.3": 0.2}
+
+
+def test_search_nests_ratios_per_grid_parity():
+    """A candidate's ratios are sorted within the even blocks of a stage and within the
+    odd ones; a rise across parities stays."""
+    stage = [f"s.blocks.{i}" for i in range(4)]
+    config = dict(zip(stage, (0.5, 0.75, 0.75, 1.0)))
+    assert list(sparsevit.nested(config, [stage]).values()) == [0.75, 1.0, 0.5, 0.75]
+    rising = dict(zip(stage, (0.75, 0.5, 0.75, 0.5)))
+    assert sparsevit.nested(rising, [stage]) == rising
+
+
+def test_latency_model_counts_nothing_for_a_removed_block(micro):
+    """On the 4-window stage, 0.2 keeps no window: the block is removed, so it costs 0 and
+    needs no scoring; the stage's scoring is still measured (at 0.3, which keeps 1)."""
+    from nmc.compiler.driver import import_nm
+    from nmc.compiler.sparsity.window_search import latency_model
+
+    module = import_nm(micro[2])
+    blocks = swin_blocks(module)
+    model = latency_model(module, blocks, TARGET)
+    assert model.windows == {"layers.0.blocks.0": 16, "layers.0.blocks.1": 16,
+                             "layers.1.blocks.0": 4, "layers.1.blocks.1": 4}
+    assert model.cost["layers.1.blocks.0"][0.2] == model.cost["layers.1.blocks.1"][0.2] == 0
+    assert 0 < model.cost["layers.1.blocks.0"][0.3] < model.cost["layers.1.blocks.0"][1.0]
+    assert set(model.stage_overhead) == {"layers.0", "layers.1"}
+    assert len(model.grid_overhead) == 4
+    dense = {b.name: 1.0 for b in blocks}
+    skipped = {**dense, "layers.1.blocks.0": 0.2, "layers.1.blocks.1": 0.2}
+    assert model.cycles(skipped) == model.dense() - sum(
+        model.cost[b][1.0] for b in ("layers.1.blocks.0", "layers.1.blocks.1"))
 
 
 @pytest.mark.slow

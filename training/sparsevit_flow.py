@@ -39,7 +39,6 @@ class WindowOutcome:
     accuracy: dict[str, float]
     cycles: float  # modelled (estimated) cycles of the whole model at `config`
     dense_cycles: float
-    windows: dict[str, int]
     latency: sparsevit.LatencyModel
 
     @property
@@ -48,7 +47,7 @@ class WindowOutcome:
 
 
 def window_latency(subject: Subject, target: Target):
-    """(the latency model, block names by stage, windows per block) of a Swin."""
+    """(the latency model, block names by stage) of a Swin."""
     from nmc.compiler.sparsity.window_search import latency_model
     from nmc.compiler.sparsity.window_rewrite import stages_of, swin_blocks
 
@@ -57,8 +56,7 @@ def window_latency(subject: Subject, target: Target):
     if not blocks:
         raise SparsifyError(f"{subject.name}: no Swin blocks found; --budget latency=L "
                             f"(SparseViT window pruning) needs a Swin model")
-    return (latency_model(module, blocks, target), stages_of(blocks),
-            {b.name: b.windows for b in blocks})
+    return latency_model(module, blocks, target), stages_of(blocks)
 
 
 @dataclass
@@ -68,7 +66,6 @@ class Adapted:
     module: torch.nn.Module
     latency: sparsevit.LatencyModel
     stages: list[list[str]]
-    windows: dict[str, int]
     dense_accuracy: dict[str, float]
 
 
@@ -83,12 +80,12 @@ def adapt(run: Run, subject: Subject, data: Dataset, target: Target,
         raise SparsifyError(f"{subject.name}: window adaptation needs nmc's own Swin (give "
                             f"the architecture name, e.g. swin_digits, not a torch.export "
                             f"file: its graph cannot switch keep ratios)")
-    latency, stages, windows = window_latency(subject, target)
+    latency, stages = window_latency(subject, target)
     dense = pretrain(run, module, data.splits, epochs.pretrain, epochs.batch_size)
     run.train("adapt", WindowAdaptation(module, stages), data["train"],
               TrainSettings(epochs=epochs.supernet, lr=FINETUNE_LR,
                             batch_size=epochs.batch_size))
-    return Adapted(module, latency, stages, windows, dense)
+    return Adapted(module, latency, stages, dense)
 
 
 def search_and_finetune(run: Run, adapted: Adapted, data: Dataset, fraction: float,
@@ -120,7 +117,7 @@ def search_and_finetune(run: Run, adapted: Adapted, data: Dataset, fraction: flo
         f"chosen one scores {searched['val']:.2%} after adaptation")
     accuracy = finetune(run, module, config, data, epochs)
     return WindowOutcome(config, adapted.dense_accuracy, accuracy, latency.cycles(config),
-                         latency.dense(), adapted.windows, latency)
+                         latency.dense(), latency)
 
 
 def finetune(run: Run, module: torch.nn.Module, config: dict[str, float], data: Dataset,
@@ -145,7 +142,7 @@ def sparsevit_flow(run: Run, subject: Subject, data: Dataset, fraction: float,
 
 
 def format_outcome(o: WindowOutcome) -> str:
-    lines = sparsevit.format_rows(o.config, o.latency, o.windows)
+    lines = sparsevit.format_rows(o.config, o.latency)
     lines.append(f"modelled latency {o.cycles:.0f} of {o.dense_cycles:.0f} cycles "
                  f"({o.fraction:.2f} of dense, {1 / o.fraction:.2f}x faster); top-1 val "
                  f"{o.accuracy['val']:.2%} test {o.accuracy['test']:.2%} (dense "

@@ -3,8 +3,9 @@ step runs the Swin with per-block window keep ratios sampled at random, so that 
 weights works at every ratio the search may later choose.
 
 A step draws one ratio per block from `sparsevit.RATIOS` (1.0, dense, included), uniformly,
-and sorts each stage's draws non-increasing (kept window sets are nested within a stage;
-SparseViT samples non-decreasing sparsity). The model is nmc's `SwinTransformer`, whose
+and sorts the draws of each stage's even blocks, and of its odd ones, non-increasing
+(`sparsevit.nested`: kept window sets are nested per grid, the configurations the search
+chooses from). The model is nmc's `SwinTransformer`, whose
 `set_window_keep` is the PyTorch reference of a pruned model (models/window_prune.py):
 gather and scatter pass gradients to the kept windows, the ranking itself has none.
 """
@@ -15,7 +16,7 @@ import random
 
 import torch
 
-from nmc.compiler.sparsity.sparsevit import RATIOS
+from nmc.compiler.sparsity.sparsevit import RATIOS, nested
 
 
 class WindowAdaptation:
@@ -24,11 +25,8 @@ class WindowAdaptation:
         self.config: dict[str, float] = {}
 
     def sample(self, rng: random.Random) -> dict[str, float]:
-        config = {}
-        for stage in self.stages:
-            draws = sorted((rng.choice(RATIOS) for _ in stage), reverse=True)
-            config.update(zip(stage, draws))
-        return config
+        return nested({b: rng.choice(RATIOS) for stage in self.stages for b in stage},
+                      self.stages)
 
     def run(self, images: torch.Tensor, config: dict[str, float] | None) -> torch.Tensor:
         """The model on `images` at keep ratios `config` (None: dense)."""

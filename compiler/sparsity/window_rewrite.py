@@ -11,6 +11,9 @@ A Swin block, as raise-torch-to-nm leaves it, is
     x1 = x + permute_rows(y)                           # window reverse + roll back
     x2 = x1 + fc2(gelu(fc1(layer_norm(x1))))
 
+or, in a stage of one window per image (Swin-T's last stage at 224), the same with
+`reshape`s instead of the two `permute_rows`: x [B, H, W, C] <-> [B, H*W, C].
+
 With keep ratio r < 1 `apply_ratios` makes it what models/window_prune.py computes:
 
     xw = permute_rows(x)                               # the block input, in windows
@@ -23,10 +26,16 @@ With keep ratio r < 1 `apply_ratios` makes it what models/window_prune.py comput
 permutation). `idx` is the ranking of the block's window grid: per stage, the token
 magnitudes (`win.magnitude`) of the input of its first pruned block, permuted like that
 grid's windows, ranked by `win.rank` (L2 norm of each window's magnitudes, best first; per
-image) once per grid; every block keeps a prefix of its grid's ranking, k = max(1,
-ceil(r * windows per image)) (`nmc.common.window_keep.num_kept`, the rule the reference
-shares). Layer names of the linears are kept, so N:M sparsity (assign-sparsity, after
-window-prune) composes.
+image; equal scores keep the lower window index, as the reference's stable sort) once per
+grid; every block keeps a prefix of its grid's ranking, k = floor(r * windows per image)
+(`nmc.common.window_keep.num_kept`, SparseViT's rule, which the reference shares).
+
+A block that keeps k = 0 windows is removed (`skip_block`): its result is its input, and
+no instruction runs for it (SparseViT gathers no window; the residuals pass the input
+through). A one-window block keeps 1 (dense) or 0 windows (skipped), never a subset.
+
+Layer names of the linears are kept, so N:M sparsity (assign-sparsity, after window-prune)
+composes.
 """
 
 from __future__ import annotations
@@ -60,11 +69,11 @@ class SwinBlock:
 
     name: str
     norm1: LayerNormOp
-    partition: PermuteRowsOp
+    partition: PermuteRowsOp | ReshapeOp  # a reshape where the image is one window
     qkv: LinearOp
     attn: AttentionOp
     proj: LinearOp
-    reverse: PermuteRowsOp
+    reverse: PermuteRowsOp | ReshapeOp
     add1: AddOp
     reshape: ReshapeOp | None
     norm2: LayerNormOp
@@ -91,6 +100,14 @@ class SwinBlock:
         """Windows per image (SparseViT ranks and keeps them per image)."""
         return tensor_shape(self.partition.result)[0] // self.images
 
+    @property
+    def grid(self) -> tuple[int, ...]:
+        """The block's window grid (blocks of a stage with the same grid share a ranking):
+        the partition's row order; () for one window per image."""
+        if isinstance(self.partition, PermuteRowsOp):
+            return tuple(self.partition.row_indices)
+        return ()
+
     def ops(self) -> list[Operation]:
         ops = [self.norm1, self.partition, self.qkv, self.attn, self.proj, self.reverse,
                self.add1, self.reshape, self.norm2, self.fc1, self.gelu, self.fc2, self.add2]
@@ -108,13 +125,36 @@ def _users(value: SSAValue, kind: type[Operation]) -> list[Operation]:
     return [u.operation for u in value.uses if isinstance(u.operation, kind)]
 
 
+def _partition(norm1: LayerNormOp) -> PermuteRowsOp | ReshapeOp | None:
+    """The window partition after norm1: a permutation of rows, or, where the image is one
+    window, the reshape [B, H, W, C] -> [B, H*W, C] (a ViT's tokens are 3-D already)."""
+    part = _only_use(norm1.result, PermuteRowsOp)
+    if part is not None:
+        return part
+    reshape = _only_use(norm1.result, ReshapeOp)
+    shape = tensor_shape(norm1.result)
+    if reshape is None or len(shape) != 4:
+        return None
+    b, h, w, c = shape
+    return reshape if tensor_shape(reshape.result) == (b, h * w, c) else None
+
+
+def _reverse(proj: LinearOp, partition: PermuteRowsOp | ReshapeOp,
+             norm1: LayerNormOp) -> PermuteRowsOp | ReshapeOp | None:
+    """The window reverse after proj, of the same kind as the partition."""
+    rev = _only_use(proj.result, type(partition))
+    if isinstance(rev, ReshapeOp) and tensor_shape(rev.result) != tensor_shape(norm1.result):
+        return None
+    return rev
+
+
 def match_block(norm1: LayerNormOp) -> SwinBlock | None:
     """The Swin block starting at `norm1`, or None when the ops around it are not one."""
-    part = _only_use(norm1.result, PermuteRowsOp)
+    part = _partition(norm1)
     qkv = part and _only_use(part.result, LinearOp)
     attn = qkv and _only_use(qkv.result, AttentionOp)
     proj = attn and _only_use(attn.result, LinearOp)
-    rev = proj and _only_use(proj.result, PermuteRowsOp)
+    rev = proj and _reverse(proj, part, norm1)
     add1 = rev and _only_use(rev.result, AddOp)
     if add1 is None or norm1.input not in (add1.lhs, add1.rhs):
         return None
@@ -155,31 +195,34 @@ def stages_of(blocks: list[SwinBlock]) -> list[list[str]]:
 
 
 def apply_ratios(blocks: list[SwinBlock], ratios: dict[str, float]) -> None:
-    """Rewrite every block whose ratio keeps fewer windows than it has.
+    """Rewrite every block whose ratio keeps fewer windows than it has: remove those that
+    keep none, run the others on their kept windows.
 
     A stage's magnitudes come from the input of its first block with a ratio below 1, as
-    in the reference, even when that ratio still keeps every window (then that block
-    itself needs no rewrite: all its windows run, which is the dense block)."""
-    rankings: dict[tuple, SSAValue] = {}  # (stage, grid rows) -> indices, best first
+    in the reference, even when that block keeps every window (then it needs no rewrite:
+    all its windows run, which is the dense block) or none (removed: its input is its
+    output). A stage where no block runs on a subset of windows scores nothing."""
+    rankings: dict[tuple, SSAValue] = {}  # (stage, grid) -> indices, best first
     magnitudes: dict[str, SSAValue] = {}  # stage -> token magnitudes of its first pruned block
     kept = {b.name: num_kept(ratios[b.name], b.windows) for b in blocks}
-    pruned = [b for b in blocks if kept[b.name] < b.windows]
+    pruned = [b for b in blocks if 0 < kept[b.name] < b.windows]
     stages_pruned = {b.stage for b in pruned}
     for block in blocks:
         if block.stage in stages_pruned and ratios[block.name] < 1.0 \
                 and block.stage not in magnitudes:
             magnitudes[block.stage] = _Builder(block.add2).add(
                 MagnitudeOp(block.x, block.name + SCORING_OPS[0])).result
+        if kept[block.name] == 0:
+            skip_block(block)
         if block not in pruned:
             continue
         b = _Builder(block.add2)
-        rows = tuple(block.partition.row_indices)
-        key = (block.stage, rows)
+        key = (block.stage, block.grid)
         if key not in rankings:
             tokens = tensor_shape(block.partition.result)[1]
             grid_k = max(kept[bb.name] for bb in pruned
-                         if bb.stage == block.stage and tuple(bb.partition.row_indices) == rows)
-            mags = b.add(PermuteRowsOp(magnitudes[block.stage], list(rows),
+                         if bb.stage == block.stage and bb.grid == block.grid)
+            mags = b.add(PermuteRowsOp(magnitudes[block.stage], list(block.grid),
                                        (block.images * block.windows, tokens),
                                        block.name + SCORING_OPS[1])).result
             mags = b.add(ReshapeOp(mags, (block.images, block.windows, tokens))).result
@@ -197,6 +240,22 @@ class _Builder:
     def add(self, op: Operation) -> Operation:
         Rewriter.insert_op(op, InsertPoint.before(self.anchor))
         return op
+
+
+def skip_block(block: SwinBlock) -> None:
+    """Remove `block` (it keeps no window): its result is its input."""
+    _replace_block(block, block.x)
+
+
+def _replace_block(block: SwinBlock, y: SSAValue) -> None:
+    """Replace the block's result by `y` (reshaped to the result's shape) and erase its ops."""
+    out_shape = tensor_shape(block.add2.result)
+    if tensor_shape(y) != out_shape:
+        y = _Builder(block.add2).add(ReshapeOp(y, out_shape)).result
+    block.add2.result.replace_all_uses_with(y)
+    for op in reversed(block.ops()):
+        op.detach()
+        op.erase()
 
 
 def prune_block(block: SwinBlock, idx: SSAValue, k: int) -> None:
@@ -233,13 +292,7 @@ def prune_block(block: SwinBlock, idx: SSAValue, k: int) -> None:
     rev = block.reverse
     y = b.add(PermuteRowsOp(xw2, rev.row_indices, tensor_shape(rev.result),
                             f"{n}.window_reverse")).result
-    out_shape = tensor_shape(block.add2.result)
-    if tensor_shape(y) != out_shape:
-        y = b.add(ReshapeOp(y, out_shape)).result
-    block.add2.result.replace_all_uses_with(y)
-    for op in reversed(block.ops()):
-        op.detach()
-        op.erase()
+    _replace_block(block, y)
 
 
 def _linear_like(op: LinearOp, input: SSAValue) -> LinearOp:

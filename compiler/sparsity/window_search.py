@@ -38,13 +38,15 @@ def latency_model(module: ModuleOp, blocks: list[SwinBlock], target) -> sparsevi
     RATIOS, LatencyModel = sparsevit.RATIOS, sparsevit.LatencyModel
     names = [b.name for b in blocks]
     model = LatencyModel(names, {b.name: b.stage for b in blocks},
-                         {b.name: (b.stage, tuple(b.partition.row_indices)) for b in blocks},
-                         {b: {} for b in names})
+                         {b.name: (b.stage, b.grid) for b in blocks},
+                         {b: {} for b in names}, {b.name: b.windows for b in blocks})
     for r in progress(RATIOS, desc="window latency model", unit="ratio"):
         clone = module.clone()
         cblocks = swin_blocks(clone)
         apply_ratios(cblocks, {b.name: r for b in cblocks})
-        costs = {b: 0.0 for b in names}
+        costs = {b: 0.0 for b in names}  # a block removed at r (0 windows kept) costs 0
+        stage_overhead: dict[str, float] = {}
+        grid_overhead: dict[tuple, float] = {}
         for op in clone.walk():
             if not hasattr(op, "layer_name"):
                 continue
@@ -52,17 +54,21 @@ def latency_model(module: ModuleOp, blocks: list[SwinBlock], target) -> sparsevi
             layer = op.layer_name
             owner = _owner(layer, names)
             if layer.endswith(SCORING_OPS):
-                # the scoring ops barely depend on the ratio: counted once, at the first
-                if r == RATIOS[0]:
-                    if layer.endswith(SCORING_OPS[0]):
-                        overhead, key = model.stage_overhead, model.stage_of[owner]
-                    else:
-                        overhead, key = model.grid_overhead, model.grid_of[owner]
-                    overhead[key] = overhead.get(key, 0.0) + cycles
+                if layer.endswith(SCORING_OPS[0]):
+                    overhead, key = stage_overhead, model.stage_of[owner]
+                else:
+                    overhead, key = grid_overhead, model.grid_of[owner]
+                overhead[key] = overhead.get(key, 0.0) + cycles
             elif owner is not None:
                 costs[owner] += cycles
             elif r == 1.0:
                 model.fixed += cycles
+        # the scoring ops barely depend on the ratio: counted once, at the first ratio
+        # that scores the stage or grid (at the lowest, small stages skip every block)
+        for key, cycles in stage_overhead.items():
+            model.stage_overhead.setdefault(key, cycles)
+        for key, cycles in grid_overhead.items():
+            model.grid_overhead.setdefault(key, cycles)
         for b in names:
             model.cost[b][r] = costs[b]
     return model
@@ -108,6 +114,5 @@ def searched_ratios(module: ModuleOp, blocks: list[SwinBlock], fraction: float, 
             f"--window-keep sparsevit:latency={fraction}: no configuration meets the budget "
             f"(keep {sparsevit.RATIOS[0]} everywhere gives {model.lowest_fraction():.2f} of "
             f"the dense latency)")
-    windows = {b.name: b.windows for b in blocks}
-    print(sparsevit.format_table(result, model, windows, fraction), file=sys.stderr)
+    print(sparsevit.format_table(result, model, fraction), file=sys.stderr)
     return result.config

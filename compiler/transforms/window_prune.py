@@ -6,10 +6,11 @@
 
 The pass finds the Swin blocks and rewrites each to run on its kept windows
 (compiler/sparsity/window_rewrite.py, shared with the search, describes the rewrite).
-Ratios come from `nmc.common.window_keep.resolve_keep` (per block, non-increasing within a
-stage: the rule of the PyTorch reference, models/window_prune.py), so the compiled program
-and the reference prune the same windows, or from the search of `sparsevit:latency=L`
-(compiler/sparsity/window_search.py).
+Ratios come from `nmc.common.window_keep.resolve_keep` (per block, non-increasing among a
+stage's even blocks and among its odd ones: SparseViT's rule, which the PyTorch reference,
+models/window_prune.py, shares), so the compiled program and the reference prune the same
+windows, or from the search of `sparsevit:latency=L` (compiler/sparsity/window_search.py).
+A block keeps floor(r * windows) windows; one that keeps none is removed.
 """
 
 from __future__ import annotations
