@@ -40,8 +40,9 @@ def register(sub) -> None:
     p.add_argument("--sparsity-out", type=Path, metavar="FILE.json",
                    help="write the chosen sparsity (the format --sparsity FILE.json reads)")
     p.add_argument("--window-keep", metavar="SPEC",
-                   help="SparseViT window pruning of Swin blocks: a keep ratio R in (0, 1] "
-                        "for every block, FILE.json ({block: ratio}), or "
+                   help="SparseViT window pruning of Swin blocks, floor(R * windows) kept (0: "
+                        "the block is skipped): a keep ratio R in (0, 1] for every block, "
+                        "FILE.json ({block: ratio}), or "
                         "sparsevit:latency=L (search per-block ratios under a modelled-"
                         "latency budget, L a fraction of the dense latency)")
     p.add_argument("--window-keep-out", type=Path, metavar="FILE.json",

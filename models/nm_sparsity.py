@@ -1,7 +1,9 @@
 """N:M structured sparsity, the PyTorch reference (issue 5).
 
 A weight W [out, in] with pattern N:M keeps, in every group of M consecutive weights along
-the input dimension, the N of largest magnitude (ties: the lower index wins). `nm_mask` is
+the input dimension, the N of largest magnitude (ties: the lower index wins, by a stable
+sort; torch.topk, which most N:M code uses, leaves the order among equal magnitudes
+unspecified, so on real weights with exact ties the two masks can differ). `nm_mask` is
 that choice, `apply_nm` the masked copy of a model (what the compiled sparse program must
 compute), `pack_nm` the compressed form the accelerator stores: the kept values in their
 original order and their in-group indices. The rule itself lives in
