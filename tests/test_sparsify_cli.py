@@ -151,9 +151,10 @@ def test_sparsevit_searches_keep_ratios_and_the_emulator_agrees(tmp_path, capsys
     stages = [[f"layers.0.blocks.{j}" for j in range(2)],
               [f"layers.1.blocks.{j}" for j in range(4)]]
     assert sorted(keep) == sorted(b for s in stages for b in s)
-    for stage in stages:
-        ratios = [keep[b] for b in stage]
-        assert ratios == sorted(ratios, reverse=True) and all(0 < r <= 1 for r in ratios)
+    for stage in stages:  # nested per grid parity: the even blocks, the odd ones
+        for parity in (stage[0::2], stage[1::2]):
+            ratios = [keep[b] for b in parity]
+            assert ratios == sorted(ratios, reverse=True) and all(0 < r <= 1 for r in ratios)
     assert min(keep.values()) < 1.0
     prog = tmp_path / "prog.bin"
     assert main(["compile", str(out), "--window-keep", str(tmp_path / "swin.window-keep.json"),
