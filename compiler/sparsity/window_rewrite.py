@@ -214,7 +214,8 @@ def apply_ratios(blocks: list[SwinBlock], ratios: dict[str, float]) -> None:
                 MagnitudeOp(block.x, block.name + SCORING_OPS[0])).result
         if kept[block.name] == 0:
             skip_block(block)
-        if block not in pruned:
+            continue
+        if block not in pruned:  # keeps every window: the dense block
             continue
         b = _Builder(block.add2)
         key = (block.stage, block.grid)
