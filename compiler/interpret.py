@@ -82,6 +82,8 @@ _SEMANTICS: dict[type[Operation], Callable] = {
     nm.LayerNormOp: lambda op, x, g, b: F.layer_norm(x, x.shape[-1:], g, b, op.eps_value),
     nm.GeluOp: lambda op, x: F.gelu(x, approximate=op.approximate.data),
     nm.AddOp: lambda op, a, b: a + b,
+    nm.SubOp: lambda op, a, b: a - b,
+    nm.MulOp: lambda op, a, b: a * b,
     nm.PatchEmbedOp: lambda op, x, w, b: F.conv2d(x, w, b, stride=op.patch_size)
     .flatten(2).transpose(1, 2),
     nm.ConcatOp: lambda op, *xs: torch.cat(xs, op.axis_value),

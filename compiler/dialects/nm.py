@@ -398,13 +398,11 @@ def broadcasts_to(rhs: Sequence[int], lhs: Sequence[int]) -> bool:
     return len(core) == 0 or tuple(lhs[len(lhs) - len(core) :]) == core
 
 
-@irdl_op_definition
-class AddOp(_ComputeOp):
-    """`nm.add`: elementwise lhs + rhs. rhs has the shape of lhs, or broadcasts to it over
-    the leading dims (its shape with leading 1s dropped is a suffix of the lhs shape)."""
-
-    name = "nm.add"
-    KIND: ClassVar[str] = "add"
+class _ElementwiseBinaryOp(_ComputeOp):
+    """An elementwise op of two operands: rhs has the shape of lhs, or broadcasts to it over
+    the leading dims (its shape with leading 1s dropped is a suffix of the lhs shape: a
+    position embedding [1, N, D] over [B, N, D], a per-channel vector [D] such as a
+    LayerScale's gamma)."""
 
     lhs = operand_def(F32Tensor)
     rhs = operand_def(F32Tensor)
@@ -429,6 +427,31 @@ class AddOp(_ComputeOp):
                 f"dropping leading 1s)"
             )
         self._check_result_shape(a)
+
+
+@irdl_op_definition
+class AddOp(_ElementwiseBinaryOp):
+    """`nm.add`: elementwise lhs + rhs (rhs may broadcast, see _ElementwiseBinaryOp)."""
+
+    name = "nm.add"
+    KIND: ClassVar[str] = "add"
+
+
+@irdl_op_definition
+class SubOp(_ElementwiseBinaryOp):
+    """`nm.sub`: elementwise lhs - rhs (rhs may broadcast, see _ElementwiseBinaryOp)."""
+
+    name = "nm.sub"
+    KIND: ClassVar[str] = "sub"
+
+
+@irdl_op_definition
+class MulOp(_ElementwiseBinaryOp):
+    """`nm.mul`: elementwise lhs * rhs (rhs may broadcast, see _ElementwiseBinaryOp);
+    a LayerScale (DINOv2, CaiT) is an nm.mul by its per-channel gamma."""
+
+    name = "nm.mul"
+    KIND: ClassVar[str] = "mul"
 
 
 @irdl_op_definition
@@ -780,6 +803,8 @@ COMPUTE_OPS: tuple[type[_ComputeOp], ...] = (
     LayerNormOp,
     GeluOp,
     AddOp,
+    SubOp,
+    MulOp,
     PatchEmbedOp,
     ConcatOp,
     AttentionOp,
@@ -797,6 +822,8 @@ __all__ = [
     "LayerNormOp",
     "GeluOp",
     "AddOp",
+    "SubOp",
+    "MulOp",
     "PatchEmbedOp",
     "ConcatOp",
     "AttentionOp",

@@ -400,6 +400,9 @@ AtenLayerNormOp = _aten_op(
 AtenGeluOp = _aten_op("torch.aten.gelu", input=TENSOR, approximate=base(StringType))
 AtenAddTensorOp = _aten_op("torch.aten.add.Tensor", "input + alpha * other",
                            input=TENSOR, other=TENSOR, alpha=Scalar)
+AtenSubTensorOp = _aten_op("torch.aten.sub.Tensor", "input - alpha * other",
+                           input=TENSOR, other=TENSOR, alpha=Scalar)
+AtenMulTensorOp = _aten_op("torch.aten.mul.Tensor", input=TENSOR, other=TENSOR)
 
 # The aten ops it folds into its patterns (DeiT, Swin).
 AtenConv2dOp = _aten_op("torch.aten.conv2d", input=TENSOR, weight=TENSOR, bias=TENSOR_OR_NONE,
@@ -476,6 +479,8 @@ TORCH = Dialect(
         AtenLayerNormOp,
         AtenGeluOp,
         AtenAddTensorOp,
+        AtenSubTensorOp,
+        AtenMulTensorOp,
         *PATTERN_OPS,
         AtenMeanDimOp,
     ],

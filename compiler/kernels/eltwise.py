@@ -17,7 +17,7 @@ from typing import Callable
 
 from xdsl.ir import Operation
 
-from nmc.compiler.dialects.nm import AddOp, GeluOp, LayerNormOp, tensor_shape
+from nmc.compiler.dialects.nm import AddOp, GeluOp, LayerNormOp, MulOp, SubOp, tensor_shape
 from nmc.isa.table import Instr, Mem, VBinFn, VRowFn, VUnFn, f32_bits
 from nmc.isa.target import Target
 
@@ -67,15 +67,24 @@ def gelu_compute(approximate: str) -> Compute:
         "vun", fn=fn, dst_mem=Mem.SPAD, dst=buf, src_mem=Mem.SPAD, src=buf, rows=rows, cols=cols)
 
 
-def add_compute(buf: int, others: list[int], rows: int, cols: int) -> Instr:
-    return Instr.make("vbin", fn=VBinFn.ADD, dst_mem=Mem.SPAD, dst=buf, a_mem=Mem.SPAD, a=buf,
-                      b_mem=Mem.SPAD, b=others[0], rows=rows, cols=cols)
+def binary_compute(fn: VBinFn) -> Compute:
+    """buffer (fn)= the second streamed operand, in place."""
+    return lambda buf, others, rows, cols: Instr.make(
+        "vbin", fn=fn, dst_mem=Mem.SPAD, dst=buf, a_mem=Mem.SPAD, a=buf, b_mem=Mem.SPAD,
+        b=others[0], rows=rows, cols=cols)
 
 
-def add_row_compute(buf: int, others: list[int], rows: int, cols: int) -> Instr:
-    """+ a single row (a parameter loaded once), broadcast over the block's rows."""
-    return Instr.make("vbin", fn=VBinFn.ADD, dst_mem=Mem.SPAD, dst=buf, a_mem=Mem.SPAD, a=buf,
-                      b_mem=Mem.SPAD, b=others[-1], rows=rows, cols=cols, bcast=1)
+def binary_row_compute(fn: VBinFn) -> Compute:
+    """buffer (fn)= a single row (a parameter loaded once), broadcast over the block's rows."""
+    return lambda buf, others, rows, cols: Instr.make(
+        "vbin", fn=fn, dst_mem=Mem.SPAD, dst=buf, a_mem=Mem.SPAD, a=buf, b_mem=Mem.SPAD,
+        b=others[-1], rows=rows, cols=cols, bcast=1)
+
+
+# the vector unit's function of each binary nm op
+BINARY_FNS: dict[type[Operation], VBinFn] = {
+    AddOp: VBinFn.ADD, SubOp: VBinFn.SUB, MulOp: VBinFn.MUL,
+}
 
 
 def layernorm_compute(eps: float) -> Compute:
@@ -87,8 +96,8 @@ def layernorm_compute(eps: float) -> Compute:
 _COMPUTES: dict[str, Callable[..., Compute]] = {
     "gelu": gelu_compute,
     "layernorm": layernorm_compute,
-    "add": lambda: add_compute,
-    "add_row": lambda: add_row_compute,
+    "binary": binary_compute,
+    "binary_row": binary_row_compute,
 }
 
 
@@ -116,19 +125,18 @@ class RowwiseProblem:
                               ("gamma", "beta"))
 
     @staticmethod
-    def of_add(op: AddOp) -> "RowwiseProblem":
-        """The operand of the result's shape is streamed first (addition commutes); a
-        broadcast operand of one row is a parameter, one of several rows a streamed
-        input with a period."""
-        full, other = ("lhs", "rhs") if tensor_shape(op.lhs) == tensor_shape(op.result) \
-            else ("rhs", "lhs")
+    def of_binary(op: AddOp | SubOp | MulOp) -> "RowwiseProblem":
+        """lhs (the result's shape: the raising puts a broadcast operand on the right) is
+        streamed first; a broadcast rhs of one row is a parameter, one of several rows a
+        streamed input with a period."""
+        fn = BINARY_FNS[type(op)]
         M, C = _rows_cols(op.result)
-        rows, _ = _rows_cols(getattr(op, other))
+        rows, _ = _rows_cols(op.rhs)
         if rows == M:
-            return RowwiseProblem(M, C, ("add",), (full, other))
+            return RowwiseProblem(M, C, ("binary", fn), ("lhs", "rhs"))
         if rows == 1:
-            return RowwiseProblem(M, C, ("add_row",), (full,), (other,))
-        return RowwiseProblem(M, C, ("add",), (full, other), periods=(M, rows))
+            return RowwiseProblem(M, C, ("binary_row", fn), ("lhs",), ("rhs",))
+        return RowwiseProblem(M, C, ("binary", fn), ("lhs", "rhs"), periods=(M, rows))
 
 
 def _rows_cols(value) -> tuple[int, int]:

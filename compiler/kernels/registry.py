@@ -10,8 +10,8 @@ from __future__ import annotations
 from xdsl.ir import Operation
 
 from nmc.compiler.dialects.nm import (
-    AddOp, AttentionOp, ConcatOp, GeluOp, LayerNormOp, LinearOp, MeanOp, PatchEmbedOp,
-    PermuteRowsOp, SelectOp,
+    AddOp, AttentionOp, ConcatOp, GeluOp, LayerNormOp, LinearOp, MeanOp, MulOp, PatchEmbedOp,
+    PermuteRowsOp, SelectOp, SubOp,
 )
 from nmc.compiler.dialects.win import GatherOp, MagnitudeOp, RankOp, ScatterOp
 from nmc.compiler.kernels.attention import AttentionKernel
@@ -27,7 +27,9 @@ from nmc.isa.target import Target
 KERNELS: dict[str, Kernel] = {
     LinearOp.name: LINEAR,
     GeluOp.name: RowwiseKernel(RowwiseProblem.of_gelu),
-    AddOp.name: RowwiseKernel(RowwiseProblem.of_add),
+    AddOp.name: RowwiseKernel(RowwiseProblem.of_binary),
+    SubOp.name: RowwiseKernel(RowwiseProblem.of_binary),
+    MulOp.name: RowwiseKernel(RowwiseProblem.of_binary),
     LayerNormOp.name: RowwiseKernel(RowwiseProblem.of_layernorm),
     AttentionOp.name: AttentionKernel(),
     PatchEmbedOp.name: PatchEmbedKernel(),

@@ -5,6 +5,8 @@
     torch.aten.gelu          -> nm.gelu        (approximate from its string constant)
     torch.aten.add.Tensor    -> nm.add         (alpha == 1; one operand may broadcast to the
                                                 other over leading dims, see nm.add)
+    torch.aten.mul.Tensor    -> nm.mul         (likewise; a LayerScale: x * gamma)
+    torch.aten.sub.Tensor    -> nm.sub         (alpha == 1; only the subtrahend may broadcast)
 
 Adding such an op is adding one row to `ONE_TO_ONE`.
 """
@@ -64,28 +66,38 @@ def _gelu(op: tt.AtenGeluOp) -> Builder:
     return lambda v, layer: nm.GeluOp(v(inp), layer, str(approximate))
 
 
-def _add(op: tt.AtenAddTensorOp) -> Builder:
-    a, b = shape(op.input), shape(op.other)
-    alpha = const(op.alpha, "alpha")
-    if alpha != 1:
-        raise Reject(f"alpha must be 1, got {alpha!r}")
-    if not (nm.broadcasts_to(b, a) or nm.broadcasts_to(a, b)):
-        raise Reject(
-            f"operands {list(a)} and {list(b)}: one must have the other's shape or "
-            f"broadcast to it over leading dims (its shape without leading 1s a suffix "
-            f"of the other's); other broadcasts are not supported"
-        )
-    lhs, rhs = op.input, op.other
-    if not nm.broadcasts_to(b, a):
-        lhs, rhs = rhs, lhs  # add commutes: the rhs is the one that broadcasts
-    return lambda v, layer: nm.AddOp(v(lhs), v(rhs), layer)
+def _elementwise(nm_op: type[nm.AddOp | nm.MulOp | nm.SubOp], commutes: bool,
+                 ) -> OneToOne:
+    """The check-and-build of a binary elementwise op; `commutes`: either operand may be
+    the one that broadcasts (they are swapped so that the rhs is)."""
+
+    def rule(op: Operation) -> Builder:
+        a, b = shape(op.input), shape(op.other)
+        if hasattr(op, "alpha"):
+            alpha = const(op.alpha, "alpha")
+            if alpha != 1:
+                raise Reject(f"alpha must be 1, got {alpha!r}")
+        swap = commutes and not nm.broadcasts_to(b, a) and nm.broadcasts_to(a, b)
+        if not (nm.broadcasts_to(b, a) or swap):
+            which = "one" if commutes else "the second"
+            raise Reject(
+                f"operands {list(a)} and {list(b)}: {which} must have the other's shape or "
+                f"broadcast to it over leading dims (its shape without leading 1s a suffix "
+                f"of the other's); other broadcasts are not supported"
+            )
+        lhs, rhs = (op.other, op.input) if swap else (op.input, op.other)
+        return lambda v, layer: nm_op(v(lhs), v(rhs), layer)
+
+    return rule
 
 
 ONE_TO_ONE: dict[type[Operation], tuple[str, OneToOne]] = {
     tt.AtenLinearOp: (nm.LinearOp.KIND, _linear),
     tt.AtenLayerNormOp: (nm.LayerNormOp.KIND, _layer_norm),
     tt.AtenGeluOp: (nm.GeluOp.KIND, _gelu),
-    tt.AtenAddTensorOp: (nm.AddOp.KIND, _add),
+    tt.AtenAddTensorOp: (nm.AddOp.KIND, _elementwise(nm.AddOp, commutes=True)),
+    tt.AtenMulTensorOp: (nm.MulOp.KIND, _elementwise(nm.MulOp, commutes=True)),
+    tt.AtenSubTensorOp: (nm.SubOp.KIND, _elementwise(nm.SubOp, commutes=False)),
 }
 """op type -> (the nm op's layer-name kind, its check-and-build function)."""
 
