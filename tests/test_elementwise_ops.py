@@ -7,7 +7,7 @@ import pytest
 import torch
 from torch import nn
 
-from nmc.compiler.commands import compile_model
+from nmc.compiler.driver import compile_model
 from nmc.isa.target import load_target
 from nmc.models.nm_sparsity import apply_nm
 from nmc.models.registry import build_model, export_to_file

@@ -8,6 +8,7 @@ from __future__ import annotations
 from io import StringIO
 
 import pytest
+import torch
 from xdsl.parser import Parser
 from xdsl.printer import Printer
 
@@ -31,11 +32,26 @@ MODELS = {
 }
 
 
+class _Binary(torch.nn.Module):
+    """The binary vector ops no registry model uses (nm.sub)."""
+
+    def __init__(self):
+        super().__init__()
+        self.fc = torch.nn.Linear(8, 8)
+        self.shift = torch.nn.Parameter(torch.ones(8))
+
+    def forward(self, x):
+        return self.fc(x) - self.shift
+
+
 @pytest.fixture(scope="module", params=sorted(MODELS))
 def nm_module(request, tmp_path_factory):
     arch, params, pipeline = MODELS[request.param]
     path = tmp_path_factory.mktemp("format") / f"{request.param}.pt"
-    module, example = build_model(arch, params, seed=0)
+    if arch is None:
+        module, example = _Binary().eval(), torch.randn(1, 4, 8)
+    else:
+        module, example = build_model(arch, params, seed=0)
     export_to_file(module, example, path)
     ctx = make_context()
     ir = import_model(path, ctx)
@@ -75,17 +91,20 @@ def test_generic_form_parses_to_the_same_module(nm_module):
     assert print_ir(from_generic) == text
 
 
-# the ops of each model: together every nm and win op
+# the ops of each model: together every nm and win op (DINOv2's LayerScale: nm.mul)
 OPS = {
     "deit": {"nm.param", "nm.patch_embed", "nm.concat", "nm.add", "nm.layer_norm",
              "nm.linear", "nm.attention", "nm.gelu", "nm.select"},
+    "dinov2": {"nm.param", "nm.patch_embed", "nm.concat", "nm.add", "nm.layer_norm",
+               "nm.linear", "nm.attention", "nm.gelu", "nm.mul", "nm.select"},
+    "binary": {"nm.param", "nm.linear", "nm.sub"},
     "swin": {"nm.param", "nm.patch_embed", "nm.reshape", "nm.layer_norm", "nm.permute_rows",
              "nm.linear", "nm.attention", "nm.add", "nm.mean", "win.magnitude", "win.rank",
              "win.gather", "win.scatter"},
 }
 
 
-def test_the_two_models_hold_every_nm_and_win_op(nm_module, request):
+def test_the_models_hold_every_nm_and_win_op(nm_module, request):
     model = request.node.callspec.params["nm_module"]
     assert {op.name for op in nm_module.walk() if op.name[:3] in ("nm.", "win")} == OPS[model]
     assert set().union(*OPS.values()) == {op.name for op in (*NM.operations, *WIN.operations)}
