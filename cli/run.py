@@ -12,7 +12,8 @@ import numpy as np
 
 from nmc.cli.inputs import load_inputs, synthetic_inputs
 from nmc.cli.shared import (
-    UsageError, add_program_target, add_quiet, check_output_path, target_for, write_json,
+    UsageError, add_data_options, add_program_target, add_quiet, check_output_path, target_for,
+    write_json,
 )
 from nmc.common.fileio import atomic_save_npy, atomic_save_npz, atomic_write_bytes
 
@@ -49,8 +50,7 @@ def register(sub) -> None:
     p = sub.add_parser("eval", help="top-1 accuracy of a compiled classifier, run on the "
                                     "emulator, on a data set")
     p.add_argument("program", type=Path)
-    p.add_argument("--data", default="digits",
-                   help="digits (default), a folder of class sub-folders, or an .npz")
+    add_data_options(p)
     p.add_argument("--split", default="test", help="train, val or test (default: %(default)s)")
     p.add_argument("--limit", type=int, metavar="N", help="only the first N images")
     p.add_argument("--reference", type=Path, metavar="MODEL.pt",
@@ -211,7 +211,7 @@ def cmd_eval(args) -> int:
     program = read_program(args.program)
     target = target_for(program, args.target, args.program)
     sym = input_symbol(program)
-    data = load_dataset(args.data, int(sym.shape[-1]))
+    data = load_dataset(args.data, int(sym.shape[-1]), args.normalize)
     split = data[args.split]
     n = len(split) if args.limit is None else min(args.limit, len(split))
     images = split.images[:n].numpy()
@@ -225,7 +225,8 @@ def cmd_eval(args) -> int:
     print(f"emulator top-1 on {data.name}/{args.split}: {acc:.2%} "
           f"({int(np.sum(result.predictions == labels))}/{n}); {result.cycles_per_run} "
           f"cycles per run of {result.batch} image(s) ({us:.1f} us at {target.clock_mhz} MHz)")
-    report = {"data": data.name, "split": args.split, "images": n, "accuracy": acc,
+    report = {"data": data.name, "normalize": args.normalize, "split": args.split,
+              "images": n, "accuracy": acc,
               "cycles_per_run": result.cycles_per_run, "batch": result.batch}
     if args.reference is not None:
         ref = _reference_predictions(args.reference, images)
@@ -239,6 +240,11 @@ def cmd_eval(args) -> int:
     return 0
 
 
+REFERENCE_BATCH = 64
+"""Images per PyTorch call of --reference: bounds its memory (a ViT-S at 112x112 holds
+~0.5 GB of activations per 64 images), whatever --limit is."""
+
+
 def _reference_predictions(path: Path, images: np.ndarray) -> np.ndarray:
     """The argmax of a torch.export file's outputs, image by image (its traced batch)."""
     import torch
@@ -246,6 +252,9 @@ def _reference_predictions(path: Path, images: np.ndarray) -> np.ndarray:
     from nmc.training.subject import from_file
 
     subject = from_file(Path(path))
+    predictions = []
     with torch.no_grad():
-        logits = subject.module(torch.from_numpy(images))
-    return logits.argmax(-1).numpy()
+        for start in range(0, len(images), REFERENCE_BATCH):
+            chunk = torch.from_numpy(images[start:start + REFERENCE_BATCH])
+            predictions.append(subject.module(chunk).argmax(-1).numpy())
+    return np.concatenate(predictions) if predictions else np.zeros(0, np.int64)

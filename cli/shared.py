@@ -99,6 +99,21 @@ def add_program_target(p: argparse.ArgumentParser) -> None:
                                     "(default: the target prog.bin was built for)")
 
 
+def add_data_options(p: argparse.ArgumentParser) -> None:
+    """--data and --normalize of the commands that read a labelled image data set
+    (`nmc.models.datasets.load_dataset`; images are resized to the model's input)."""
+    p.add_argument("--data", default="digits",
+                   help="digits (scikit-learn's, default), fashion-mnist (the Debian package "
+                        "dataset-fashion-mnist), a folder of the four IDX files of an "
+                        "MNIST-family set, a folder of class sub-folders of images, or an "
+                        ".npz of images and labels; images are resized to the model's input")
+    p.add_argument("--normalize", default="dataset", metavar="dataset|imagenet",
+                   help="per-channel normalisation of the images: dataset (the training "
+                        "split's mean and std, for models trained by nmc; default) or "
+                        "imagenet (ImageNet's mean and std, what pretrained ViTs such as "
+                        "DINOv2 expect)")
+
+
 def add_architecture_options(p: argparse.ArgumentParser, seed_help: str) -> None:
     """--seed and --set of the commands that build a built-in architecture."""
     p.add_argument("--seed", type=int, default=0, help=seed_help)

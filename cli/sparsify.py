@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from nmc.cli.shared import (
-    add_architecture_options, add_quiet, add_target, check_output_path,
+    add_architecture_options, add_data_options, add_quiet, add_target, check_output_path,
 )
 from nmc.training.errors import SparsifyError
 
@@ -80,9 +80,7 @@ def register(sub) -> None:
                                         "(SparseViT) on a data set, under a budget")
     p.add_argument("model", help="built-in architecture (deit_digits, swin_digits, ...: see "
                                  "`nmc export --list`) or a torch.export file")
-    p.add_argument("--data", default="digits",
-                   help="digits (scikit-learn's, default), a folder of class sub-folders of "
-                        "images, or an .npz of images and labels")
+    add_data_options(p)
     p.add_argument("--budget", required=True, metavar="KIND=VALUE",
                    help="speedup=S or flops=F: ELSA N:M (linear layers S times faster on the "
                         "timing model, or F times fewer MACs); latency=L: SparseViT window "
@@ -145,18 +143,19 @@ def cmd_sparsify(args) -> int:
 
     is_arch = args.model in MODELS
     if is_arch:
-        data = load_dataset(args.data, arch_image_size(args.model, overrides))
+        data = load_dataset(args.data, arch_image_size(args.model, overrides), args.normalize)
         subject = from_arch(args.model, overrides, data.num_classes, args.seed)
     else:
         if overrides:
             raise SparsifyError("--set applies to a built-in architecture, not a model file")
         subject = from_file(Path(args.model))
-        data = load_dataset(args.data, subject.img_size)
+        data = load_dataset(args.data, subject.img_size, args.normalize)
     _check_fits(subject, data)
     pretrain = args.pretrain_epochs if args.pretrain_epochs is not None else \
         (DEFAULT_PRETRAIN if is_arch else 0)
     epochs = Epochs(pretrain, args.epochs, args.finetune_epochs, args.batch_size)
     options = {"model": _model_key(args.model), "set": overrides, "data": args.data,
+               "normalize": args.normalize,
                "method": budget.method, "epochs": [epochs.pretrain, epochs.supernet],
                "batch": epochs.batch_size, "target": target.name}
     budget_options = {"budget": [budget.kind, budget.value], "finetune": epochs.finetune}

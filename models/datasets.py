@@ -126,7 +126,7 @@ def load_dataset(source: str | os.PathLike = DEFAULT_DATASET, img_size: int = 16
     if img_size < 1:
         raise DatasetError(f"--data {text}: image size {img_size} must be positive")
     if normalization not in NORMALIZATIONS:
-        raise DatasetError(f"normalization '{normalization}': expected one of "
+        raise DatasetError(f"--normalize {normalization}: expected one of "
                            f"{', '.join(NORMALIZATIONS)}")
     index = None
     if text == "digits":
