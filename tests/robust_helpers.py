@@ -51,6 +51,15 @@ def check_one_line(err: str, *fragments: str, prefix: str = "nmc: error: ") -> s
     return line
 
 
+def line_of(path: str | Path, marker: str) -> int:
+    """Line number (1-based) of the line of the file `path` that ends with `# <marker>`
+    (a test file marks the source lines its errors must name)."""
+    for i, line in enumerate(Path(path).read_text().splitlines(), 1):
+        if line.rstrip().endswith(f"# {marker}"):
+            return i
+    raise AssertionError(marker)
+
+
 def run_nmc(*argv, cwd: Path | None = None, timeout: float = 300,
             stdin: str | None = None) -> subprocess.CompletedProcess:
     """`python -m nmc.cli ARGV` as a real process (no pytest capture, no monkeypatch)."""

@@ -41,6 +41,7 @@ from xdsl.utils.exceptions import ParseError
 from nmc.compiler.dialects.context import make_context
 from nmc.compiler.dialects.nm_attrs import param_arg_attrs, set_io_names, set_model_path
 from nmc.compiler.errors import FrontendError
+from nmc.compiler.frontend.diagnostics import capture, import_error
 from nmc.compiler.frontend.loader import load_exported_program
 from nmc.compiler.frontend.weights import WeightStore, attach_weights
 
@@ -65,12 +66,25 @@ _TORCH_DIR = os.path.dirname(os.path.abspath(torch.__file__)) + os.sep
 
 
 def _user_frame(trace: str | None) -> tuple[str, int] | None:
-    """The innermost frame of `trace` that is not inside torch's own package."""
+    """The innermost frame of `trace` that is not inside torch's own package; for a model
+    that is itself a torch module (a top-level `nn.Sequential`, `nn.Conv3d`), which has no
+    such frame, the innermost frame (the torch module's own source line).
+
+    What the trace holds depends on the export: `torch.export.export(..., strict=True)`
+    records every frame down to the op (a pad in a helper method names the pad's own
+    line); the default non-strict export records only `forward` frames, so an op in a
+    helper that `forward` calls (timm's `SwinTransformerBlock._attn`) is named by the
+    `forward` line that calls the helper: the innermost user line the file holds.
+    """
     if not trace:
         return None
-    for file, line in reversed(_FRAME_RE.findall(trace)):
+    frames = _FRAME_RE.findall(trace)
+    for file, line in reversed(frames):
         if not os.path.abspath(file).startswith(_TORCH_DIR):
             return file, int(line)
+    if frames:
+        file, line = frames[-1]
+        return file, int(line)
     return None
 
 
@@ -173,22 +187,26 @@ def import_to_torch_mlir(ep: ExportedProgram) -> str:
     described in the module docstring and the aliases hoisted so that xDSL parses it.
     Parameters, buffers and constants are arguments of `@main` (input_specs order).
     """
-    from torch_mlir import fx  # heavy import: only when needed
+    from torch_mlir import fx, ir  # heavy import: only when needed
+    from torch_mlir.dialects import torch as torch_d
+    from torch_mlir.extras.fx_importer import FxImporter
 
-    try:
-        with _rewritten_traces(ep):
-            mod = fx.stateless_fx_import(
-                ep.graph_module,
-                output_type="torch",
-                backend_legal_ops=BACKEND_LEGAL_OPS,
-                model_name="main",
-            )
-    except Exception as e:
-        msg = str(e).strip().splitlines()
-        raise FrontendError(
-            f"torch-mlir could not import the model ({type(e).__name__}: "
-            f"{msg[0] if msg else ''})"
-        ) from None
+    # Our own context (torch-mlir's default, made by hand) so that its diagnostics are
+    # captured instead of printed to stderr.
+    context = ir.Context()
+    torch_d.register_dialect(context)
+    with capture(context) as found:
+        try:
+            with _rewritten_traces(ep):
+                mod = fx.stateless_fx_import(
+                    ep.graph_module,
+                    output_type="torch",
+                    fx_importer=FxImporter(context=context),
+                    backend_legal_ops=BACKEND_LEGAL_OPS,
+                    model_name="main",
+                )
+        except Exception as e:
+            raise import_error(found, e) from None
     text = mod.operation.get_asm(
         print_generic_op_form=True, large_resource_limit=64, enable_debug_info=True
     )

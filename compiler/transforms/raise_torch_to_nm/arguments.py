@@ -14,6 +14,7 @@ from xdsl.ir import SSAValue
 from nmc.compiler.dialects import nm
 from nmc.compiler.dialects import nm_attrs
 from nmc.compiler.errors import UnsupportedOp
+from nmc.compiler.transforms.raise_torch_to_nm.naming import value_name
 from nmc.compiler.transforms.raise_torch_to_nm.reading import Reject, convert_type
 
 
@@ -77,13 +78,13 @@ def raise_arguments(func: FuncOp, values: dict[SSAValue, SSAValue]) -> None:
                 block.insert_op_before(param, first_op)
             else:
                 block.add_op(param)
-            param.result.name_hint = params[i]
+            param.result.name_hint = value_name(params[i])
             values[arg] = param.result
         else:
             new_type = arg.type if isinstance(arg.type, TensorType) else convert_type(arg.type)
             new_arg = block.insert_arg(new_type, len(block.args), arg.location)
             new_arg.name_hint = arg.name_hint
             if user_index < len(names):
-                new_arg.name_hint = names[user_index]
+                new_arg.name_hint = value_name(names[user_index])
             user_index += 1
             values[arg] = new_arg

@@ -2,12 +2,25 @@
 
 from __future__ import annotations
 
+import re
 from collections import Counter
 from collections.abc import Sequence
 
 from xdsl.ir import Operation
 
 from nmc.compiler.frontend.locations import location_info
+
+
+_INVALID_NAME_CHAR = re.compile(r"[^\w$.-]")
+
+
+def value_name(name: str) -> str:
+    """`name` as an SSA value name hint (printed `%name`): MLIR's and xDSL's value names
+    must not start with a digit, which a top-level `nn.Sequential`'s parameters (`0.weight`)
+    and layers (`0`) do, so those get a `v` in front; other characters outside
+    [A-Za-z0-9_$.-] become `_`."""
+    name = _INVALID_NAME_CHAR.sub("_", name)
+    return name if name and not name[0].isdigit() else f"v{name}"
 
 
 def module_path(ops: Sequence[Operation]) -> str:

@@ -23,6 +23,7 @@ from nmc.compiler.transforms.raise_torch_to_nm.matchers import MATCHERS
 from nmc.compiler.transforms.raise_torch_to_nm.movement import compose_movements
 from nmc.compiler.transforms.raise_torch_to_nm.noops import noop_source
 from nmc.compiler.transforms.raise_torch_to_nm.reading import ModelError, Reject, op_name
+from nmc.compiler.transforms.raise_torch_to_nm.refusals import REFUSALS
 
 PASSIVE_OPS = (*tt.CONSTANT_OPS, tt.PrimListConstructOp)
 """Torch ops that compute nothing: removed once their users are."""
@@ -48,7 +49,8 @@ class Plan:
 
 def unsupported(op: Operation, reason: str | None = None) -> UnsupportedOp:
     path, source = location_info(op.location)
-    return UnsupportedOp(op_name(op), path, source, reason)
+    name = op_name(op)
+    return UnsupportedOp(name, path, source, reason or REFUSALS.get(name))
 
 
 def make_plan(func: FuncOp) -> Plan:

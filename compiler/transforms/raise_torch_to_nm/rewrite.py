@@ -19,7 +19,7 @@ from xdsl.rewriter import InsertPoint
 
 from nmc.compiler.transforms.raise_torch_to_nm.arguments import raise_arguments
 from nmc.compiler.transforms.raise_torch_to_nm.framework import Group
-from nmc.compiler.transforms.raise_torch_to_nm.naming import assign_layer_names
+from nmc.compiler.transforms.raise_torch_to_nm.naming import assign_layer_names, value_name
 from nmc.compiler.transforms.raise_torch_to_nm.plan import PASSIVE_OPS, Plan
 
 
@@ -50,7 +50,7 @@ class _ReplacePlanned(RewritePattern):
         for new in news:
             new.location = group.loc_op.location
             if "layer" in new.properties:
-                new.results[0].name_hint = layer
+                new.results[0].name_hint = value_name(layer)
         # Ops before the last one are inserted on their own, so that the replacement does
         # not hand the last op's name hint to them.
         rewriter.insert_op(news[:-1], InsertPoint.before(op))
