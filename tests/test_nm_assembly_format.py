@@ -29,6 +29,11 @@ MODELS = {
                             "in_chans": 1},
              'raise-torch-to-nm,window-prune{keep="0.5"},fuse-activations,'
              'assign-sparsity{spec="2:4"},schedule-tiles,prune-and-pack,plan-memory'),
+    "dinov2": ("vit_small_patch14_dinov2", {"img_size": 28, "dim": 16, "depth": 1,
+                                            "heads": 2},
+               "raise-torch-to-nm,schedule-tiles,plan-memory"),
+    "binary": (None, {}, "raise-torch-to-nm,schedule-tiles,plan-memory"),
+    "vector": (None, {}, "raise-torch-to-nm,schedule-tiles,plan-memory"),
 }
 
 
@@ -44,12 +49,22 @@ class _Binary(torch.nn.Module):
         return self.fc(x) - self.shift
 
 
+class _Vector(torch.nn.Module):
+    """The unary vector ops no registry model uses (nm.relu, nm.scale, nm.softmax)."""
+
+    def forward(self, x):
+        return torch.softmax(torch.relu(x) * 0.5, dim=-1)
+
+
+_CUSTOM = {"binary": _Binary, "vector": _Vector}
+
+
 @pytest.fixture(scope="module", params=sorted(MODELS))
 def nm_module(request, tmp_path_factory):
     arch, params, pipeline = MODELS[request.param]
     path = tmp_path_factory.mktemp("format") / f"{request.param}.pt"
     if arch is None:
-        module, example = _Binary().eval(), torch.randn(1, 4, 8)
+        module, example = _CUSTOM[request.param]().eval(), torch.randn(1, 4, 8)
     else:
         module, example = build_model(arch, params, seed=0)
     export_to_file(module, example, path)
@@ -75,10 +90,11 @@ def test_every_nm_and_win_op_has_a_custom_format():
     assert all(op.assembly_format for op in (*NM.operations, *WIN.operations))
 
 
-def test_custom_form_prints_parses_and_prints_the_same(nm_module):
+def test_custom_form_prints_parses_and_prints_the_same(nm_module, request):
     text = print_ir(nm_module)
     assert '"nm.' not in text and '"win.' not in text  # no op fell back to generic form
-    assert "nm.linear " in text and "nm.param " in text and "nm.layer_norm " in text
+    for name in OPS[request.node.callspec.params["nm_module"]]:
+        assert f" = {name} " in text or f" {name} " in text, name
     again = _parse(text)
     assert print_ir(again) == text
     assert again.is_structurally_equivalent(nm_module)
@@ -98,6 +114,7 @@ OPS = {
     "dinov2": {"nm.param", "nm.patch_embed", "nm.concat", "nm.add", "nm.layer_norm",
                "nm.linear", "nm.attention", "nm.gelu", "nm.mul", "nm.select"},
     "binary": {"nm.param", "nm.linear", "nm.sub"},
+    "vector": {"nm.relu", "nm.scale", "nm.softmax"},
     "swin": {"nm.param", "nm.patch_embed", "nm.reshape", "nm.layer_norm", "nm.permute_rows",
              "nm.linear", "nm.attention", "nm.add", "nm.mean", "win.magnitude", "win.rank",
              "win.gather", "win.scatter"},

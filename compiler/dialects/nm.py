@@ -383,6 +383,65 @@ class GeluOp(_ComputeOp):
         self._check_result_shape(tensor_shape(self.input))
 
 
+class _RowwiseUnaryOp(_ComputeOp):
+    """An op of one operand whose result has its shape (a function of each element or of
+    each row)."""
+
+    input = operand_def(F32Tensor)
+
+    assembly_format = compute_format("$input")
+
+    def __init__(self, input: SSAValue, layer: str | StringAttr):
+        self._build([input], tensor_shape(input), layer)
+
+    def _verify_shapes(self) -> None:
+        x = tensor_shape(self.input)
+        if len(x) < 1:
+            raise VerifyException(f"{self.where}: input must have rank >= 1, got a scalar")
+        self._check_result_shape(x)
+
+
+def _rowwise_unary(class_name: str, name: str, doc: str) -> type[_RowwiseUnaryOp]:
+    """A `_RowwiseUnaryOp` named `name` (`nm.<kind>`)."""
+    body = {"name": name, "KIND": name.removeprefix("nm."), "__doc__": doc,
+            "__module__": __name__, "__qualname__": class_name,
+            "__annotations__": {"KIND": "ClassVar[str]"}}
+    return irdl_op_definition(type(class_name, (_RowwiseUnaryOp,), body))
+
+
+ReluOp = _rowwise_unary("ReluOp", "nm.relu",
+                        "`nm.relu`: elementwise max(x, 0) (NaN stays NaN, as in torch).")
+SoftmaxOp = _rowwise_unary("SoftmaxOp", "nm.softmax",
+                           "`nm.softmax`: softmax over the last dim (each row of [..., C]).")
+
+
+@irdl_op_definition
+class ScaleOp(_ComputeOp):
+    """`nm.scale`: elementwise x * s, s a constant rounded to f32 (as PyTorch multiplies an
+    f32 tensor by a Python number); x / 2^k is x * 2^-k, the same value bit for bit."""
+
+    name = "nm.scale"
+    KIND: ClassVar[str] = "scale"
+
+    input = operand_def(F32Tensor)
+
+    scale = prop_def(FloatAttr[Float64Type])
+
+    assembly_format = compute_format("$input `by` $scale")
+
+    def __init__(self, input: SSAValue, scale: float | FloatAttr, layer: str | StringAttr):
+        self._build([input], tensor_shape(input), layer, scale=_f64(scale))
+
+    @property
+    def scale_value(self) -> float:
+        return float(self.scale.value.data)
+
+    def _verify_shapes(self) -> None:
+        if not math.isfinite(self.scale_value):
+            raise VerifyException(f"{self.where}: scale must be finite, got {self.scale_value}")
+        self._check_result_shape(tensor_shape(self.input))
+
+
 def broadcasts_to(rhs: Sequence[int], lhs: Sequence[int]) -> bool:
     """True if `rhs` broadcasts to `lhs` under the nm.add rule: `rhs` with its leading 1s
     dropped is a suffix of `lhs` (equal shapes included)."""
@@ -802,6 +861,9 @@ COMPUTE_OPS: tuple[type[_ComputeOp], ...] = (
     LinearOp,
     LayerNormOp,
     GeluOp,
+    ReluOp,
+    ScaleOp,
+    SoftmaxOp,
     AddOp,
     SubOp,
     MulOp,
@@ -821,6 +883,9 @@ __all__ = [
     "LinearOp",
     "LayerNormOp",
     "GeluOp",
+    "ReluOp",
+    "ScaleOp",
+    "SoftmaxOp",
     "AddOp",
     "SubOp",
     "MulOp",

@@ -403,6 +403,7 @@ AtenAddTensorOp = _aten_op("torch.aten.add.Tensor", "input + alpha * other",
 AtenSubTensorOp = _aten_op("torch.aten.sub.Tensor", "input - alpha * other",
                            input=TENSOR, other=TENSOR, alpha=Scalar)
 AtenMulTensorOp = _aten_op("torch.aten.mul.Tensor", input=TENSOR, other=TENSOR)
+AtenReluOp = _aten_op("torch.aten.relu", input=TENSOR)
 
 # The aten ops it folds into its patterns (DeiT, Swin).
 AtenConv2dOp = _aten_op("torch.aten.conv2d", input=TENSOR, weight=TENSOR, bias=TENSOR_OR_NONE,
@@ -481,6 +482,7 @@ TORCH = Dialect(
         AtenAddTensorOp,
         AtenSubTensorOp,
         AtenMulTensorOp,
+        AtenReluOp,
         *PATTERN_OPS,
         AtenMeanDimOp,
     ],

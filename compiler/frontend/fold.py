@@ -32,7 +32,9 @@ import operator
 
 import torch
 from torch.export import ExportedProgram
-from torch.export.graph_signature import InputKind, InputSpec, TensorArgument
+from torch.export.graph_signature import InputKind, TensorArgument
+
+from nmc.compiler.frontend.lifted import fake_mode, lift_constant
 
 _aten = torch.ops.aten
 _VIEWS = (_aten.view.default, _aten._unsafe_view.default, _aten.reshape.default)
@@ -61,23 +63,13 @@ def _placeholder_values(ep: ExportedProgram) -> tuple[dict[str, torch.Tensor], s
     return values, derived
 
 
-def _module_path(node: torch.fx.Node) -> str:
-    stack = node.meta.get("nn_module_stack")
-    if not stack:
-        return ""
-    return str(list(stack.values())[-1][0])
-
-
 class _Folder:
     def __init__(self, ep: ExportedProgram):
         self.ep = ep
         self.graph = ep.graph_module.graph
         self.values, derived = _placeholder_values(ep)
         self.derived = set(derived)  # node names whose value is a folded / buffer constant
-        self.placeholders = {n.name: n for n in self.graph.nodes if n.op == "placeholder"}
-        self.fake_mode = next(
-            (n.meta["val"].fake_mode for n in self.placeholders.values()
-             if hasattr(n.meta.get("val"), "fake_mode")), None)
+        self.fake_mode = fake_mode(ep)
 
     # --------------------------------------------------------------- evaluation
     def _value(self, a):
@@ -117,24 +109,7 @@ class _Folder:
     # --------------------------------------------------------------- rewriting
     def _new_constant(self, like: torch.fx.Node, value: torch.Tensor) -> torch.fx.Node:
         """A new CONSTANT_TENSOR placeholder holding `value` (float32, contiguous)."""
-        value = value.detach().to(torch.float32).contiguous().clone()
-        path = _module_path(like)
-        key = f"{path}.folded_{like.name}" if path else f"folded_{like.name}"
-        specs = self.ep.graph_signature.input_specs
-        first_user = next((n for n in self.graph.nodes if n.op == "placeholder"
-                           and any(s.arg.name == n.name and s.kind == InputKind.USER_INPUT
-                                   for s in specs)), None)
-        anchor = first_user or next(n for n in self.graph.nodes if n.op != "placeholder")
-        with self.graph.inserting_before(anchor):
-            ph = self.graph.placeholder(f"c_folded_{like.name}")
-        ph.meta["val"] = (self.fake_mode.from_tensor(value, static_shapes=True)
-                          if self.fake_mode is not None else value)
-        index = next((i for i, s in enumerate(specs) if s.kind == InputKind.USER_INPUT),
-                     len(specs))
-        specs.insert(index, InputSpec(InputKind.CONSTANT_TENSOR, TensorArgument(ph.name),
-                                      key, None))
-        self.ep.constants[key] = value
-        self.values[ph.name] = value
+        ph, self.values[ph.name] = lift_constant(self.ep, like, value, self.fake_mode)
         self.derived.add(ph.name)
         return ph
 

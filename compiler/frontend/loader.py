@@ -29,7 +29,9 @@ from torch.export import ExportedProgram
 from torch.export.graph_signature import InputKind, OutputKind
 
 from nmc.compiler.errors import FrontendError
+from nmc.compiler.frontend.batchnorm import fold_batchnorm
 from nmc.compiler.frontend.fold import fold_constants
+from nmc.compiler.frontend.materialize import materialize_operands
 
 EXPORT_HOWTO = (
     "torch.export.save(torch.export.export(model, (example,)), 'model.pt')"
@@ -260,7 +262,8 @@ def _load_entry(model_path: str | os.PathLike[str]) -> _Entry:
     _check_signature(ep, shown)
     try:
         with _quiet_torch():
-            decomposed = fold_constants(ep.run_decompositions({}))
+            decomposed = materialize_operands(
+                fold_batchnorm(fold_constants(ep.run_decompositions({}))))
     except Exception as e:
         raise FrontendError(
             f"{shown}: torch.export decomposition failed ({type(e).__name__}: {e})"

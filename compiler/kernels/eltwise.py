@@ -1,4 +1,5 @@
-"""Row-block kernels on the vector unit: nm.gelu, nm.add and nm.layer_norm over [M x C].
+"""Row-block kernels on the vector unit over [M x C]: nm.gelu, nm.relu, nm.scale (vun),
+nm.add, nm.sub, nm.mul (vbin), nm.layer_norm and nm.softmax (vrow).
 
 Each streams blocks of `rows` full rows: load, compute in place, store, with two SPAD
 buffers per operand so the next block's load overlaps this block's compute and store.
@@ -17,7 +18,9 @@ from typing import Callable
 
 from xdsl.ir import Operation
 
-from nmc.compiler.dialects.nm import AddOp, GeluOp, LayerNormOp, MulOp, SubOp, tensor_shape
+from nmc.compiler.dialects.nm import (
+    AddOp, GeluOp, LayerNormOp, MulOp, ReluOp, ScaleOp, SoftmaxOp, SubOp, tensor_shape,
+)
 from nmc.isa.table import Instr, Mem, VBinFn, VRowFn, VUnFn, f32_bits
 from nmc.isa.target import Target
 
@@ -67,6 +70,20 @@ def gelu_compute(approximate: str) -> Compute:
         "vun", fn=fn, dst_mem=Mem.SPAD, dst=buf, src_mem=Mem.SPAD, src=buf, rows=rows, cols=cols)
 
 
+def unary_compute(fn: VUnFn, imm: float = 0.0) -> Compute:
+    """buffer = fn(buffer) (RELU; SCALE by the f32 immediate `imm`), in place."""
+    return lambda buf, _, rows, cols: Instr.make(
+        "vun", fn=fn, dst_mem=Mem.SPAD, dst=buf, src_mem=Mem.SPAD, src=buf, rows=rows,
+        cols=cols, imm=f32_bits(imm))
+
+
+def softmax_compute() -> Compute:
+    """Softmax of each row, in place (the vector unit's row softmax, input scale 1)."""
+    return lambda buf, _, rows, cols: Instr.make(
+        "vrow", fn=VRowFn.SOFTMAX, dst_mem=Mem.SPAD, dst=buf, src_mem=Mem.SPAD, src=buf,
+        rows=rows, cols=cols, imm=f32_bits(1.0))
+
+
 def binary_compute(fn: VBinFn) -> Compute:
     """buffer (fn)= the second streamed operand, in place."""
     return lambda buf, others, rows, cols: Instr.make(
@@ -95,6 +112,8 @@ def layernorm_compute(eps: float) -> Compute:
 
 _COMPUTES: dict[str, Callable[..., Compute]] = {
     "gelu": gelu_compute,
+    "unary": unary_compute,
+    "softmax": softmax_compute,
     "layernorm": layernorm_compute,
     "binary": binary_compute,
     "binary_row": binary_row_compute,
@@ -118,6 +137,19 @@ class RowwiseProblem:
     @staticmethod
     def of_gelu(op: GeluOp) -> "RowwiseProblem":
         return RowwiseProblem(*_rows_cols(op.result), ("gelu", op.approximate.data), ("input",))
+
+    @staticmethod
+    def of_relu(op: ReluOp) -> "RowwiseProblem":
+        return RowwiseProblem(*_rows_cols(op.result), ("unary", VUnFn.RELU), ("input",))
+
+    @staticmethod
+    def of_scale(op: ScaleOp) -> "RowwiseProblem":
+        return RowwiseProblem(*_rows_cols(op.result), ("unary", VUnFn.SCALE, op.scale_value),
+                              ("input",))
+
+    @staticmethod
+    def of_softmax(op: SoftmaxOp) -> "RowwiseProblem":
+        return RowwiseProblem(*_rows_cols(op.result), ("softmax",), ("input",))
 
     @staticmethod
     def of_layernorm(op: LayerNormOp) -> "RowwiseProblem":

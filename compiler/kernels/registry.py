@@ -11,7 +11,7 @@ from xdsl.ir import Operation
 
 from nmc.compiler.dialects.nm import (
     AddOp, AttentionOp, ConcatOp, GeluOp, LayerNormOp, LinearOp, MeanOp, MulOp, PatchEmbedOp,
-    PermuteRowsOp, SelectOp, SubOp,
+    PermuteRowsOp, ReluOp, ScaleOp, SelectOp, SoftmaxOp, SubOp,
 )
 from nmc.compiler.dialects.win import GatherOp, MagnitudeOp, RankOp, ScatterOp
 from nmc.compiler.kernels.attention import AttentionKernel
@@ -27,6 +27,9 @@ from nmc.isa.target import Target
 KERNELS: dict[str, Kernel] = {
     LinearOp.name: LINEAR,
     GeluOp.name: RowwiseKernel(RowwiseProblem.of_gelu),
+    ReluOp.name: RowwiseKernel(RowwiseProblem.of_relu),
+    ScaleOp.name: RowwiseKernel(RowwiseProblem.of_scale),
+    SoftmaxOp.name: RowwiseKernel(RowwiseProblem.of_softmax),
     AddOp.name: RowwiseKernel(RowwiseProblem.of_binary),
     SubOp.name: RowwiseKernel(RowwiseProblem.of_binary),
     MulOp.name: RowwiseKernel(RowwiseProblem.of_binary),
