@@ -437,6 +437,10 @@ AtenSoftmaxIntOp = _aten_op("torch.aten.softmax.int", "dtype may be none",
                             input=TENSOR, dim=ANY, dtype=ANY)
 AtenRollOp = _aten_op("torch.aten.roll", "shifts, dims: list<int>; kept whole (Swin's cyclic "
                       "shift, a static permutation of tokens)", input=TENSOR, shifts=ANY, dims=ANY)
+AtenConstantPadNdOp = _aten_op(
+    "torch.aten.constant_pad_nd", "pad: list<int>, (before, after) pairs from the last dim; "
+    "only a zero-width pad reaches raising (the frontend turns others into cat)",
+    input=TENSOR, pad=ANY, value=ANY)
 AtenMeanDimOp = _aten_op("torch.aten.mean.dim", "dim: list<int>; dtype may be none",
                          input=TENSOR, dim=ANY, keepdim=ANY, dtype=ANY)
 
@@ -461,8 +465,9 @@ PATTERN_OPS = (
     AtenMatmulOp,
     AtenSoftmaxIntOp,
     AtenRollOp,
+    AtenConstantPadNdOp,
 )
-"""The modelled aten ops that are converted only as part of a pattern."""
+"""The modelled aten ops that are converted only as part of a pattern (or dropped)."""
 
 
 CONSTANT_OPS = (ConstantIntOp, ConstantFloatOp, ConstantStrOp, ConstantBoolOp, ConstantNoneOp)

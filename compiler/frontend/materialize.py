@@ -11,10 +11,16 @@ bit for bit to what PyTorch computes:
                                             only its subtrahend)
     layer_norm(x, [D], None, None, eps)     -> layer_norm(x, [D], ones, zeros, eps)
     conv2d(x, w, None, ...)                 -> conv2d(x, w, zeros, ...)
+    pad / constant_pad_nd(x, pad, v)        -> cat([V_before, x, V_after], d) for each
+                                               padded dim d but the last, V full of v
+                                               (Swin's pad of a feature map the window
+                                               does not divide)
 
 (x + c rounds the sum of f32 values once, as PyTorch's scalar form does; layer_norm with
-weight 1 and bias 0 is PyTorch's own result without them; a zero bias adds 0.) Only f32
-operands are rewritten. Multiplication and division by a number stay scalar: the vector
+weight 1 and bias 0 is PyTorch's own result without them; a zero bias adds 0; the cat
+holds the padded tensor's values.) Only f32 operands are rewritten; a pad of width zero
+stays (raise-torch-to-nm drops it), one that crops (negative) or pads the last dim stays
+and is refused. Multiplication and division by a number stay scalar: the vector
 unit scales by an immediate (`nm.scale`), and attention patterns read them there.
 """
 
@@ -91,12 +97,58 @@ class _Materializer:
         node.kwargs = {k: v for k, v in node.kwargs.items() if k != "bias"}
 
 
+    def pad(self, node: torch.fx.Node) -> None:
+        """F.pad (`aten.pad`, mode "constant") / `aten.constant_pad_nd` -> cats."""
+        x, pad = node.args[0], list(node.args[1])
+        if node.target is _aten.pad.default:
+            mode = node.args[2] if len(node.args) > 2 else node.kwargs.get("mode", "constant")
+            if mode != "constant":
+                return
+            fill = node.args[3] if len(node.args) > 3 else node.kwargs.get("value")
+        else:
+            fill = node.args[2] if len(node.args) > 2 else node.kwargs.get("value", 0)
+        value = _number(0 if fill is None else fill)
+        shape = _f32_shape(x)
+        if shape is None or value is None or not any(pad) or len(pad) % 2:
+            return
+        rank, widths = len(shape), {}
+        for i in range(0, len(pad), 2):
+            if pad[i] or pad[i + 1]:
+                widths[rank - 1 - i // 2] = (int(pad[i]), int(pad[i + 1]))
+        if rank - 1 in widths or any(w < 0 for pair in widths.values() for w in pair):
+            return
+        current, cur_shape = x, list(shape)
+        with self.graph.inserting_before(node):
+            for dim, (before, after) in sorted(widths.items(), reverse=True):
+                parts = []
+                for side, width in (("_before", before), ("", None), ("_after", after)):
+                    if width is None:
+                        parts.append(current)
+                    elif width:
+                        fill = torch.full((*cur_shape[:dim], width, *cur_shape[dim + 1:]),
+                                          value)
+                        parts.append(self.constant(node, fill, f"_{dim}{side}"))
+                cur_shape[dim] += before + after
+                current = self.graph.call_function(_aten.cat.default, (parts, dim))
+                current.meta.update({k: v for k, v in node.meta.items()
+                                     if k not in ("val", "tensor_meta")})
+                current.meta["val"] = self._fake(cur_shape)
+        node.replace_all_uses_with(current)
+        self.graph.erase_node(node)
+
+    def _fake(self, shape: list[int]):  # noqa: ANN202 - a fake tensor
+        empty = torch.empty(shape)
+        return self.mode.from_tensor(empty, static_shapes=True) if self.mode else empty
+
+
 _RULES = {
     _aten.add.Tensor: _Materializer.scalar_operand,
     _aten.sub.Tensor: _Materializer.scalar_operand,
     _aten.rsub.Scalar: _Materializer.scalar_operand,
     _aten.layer_norm.default: _Materializer.layer_norm_affine,
     _aten.conv2d.default: _Materializer.conv_bias,
+    _aten.constant_pad_nd.default: _Materializer.pad,
+    _aten.pad.default: _Materializer.pad,
 }
 """The FX op each rewrite applies to (after `run_decompositions({})`)."""
 

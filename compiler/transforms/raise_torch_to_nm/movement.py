@@ -1,12 +1,12 @@
 """Row movement: chains of data movement that keep rows whole become one nm op.
 
-    chains of view / reshape / flatten / permute / transpose / roll that keep rows (the
-      last dim, or a multiple of it) whole, not claimed by a pattern
+    chains of view / reshape / flatten / permute / transpose / roll / slice that keep rows
+      (the last dim, or a multiple of it) whole, not claimed by a pattern
         -> one nm.permute_rows (the row index composed with numpy, `movement_rows`) or
            nm.reshape (rows in place) per value that something other than movement reads
 
-Swin's cyclic shift + window partition into [B*nW, N, C], window reverse + shift back, and
-patch merging's 2x2 gather are such chains.
+Swin's cyclic shift + window partition into [B*nW, N, C], window reverse + shift back (and
+the crop of a padded map, `x[:, :H, :W]`), and patch merging's 2x2 gather are such chains.
 """
 
 from __future__ import annotations
@@ -21,10 +21,11 @@ from nmc.compiler.dialects import nm
 from nmc.compiler.dialects import torch as tt
 from nmc.compiler.transforms.raise_torch_to_nm.framework import Group
 from nmc.compiler.transforms.raise_torch_to_nm.reading import (
-    Reject, int_const, ints, norm_dim, owner, shape, verified,
+    Reject, const, int_const, ints, norm_dim, owner, shape, verified,
 )
 
-MOVEMENT_OPS = (*tt.RESHAPE_OPS, tt.AtenPermuteOp, tt.AtenTransposeIntOp, tt.AtenRollOp)
+MOVEMENT_OPS = (*tt.RESHAPE_OPS, tt.AtenPermuteOp, tt.AtenTransposeIntOp, tt.AtenRollOp,
+                tt.AtenSliceTensorOp)
 
 
 def movement_rows(op: Operation, units: np.ndarray, unit: int) -> np.ndarray:
@@ -51,6 +52,17 @@ def movement_rows(op: Operation, units: np.ndarray, unit: int) -> np.ndarray:
             raise Reject("a transpose of the last dim is only supported as part of another "
                          "pattern")
         return units.swapaxes(d0, d1)
+    if isinstance(op, tt.AtenSliceTensorOp):
+        d = norm_dim(int_const(op.dim, "dim"), r)
+        if d == r - 1:
+            raise Reject("a slice of the last dim is not supported")
+        start, end = const(op.start, "start"), const(op.end, "end")
+        index = [slice(None)] * r
+        index[d] = slice(start, end, int_const(op.step, "step"))
+        rows = units[tuple(index)]
+        if rows.shape[:-1] != y[:-1]:
+            raise Reject(f"unexpected slice result {list(y)} of {list(x)}")
+        return rows
     assert isinstance(op, tt.AtenRollOp)
     shifts, dims = ints(op.shifts, "shifts"), ints(op.dims, "dims")
     dims = [norm_dim(d, r) for d in dims]

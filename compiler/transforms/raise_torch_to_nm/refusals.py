@@ -12,6 +12,10 @@ REFUSALS: dict[str, str] = {
         "only 2-D convolutions are supported (nn.Conv2d as a patch embedding: stride = "
         "kernel, no padding); Conv1d and Conv3d are not"
     ),
+    "torch.aten.constant_pad_nd": (
+        "only padding of leading dims by non-negative widths is supported (a pad of the "
+        "last, channel dim, or a negative pad that crops, is not)"
+    ),
     "torch.aten.div.Tensor": (
         "the vector unit has no division; only division by a constant power of two (an "
         "exact multiplication) is supported"
