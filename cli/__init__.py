@@ -24,7 +24,8 @@ pipe (`nmc disasm prog.bin | head`), 70 for an internal error (a bug in nmc: one
 
 Each command group is a module of this package holding its parsers and its handlers:
 export, compile (compile, opt), run (run, report, eval), program (disasm, asm, inspect),
-sparsify, demo; shared.py holds what they share. This module holds `main`: the parser,
+sparsify, demo; shared.py holds what they share, paths.py the checks of the files a command
+reads and writes. This module holds `main`: the parser,
 the error handling and the exit statuses.
 """
 
@@ -44,19 +45,63 @@ COMMAND_GROUPS = ("export", "compile", "run", "program", "sparsify", "demo")
 """The modules nmc.cli.GROUP: each `register`s its subcommands (parser and handler)."""
 
 
+_GIVEN = "_options_given"
+"""The namespace attribute where `_StoreOnce` records the options given (removed by main)."""
+
+
+class _StoreOnce(argparse._StoreAction):
+    """An option that takes a value may be given once: a repeat is an error, as in LLVM's
+    command-line parser ("may only occur zero or one times"), not a silent override of the
+    first value. Options meant to repeat use action="append" (--input, --set, ...)."""
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        if option_string is not None:
+            given = namespace.__dict__.setdefault(_GIVEN, set())
+            if self.dest in given:
+                parser.error(f"option {'/'.join(self.option_strings)} is given twice "
+                             f"({getattr(namespace, self.dest, None)}, then {values}): give "
+                             "it once")
+            given.add(self.dest)
+        super().__call__(parser, namespace, values, option_string)
+
+
 class _Parser(argparse.ArgumentParser):
-    """argparse, with its errors as one line like every other error (status 2)."""
+    """argparse, with its errors as one line like every other error (status 2) and value
+    options that may not repeat."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.register("action", None, _StoreOnce)
+        self.register("action", "store", _StoreOnce)
 
     def error(self, message: str):
         self.exit(2, f"nmc: error: {message} (see `{self.prog} --help`)\n")
 
 
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("nmc")
+    except PackageNotFoundError:  # run from a source tree that is not installed
+        return "unknown"
+
+
+DEBUG_HELP = "show tracebacks on errors"
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="nmc", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--debug", action="store_true", help="show tracebacks on errors")
+    parser.add_argument("--debug", action="store_true", help=DEBUG_HELP)
+    parser.add_argument("--version", action="version", version=f"nmc {_version()}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for group in COMMAND_GROUPS:
         importlib.import_module(f"nmc.cli.{group}").register(sub)
+    for command in sub.choices.values():
+        # `nmc compile ... --debug` as well as `nmc --debug compile ...`; SUPPRESS leaves
+        # the top-level value when the subcommand does not get the flag
+        command.add_argument("--debug", action="store_true", default=argparse.SUPPRESS,
+                             help=DEBUG_HELP)
     return parser
 
 
@@ -103,6 +148,7 @@ def _quiet_stdout() -> None:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    vars(args).pop(_GIVEN, None)
     previous = _install_sigterm()
     try:
         from nmc.common.progress import quiet
@@ -115,7 +161,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.debug:
             raise
         print(f"nmc: error: {one_line(str(e))}", file=sys.stderr)
-        return EXIT_ERROR
+        return getattr(e, "exit_status", EXIT_ERROR)
     except KeyboardInterrupt:
         print("nmc: interrupted", file=sys.stderr)
         return EXIT_INTERRUPTED

@@ -9,12 +9,12 @@ parse them (with unregistered dialects allowed), and so does `nmc opt`.
 
 from __future__ import annotations
 
+import re
 import sys
 from pathlib import Path
 
-from nmc.cli.shared import (
-    UsageError, add_quiet, add_target, check_output_path, one_line_error, read_source,
-)
+from nmc.cli.paths import check_files
+from nmc.cli.shared import UsageError, add_quiet, add_target, one_line_error, read_source
 from nmc.common.errors import NmcError
 from nmc.common.fileio import OutputError, atomic_write_text
 
@@ -72,9 +72,9 @@ def cmd_compile(args) -> int:
     if unknown:
         raise UsageError(f"--print-ir-after: unknown pass {', '.join(unknown)} "
                          f"(passes: {', '.join(PASSES)})")
-    check_output_path(args.output)
     sparsity = _sparsity_options(args)
     window = _window_options(args)
+    _check_compile_files(args)
     if args.dump_ir is not None:
         try:
             args.dump_ir.mkdir(parents=True, exist_ok=True)
@@ -91,6 +91,31 @@ def cmd_compile(args) -> int:
     return 0
 
 
+def _check_compile_files(args) -> None:
+    """Every output of `nmc compile` can be written and none is an input, before the slow
+    compile writes any (the IR dumps first)."""
+    from nmc.compiler.pipeline import DEFAULT_PIPELINE, dump_file_name
+    from nmc.compiler.sparsity.spec import parse_spec
+    from nmc.isa.target import target_file
+
+    dumps = []
+    if args.dump_ir is not None:
+        dumps = [("--dump-ir", args.dump_ir / dump_file_name(i, name))
+                 for i, name in enumerate(("input", *DEFAULT_PIPELINE))]
+    sparsity_file = None
+    if args.sparsity is not None and parse_spec(args.sparsity).kind == "file":
+        sparsity_file = parse_spec(args.sparsity).path
+    window_file = args.window_keep if args.window_keep and Path(args.window_keep).is_file() \
+        else None
+    check_files(
+        outputs=[("-o", args.output), ("--sparsity-out", args.sparsity_out),
+                 ("--window-keep-out", args.window_keep_out)],
+        inputs=[("the model", args.model), ("--calib", args.calib),
+                ("--sparsity", sparsity_file), ("--window-keep", window_file),
+                ("--target", target_file(args.target))],
+        directories=[("--dump-ir", args.dump_ir)], in_directories=dumps)
+
+
 def _window_options(args) -> dict | None:
     """The window-prune options of `nmc compile --window-keep/--window-keep-out`, checked
     before the slow import."""
@@ -103,8 +128,6 @@ def _window_options(args) -> dict | None:
     from nmc.compiler.transforms.window_prune import parse_keep
 
     parse_keep(keep)  # a bad value fails now, not after the import
-    if out is not None:
-        check_output_path(out)
     calib = getattr(args, "calib", None)
     return {"keep": keep, "out": str(out) if out is not None else "",
             "calib": str(calib) if calib is not None else ""}
@@ -136,8 +159,6 @@ def _sparsity_options(args) -> dict | None:
         raise UsageError("--calib is only used by --sparsity elsa:... and --window-keep "
                          "sparsevit:...")
     _check_calib(calib)
-    if out is not None:
-        check_output_path(out)
     return {"spec": spec, "calib": str(calib) if calib is not None else "",
             "out": str(out) if out is not None else "", "report": parsed.kind == "elsa"}
 
@@ -168,13 +189,14 @@ def cmd_opt(args) -> int:
         pipeline = build_pipeline(args.passes, after_pass)
     except ArgSpecParseError as e:  # a BaseException in xDSL, so build_pipeline misses it
         raise UsageError(f"bad pass pipeline '{args.passes}': {_spec_error(e)}") from None
+    check_files(outputs=[("-o", args.output)], inputs=[("the input", args.input)])
     source = str(args.input) if args.input else "<stdin>"
     text = read_source(args.input, source)
     ctx = make_context()
     try:
         module = Parser(ctx, text, source).parse_module()
     except ParseError as e:
-        raise NmcError(f"{e.span.get_location()}: {e.msg}") from None
+        raise NmcError(f"{e.span.get_location()}: {_parse_message(e, text)}") from None
     try:
         module.verify()
     except VerifyException as e:
@@ -201,10 +223,26 @@ def cmd_opt(args) -> int:
     return 0
 
 
+ASSEMBLY_DIRECTIVE = re.compile(r"^\s*\.(target|dram_words|symbol|const|meta)\b", re.M)
+"""A directive of nmc's assembly (nmc.isa.asm): a file holding one is not MLIR."""
+
+
+def _parse_message(e, text: str) -> str:
+    """xDSL's parse error, readable: its unfilled "{first_char}" placeholder gets the
+    character it meant, and nmc assembly (prog.s) is named as such."""
+    message = e.msg
+    if "{first_char}" in message:
+        where = e.span.start
+        char = text[where] if where < len(text) else "end of file"
+        message = message.replace("{first_char}", repr(char))
+    if ASSEMBLY_DIRECTIVE.search(text):
+        message += " (this is nmc assembly, as `nmc disasm` writes it: `nmc asm FILE -o " \
+                   "prog.bin` reads it; `nmc opt` reads MLIR IR, such as a --dump-ir file)"
+    return message
+
+
 def _spec_error(e: BaseException) -> str:
     """xDSL's pipeline-spec error (message under a caret drawing) as `MESSAGE (column N)`."""
-    import re
-
     lines = [line.strip() for line in str(e).splitlines() if line.strip()]
     where = next((m for m in map(re.compile(r"pass-pipeline:\d+:(\d+)").fullmatch, lines) if m),
                  None)

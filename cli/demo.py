@@ -6,8 +6,10 @@ from pathlib import Path
 
 import numpy as np
 
+from nmc.cli.paths import check_files
 from nmc.cli.shared import add_quiet, add_target
 from nmc.common.errors import NmcError
+from nmc.common.fileio import OutputError
 
 
 def register(sub) -> None:
@@ -33,7 +35,12 @@ def cmd_demo(args) -> int:
     from nmc.runtime.report import format_report
 
     work = args.workdir
-    work.mkdir(parents=True, exist_ok=True)
+    check_files(directories=[("--workdir", work)])
+    try:
+        work.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise OutputError(f"--workdir: cannot create directory {work}: {e.strerror or e}") \
+            from None
     module, example = build_model(args.model, {}, seed=0)
     model_path, prog_path = work / "model.pt", work / "prog.bin"
     export_to_file(module, example, model_path)

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from nmc.cli.shared import UsageError, add_architecture_options, check_output_path
+from nmc.cli.paths import check_files
+from nmc.cli.shared import CommandLineError, UsageError, add_architecture_options
 
 
 def register(sub) -> None:
@@ -24,10 +25,13 @@ def register(sub) -> None:
 def cmd_export(args) -> int:
     from nmc.models.registry import MODELS, build_model, export_to_file, parse_overrides
 
-    if args.list or not args.arch:
+    if args.list:
         for name, spec in MODELS.items():
             print(f"{name:12s} {spec.description}")
-        return 0 if args.list else 2
+        return 0
+    if not args.arch:
+        raise CommandLineError(f"nmc export needs a model name: one of {', '.join(MODELS)} "
+                               "(`nmc export --list` describes them)")
     if args.output is None:
         raise UsageError("nmc export needs -o FILE")
     overrides = parse_overrides(args.set)
@@ -38,7 +42,7 @@ def cmd_export(args) -> int:
                              f"img_size={overrides['img_size']}")
         overrides["img_size"] = img_size
     weights = getattr(args, "weights", None)
-    check_output_path(args.output)
+    check_files(outputs=[("-o", args.output)], inputs=[("--weights", weights)])
     try:
         module, example = build_model(args.arch, overrides, seed=args.seed, weights=weights)
         export_to_file(module, example, args.output)

@@ -50,14 +50,20 @@ def _read_npy(file: str, name: str, symbol) -> np.ndarray:
         raise UsageError(f"cannot read input '{file}': {why}") from None
 
 
+def split_spec(spec: str) -> tuple[str | None, str]:
+    """`--input NAME=FILE.npy` -> (NAME, FILE.npy); `--input FILE.npy` -> (None, FILE.npy)."""
+    name, sep, file = spec.partition("=")
+    return (name, file) if sep else (None, spec)
+
+
 def load_inputs(specs: list[str], program) -> dict[str, np.ndarray]:
     """The arrays of `--input [NAME=]FILE.npy` options, by input name."""
     symbols = {s.name: s for s in program.symbols if s.kind == "input"}
     names = list(symbols)
     inputs: dict[str, np.ndarray] = {}
     for spec in specs:
-        name, sep, file = spec.partition("=")
-        if not sep:
+        name, file = split_spec(spec)
+        if name is None:
             if len(names) != 1:
                 raise UsageError(f"the program has inputs {names}: write --input NAME=FILE.npy")
             name, file = names[0], spec

@@ -6,6 +6,7 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
+from nmc.cli.paths import check_files
 from nmc.cli.shared import read_source
 from nmc.common.fileio import atomic_write_text
 
@@ -31,6 +32,7 @@ def cmd_disasm(args) -> int:
     from nmc.isa.asm import disassemble
     from nmc.isa.container import read_program
 
+    check_files(outputs=[("-o", args.output)], inputs=[("the program", args.program)])
     text = disassemble(read_program(args.program))
     if args.output is None:
         sys.stdout.write(text)
@@ -43,6 +45,7 @@ def cmd_asm(args) -> int:
     from nmc.isa.asm import assemble
     from nmc.isa.container import write_program
 
+    check_files(outputs=[("-o", args.output)], inputs=[("the source", args.source)])
     text = read_source(args.source, str(args.source))
     write_program(assemble(text, str(args.source)), args.output)
     return 0
@@ -51,6 +54,7 @@ def cmd_asm(args) -> int:
 def cmd_inspect(args) -> int:
     from nmc.isa.container import ProgramFormatError
 
+    check_files(inputs=[("the program", args.program)])
     try:
         data = Path(args.program).read_bytes()
     except OSError as e:

@@ -10,9 +10,10 @@ from pathlib import Path
 
 import numpy as np
 
-from nmc.cli.inputs import load_inputs, synthetic_inputs
+from nmc.cli.inputs import load_inputs, split_spec, synthetic_inputs
+from nmc.cli.paths import check_files
 from nmc.cli.shared import (
-    UsageError, add_data_options, add_program_target, add_quiet, check_output_path, target_for,
+    UsageError, add_data_options, add_program_target, add_quiet, positive_int, target_for,
     write_json,
 )
 from nmc.common.fileio import atomic_save_npy, atomic_save_npz, atomic_write_bytes
@@ -66,7 +67,7 @@ def _add_run_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--report-json", type=Path, metavar="FILE",
                    help="write the report as JSON (per layer: cycles, MACs, sparsity, ...)")
     add_program_target(p)
-    p.add_argument("--max-instructions", type=int, metavar="N",
+    p.add_argument("--max-instructions", type=positive_int, metavar="N",
                    help="refuse programs with more than N instructions before halt")
     p.add_argument("--dense-baseline", type=Path, metavar="DENSE.bin",
                    help="the same model compiled dense: run it for the speedup (default: "
@@ -120,11 +121,14 @@ def cmd_run(args) -> int:
     wants_report = args.report or args.report_json is not None
     if not wants_report and (args.dense_baseline is not None or args.baseline_cycles is not None):
         raise UsageError("--dense-baseline and --baseline-cycles need --report or --report-json")
-    for out in (args.output, args.report_json, args.trace):
-        if out is not None:
-            check_output_path(out)
+    check_files(outputs=[("-o", args.output), ("--report-json", args.report_json),
+                         ("--trace", args.trace)],
+                inputs=_run_inputs(args, [("the program", args.program)]))
     program = read_program(args.program)
     target = target_for(program, args.target, args.program)
+    outputs = [s for s in program.symbols if s.kind == "output"]
+    if args.output is not None and args.output.suffix != ".npz" and len(outputs) != 1:
+        raise UsageError(f"the program has {len(outputs)} outputs: use -o FILE.npz")
     baseline = _baseline(args) if wants_report else None
     result = run_program(program, load_inputs(args.input, program), target,
                          max_instructions=args.max_instructions,
@@ -132,10 +136,8 @@ def cmd_run(args) -> int:
     if args.output is not None:
         if args.output.suffix == ".npz":
             atomic_save_npz(args.output, result.outputs)
-        elif len(result.outputs) == 1:
-            atomic_save_npy(args.output, next(iter(result.outputs.values())))
         else:
-            raise UsageError(f"the program has {len(result.outputs)} outputs: use -o FILE.npz")
+            atomic_save_npy(args.output, next(iter(result.outputs.values())))
     if wants_report:
         report = build_report(result, program, baseline)
         if args.report_json is not None:
@@ -149,6 +151,16 @@ def cmd_run(args) -> int:
     if not args.report:
         print(f"{result.total_cycles} cycles", file=sys.stderr)
     return 0
+
+
+def _run_inputs(args, programs: list[tuple[str, Path]]) -> list[tuple[str, Path | None]]:
+    """The files `nmc run` / `nmc report` read: programs, --input files, --dense-baseline,
+    a --target file."""
+    from nmc.isa.target import target_file
+
+    return [*programs, *(("--input", split_spec(spec)[1]) for spec in args.input),
+            ("--dense-baseline", args.dense_baseline),
+            ("--target", target_file(args.target) if args.target else None)]
 
 
 def _labels(args) -> list[str]:
@@ -170,9 +182,8 @@ def cmd_report(args) -> int:
     from nmc.runtime.report import build_report, render_text
 
     labels = _labels(args)
-    for out in (args.plot, args.report_json):
-        if out is not None:
-            check_output_path(out)
+    check_files(outputs=[("--plot", args.plot), ("--report-json", args.report_json)],
+                inputs=_run_inputs(args, [("a program", p) for p in args.programs]))
     baseline = _baseline(args)
     reports = []
     for label, path in zip(labels, args.programs):
@@ -200,6 +211,7 @@ def cmd_report(args) -> int:
 def cmd_eval(args) -> int:
     from nmc.common.fileio import atomic_write_text
     from nmc.isa.container import read_program
+    from nmc.isa.target import target_file
     from nmc.models.datasets import SPLITS, load_dataset
     from nmc.runtime.evaluate import input_symbol, run_classifier
     from nmc.training.errors import SparsifyError
@@ -208,6 +220,10 @@ def cmd_eval(args) -> int:
         raise SparsifyError(f"--split {args.split}: one of {', '.join(SPLITS)}")
     if args.limit is not None and args.limit < 1:
         raise SparsifyError(f"--limit {args.limit}: must be at least 1")
+    check_files(outputs=[("--json", args.json)],
+                inputs=[("the program", args.program), ("--reference", args.reference),
+                        ("--data", args.data if Path(args.data).is_file() else None),
+                        ("--target", target_file(args.target) if args.target else None)])
     program = read_program(args.program)
     target = target_for(program, args.target, args.program)
     sym = input_symbol(program)
@@ -216,6 +232,8 @@ def cmd_eval(args) -> int:
     n = len(split) if args.limit is None else min(args.limit, len(split))
     images = split.images[:n].numpy()
     labels = split.labels[:n].numpy()
+    reference = _reference(args.reference, args.program, program) \
+        if args.reference is not None else None
     result = run_classifier(program, target, images)
     if result.logits.shape[1] != data.num_classes:
         raise SparsifyError(f"{args.program} has {result.logits.shape[1]} outputs but "
@@ -228,8 +246,8 @@ def cmd_eval(args) -> int:
     report = {"data": data.name, "normalize": args.normalize, "split": args.split,
               "images": n, "accuracy": acc,
               "cycles_per_run": result.cycles_per_run, "batch": result.batch}
-    if args.reference is not None:
-        ref = _reference_predictions(args.reference, images)
+    if reference is not None:
+        ref = _reference_predictions(reference, images)
         agree = int(np.sum(ref == result.predictions))
         ref_acc = float(np.mean(ref == labels)) if n else 0.0
         print(f"PyTorch top-1 of {args.reference}: {ref_acc:.2%}; predictions agree on "
@@ -245,13 +263,35 @@ REFERENCE_BATCH = 64
 ~0.5 GB of activations per 64 images), whatever --limit is."""
 
 
-def _reference_predictions(path: Path, images: np.ndarray) -> np.ndarray:
-    """The argmax of a torch.export file's outputs, image by image (its traced batch)."""
+def _reference(path: Path, program_path: Path, program):
+    """The --reference model (a `Subject`), refused unless it takes the program's images and
+    gives as many classes: checked before the emulator runs."""
     import torch
 
+    from nmc.runtime.evaluate import input_symbol
+    from nmc.training.errors import SparsifyError
     from nmc.training.subject import from_file
 
     subject = from_file(Path(path))
+    theirs = (subject.in_chans, subject.img_size, subject.img_size)
+    ours = tuple(int(d) for d in input_symbol(program).shape[1:])
+    if theirs != ours:
+        raise SparsifyError(f"--reference {path} takes images [{', '.join(map(str, theirs))}] "
+                            f"but {program_path} takes [{', '.join(map(str, ours))}]: is it "
+                            "the model the program was compiled from?")
+    outputs = [s.shape for s in program.symbols if s.kind == "output"]
+    with torch.no_grad():
+        classes = subject.module(torch.zeros((1, *theirs))).shape[-1]
+    if len(outputs) == 1 and outputs[0] and classes != outputs[0][-1]:
+        raise SparsifyError(f"--reference {path} has {classes} outputs but {program_path} has "
+                            f"{outputs[0][-1]}: is it the model the program was compiled from?")
+    return subject
+
+
+def _reference_predictions(subject, images: np.ndarray) -> np.ndarray:
+    """The argmax of the reference model's outputs, image by image (its traced batch)."""
+    import torch
+
     predictions = []
     with torch.no_grad():
         for start in range(0, len(images), REFERENCE_BATCH):

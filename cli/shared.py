@@ -9,12 +9,19 @@ import sys
 from pathlib import Path
 
 from nmc.common.errors import NmcError
-from nmc.common.fileio import OutputError, atomic_write_text
+from nmc.common.fileio import atomic_write_text
 from nmc.isa.target import DEFAULT_TARGET
 
 
 class UsageError(NmcError):
     """A command-line option that makes no sense for this input."""
+
+
+class CommandLineError(UsageError):
+    """A command line that is incomplete (a required argument missing in a way argparse
+    cannot see): exit status 2, as argparse's own errors."""
+
+    exit_status = 2
 
 
 def one_line(message: str, empty: str = "(no message)") -> str:
@@ -26,15 +33,6 @@ def one_line(message: str, empty: str = "(no message)") -> str:
 def one_line_error(e: BaseException) -> str:
     """An exception's message as one line, or its type's name if it has none."""
     return one_line(str(e), type(e).__name__)
-
-
-def check_output_path(path: Path) -> None:
-    """Fail early, before a slow compile, if `path` can obviously not be written (the
-    atomic writer checks again when it writes)."""
-    if path.is_dir():
-        raise OutputError(f"cannot write {path}: Is a directory")
-    if not path.parent.is_dir():
-        raise OutputError(f"cannot write {path}: No such file or directory")
 
 
 def write_json(path: Path, value) -> None:
@@ -82,6 +80,32 @@ def target_for(program, target_option: str | None, path: Path):
 # ---------------------------------------------------------------------------- options
 
 
+def positive_int(text: str) -> int:
+    """An argparse type: an integer >= 1 (a count, a limit)."""
+    value = _integer(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, not {text}")
+    return value
+
+
+SEED_LIMIT = 1 << 64
+"""Seeds are what torch.manual_seed and numpy's generators both take: 0 <= seed < 2^64."""
+
+
+def seed_int(text: str) -> int:
+    value = _integer(text)
+    if not 0 <= value < SEED_LIMIT:
+        raise argparse.ArgumentTypeError(f"must be an integer in [0, 2^64), not {text}")
+    return value
+
+
+def _integer(text: str) -> int:
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"invalid int value: '{text}'") from None
+
+
 def add_quiet(p: argparse.ArgumentParser) -> None:
     p.add_argument("-q", "--quiet", action="store_true",
                    help="no progress bars (they only show when stderr is a terminal)")
@@ -116,6 +140,6 @@ def add_data_options(p: argparse.ArgumentParser) -> None:
 
 def add_architecture_options(p: argparse.ArgumentParser, seed_help: str) -> None:
     """--seed and --set of the commands that build a built-in architecture."""
-    p.add_argument("--seed", type=int, default=0, help=seed_help)
+    p.add_argument("--seed", type=seed_int, default=0, help=seed_help)
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="override a model hyper-parameter, e.g. --set dim=256 --set tokens=50")

@@ -21,9 +21,8 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-from nmc.cli.shared import (
-    add_architecture_options, add_data_options, add_quiet, add_target, check_output_path,
-)
+from nmc.cli.paths import check_files
+from nmc.cli.shared import add_architecture_options, add_data_options, add_quiet, add_target
 from nmc.training.errors import SparsifyError
 
 BUDGET_KINDS = ("speedup", "flops", "latency")
@@ -116,7 +115,7 @@ def register(sub) -> None:
 def cmd_sparsify(args) -> int:
     from nmc.common.fileio import atomic_write_text
     from nmc.compiler.sparsity.spec import config_to_json
-    from nmc.isa.target import load_target
+    from nmc.isa.target import load_target, target_file
     from nmc.models.datasets import load_dataset
     from nmc.models.registry import MODELS, parse_overrides
     from nmc.training.elsa_flow import elsa
@@ -135,10 +134,15 @@ def cmd_sparsify(args) -> int:
         raise SparsifyError(f"--batch-size must be >= 1, got {args.batch_size}")
     target = load_target(args.target)
     output = args.output
-    check_output_path(output)
     config_out = args.config_out or config_path(output, budget)
-    check_output_path(config_out)
     checkpoint = args.checkpoint or output.with_suffix(".ckpt")
+    # the checkpoint is read and written: an output, which may exist
+    check_files(outputs=[("-o", output), ("the configuration", config_out),
+                         ("--report-json", args.report_json), ("the checkpoint", checkpoint)],
+                inputs=[("the model", args.model if args.model not in MODELS
+                                      and Path(args.model).is_file() else None),
+                        ("--data", args.data if Path(args.data).is_file() else None),
+                        ("--target", target_file(args.target))])
     overrides = parse_overrides(args.set)
 
     is_arch = args.model in MODELS

@@ -105,6 +105,11 @@ def run_pipeline(module: ModuleOp, spec: str | PassPipeline, ctx: Context | None
     return module
 
 
+def dump_file_name(stage: int, pass_name: str) -> str:
+    """The `--dump-ir` file of a stage: stage 0 is the input, then one per pass."""
+    return f"{stage:02d}-{pass_name}.mlir"
+
+
 class IrDumper:
     """`--print-ir-after-all`, `--print-ir-after=NAME` and `--dump-ir DIR` in one callback.
 
@@ -126,5 +131,5 @@ class IrDumper:
             print(f"// -----// IR after {pass_name} //----- //\n{text}", flush=True)
         if self.dump_dir is not None:
             dump = text if self.generic and text is not None else print_ir(module, generic=True)
-            self.write(self.dump_dir / f"{self.stage:02d}-{pass_name}.mlir", dump)
+            self.write(self.dump_dir / dump_file_name(self.stage, pass_name), dump)
         self.stage += 1

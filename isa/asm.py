@@ -41,11 +41,11 @@ from nmc.isa.container import (
     ProgramFormatError,
     Symbol,
     canonical_json,
-    parse_json,
     validate_program,
 )
 from nmc.isa.encoding import field_error
 from nmc.common.errors import NmcError
+from nmc.common.json_strict import parse_json
 from nmc.isa.table import (
     ADDR_BITS, OP_BY_MNEMONIC, OPS, QUEUE_UNITS, Field, Instr, bits_f32, f32_bits,
 )

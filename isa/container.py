@@ -28,6 +28,7 @@ import numpy as np
 from nmc.isa.encoding import DecodeError, decode_stream, encode_stream
 from nmc.common.errors import NmcError
 from nmc.common.fileio import atomic_write_bytes
+from nmc.common.json_strict import parse_json
 from nmc.isa.table import Instr
 
 MAGIC = b"NMCPROG\0"
@@ -230,39 +231,6 @@ def _validate_debug(p: Program) -> None:
 def canonical_json(value: Any) -> str:
     """The one JSON spelling used for prog.bin sections (and `.meta` in assembly)."""
     return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=True, allow_nan=False)
-
-
-def _reject_duplicates(pairs):
-    out = {}
-    for k, v in pairs:
-        if k in out:
-            raise ValueError(f"duplicate key {k!r}")
-        out[k] = v
-    return out
-
-
-def _reject_constant(name):
-    raise ValueError(f"{name} is not JSON")
-
-
-def _finite_float(text):
-    value = float(text)
-    if not math.isfinite(value):
-        raise ValueError(f"number {text} overflows a double")
-    return value
-
-
-def parse_json(text: str) -> Any:
-    """Strict JSON: no duplicate keys, no NaN/Infinity. Raises ValueError."""
-    try:
-        return json.loads(
-            text,
-            object_pairs_hook=_reject_duplicates,
-            parse_constant=_reject_constant,
-            parse_float=_finite_float,
-        )
-    except RecursionError:
-        raise ValueError("nested too deeply") from None
 
 
 def _symbols_json(p: Program) -> list:

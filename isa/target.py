@@ -194,6 +194,11 @@ def _is_builtin_name(name: str) -> bool:
     return re.fullmatch(r"[A-Za-z0-9_\-]+", name) is not None
 
 
+def target_file(name_or_path: str) -> Path | None:
+    """The file a `--target` value names; None for a built-in target's name."""
+    return None if _is_builtin_name(str(name_or_path)) else Path(name_or_path)
+
+
 def load_target(name_or_path: str = DEFAULT_TARGET, builtin_only: bool = False) -> Target:
     """A built-in target by name (a plain word: letters, digits, `_`, `-`), or the target
     file at a path (anything else). `builtin_only` refuses paths: used for the target name

@@ -233,9 +233,44 @@ def _main_func(module: ModuleOp) -> FuncOp:
     raise FrontendError("the imported module has no func.func @main")
 
 
-def output_names(count: int) -> list[str]:
-    """"output" for one output, "output_0", "output_1", ... for several."""
-    return ["output"] if count == 1 else [f"output_{i}" for i in range(count)]
+def output_names(count: int, ep: ExportedProgram | None = None) -> list[str]:
+    """"output" for one output; for several, the keys of the dict the model returns
+    ("logits", "feat"; nested ones joined by dots: "aux.0"), else "output_0", "output_1",
+    ... (a tuple or list, or keys that do not give distinct names)."""
+    numbered = ["output"] if count == 1 else [f"output_{i}" for i in range(count)]
+    paths = _output_key_paths(ep) if ep is not None and count > 1 else None
+    if paths is None or len(paths) != count or all(
+            all(isinstance(k, int) for k in path) for path in paths):
+        return numbered
+    names = [".".join(str(k) for k in path) for path in paths]
+    if "" in names or len(set(names)) != len(names):
+        return numbered
+    return names
+
+
+def _output_key_paths(ep: ExportedProgram) -> list[tuple] | None:
+    """The pytree key path of every output leaf: a dict key, or an int for a tuple/list
+    position; None when the program has no output spec."""
+    import torch.utils._pytree as pytree
+
+    spec = getattr(getattr(ep, "call_spec", None), "out_spec", None)
+    if spec is None:
+        return None
+    tree = pytree.tree_unflatten(list(range(spec.num_leaves)), spec)
+    paths = []
+    for path, _leaf in pytree.tree_flatten_with_path(tree)[0]:
+        keys = []
+        for entry in path:
+            if isinstance(entry, pytree.MappingKey):
+                keys.append(entry.key if isinstance(entry.key, int) else str(entry.key))
+            elif isinstance(entry, pytree.SequenceKey):
+                keys.append(entry.idx)
+            elif isinstance(entry, pytree.GetAttrKey):
+                keys.append(entry.name)
+            else:
+                return None
+        paths.append(tuple(keys))
+    return paths
 
 
 def annotate_module(module: ModuleOp, ep: ExportedProgram, model_path: str | None) -> None:
@@ -257,7 +292,7 @@ def annotate_module(module: ModuleOp, ep: ExportedProgram, model_path: str | Non
         else:
             arg_attrs.append(param_arg_attrs(str(spec.target)))
     func.arg_attrs = ArrayAttr(arg_attrs)
-    set_io_names(func, inputs, output_names(len(func.function_type.outputs.data)))
+    set_io_names(func, inputs, output_names(len(func.function_type.outputs.data), ep))
     if model_path is not None:
         set_model_path(module, model_path)
 

@@ -25,6 +25,7 @@ from pathlib import Path
 
 from nmc.common import nm_format
 from nmc.common.errors import NmcError
+from nmc.common.json_strict import parse_json
 from nmc.common.nm_format import Pattern
 from nmc.isa.target import Target
 
@@ -124,10 +125,12 @@ def read_config(path: str) -> dict[str, object]:
         raise SparsityError(f"{shown}: cannot read it ({getattr(e, 'strerror', None) or e})") \
             from None
     try:
-        obj = json.loads(text)
+        obj = parse_json(text)
     except json.JSONDecodeError as e:
         raise SparsityError(f"{shown}: not valid JSON ({e.msg} at line {e.lineno} column "
                             f"{e.colno})") from None
+    except ValueError as e:  # a repeated key, NaN
+        raise SparsityError(f"{shown}: not valid JSON ({e})") from None
     if not isinstance(obj, dict):
         raise SparsityError(f"{shown}: expected a JSON object {{\"layer\": \"N:M\", ...}}, "
                             f"got a {type(obj).__name__}")

@@ -18,6 +18,9 @@ prune-and-pack is kept, and the param gets the packed size, `param_words`), `nm.
 on ops with scratch space, `nm.input_addrs` on the function and `nm.dram_words` (the DRAM
 the program needs) on the module. On-chip memory is planned per kernel by the kernels themselves
 (compiler/kernels/common.py).
+
+A program that needs more DRAM than the module's target (`nm.target`) has is refused here,
+at compile time, with both numbers (the emulator would refuse it only when it runs).
 """
 
 from __future__ import annotations
@@ -32,15 +35,21 @@ from xdsl.ir import Operation, SSAValue
 from xdsl.passes import ModulePass
 
 from nmc.common import nm_format
+from nmc.common.errors import NmcError
 from nmc.compiler.dialects.nm import ParamOp, ReshapeOp, tensor_shape
 from nmc.compiler.dialects.nm_attrs import (
-    IDENTITY, TRANSPOSE, LayoutAttr, dram_addr, dram_addr_of_op, layout, set_dram_addr,
-    set_dram_words, set_input_addrs, set_layout, set_scratch_addr, tiling,
+    IDENTITY, TRANSPOSE, LayoutAttr, dram_addr, dram_addr_of_op, layout, module_target,
+    set_dram_addr, set_dram_words, set_input_addrs, set_layout, set_scratch_addr, tiling,
 )
 from nmc.compiler.dialects.win import ScatterOp
 from nmc.compiler.kernels.registry import KERNELS
+from nmc.compiler.transforms.target_option import cached_target
 
 DRAM_ALIGN = 64
+
+
+class DramFitError(NmcError):
+    """The program needs more DRAM than its target has."""
 
 
 def _aligned(words: int) -> int:
@@ -178,4 +187,20 @@ class PlanMemory(ModulePass):
         for o in ops:
             if isinstance(o, ReshapeOp):
                 set_dram_addr(o, dram_addr(_storage(o.result), func))
-        set_dram_words(op, max(temps.top, DRAM_ALIGN))
+        words = max(temps.top, DRAM_ALIGN)
+        set_dram_words(op, words)
+        check_dram_fits(op, words)
+
+
+def check_dram_fits(module: ModuleOp, words: int) -> None:
+    """DramFitError if the module's target (when it has one) has fewer than `words` DRAM
+    words."""
+    name = module_target(module)
+    if name is None:
+        return
+    target = cached_target(name)
+    if words > target.dram_words:
+        raise DramFitError(
+            f"the program needs {words} DRAM words ({words * 4 / 2**20:.2f} MiB: weights, "
+            f"inputs, outputs and intermediates) but target '{target.name}' has "
+            f"{target.dram_words} ({target.dram_words * 4 / 2**20:.2f} MiB)")

@@ -23,6 +23,7 @@ from xdsl.context import Context
 from xdsl.dialects.builtin import ModuleOp
 from xdsl.passes import ModulePass
 
+from nmc.common.json_strict import parse_json
 from nmc.common.window_keep import KeepRatioError, resolve_keep
 from nmc.compiler.dialects.nm_attrs import set_window_keep
 from nmc.compiler.sparsity.window_rewrite import (
@@ -38,6 +39,9 @@ SEARCH_PREFIX = "sparsevit:latency="
 def parse_keep(spec: str):
     """A --window-keep value: a ratio, a JSON file {block: ratio} (or a list), or
     ("search", L) for sparsevit:latency=L."""
+    if not spec.strip():
+        raise WindowPruneError(f"--window-keep {spec!r}: empty; expected a keep ratio in "
+                               "(0, 1], FILE.json or sparsevit:latency=L")
     if spec.startswith("sparsevit:"):
         try:
             fraction = float(spec.removeprefix(SEARCH_PREFIX))
@@ -57,14 +61,17 @@ def parse_keep(spec: str):
             raise WindowPruneError(f"--window-keep {spec}: a keep ratio must be in (0, 1]")
         return ratio
     path = Path(spec)
+    if path.is_dir():
+        raise WindowPruneError(f"--window-keep {spec!r}: a directory, not a ratio in (0, 1] "
+                               "or a JSON file")
     if not path.exists():
         raise WindowPruneError(
             f"--window-keep {spec!r}: not a ratio in (0, 1] and no such file (give a number "
             f"like 0.5, or a JSON file mapping block names such as \"layers.0.blocks.1\" "
             f"to ratios)")
     try:
-        value = json.loads(path.read_text())
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        value = parse_json(path.read_text())
+    except (OSError, UnicodeDecodeError, ValueError) as e:
         raise WindowPruneError(f"--window-keep {spec}: cannot read it as JSON ({e})") from None
     if not isinstance(value, (dict, list)):
         raise WindowPruneError(f"--window-keep {spec}: expected an object {{block: ratio}} "
