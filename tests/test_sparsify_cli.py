@@ -109,7 +109,8 @@ def test_another_budget_reuses_the_supernet_and_matches_a_fresh_run(elsa_run, tm
     got, want = _weights(out), _weights(fresh)
     assert all(torch.equal(got[k], want[k]) for k in want)
     # other shared options (the supernet's epochs) are still refused
-    assert main([*args, "--epochs", "2", "--budget", "flops=2", "-o", str(out),
+    more_epochs = [*args[:args.index("--epochs") + 1], "2", *args[args.index("--epochs") + 2:]]
+    assert main([*more_epochs, "--budget", "flops=2", "-o", str(out),
                  "--checkpoint", str(ckpt)]) == 1
     assert "other options" in capsys.readouterr().err
 
