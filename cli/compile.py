@@ -33,8 +33,10 @@ def register(sub) -> None:
                    help="write the IR of every stage, in generic op form (upstream MLIR "
                         "parses it)")
     p.add_argument("--sparsity", metavar="SPEC",
-                   help="N:M sparsity of the linear layers: N:M (every block linear), "
-                        "FILE.json (per layer), elsa:speedup=S or elsa:flops=F (search)")
+                   help="N:M sparsity of the linear layers: N:M (every linear of a "
+                        "transformer block: qkv, proj, fc1, fc2; not the head nor Swin's "
+                        "patch merging), FILE.json (per layer, any linear), elsa:speedup=S "
+                        "or elsa:flops=F (search among the block linears)")
     p.add_argument("--calib", type=Path, metavar="FILE.npy",
                    help="calibration inputs of the ELSA search (default: fixed-seed inputs)")
     p.add_argument("--sparsity-out", type=Path, metavar="FILE.json",

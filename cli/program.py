@@ -4,6 +4,7 @@ prog.bin, and a summary of a prog.bin."""
 from __future__ import annotations
 
 import sys
+from collections import Counter
 from pathlib import Path
 
 from nmc.cli.paths import check_files
@@ -66,8 +67,6 @@ def cmd_inspect(args) -> int:
 def inspect_program(data: bytes, source: str = "<bytes>") -> str:
     """`nmc inspect`: a prog.bin's header, sections, symbols and, per layer, its kind,
     weight pattern / density / bytes (from META "layers") and instruction counts."""
-    from collections import Counter
-
     from nmc.isa.container import (
         FORMAT_VERSION, _header, _sections, program_from_bytes,
     )
@@ -110,7 +109,28 @@ def inspect_program(data: bytes, source: str = "<bytes>") -> str:
             f"  {r.name:28s} {r.kind:12s} {sp.pattern or '-':7s} {density:>7s} {keep:>5s} "
             f"{str(info.get('weight_bytes', '-')):>12s} {str(info.get('dense_bytes', '-')):>12s}"
             f"  {r.end_pc - r.start_pc} ({shown})")
+    pruned = _pruned_line(meta_layers)
+    if pruned:
+        lines.append(pruned)
     other = {k: v for k, v in program.meta.items() if k not in ("layers", "window_keep")}
     if other:
         lines.append("meta        " + ", ".join(f"{k}={v}" for k, v in sorted(other.items())))
     return "\n".join(lines) + "\n"
+
+
+def _pruned_line(meta_layers: dict) -> str | None:
+    """Which weight layers are N:M sparse and which stay dense (META "layers"), in one line:
+    `--sparsity N:M` prunes the transformer blocks' linears only, and this says which."""
+    patterns = {name: info.get("pattern") for name, info in meta_layers.items()
+                if isinstance(info, dict) and isinstance(info.get("pattern"), str)}
+    if not patterns:
+        return None
+    sparse = {name: p for name, p in patterns.items() if p != "dense"}
+    if not sparse:
+        return f"pruned      none: all {len(patterns)} weight layers dense"
+    by_pattern = Counter(sparse.values())
+    dense = [name for name, p in patterns.items() if p == "dense"]
+    shown = ", ".join(dense[:8]) + (f", ... ({len(dense)} in all)" if len(dense) > 8 else "")
+    return (f"pruned      {len(sparse)} of {len(patterns)} weight layers N:M sparse ("
+            + ", ".join(f"{n} at {p}" for p, n in sorted(by_pattern.items()))
+            + f"); dense: {shown or 'none'}")

@@ -1,17 +1,21 @@
 """The `--sparsity` option: its forms, the patterns it names, and which layers it covers.
 
-    N:M                    every sparsifiable linear at N:M
+    N:M                    every transformer-block linear at N:M
     FILE.json              per layer: {"blocks.0.attn.qkv": "2:4", "blocks.0.mlp.fc1":
                            "dense", ...}; layers not named stay dense
     elsa:speedup=S         ELSA search: the least predicted accuracy loss whose linear
                            layers run at least S times faster than dense (cycles)
     elsa:flops=F           ... whose linear layers need at most 1/F of the dense MACs
 
-Sparsifiable layers (the uniform and ELSA forms) are ELSA's: every `nm.linear` except the
-classifier head. The head is the linear whose layer name ends in `head` or `classifier`,
-or whose result is returned by `main` directly (the model's logits). The patch embedding
-is an `nm.patch_embed`, not an `nm.linear`, so it is always dense, like the attention
-matmuls. A FILE.json may name any `nm.linear`, the head included.
+Sparsifiable layers (the uniform and ELSA forms) are ELSA's: the linears of every
+transformer block (qkv, proj, fc1, fc2 in timm's names), found by structure, the linears
+inside a residual branch x + f(x) (`nmc.compiler.sparsity.block_linears`), never the
+classifier head (the linear whose layer name ends in `head` or `classifier`, or whose
+result `main` returns). Linears between blocks (Swin's patch-merging
+`layers.N.downsample.reduction`) and the head stay dense; the patch embedding is an
+`nm.patch_embed`, not an `nm.linear`, so it is always dense, like the attention matmuls.
+A FILE.json may name any `nm.linear`, these included: `--sparsity-out` of a uniform or ELSA
+compile writes the file to start from.
 """
 
 from __future__ import annotations

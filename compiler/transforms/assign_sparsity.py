@@ -28,6 +28,7 @@ from xdsl.passes import ModulePass
 
 from nmc.compiler.dialects.nm import LinearOp, ParamOp, tensor_shape
 from nmc.compiler.kernels.linear import LinearProblem
+from nmc.compiler.sparsity.block_linears import block_linears
 from nmc.compiler.sparsity.cost import linear_cycles, linear_macs
 from nmc.common.nm_format import Pattern, pattern_text
 from nmc.compiler.sparsity.spec import (
@@ -57,8 +58,9 @@ def linear_ops(module: ModuleOp) -> list[LinearOp]:
 
 
 def sparsifiable(module: ModuleOp) -> list[LinearOp]:
-    """ELSA's layers: every nm.linear but the classifier head."""
-    return [op for op in linear_ops(module) if not is_head(op)]
+    """ELSA's layers: the linears of the transformer blocks (`block_linears`), never the
+    classifier head."""
+    return [op for op in block_linears(module) if not is_head(op)]
 
 
 def _check_k(op: LinearOp, pattern: Pattern, where: str) -> None:
@@ -84,10 +86,26 @@ def _input_shape(module: ModuleOp) -> tuple[int, ...]:
     return tensor_shape(main.args[0])
 
 
+def _sparsifiable_or_error(module: ModuleOp, what: str) -> list[LinearOp]:
+    """`sparsifiable(module)`, or a SparsityError saying that `what` has nothing to prune
+    and how to name linears in a file instead."""
+    ops = sparsifiable(module)
+    if not ops:
+        names = [op.layer_name for op in linear_ops(module)]
+        shown = ", ".join(names[:8]) + (f", ... ({len(names)} in all)" if len(names) > 8
+                                        else "") if names else "none"
+        raise SparsityError(f"{what} prunes the linears of transformer blocks (inside a "
+                            f"residual branch x + f(x)) and this model has none; name the "
+                            f"linears to prune in a FILE.json (linear layers: {shown})")
+    return ops
+
+
 def uniform_config(module: ModuleOp, pattern: Pattern, target: Target) -> dict[str, Pattern]:
     check_supported("--sparsity", pattern, target)
     config = {}
-    for op in sparsifiable(module):
+    ops = sparsifiable(module) if pattern is None else \
+        _sparsifiable_or_error(module, f"--sparsity {pattern_text(pattern)}")
+    for op in ops:
         _check_k(op, pattern, f"--sparsity {pattern_text(pattern)}")
         config[op.layer_name] = pattern
     return config
@@ -132,7 +150,7 @@ def candidates(module: ModuleOp, budget: str, target: Target) -> tuple[list[Cand
         return linear_cycles(dims, pattern, target) if budget == "speedup" \
             else linear_macs(dims, pattern)
 
-    cand = sparsifiable(module)
+    cand = _sparsifiable_or_error(module, "ELSA")
     cand_names = {op.layer_name for op in cand}
     fixed = sum(cost(linear_dims(op), None) for op in linear_ops(module)
                 if op.layer_name not in cand_names)
