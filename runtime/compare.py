@@ -73,3 +73,46 @@ def render_comparison(reports: list[tuple[str, Report]], group: str = "auto") ->
     out = [f"Cycles per {group} (attributed: they add up to each run's total)"]
     out += text_table(header, body, right=set(range(1, len(header))))
     return "\n".join(out) + "\n"
+
+
+def model_difference(a, b) -> str | None:
+    """Why programs `a` and `b` cannot be compiled from one model, or None when they can
+    (a comparison or a speedup between two models means nothing). One model: the same
+    inputs and outputs (names and shapes), and the weight layers of one (prog.bin META
+    "layers") all among the other's, each with the same dense size: N:M sparsity keeps
+    every layer, window pruning that skips a block drops its layers, and two sizes of one
+    architecture (DeiT-tiny, DeiT-small) differ in the sizes. Programs without META layers
+    (assembled by hand) are compared by their inputs and outputs."""
+    for kind in ("input", "output"):
+        ours, theirs = _symbols(a, kind), _symbols(b, kind)
+        if ours != theirs:
+            return f"{kind}s {_shown(ours)} vs {_shown(theirs)}"
+    ours, theirs = _dense_bytes(a), _dense_bytes(b)
+    if not ours or not theirs:
+        return None
+    fewer, more = (ours, theirs) if len(ours) <= len(theirs) else (theirs, ours)
+    missing = [name for name in fewer if name not in more]
+    if missing:
+        return (f"layers {', '.join(missing[:3])}{' ...' if len(missing) > 3 else ''} "
+                f"({len(missing)} of {len(fewer)}) are in one program only")
+    for name, size in fewer.items():
+        if more[name] != size:
+            first, second = (size, more[name]) if fewer is ours else (more[name], size)
+            return f"layer {name} has {first} dense weight bytes vs {second}"
+    return None
+
+
+def _symbols(program, kind: str) -> dict[str, tuple[int, ...]]:
+    return {s.name: tuple(s.shape) for s in program.symbols if s.kind == kind}
+
+
+def _shown(symbols: dict[str, tuple[int, ...]]) -> str:
+    return ", ".join(f"{name}{list(shape)}" for name, shape in symbols.items()) or "none"
+
+
+def _dense_bytes(program) -> dict[str, object]:
+    layers = program.meta.get("layers") if isinstance(program.meta, dict) else None
+    if not isinstance(layers, dict):
+        return {}
+    return {name: info.get("dense_bytes") for name, info in layers.items()
+            if isinstance(info, dict)}
