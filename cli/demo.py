@@ -42,7 +42,7 @@ def cmd_demo(args) -> int:
         raise OutputError(f"--workdir: cannot create directory {work}: {e.strerror or e}") \
             from None
     module, example = build_model(args.model, {}, seed=0)
-    model_path, prog_path = work / "model.pt", work / "prog.bin"
+    model_path, prog_path = work / "model.pt2", work / "prog.bin"
     export_to_file(module, example, model_path)
     print(f"[1/3] exported {args.model} (random weights, seed 0) to {model_path}")
     write_program(compile_model(model_path, args.target), prog_path)

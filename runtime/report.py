@@ -342,8 +342,10 @@ def render_text(report: Report) -> str:
                   right={1, 2, 3, 4, 5})
     out.append("")
 
+    # counted as prog.bin holds them (`nmc compile`, `nmc inspect`): the halt that ends
+    # the run is one, though it runs on no unit (the table above)
     out.append(f"total: {total} cycles = {report.seconds * 1e6:.3f} us, "
-               f"{report.instructions} instructions")
+               f"{report.instructions + 1} instructions (halt included)")
     out.append(
         f"matrix utilisation: {100.0 * report.matrix_occupancy:.1f}% of the run "
         f"({report.matrix_macs} useful MACs in {total} cycles), "
