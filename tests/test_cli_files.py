@@ -226,3 +226,15 @@ def test_a_named_pipe_as_input_is_refused_not_waited_for(w, argv):
     proc = run_nmc(*argv, timeout=120)
     assert proc.returncode == 1, proc.stderr
     assert f"{fifo}: not a regular file but a named pipe (FIFO)" in proc.stderr
+
+
+def test_sparsify_outputs_and_inputs(capsys, w):
+    """The checkpoint is an output too: `-o m.ckpt` would be the default checkpoint itself;
+    --config-out over the model file; all refused before any training."""
+    out = w / "m.ckpt"
+    expect_error(capsys, ["sparsify", "deit_digits", "--budget", "speedup=2", "-o", out],
+                 f"-o {out} and the checkpoint {out} are the same file")
+    expect_error(capsys, ["sparsify", w / "model.pt", "--budget", "speedup=2", "-o",
+                          w / "s.pt2", "--config-out", w / "model.pt"],
+                 f"the configuration {w / 'model.pt'} is the same file as the model")
+    assert not out.exists() and not (w / "s.pt2").exists()
