@@ -91,6 +91,11 @@ def test_json_report_cycles_add_up_and_speedup_against_dense(progs, capsys):
     assert report["speedup"] > 1.0
     # the text says the same
     assert f"total: {report['total_cycles']} cycles" in out
+    # counted as `nmc compile` and `nmc inspect` count them (issue 15, item 17)
+    from nmc.isa.container import read_program
+
+    held = len(read_program(progs / "sparse.bin").instructions)
+    assert f"us, {held} instructions (halt included)" in out
     assert f"speedup vs dense: {report['speedup']:.3f}x" in out
     fc1 = next(line for line in out.splitlines() if line.startswith("blocks.0.mlp.fc1 "))
     assert "2:4" in fc1 and str(named["blocks.0.mlp.fc1"]["cycles"]) in fc1
