@@ -369,12 +369,12 @@ def set_dram_words(module: Operation, words: int) -> None:
 _MODEL = "nm.model"
 _INPUT_NAMES = "nm.input_names"
 _OUTPUT_NAMES = "nm.output_names"
-_PARAM_ARG = "nm.param"
+_PARAM_ARG = "nm.state_key"
 
 
 def param_arg_attrs(key: str | None) -> DictionaryAttr:
-    """The argument attributes of the torch-level `@main`'s argument: `nm.param` names the
-    state_dict key of a parameter / buffer / constant argument (None: a program input)."""
+    """The argument attributes of the torch-level `@main`'s argument: `nm.state_key` names
+    the state_dict key of a parameter / buffer / constant argument (None: a program input)."""
     return DictionaryAttr({} if key is None else {_PARAM_ARG: StringAttr(key)})
 
 

@@ -8,7 +8,7 @@ appear in the IR. `import_model` parses the text with the `torch` dialect and an
 - `func.func @main` attributes `nm.input_names` / `nm.output_names` (ArrayAttr of StringAttr:
   the USER_INPUT arg names; "output" or "output_<i>");
 - every argument that is a parameter / buffer / constant carries the argument attribute
-  `nm.param = "<state_dict key>"`. `raise-torch-to-nm` replaces those arguments by
+  `nm.state_key = "<state_dict key>"`. `raise-torch-to-nm` replaces those arguments by
   `nm.param {name = ...}` ops, so after it `main` takes only the user inputs. (The
   replacement is done there, not here, so that the torch-level module stays well typed:
   the torch ops take `!torch.vtensor` operands, `nm.param` yields builtin tensors.)
@@ -274,7 +274,7 @@ def _output_key_paths(ep: ExportedProgram) -> list[tuple] | None:
 
 
 def annotate_module(module: ModuleOp, ep: ExportedProgram, model_path: str | None) -> None:
-    """Attach `nm.model`, `nm.input_names`, `nm.output_names` and the `nm.param` arg attrs."""
+    """Attach `nm.model`, `nm.input_names`, `nm.output_names` and the `nm.state_key` arg attrs."""
     func = _main_func(module)
     specs = ep.graph_signature.input_specs
     args = func.body.block.args

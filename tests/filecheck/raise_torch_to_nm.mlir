@@ -7,7 +7,7 @@
 // callsite locations), and drops the torch constants.
 
 builtin.module {
-  func.func @main(%arg0: !torch.vtensor<[4],f32> {nm.param = "norm.weight"}, %arg1: !torch.vtensor<[4],f32> {nm.param = "norm.bias"}, %arg2: !torch.vtensor<[8,4],f32> {nm.param = "fc1.weight"}, %arg3: !torch.vtensor<[8],f32> {nm.param = "fc1.bias"}, %arg4: !torch.vtensor<[1,3,4],f32>) -> !torch.vtensor<[1,3,8],f32> attributes {nm.input_names = ["x"], nm.output_names = ["output"]} {
+  func.func @main(%arg0: !torch.vtensor<[4],f32> {nm.state_key = "norm.weight"}, %arg1: !torch.vtensor<[4],f32> {nm.state_key = "norm.bias"}, %arg2: !torch.vtensor<[8,4],f32> {nm.state_key = "fc1.weight"}, %arg3: !torch.vtensor<[8],f32> {nm.state_key = "fc1.bias"}, %arg4: !torch.vtensor<[1,3,4],f32>) -> !torch.vtensor<[1,3,8],f32> attributes {nm.input_names = ["x"], nm.output_names = ["output"]} {
     %0 = "torch.constant.str"() <{value = "none"}> : () -> !torch.str
     %1 = "torch.constant.bool"() <{value = false}> : () -> !torch.bool
     %2 = "torch.constant.float"() <{value = 1.000000e-06 : f64}> : () -> !torch.float

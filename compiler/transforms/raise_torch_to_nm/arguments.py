@@ -1,6 +1,6 @@
 """The arguments of `@main`: model parameters become nm.param ops, user inputs stay.
 
-Arguments that carry the `nm.param = "<state_dict key>"` argument attribute (set by the
+Arguments that carry the `nm.state_key = "<state_dict key>"` argument attribute (set by the
 frontend) are replaced by `nm.param {name = "<key>"}` ops, so `@main` afterwards takes only
 the user inputs (named after the `nm.input_names` attribute); unused parameters are dropped.
 """
