@@ -24,7 +24,6 @@ from dataclasses import dataclass, replace
 from xdsl.context import Context
 from xdsl.dialects.builtin import ModuleOp
 from xdsl.dialects.func import FuncOp, ReturnOp
-from xdsl.passes import ModulePass
 
 from nmc.compiler.dialects.nm import LinearOp, ParamOp, tensor_shape
 from nmc.compiler.kernels.linear import LinearProblem
@@ -35,7 +34,7 @@ from nmc.compiler.sparsity.spec import (
     SparsityError, check_supported, config_to_json, parse_pattern, parse_spec, read_config,
 )
 from nmc.compiler.sparsity.target_check import check_linear_patterns
-from nmc.compiler.transforms.target_option import check_target_option, resolve_target
+from nmc.compiler.transforms.target_option import TargetedPass
 from nmc.isa.target import Target
 
 HEAD_NAMES = ("head", "classifier")
@@ -194,25 +193,24 @@ def elsa_config(module: ModuleOp, budget: str, factor: float, calib: str,
 
 
 @dataclass(frozen=True)
-class AssignSparsity(ModulePass):
+class AssignSparsity(TargetedPass):
     """Set the N:M `sparsity` of nm.linear ops (spec: N:M, FILE.json, elsa:speedup=S|flops=F)."""
 
     name = "assign-sparsity"
 
     spec: str = ""
     calib: str = ""
-    target: str = ""  # "": the module's target (nm.target), else DEFAULT_TARGET
     out: str = ""
     report: bool = False
 
     def apply(self, ctx: Context, op: ModuleOp) -> None:
         if self.spec:
-            self.assign(op, resolve_target(op, self.target, self.name))
+            self.assign(op, self.target_for(op))
         else:
-            check_target_option(op, self.target, self.name)
+            self.check_target(op)
         if any(linear.sparsity_pattern for linear in linear_ops(op)):
             # the patterns set here and those the IR already carried, before any use
-            check_linear_patterns(op, resolve_target(op, self.target, self.name))
+            check_linear_patterns(op, self.target_for(op))
 
     def assign(self, op: ModuleOp, target: Target) -> None:
         spec = parse_spec(self.spec)

@@ -14,7 +14,6 @@ from dataclasses import dataclass
 from xdsl.context import Context
 from xdsl.dialects.builtin import ModuleOp
 from xdsl.dialects.func import FuncOp, ReturnOp
-from xdsl.passes import ModulePass
 
 from nmc.common import nm_format
 from nmc.compiler.dialects.nm import LinearOp, ParamOp, _ComputeOp, tensor_shape
@@ -24,19 +23,18 @@ from nmc.compiler.dialects.nm_attrs import (
 )
 from nmc.compiler.kernels.kernel import Buffers
 from nmc.compiler.kernels.registry import KERNELS
-from nmc.compiler.transforms.target_option import resolve_target
+from nmc.compiler.transforms.target_option import TargetedPass
 from nmc.isa.dialect import BufferOp, instr_to_op
 from nmc.isa.table import Instr
 
 
 @dataclass(frozen=True)
-class LowerNmToIsa(ModulePass):
+class LowerNmToIsa(TargetedPass):
     name = "lower-nm-to-isa"
 
-    target: str = ""  # "": the module's target (nm.target), else DEFAULT_TARGET
 
     def apply(self, ctx: Context, op: ModuleOp) -> None:
-        target = resolve_target(op, self.target, self.name)
+        target = self.target_for(op)
         func = next(o for o in op.walk() if isinstance(o, FuncOp))
         block = func.body.block
         ret = next(o for o in block.ops if isinstance(o, ReturnOp))

@@ -18,28 +18,26 @@ from dataclasses import dataclass
 
 from xdsl.context import Context
 from xdsl.dialects.builtin import ModuleOp
-from xdsl.passes import ModulePass
 
 from nmc.common import nm_format
 from nmc.compiler.dialects.nm import LinearOp, ParamOp
 from nmc.compiler.dialects.nm_attrs import NM_PACK, LayoutAttr, set_layout
 from nmc.compiler.sparsity.spec import SparsityError
 from nmc.compiler.sparsity.target_check import check_linear_patterns
-from nmc.compiler.transforms.target_option import check_target_option, resolve_target
+from nmc.compiler.transforms.target_option import TargetedPass
 
 
 @dataclass(frozen=True)
-class PruneAndPack(ModulePass):
+class PruneAndPack(TargetedPass):
     name = "prune-and-pack"
 
-    target: str = ""  # "": the module's target (nm.target), else DEFAULT_TARGET
 
     def apply(self, ctx: Context, op: ModuleOp) -> None:
         linears = [o for o in op.walk() if isinstance(o, LinearOp)]
         if not any(o.sparsity_pattern for o in linears):
-            check_target_option(op, self.target, self.name)
+            self.check_target(op)
             return  # dense model: nothing to do
-        check_linear_patterns(op, resolve_target(op, self.target, self.name))
+        check_linear_patterns(op, self.target_for(op))
         chosen: dict = {}  # weight value -> (pattern, layer)
         for lin in linears:
             pattern = lin.sparsity_pattern

@@ -17,23 +17,20 @@ from dataclasses import dataclass
 from xdsl.context import Context
 from xdsl.dialects.builtin import ModuleOp, TensorType
 from xdsl.dialects.func import FuncOp
-from xdsl.passes import ModulePass
 
 from nmc.compiler.dialects.nm_attrs import input_names, set_tiling
 from nmc.compiler.kernels.common import TileError
 from nmc.compiler.kernels.registry import KERNELS
 from nmc.compiler.sparsity.target_check import check_linear_patterns
-from nmc.compiler.transforms.target_option import resolve_target
+from nmc.compiler.transforms.target_option import TargetedPass
 
 
 @dataclass(frozen=True)
-class ScheduleTiles(ModulePass):
+class ScheduleTiles(TargetedPass):
     name = "schedule-tiles"
 
-    target: str = ""  # "": the module's target (nm.target), else DEFAULT_TARGET
-
     def apply(self, ctx: Context, op: ModuleOp) -> None:
-        target = resolve_target(op, self.target, self.name)
+        target = self.target_for(op)
         check_not_empty(op)
         check_linear_patterns(op, target)  # refused before a tiling is costed for it
         for inner in op.walk():

@@ -9,17 +9,18 @@ nothing to do (assign-sparsity without a spec, ...) leaves the module as it is, 
 refuses a disagreeing option (`check_target_option`).
 """
 
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from functools import lru_cache
 
 from xdsl.ir import Operation
+from xdsl.passes import ModulePass
 
 from nmc.common.errors import NmcError
 from nmc.compiler.dialects.nm_attrs import TargetAttr, module_target, set_module_target
 from nmc.isa.target import DEFAULT_TARGET, Target, load_target
 
-__all__ = ["DEFAULT_TARGET", "TargetMismatchError", "cached_target", "check_target_option",
-           "resolve_target"]
+__all__ = ["DEFAULT_TARGET", "TargetMismatchError", "TargetedPass", "cached_target",
+           "check_target_option", "resolve_target"]
 
 
 class TargetMismatchError(NmcError):
@@ -59,3 +60,19 @@ def resolve_target(module: Operation, option: str, pass_name: str) -> Target:
         set_module_target(module, recorded)
         return target
     return cached_target(recorded)
+
+
+@dataclass(frozen=True)
+class TargetedPass(ModulePass):
+    """A pass with the `target` option: "" (not given) means the module's target
+    (nm.target), else DEFAULT_TARGET; another machine than the module's is an error."""
+
+    target: str = ""
+
+    def target_for(self, module: Operation) -> Target:
+        """The target this pass works for on `module` (`resolve_target`)."""
+        return resolve_target(module, self.target, self.name)
+
+    def check_target(self, module: Operation) -> None:
+        """Refuse a `target` option that disagrees with the module's (`check_target_option`)."""
+        check_target_option(module, self.target, self.name)

@@ -21,7 +21,6 @@ from pathlib import Path
 
 from xdsl.context import Context
 from xdsl.dialects.builtin import ModuleOp
-from xdsl.passes import ModulePass
 
 from nmc.common.json_strict import parse_json
 from nmc.common.window_keep import KeepRatioError, resolve_keep
@@ -30,7 +29,7 @@ from nmc.compiler.sparsity.window_rewrite import (
     SwinBlock, WindowPruneError, apply_ratios, stages_of, swin_blocks,
 )
 from nmc.compiler.sparsity.window_search import searched_ratios
-from nmc.compiler.transforms.target_option import check_target_option, resolve_target
+from nmc.compiler.transforms.target_option import TargetedPass
 
 
 SEARCH_PREFIX = "sparsevit:latency="
@@ -87,7 +86,7 @@ def keep_ratios(blocks: list[SwinBlock], spec) -> dict[str, float]:
 
 
 @dataclass(frozen=True)
-class WindowPrune(ModulePass):
+class WindowPrune(TargetedPass):
     """Prune the windows of Swin blocks (SparseViT); `keep`: a ratio or a JSON file of
     ratios per block (empty: no pruning)."""
 
@@ -96,10 +95,9 @@ class WindowPrune(ModulePass):
     keep: str = ""
     out: str = ""
     calib: str = ""
-    target: str = ""  # "": the module's target (nm.target), else DEFAULT_TARGET
 
     def apply(self, ctx: Context, op: ModuleOp) -> None:
-        check_target_option(op, self.target, self.name)  # a uniform keep uses no target
+        self.check_target(op)  # a uniform keep uses no target
         if not self.keep:
             return
         blocks = swin_blocks(op)
@@ -110,7 +108,7 @@ class WindowPrune(ModulePass):
         spec = parse_keep(self.keep)
         if isinstance(spec, tuple):
             ratios = searched_ratios(op, blocks, spec[1], self.calib,
-                                     resolve_target(op, self.target, self.name))
+                                     self.target_for(op))
         else:
             ratios = keep_ratios(blocks, spec)
         apply_ratios(blocks, ratios)
