@@ -151,8 +151,7 @@ class AttentionKernel(Kernel[AttentionProblem]):
 
     simulate = True
 
-    def problem(self, op: AttentionOp) -> AttentionProblem:
-        return AttentionProblem.of(op)
+    problem_type = AttentionProblem
 
     def candidates(self, problem: AttentionProblem, target: Target) -> list[dict]:
         # heights below the PE array's rows waste part of it: only for tiny accumulators

@@ -127,10 +127,7 @@ class CopyKernel(Kernel[CopyProblem]):
     size the timing model picks."""
 
     def __init__(self, problem_type: type):
-        self._problem_type = problem_type
-
-    def problem(self, op: Operation) -> CopyProblem:
-        return self._problem_type.of(op)
+        self.problem_type = problem_type
 
     def candidates(self, problem: CopyProblem, target: Target) -> list[dict]:
         copies = problem.copies(Buffers.dummy())

@@ -103,8 +103,11 @@ class Kernel(Generic[P]):
     in-order unit waiting for another), not by the busiest unit (`estimate_cycles`);
     the tile search then simulates only a shortlist of the best estimates."""
 
+    problem_type: type | None = None
+    """The kernel's frozen problem class; its `of(op)` describes an op (`problem`)."""
+
     def problem(self, op: Operation) -> P:
-        raise NotImplementedError
+        return self.problem_type.of(op)
 
     def candidates(self, problem: P, target: Target) -> list[dict]:
         raise NotImplementedError

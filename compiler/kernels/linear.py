@@ -265,8 +265,7 @@ class LinearKernel(Kernel[LinearProblem]):
     the same schedule that emits it (`LinearSchedule`), in a few dozen steps whatever
     the number of tiles: the tile search costs thousands of candidates per layer shape."""
 
-    def problem(self, op: LinearOp) -> LinearProblem:
-        return LinearProblem.of(op)
+    problem_type = LinearProblem
 
     def transposed(self, op: LinearOp) -> list:
         return [op.weight]

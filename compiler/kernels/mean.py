@@ -79,8 +79,7 @@ class MeanProblem:
 
 
 class MeanKernel(Kernel[MeanProblem]):
-    def problem(self, op: MeanOp) -> MeanProblem:
-        return MeanProblem.of(op)
+    problem_type = MeanProblem
 
     def candidates(self, problem: MeanProblem, target: Target) -> list[dict]:
         T, C = problem.T, problem.C

@@ -85,8 +85,7 @@ class PatchEmbedKernel(Kernel[PatchEmbedProblem]):
     """The im2col (its own tiling `py`: patch rows per transfer) then the linear kernel
     (the linear tiling)."""
 
-    def problem(self, op: PatchEmbedOp) -> PatchEmbedProblem:
-        return PatchEmbedProblem.of(op)
+    problem_type = PatchEmbedProblem
 
     def scratch_words(self, problem: PatchEmbedProblem, tiling: dict) -> int:
         q = problem

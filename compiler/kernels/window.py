@@ -172,8 +172,7 @@ class MagnitudeProblem:
 
 
 class MagnitudeKernel(Kernel[MagnitudeProblem]):
-    def problem(self, op: MagnitudeOp) -> MagnitudeProblem:
-        return MagnitudeProblem.of(op)
+    problem_type = MagnitudeProblem
 
     def candidates(self, problem: MagnitudeProblem, target: Target) -> list[dict]:
         return [{"rows": r} for r in size_candidates(problem.M, 16, limit=DIM_MAX)]
@@ -202,8 +201,7 @@ class RankProblem:
 
 
 class RankKernel(Kernel[RankProblem]):
-    def problem(self, op: RankOp) -> RankProblem:
-        return RankProblem.of(op)
+    problem_type = RankProblem
 
     def candidates(self, problem: RankProblem, target: Target) -> list[dict]:
         return [{"windows": w} for w in size_candidates(problem.W, 1, limit=DIM_MAX)]
@@ -220,8 +218,7 @@ class RankKernel(Kernel[RankProblem]):
 
 
 class GatherKernel(Kernel[WindowTable]):
-    def problem(self, op: GatherOp) -> WindowTable:
-        return WindowTable.of(op)
+    problem_type = WindowTable
 
     def candidates(self, problem: WindowTable, target: Target) -> list[dict]:
         return _chunk_candidates(problem.count, problem.block, target)
@@ -237,9 +234,6 @@ class GatherKernel(Kernel[WindowTable]):
 
 
 class ScatterKernel(GatherKernel):
-    def problem(self, op: ScatterOp) -> WindowTable:
-        return WindowTable.of(op)
-
     def candidates(self, problem: WindowTable, target: Target) -> list[dict]:
         words = problem.images * problem.windows * problem.block
         copy = min(words, target.spad_words // 2 - ALIGN_WORDS, DIM_MAX) // ALIGN_WORDS \
