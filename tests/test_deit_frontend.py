@@ -354,12 +354,17 @@ def test_print_parse_round_trips(raised) -> None:  # noqa: ANN001
 # ------------------------------------------------------------------------ image size
 
 
+def _import_error(model: nn.Module, example: torch.Tensor, path: Path,
+                  error: type[Exception] = UnsupportedOpsError) -> str:
+    """The message of the `error` the frontend raises on `model` exported at `path`."""
+    with pytest.raises(error) as info:
+        import_nm(export_model(model, example, path))
+    return str(info.value)
+
+
 def test_image_size_not_divisible_is_a_frontend_error(tmp: Path) -> None:
     # A 33x33 image through a patch-8 DeiT: PyTorch floors it to 4x4 patches and exports.
-    path = export_model(_tiny(), torch.randn(1, 3, 33, 33), tmp / "bad_size.pt")
-    with pytest.raises(FrontendError) as info:
-        import_nm(path)
-    msg = str(info.value)
+    msg = _import_error(_tiny(), torch.randn(1, 3, 33, 33), tmp / "bad_size.pt", FrontendError)
     assert "input 33x33 is not divisible by patch 8 at patch_embed.proj (deit.py:" in msg
     assert "\n" not in msg
 
@@ -412,10 +417,7 @@ class _Attn(nn.Module):
     ],
 )
 def test_attention_variants_are_refused_with_a_reason(tmp: Path, variant: str, reason: str) -> None:
-    path = export_model(_Attn(variant), torch.randn(1, 5, 16), tmp / f"attn_{variant}.pt")
-    with pytest.raises(UnsupportedOpsError) as info:
-        import_nm(path)
-    msg = str(info.value)
+    msg = _import_error(_Attn(variant), torch.randn(1, 5, 16), tmp / f"attn_{variant}.pt")
     assert f"torch.aten.scaled_dot_product_attention at <top level> (test_deit_frontend.py:" in msg
     assert reason in msg and "\n" not in msg
 
@@ -446,10 +448,7 @@ class _Conv(nn.Module):
 
 
 def test_general_convolution_is_refused(tmp: Path) -> None:
-    path = export_model(_Conv(), torch.randn(1, 3, 8, 8), tmp / "conv.pt")
-    with pytest.raises(UnsupportedOpsError) as info:
-        import_nm(path)
-    msg = str(info.value)
+    msg = _import_error(_Conv(), torch.randn(1, 3, 8, 8), tmp / "conv.pt")
     assert "torch.aten.conv2d at proj" in msg
     assert "only the patch-embedding convolution is supported" in msg
     assert "stride [1, 1], padding [1, 1]" in msg

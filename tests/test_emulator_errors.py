@@ -17,33 +17,36 @@ def test_emulator_error_is_an_nmc_error():
     assert issubclass(EmulatorError, NmcError)
 
 
-def test_deadlock_reports_every_blocked_unit_with_pc_and_instruction():
-    prog = program([
-        I("load", mem=SPAD, local=0, dram=0, rows=1, cols=16, stride=16),  # signals nobody
-        I("matmul", a=0, w=0, out=0, m=1, k=16, n=1, wait=LOAD, signal=STORE),
-        I("store", mem=ACC, local=0, dram=64, rows=1, cols=1, stride=1, wait=MATRIX),
-    ])
-    with pytest.raises(EmulatorError) as info:
-        run_program(prog, {}, TARGET)
-    msg = str(info.value)
-    assert msg.startswith("deadlock")
-    assert "matrix waits for a token from load at pc 1: matmul" in msg
-    assert "store waits for a token from matrix at pc 2: store" in msg
-
-
-def test_deadlock_on_a_signal_that_comes_too_late_in_the_same_queue():
+DEADLOCKS = {
+    "every blocked unit with pc and instruction": (
+        [
+            I("load", mem=SPAD, local=0, dram=0, rows=1, cols=16, stride=16),  # signals nobody
+            I("matmul", a=0, w=0, out=0, m=1, k=16, n=1, wait=LOAD, signal=STORE),
+            I("store", mem=ACC, local=0, dram=64, rows=1, cols=1, stride=1, wait=MATRIX),
+        ],
+        ["matrix waits for a token from load at pc 1: matmul",
+         "store waits for a token from matrix at pc 2: store"]),
     # the vector op waits for a token the *later* vector op was to trigger: circular
-    prog = program([
-        I("vun", fn=VUnFn.COPY, dst_mem=SPAD, dst=0, src_mem=SPAD, src=16, rows=1, cols=16, wait=LOAD),
-        I("vun", fn=VUnFn.COPY, dst_mem=SPAD, dst=0, src_mem=SPAD, src=16, rows=1, cols=16, signal=LOAD),
-        I("load", mem=SPAD, local=32, dram=0, rows=1, cols=16, stride=16, wait=VECTOR, signal=VECTOR),
-    ])
+    "a signal that comes too late in the same queue": (
+        [
+            I("vun", fn=VUnFn.COPY, dst_mem=SPAD, dst=0, src_mem=SPAD, src=16, rows=1, cols=16, wait=LOAD),
+            I("vun", fn=VUnFn.COPY, dst_mem=SPAD, dst=0, src_mem=SPAD, src=16, rows=1, cols=16, signal=LOAD),
+            I("load", mem=SPAD, local=32, dram=0, rows=1, cols=16, stride=16, wait=VECTOR, signal=VECTOR),
+        ],
+        ["vector waits for a token from load at pc 0: vun",
+         "load waits for a token from vector at pc 2: load"]),
+}
+
+
+@pytest.mark.parametrize("case", sorted(DEADLOCKS))
+def test_deadlock_is_reported_with_each_blocked_unit(case):
+    instrs, blocked = DEADLOCKS[case]
     with pytest.raises(EmulatorError) as info:
-        run_program(prog, {}, TARGET)
+        run_program(program(instrs), {}, TARGET)
     msg = str(info.value)
     assert msg.startswith("deadlock")
-    assert "vector waits for a token from load at pc 0: vun" in msg
-    assert "load waits for a token from vector at pc 2: load" in msg
+    for line in blocked:
+        assert line in msg
 
 
 def test_out_of_bounds_spad_access():

@@ -334,9 +334,9 @@ def test_linear_closed_form_cost_matches_the_emitted_kernel():
     must equal estimate_cycles / len of the emitted instructions (or both not fit)."""
     import random
 
-    from nmc.compiler.kernels.common import _DoesNotFit, estimate_cycles
-    from nmc.compiler.kernels.kernel import Buffers
-    from nmc.compiler.kernels.linear import LINEAR, LinearProblem
+    from kernel_helpers import emitted_and_costed
+
+    from nmc.compiler.kernels.linear import LinearProblem
 
     rng = random.Random(0)
     for _ in range(150):
@@ -346,15 +346,7 @@ def test_linear_closed_form_cost_matches_the_emitted_kernel():
         bias, layout = rng.random() < 0.5, rng.choice(["kn", "nk"])
         act = rng.choice([None, None, "gelu", "gelu_tanh"])  # fused (fuse-activations)
         problem = LinearProblem(M, K, N, bias, activation=act, w_layout=layout)
-        try:
-            instrs = LINEAR.emit(problem, t, Buffers.dummy(), TARGET)
-            emitted = (estimate_cycles(instrs, TARGET), len(instrs))
-        except _DoesNotFit:
-            emitted = None
-        try:
-            closed = tuple(LINEAR.cost(problem, t, TARGET))
-        except _DoesNotFit:
-            closed = None
+        emitted, closed = emitted_and_costed(problem, t, TARGET)
         assert closed == emitted, (M, K, N, t, bias, layout, act)
 
 

@@ -11,14 +11,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from nmc.compiler.kernels.common import _DoesNotFit, estimate_cycles
-from nmc.compiler.kernels.kernel import Buffers
 from nmc.common import nm_format
 from nmc.compiler.kernels.linear import LINEAR, LinearProblem
 from nmc.isa.target import load_target
 from nmc.models.registry import build_model, export_to_file
 
 sys.path.insert(0, str(Path(__file__).parent))
+from kernel_helpers import emitted_and_costed  # noqa: E402
 from test_nm_sparse import compile_sparse  # noqa: E402
 
 TARGET = load_target()
@@ -36,15 +35,7 @@ def test_sparse_linear_closed_form_cost_matches_the_emitted_kernel():
              "k": rng.choice([step, 2 * step, 4 * step, K])}
         bias = rng.random() < 0.5
         problem = LinearProblem(M, K, N, bias, pattern)
-        try:
-            instrs = LINEAR.emit(problem, t, Buffers.dummy(), TARGET)
-            emitted = (estimate_cycles(instrs, TARGET), len(instrs))
-        except _DoesNotFit:
-            emitted = None
-        try:
-            closed = tuple(LINEAR.cost(problem, t, TARGET))
-        except _DoesNotFit:
-            closed = None
+        emitted, closed = emitted_and_costed(problem, t, TARGET)
         assert closed == emitted, (M, K, N, t, bias, pattern)
 
 
