@@ -6,7 +6,7 @@
 // SSA value names, which must not start with a digit in MLIR, get a `v` in front.
 
 builtin.module {
-  func.func @main(%arg0: !torch.vtensor<[4],f32> {nm.param = "0.weight"}, %arg1: !torch.vtensor<[4],f32> {nm.param = "0.bias"}, %arg2: !torch.vtensor<[8,4],f32> {nm.param = "1.weight"}, %arg3: !torch.vtensor<[8],f32> {nm.param = "1.bias"}, %arg4: !torch.vtensor<[1,5,4],f32>) -> !torch.vtensor<[1,5,8],f32> attributes {nm.input_names = ["input"], nm.output_names = ["output"]} {
+  func.func @main(%arg0: !torch.vtensor<[4],f32> {nm.state_key = "0.weight"}, %arg1: !torch.vtensor<[4],f32> {nm.state_key = "0.bias"}, %arg2: !torch.vtensor<[8,4],f32> {nm.state_key = "1.weight"}, %arg3: !torch.vtensor<[8],f32> {nm.state_key = "1.bias"}, %arg4: !torch.vtensor<[1,5,4],f32>) -> !torch.vtensor<[1,5,8],f32> attributes {nm.input_names = ["input"], nm.output_names = ["output"]} {
     %0 = "torch.constant.bool"() <{value = false}> : () -> !torch.bool
     %1 = "torch.constant.float"() <{value = 1.000000e-05 : f64}> : () -> !torch.float
     %2 = "torch.constant.int"() <{value = 4 : i64}> : () -> !torch.int

@@ -6,7 +6,7 @@
 // the location.
 
 builtin.module {
-  func.func @main(%arg0: !torch.vtensor<[8,3,2,2,2],f32> {nm.param = "weight"}, %arg1: !torch.vtensor<[8],f32> {nm.param = "bias"}, %arg2: !torch.vtensor<[1,3,4,4,4],f32>) -> !torch.vtensor<[1,8,2,2,2],f32> attributes {nm.input_names = ["input"], nm.output_names = ["output"]} {
+  func.func @main(%arg0: !torch.vtensor<[8,3,2,2,2],f32> {nm.state_key = "weight"}, %arg1: !torch.vtensor<[8],f32> {nm.state_key = "bias"}, %arg2: !torch.vtensor<[1,3,4,4,4],f32>) -> !torch.vtensor<[1,8,2,2,2],f32> attributes {nm.input_names = ["input"], nm.output_names = ["output"]} {
     %0 = "torch.constant.bool"() <{value = false}> : () -> !torch.bool
     %1 = "torch.constant.int"() <{value = 1 : i64}> : () -> !torch.int
     %2 = "torch.constant.int"() <{value = 0 : i64}> : () -> !torch.int
