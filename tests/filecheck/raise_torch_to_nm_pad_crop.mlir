@@ -8,7 +8,7 @@
 // concatenations with constant tensors.
 
 builtin.module {
-  func.func @main(%arg0: !torch.vtensor<[4,4],f32> {nm.param = "fc.weight"}, %arg1: !torch.vtensor<[4],f32> {nm.param = "fc.bias"}, %arg2: !torch.vtensor<[1,3,3,4],f32>) -> !torch.vtensor<[1,2,2,4],f32> attributes {nm.input_names = ["x"], nm.output_names = ["output"]} {
+  func.func @main(%arg0: !torch.vtensor<[4,4],f32> {nm.state_key = "fc.weight"}, %arg1: !torch.vtensor<[4],f32> {nm.state_key = "fc.bias"}, %arg2: !torch.vtensor<[1,3,3,4],f32>) -> !torch.vtensor<[1,2,2,4],f32> attributes {nm.input_names = ["x"], nm.output_names = ["output"]} {
     %0 = "torch.constant.float"() <{value = 0.000000e+00 : f64}> : () -> !torch.float
     %1 = "torch.constant.int"() <{value = 9223372036854775807 : i64}> : () -> !torch.int
     %2 = "torch.constant.int"() <{value = 2 : i64}> : () -> !torch.int
