@@ -1,0 +1,466 @@
+"""Benchmark: a pretrained DINOv2 ViT-S/14 classifier on Fashion-MNIST under N:M sparsity,
+its accuracy measured on the emulator (issue 14). Bench-only: needs `make bench-deps`.
+
+    .venv/bin/python bench/dinov2_weights.py -o bench-out/dinov2_vits14.pth
+    nice -n 10 .venv/bin/python bench/bench_dinov2_fmnist.py [STAGE ...]
+
+Stages (default: all, in this order; every one caches what it made under --out, default
+bench-out/dinov2_fmnist/, which git ignores, so a rerun or a killed run resumes):
+
+- features: the backbone's class-token features (after the final norm) of the first
+  N_TRAIN images of the train split and the first N_VAL of val, at IMG x IMG (Fashion-
+  MNIST's 28x28 grey images resized bilinearly, repeated over 3 channels, ImageNet mean /
+  std: what `nmc eval --data fashion-mnist --normalize imagenet` feeds the program; the
+  position embedding resampled from 16x16 to 8x8 patches as timm does), in chunks.
+- probe: a linear head (multinomial logistic regression, L-BFGS; L2 strength chosen on the
+  val features) on the frozen train features; the backbone's weights with the head are
+  written as classifier.pth and exported (`nmc export`) as classifier.pt2, the model file
+  every row compiles.
+- oneshot: every configuration of CONFIGS compiled one-shot (`nmc compile --sparsity ...`;
+  ELSA calibrates on CALIB train images), run on the emulator (`nmc eval --limit`) on the
+  first N_SMALL test images (dense and 2:4: the first N_EVAL), for REFERENCE_ROWS its
+  predictions compared one by one with PyTorch's for the same pruned model (`--reference`,
+  the weights masked with models/nm_sparsity), its modelled cycles per layer from
+  `nmc run --report-json`.
+- small: the first-N_SMALL top-1 of the N_EVAL rows (PyTorch's, equal to the emulator's
+  there when all their predictions agreed).
+- test: the dense classifier's PyTorch top-1 on all 10,000 test images (features).
+- finetune: the sparse rows fine-tuned briefly with distillation from the dense classifier
+  (FINETUNE_* below), then compiled and evaluated as above.
+- table: the Markdown table of every finished row (results.md).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from nmc.common.threads import torch_threads
+from nmc.models.datasets import load_dataset
+from nmc.models.registry import build_model
+
+ROOT = Path(__file__).resolve().parent.parent
+NMC = [sys.executable, "-m", "nmc.cli"]
+ARCH = "vit_small_patch14_dinov2"
+IMG = 112  # 8x8 patches of 14 + the class token: 65 tokens (224 would be 257)
+DATA = ["--data", "fashion-mnist", "--normalize", "imagenet"]
+N_TRAIN = 4000  # train-split images the head is trained on (first of the split)
+N_VAL = 1000  # val-split images that choose its L2 strength
+N_EVAL = 2000  # test images the dense and 2:4 rows run on the emulator (the first of test)
+N_SMALL = 500  # ... and every row (the emulator runs a sparse program ~3.5x slower than a
+# dense one: 2,000 images of every row did not fit in the time on 2 shared cores)
+FULL_ROWS = ("dense", "2:4")
+CALIB = 8  # train images ELSA's sensitivity calibrates on
+CHUNK = 250
+THREADS = 2
+L2_GRID = (1e-4, 1e-3, 1e-2)
+# in the order they are run (the most telling first, in case time runs out)
+CONFIGS = ["dense", "2:4", "elsa:speedup=2.5", "1:4", "elsa:speedup=2", "4:8", "2:8", "1:8",
+           "elsa:speedup=1.5", "elsa:speedup=3"]
+# one-shot rows whose emulator predictions are compared with PyTorch's on all N_EVAL images
+# (the fine-tuned rows always are); the others skip that second pass (it costs as much as
+# the emulator's) to fit the time on 2 shared cores
+REFERENCE_ROWS = ("dense", "2:4", "elsa:speedup=2.5")
+# first images of the test split of the rows that ran on N_EVAL, when their predictions
+# all agreed with PyTorch's: their top-1 on the first N_SMALL is PyTorch's there
+# the fine-tune: whole model (head included), masks recomputed every step (straight-
+# through, nmc's FixedNM), AdamW, cosine learning rate, on the first N_TRAIN train images;
+# loss: KL to the dense classifier's softened logits (temperature KD_T, cached from the
+# features) + KD_CE x cross-entropy with the labels
+FINETUNE_STEPS = 40
+FINETUNE_BATCH = 32
+FINETUNE_LR = 3e-5
+KD_T = 2.0
+KD_CE = 0.5
+SAVE_EVERY = 10
+
+
+def log(text: str) -> None:
+    print(f"[{time.strftime('%H:%M:%S')}] {text}", flush=True)
+
+
+def nmc(*args: str) -> str:
+    """Run `nmc ARGS` (the CLI, as a user would); its stdout."""
+    cmd = [*NMC, *args]
+    log("$ nmc " + " ".join(args))
+    done = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT)
+    if done.returncode != 0:
+        raise SystemExit(f"nmc {' '.join(args)} failed:\n{done.stderr[-3000:]}")
+    return done.stdout
+
+
+def write_json(path: Path, value) -> None:
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_text(json.dumps(value, indent=1) + "\n")
+    tmp.replace(path)
+
+
+class Bench:
+    def __init__(self, out: Path, weights: Path):
+        self.out, self.weights = out, weights
+        out.mkdir(parents=True, exist_ok=True)
+        self._data = None
+
+    @property
+    def data(self):
+        if self._data is None:
+            self._data = load_dataset("fashion-mnist", IMG, normalization="imagenet")
+        return self._data
+
+    # ---------------------------------------------------------------- features
+
+    def backbone(self) -> torch.nn.Module:
+        model, _ = build_model(ARCH, {"img_size": IMG}, weights=self.weights)
+        return model.eval()
+
+    def features(self, split: str, n: int, model=None) -> tuple[np.ndarray, np.ndarray]:
+        """Class-token features [n, 384] and labels of the first n images of `split`,
+        computed in chunks cached on disk."""
+        folder = self.out / "features"
+        folder.mkdir(exist_ok=True)
+        parts = []
+        for start in range(0, n, CHUNK):
+            stop = min(n, start + CHUNK)
+            path = folder / f"{split}_{start}_{stop}.npy"
+            if not path.exists():
+                model = model or self.backbone()
+                with torch.no_grad(), torch_threads(THREADS):
+                    feats = model(self.data[split].images[start:stop]).numpy()
+                np.save(path.with_suffix(".tmp.npy"), feats)
+                path.with_suffix(".tmp.npy").replace(path)
+                log(f"features {split} {start}:{stop}")
+            parts.append(np.load(path))
+        return np.concatenate(parts), self.data[split].labels[:n].numpy()
+
+    # ---------------------------------------------------------------- probe
+
+    def probe(self) -> dict:
+        path = self.out / "probe.json"
+        if path.exists():
+            return json.loads(path.read_text())
+        xtr, ytr = self.features("train", N_TRAIN)
+        xva, yva = self.features("val", N_VAL)
+        best = None
+        for l2 in L2_GRID:
+            w, b = fit_logistic(xtr, ytr, l2)
+            acc = float(((xva @ w.T + b).argmax(1) == yva).mean())
+            log(f"probe l2={l2}: val top-1 {acc:.2%}")
+            if best is None or acc > best[0]:
+                best = (acc, l2, w, b)
+        acc, l2, w, b = best
+        state = torch.load(self.weights, map_location="cpu", weights_only=True)
+        state["head.weight"] = torch.from_numpy(w.astype(np.float32))
+        state["head.bias"] = torch.from_numpy(b.astype(np.float32))
+        torch.save(state, self.out / "classifier.pth")
+        nmc("export", ARCH, "--set", f"img_size={IMG}", "--set", "num_classes=10",
+            "--weights", str(self.out / "classifier.pth"), "-o", str(self.classifier))
+        train_acc = float(((xtr @ w.T + b).argmax(1) == ytr).mean())
+        result = {"l2": l2, "val": acc, "train": train_acc, "n_train": N_TRAIN, "n_val": N_VAL}
+        write_json(path, result)
+        return result
+
+    @property
+    def classifier(self) -> Path:
+        return self.out / "classifier.pt2"
+
+    def classifier_module(self, state: dict | None = None) -> torch.nn.Module:
+        model, _ = build_model(ARCH, {"img_size": IMG, "num_classes": 10},
+                               weights=self.out / "classifier.pth")
+        if state is not None:
+            model.load_state_dict(state)
+        return model.eval()
+
+    # ---------------------------------------------------------------- rows
+
+    def calib(self) -> Path:
+        """CALIB train images, one model input each: [CALIB, 1, 3, IMG, IMG]."""
+        path = self.out / "calib.npy"
+        if not path.exists():
+            np.save(path, self.data["train"].images[:CALIB].numpy()[:, None])
+        return path
+
+    def row(self, name: str, spec: str, model_file: Path, reference: Path | None,
+            sparsity: str | None, with_reference: bool = True, limit: int = N_SMALL
+            ) -> dict:
+        """Compile `model_file` with `spec` (None: dense, or a FILE.json), run it on the
+        emulator on the N_EVAL test images against the PyTorch `reference` (None: the
+        model file pruned to the configuration the compiler chose), and its report."""
+        folder = self.out / "rows" / name
+        done = folder / "row.json"
+        if done.exists():
+            return json.loads(done.read_text())
+        folder.mkdir(parents=True, exist_ok=True)
+        prog, cfg = folder / "prog.bin", folder / "sparsity.json"
+        t0 = time.time()
+        if not prog.exists():
+            extra = []
+            if sparsity is not None:
+                extra = ["--sparsity", sparsity, "--sparsity-out", str(cfg)]
+                if sparsity.startswith("elsa:"):
+                    extra += ["--calib", str(self.calib())]
+            out = nmc("compile", str(model_file), "-o", str(prog), "-q", *extra)
+            (folder / "compile.txt").write_text(out)
+        compile_s = time.time() - t0
+        if reference is None and with_reference:
+            reference = folder / "reference.pt2"
+            if not reference.exists():
+                self.export_pruned(model_file, cfg, reference)
+        if not (folder / "report.json").exists():
+            x = folder / "x.npy"
+            np.save(x, self.data["test"].images[:1].numpy())
+            nmc("run", str(prog), "-i", str(x), "--report-json", str(folder / "report.json"),
+                "-q")
+        t1 = time.time()
+        if not (folder / "eval.json").exists():
+            compare = ["--reference", str(reference)] if with_reference else []
+            nmc("eval", str(prog), *DATA, "--limit", str(limit), *compare,
+                "--json", str(folder / "eval.json"), "-q")
+        report = json.loads((folder / "report.json").read_text())
+        evaluation = json.loads((folder / "eval.json").read_text())
+        linear = sum(layer["cycles"] for layer in report["layers"] if layer["kind"] == "linear")
+        result = {"name": name, "spec": spec, "cycles": report["total_cycles"],
+                  "linear_cycles": linear, "top1": evaluation["accuracy"],
+                  "pytorch_top1": evaluation.get("reference_accuracy"),
+                  "agreeing": evaluation.get("agreeing"), "images": evaluation["images"],
+                  "compile_s": round(compile_s, 1), "eval_s": round(time.time() - t1, 1),
+                  "config": json.loads(cfg.read_text()) if cfg.exists() else None}
+        write_json(done, result)
+        log(f"row {name}: {result}")
+        return result
+
+    def export_pruned(self, model_file: Path, cfg: Path, out: Path) -> None:
+        """The PyTorch reference of a sparse program: the model file's weights masked to the
+        configuration (models/nm_sparsity.apply_nm), exported as a model file."""
+        from nmc.models.nm_sparsity import apply_nm
+        from nmc.models.registry import export_to_file
+
+        state = torch.export.load(str(model_file)).state_dict
+        model = self.classifier_module({k: v.clone() for k, v in state.items()})
+        config = {k: tuple(int(x) for x in v.split(":")) for k, v in
+                  json.loads(cfg.read_text()).items() if v != "dense"}
+        pruned = apply_nm(model, config)
+        export_to_file(pruned, torch.zeros(1, 3, IMG, IMG), out)
+
+    def oneshot(self, specs: list[str]) -> list[dict]:
+        rows = []
+        for spec in specs:
+            sparsity = None if spec == "dense" else spec
+            reference = self.classifier if spec == "dense" else None
+            rows.append(self.row(f"oneshot-{slug(spec)}", spec, self.classifier, reference,
+                                 sparsity, spec in REFERENCE_ROWS,
+                                 N_EVAL if spec in FULL_ROWS else N_SMALL))
+        return rows
+
+    def first_small(self) -> None:
+        """The N_SMALL-image top-1 of the rows that ran on N_EVAL images with every
+        prediction equal to PyTorch's: PyTorch's (the emulator's there, image by image)."""
+        from nmc.training.subject import from_file
+
+        for spec in FULL_ROWS:
+            path = self.out / "rows" / f"oneshot-{slug(spec)}" / "row.json"
+            row = json.loads(path.read_text())
+            if "top1_small" in row or row["agreeing"] != row["images"]:
+                continue
+            reference = self.classifier if spec == "dense" else path.parent / "reference.pt2"
+            module = from_file(reference).module
+            with torch.no_grad(), torch_threads(THREADS):
+                logits = torch.cat([module(self.data["test"].images[i:i + 50])
+                                    for i in range(0, N_SMALL, 50)])
+            labels = self.data["test"].labels[:N_SMALL]
+            row["top1_small"] = float((logits.argmax(-1) == labels).float().mean())
+            write_json(path, row)
+            log(f"{spec}: top-1 on the first {N_SMALL}: {row['top1_small']:.2%}")
+
+    # ---------------------------------------------------------------- fine-tune
+
+    def finetune(self, spec: str, seed: int) -> dict:
+        """The one-shot configuration of `spec`, fine-tuned (FINETUNE_*), compiled with that
+        configuration and evaluated as the one-shot rows."""
+        from nmc.models.registry import export_to_file
+        from nmc.training.nm_supernet import FixedNM
+
+        name = f"finetune-{slug(spec)}-s{seed}"
+        folder = self.out / "rows" / name
+        folder.mkdir(parents=True, exist_ok=True)
+        model_file, cfg = folder / "model.pt2", folder / "config.json"
+        source = self.out / "rows" / f"oneshot-{slug(spec)}" / "sparsity.json"
+        if not source.exists():
+            raise SystemExit(f"fine-tune {spec}: run the one-shot row first ({source})")
+        cfg.write_text(source.read_text())
+        if not model_file.exists():
+            config = {k: v for k, v in json.loads(cfg.read_text()).items() if v != "dense"}
+            model = self.classifier_module()
+            net = FixedNM(model, [f"{k}.weight" for k in config],
+                          [tuple(int(x) for x in v.split(":")) for v in config.values()])
+            feats, labels = self.features("train", N_TRAIN)
+            head = torch.load(self.out / "classifier.pth", map_location="cpu",
+                              weights_only=True)
+            teacher = torch.from_numpy(feats) @ head["head.weight"].T + head["head.bias"]
+            opt = torch.optim.AdamW(model.parameters(), lr=FINETUNE_LR, weight_decay=0.05)
+            ckpt, step = folder / "ckpt.pt", 0
+            if ckpt.exists():
+                state = torch.load(ckpt, map_location="cpu", weights_only=True)
+                model.load_state_dict(state["model"])
+                opt.load_state_dict(state["opt"])
+                step = state["step"]
+            model.train()
+            losses = []
+            with torch_threads(THREADS):
+                while step < FINETUNE_STEPS:
+                    gen = torch.Generator().manual_seed(seed * 100003 + step)
+                    idx = torch.randperm(N_TRAIN, generator=gen)[:FINETUNE_BATCH]
+                    for group in opt.param_groups:
+                        group["lr"] = FINETUNE_LR * 0.5 * (1 + np.cos(np.pi * step /
+                                                                      FINETUNE_STEPS))
+                    logits = net.forward(self.data["train"].images[idx])
+                    soft = F.log_softmax(teacher[idx] / KD_T, -1)
+                    kd = F.kl_div(F.log_softmax(logits / KD_T, -1), soft, log_target=True,
+                                  reduction="batchmean") * KD_T ** 2
+                    loss = kd + KD_CE * F.cross_entropy(logits, torch.from_numpy(labels)[idx])
+                    opt.zero_grad(set_to_none=True)
+                    loss.backward()
+                    opt.step()
+                    step += 1
+                    losses.append(float(loss))
+                    if step % SAVE_EVERY == 0 or step == FINETUNE_STEPS:
+                        torch.save({"model": model.state_dict(), "opt": opt.state_dict(),
+                                    "step": step}, ckpt)
+                        log(f"{name}: step {step}/{FINETUNE_STEPS}, loss "
+                            f"{np.mean(losses[-SAVE_EVERY:]):.3f}")
+            model.eval()
+            net.bake([0] * len(net.params))
+            export_to_file(model, torch.zeros(1, 3, IMG, IMG), model_file)
+        return self.row(name, f"{spec} + fine-tune (seed {seed})", model_file, None,
+                        str(cfg))
+
+    # ---------------------------------------------------------------- dense test
+
+    def dense_test(self) -> dict:
+        path = self.out / "dense_test.json"
+        if path.exists():
+            return json.loads(path.read_text())
+        x, y = self.features("test", len(self.data["test"]))
+        state = torch.load(self.out / "classifier.pth", map_location="cpu", weights_only=True)
+        w, b = state["head.weight"].numpy(), state["head.bias"].numpy()
+        pred = (x @ w.T + b).argmax(1)
+        result = {"images": len(y), "top1": float((pred == y).mean()),
+                  "top1_first_n_eval": float((pred[:N_EVAL] == y[:N_EVAL]).mean())}
+        write_json(path, result)
+        return result
+
+
+def table(out: Path) -> str:
+    """The Markdown table of every finished row (one line per configuration)."""
+    rows = {}
+    for path in sorted((out / "rows").glob("*/row.json")):
+        r = json.loads(path.read_text())
+        rows[r["name"]] = r
+    dense = rows.get("oneshot-dense")
+    if dense is None:
+        return "(no dense row yet)"
+    lines = [f"| configuration | linear speed-up | end-to-end speed-up | top-1 one-shot, "
+             f"first {N_SMALL} | top-1 one-shot, first {N_EVAL} | top-1 after fine-tune | "
+             f"agreement with PyTorch |",
+             "|---|---|---|---|---|---|---|"]
+
+    def pct(value) -> str:
+        return f"{value:.1%}" if value is not None else ""
+
+    for spec in CONFIGS:
+        one = rows.get(f"oneshot-{slug(spec)}")
+        if one is None:
+            lines.append(f"| {spec} | | | not run | | | |")
+            continue
+        small = one["top1"] if one["images"] == N_SMALL else one.get("top1_small")
+        full = one["top1"] if one["images"] == N_EVAL else None
+        tuned = [r for n, r in rows.items() if n.startswith(f"finetune-{slug(spec)}-s")]
+        accs = [r["top1"] for r in tuned]
+        if not accs:
+            after = "not run"
+        elif len(accs) == 1:
+            after = f"{accs[0]:.1%} (1 seed, first {tuned[0]['images']})"
+        else:
+            after = f"{np.mean(accs):.1%} ± {np.std(accs, ddof=1):.1%} ({len(accs)} seeds)"
+        agree = "; ".join(f"{r['agreeing']}/{r['images']}" if r["agreeing"] is not None
+                          else "not compared" for r in [one, *tuned])
+        lines.append(f"| {spec} | {dense['linear_cycles'] / one['linear_cycles']:.2f}x | "
+                     f"{dense['cycles'] / one['cycles']:.2f}x | {pct(small)} | {pct(full)} | "
+                     f"{after} | {agree} |")
+    return "\n".join(lines)
+
+
+def slug(spec: str) -> str:
+    return spec.replace(":", "-").replace("=", "-")
+
+
+def fit_logistic(x: np.ndarray, y: np.ndarray, l2: float, classes: int = 10
+                 ) -> tuple[np.ndarray, np.ndarray]:
+    """Multinomial logistic regression on standardised-free features: min CE + l2 |W|^2."""
+    xt, yt = torch.from_numpy(x).double(), torch.from_numpy(y).long()
+    w = torch.zeros(classes, x.shape[1], dtype=torch.float64, requires_grad=True)
+    b = torch.zeros(classes, dtype=torch.float64, requires_grad=True)
+    opt = torch.optim.LBFGS([w, b], max_iter=500, history_size=20,
+                            line_search_fn="strong_wolfe")
+
+    def closure():
+        opt.zero_grad()
+        loss = F.cross_entropy(xt @ w.T + b, yt) + l2 * (w * w).sum()
+        loss.backward()
+        return loss
+
+    with torch_threads(THREADS):
+        opt.step(closure)
+    return w.detach().numpy(), b.detach().numpy()
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("stages", nargs="*", default=["features", "probe", "oneshot", "test",
+                                                  "finetune", "table"])
+    ap.add_argument("--out", type=Path, default=ROOT / "bench-out" / "dinov2_fmnist")
+    ap.add_argument("--weights", type=Path, default=ROOT / "bench-out" / "dinov2_vits14.pth",
+                    help="the state_dict bench/dinov2_weights.py wrote")
+    ap.add_argument("--finetune", action="append", metavar="SPEC",
+                    help="a configuration to fine-tune (repeat; default: 2:4 and "
+                         "elsa:speedup=2.5)")
+    ap.add_argument("--seeds", type=int, nargs="+", default=[0])
+    ap.add_argument("--configs", nargs="+", metavar="SPEC",
+                    help="the one-shot rows to run (default: all of CONFIGS)")
+    args = ap.parse_args()
+    args.finetune = args.finetune or ["2:4", "elsa:speedup=2.5"]
+    bench = Bench(args.out, args.weights)
+    for stage in args.stages:
+        if stage == "features":
+            bench.features("train", N_TRAIN)
+            bench.features("val", N_VAL)
+        elif stage == "probe":
+            log(f"probe: {bench.probe()}")
+        elif stage == "oneshot":
+            bench.oneshot(args.configs or CONFIGS)
+        elif stage == "finetune":
+            for spec in args.finetune:
+                for seed in args.seeds:
+                    bench.finetune(spec, seed)
+        elif stage == "small":
+            bench.first_small()
+        elif stage == "table":
+            text = table(args.out)
+            (args.out / "results.md").write_text(text + "\n")
+            print(text)
+        elif stage == "test":
+            log(f"dense on the test set: {bench.dense_test()}")
+        else:
+            raise SystemExit(f"unknown stage {stage}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
