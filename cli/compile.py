@@ -22,8 +22,13 @@ GENERIC_HELP = "print the IR in MLIR's generic op form (as mlir-opt --mlir-print
 
 
 def register(sub) -> None:
-    p = sub.add_parser("compile", help="compile a torch.export file to prog.bin")
-    p.add_argument("model", type=Path)
+    p = sub.add_parser("compile", help="compile a torch.export or ONNX file to prog.bin")
+    p.add_argument("model", type=Path, help="model.pt (torch.export) or model.onnx")
+    p.add_argument("--input-shape", action="append", default=[], metavar="NAME=DIMS",
+                   help="ONNX: fix the dims of input NAME (e.g. x=1x3x224x224); repeat "
+                        "for several inputs")
+    p.add_argument("--batch", type=int, metavar="N",
+                   help="ONNX: the batch size, for inputs whose leading dim is dynamic")
     p.add_argument("-o", "--output", type=Path, required=True)
     add_target(p)
     p.add_argument("--print-ir-after-all", action="store_true")
@@ -85,7 +90,11 @@ def cmd_compile(args) -> int:
                               f"{e.strerror or e}") from None
     dumper = IrDumper(args.print_ir_after, args.print_ir_after_all, args.dump_ir,
                       atomic_write_text, generic=args.print_op_generic)
-    program = compile_model(args.model, args.target, dumper, sparsity=sparsity, window=window)
+    shapes = parse_input_shapes(args.input_shape)
+    if args.batch is not None and args.batch < 1:
+        raise UsageError(f"--batch must be >= 1, got {args.batch}")
+    program = compile_model(args.model, args.target, dumper, sparsity=sparsity, window=window,
+                            input_shapes=shapes or None, batch=args.batch)
     write_program(program, args.output)
     print(f"wrote {args.output}: {len(program.instructions)} instructions, "
           f"{sum(c.size for _, c in program.constants) * 4 / 1e6:.2f} MB of constants, "
@@ -116,6 +125,24 @@ def _check_compile_files(args) -> None:
                 ("--sparsity", sparsity_file), ("--window-keep", window_file),
                 ("--target", target_file(args.target))],
         directories=[("--dump-ir", args.dump_ir)], in_directories=dumps)
+
+
+def parse_input_shapes(items: list[str]) -> dict[str, tuple[int, ...]]:
+    """`NAME=1x3x224x224` options -> {NAME: (1, 3, 224, 224)}."""
+    shapes: dict[str, tuple[int, ...]] = {}
+    for item in items:
+        name, sep, dims = item.rpartition("=")
+        try:
+            shape = tuple(int(d) for d in dims.lower().split("x"))
+        except ValueError:
+            shape = ()
+        if not sep or not name or not shape or any(d < 1 for d in shape):
+            raise UsageError(f"--input-shape {item!r}: expected NAME=DIMS with DIMS positive "
+                             f"integers joined by x, e.g. x=1x3x224x224")
+        if name in shapes:
+            raise UsageError(f"--input-shape: input {name!r} given twice")
+        shapes[name] = shape
+    return shapes
 
 
 def _window_options(args) -> dict | None:

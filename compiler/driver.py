@@ -13,27 +13,32 @@ from pathlib import Path
 from typing import Any
 
 
-def import_nm(path: Any, ctx: Any = None):  # noqa: ANN201 - returns xdsl ModuleOp
-    """Import the model at `path` and raise it to the nm dialect (verified ModuleOp)."""
+def import_nm(path: Any, ctx: Any = None, *, input_shapes: dict | None = None,
+              batch: int | None = None):  # noqa: ANN201 - returns xdsl ModuleOp
+    """Import the model at `path` (torch.export or ONNX; `input_shapes` / `batch` fix an
+    ONNX model's dynamic dims) and raise it to the nm dialect (verified ModuleOp)."""
     from nmc.compiler.dialects.context import make_context
-    from nmc.compiler.frontend.importer import import_model
+    from nmc.compiler.frontend.model_import import import_model_file
     from nmc.compiler.transforms.raise_torch_to_nm import RaiseTorchToNm
 
     ctx = ctx or make_context()
-    module = import_model(path, ctx)
+    module = import_model_file(path, ctx, input_shapes=input_shapes, batch=batch)
     RaiseTorchToNm().apply(ctx, module)
     return module
 
 
 def compile_model(model: Path, target: str = "sta_ref", after_pass=None, meta=None,
-                  sparsity: dict | None = None, window: dict | None = None):
-    """model.pt -> Program, through the default pipeline. Raises NmcError subclasses.
+                  sparsity: dict | None = None, window: dict | None = None,
+                  input_shapes: dict | None = None, batch: int | None = None):
+    """model.pt (torch.export) or model.onnx -> Program, through the default pipeline.
+    Raises NmcError subclasses. `input_shapes` ({input: dims}) and `batch` fix the dynamic
+    dims of an ONNX model.
     `after_pass(name, module)` is called with "input" before the first pass, then after
     each pass by name (`pipeline.IrDumper` is one). `sparsity`: options of assign-sparsity
     (spec, calib, out, report); `window`: options of window-prune (keep, calib, out)."""
     from nmc.common.progress import progress
     from nmc.compiler.emit import module_to_program
-    from nmc.compiler.frontend import import_model
+    from nmc.compiler.frontend.model_import import import_model_file
     from nmc.compiler.pipeline import (
         DEFAULT_PIPELINE, default_pipeline_spec, make_context, run_pipeline,
     )
@@ -52,7 +57,7 @@ def compile_model(model: Path, target: str = "sta_ref", after_pass=None, meta=No
                 after_pass(name, module)
 
         bar.set_postfix_str(steps[0])
-        module = import_model(model, ctx)
+        module = import_model_file(model, ctx, input_shapes=input_shapes, batch=batch)
         run_pipeline(module, default_pipeline_spec(target, sparsity, window), ctx, step_done)
         program = module_to_program(module, {"model": str(model), "target": target,
                                              **(meta or {})})

@@ -30,11 +30,13 @@ it back identically:
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Sequence
 from typing import Any
 
 from xdsl.dialects.builtin import (
     ArrayAttr,
+    DenseIntOrFPElementsAttr,
     BoolAttr,
     Float64Type,
     FloatAttr,
@@ -444,6 +446,49 @@ AtenConstantPadNdOp = _aten_op(
 AtenMeanDimOp = _aten_op("torch.aten.mean.dim", "dim: list<int>; dtype may be none",
                          input=TENSOR, dim=ANY, keepdim=ANY, dtype=ANY)
 
+# What torch-mlir's ONNX conversion and torch.export's default decompositions produce
+# (the decomposed forms raise-torch-to-nm recognises; matchers/decomposed/).
+AtenMmOp = _aten_op("torch.aten.mm", input=TENSOR, mat2=TENSOR)
+AtenBmmOp = _aten_op("torch.aten.bmm", input=TENSOR, mat2=TENSOR)
+AtenDivTensorOp = _aten_op("torch.aten.div.Tensor", input=TENSOR, other=TENSOR)
+AtenIndexSelectOp = _aten_op("torch.aten.index_select", "index: a 1-D integer tensor",
+                             input=TENSOR, dim=ANY, index=TENSOR)
+AtenUnsqueezeOp = _aten_op("torch.aten.unsqueeze", input=TENSOR, dim=ANY)
+PrimsSqueezeOp = _aten_op("torch.prims.squeeze", "dimensions: list<int>",
+                          input=TENSOR, dimensions=ANY)
+AtenConvolutionOp = _aten_op(
+    "torch.aten.convolution", "what conv2d becomes after decomposition (ONNX Conv too)",
+    input=TENSOR, weight=TENSOR, bias=TENSOR_OR_NONE, stride=ANY, padding=ANY, dilation=ANY,
+    transposed=ANY, output_padding=ANY, groups=ANY)
+
+
+@irdl_op_definition
+class AtenNativeLayerNormOp(IRDLOperation):
+    """`torch.aten.native_layer_norm(input, normalized_shape, weight, bias, eps)` -> (out,
+    mean, rstd): what ONNX LayerNormalization becomes."""
+
+    name = "torch.aten.native_layer_norm"
+    input = operand_def(ValueTensorType)
+    normalized_shape = operand_def()
+    weight = operand_def()
+    bias = operand_def()
+    eps = operand_def()
+    result = result_def(ValueTensorType)
+    mean = result_def(ValueTensorType)
+    rstd = result_def(ValueTensorType)
+    traits = traits_def(Pure())
+
+
+@irdl_op_definition
+class VtensorLiteralOp(IRDLOperation):
+    """`torch.vtensor.literal`: a constant tensor (`value`: dense elements)."""
+
+    name = "torch.vtensor.literal"
+    value = prop_def(Attribute)
+    result = result_def(ValueTensorType)
+    traits = traits_def(ConstantLike(), Pure())
+
+
 RESHAPE_OPS = (AtenViewOp, AtenReshapeOp, AtenUnsafeViewOp, AtenFlattenUsingIntsOp)
 EXPAND_OPS = (AtenExpandOp, AtenBroadcastToOp)
 
@@ -470,7 +515,8 @@ PATTERN_OPS = (
 """The modelled aten ops that are converted only as part of a pattern (or dropped)."""
 
 
-CONSTANT_OPS = (ConstantIntOp, ConstantFloatOp, ConstantStrOp, ConstantBoolOp, ConstantNoneOp)
+CONSTANT_OPS = (ConstantIntOp, ConstantFloatOp, ConstantStrOp, ConstantBoolOp, ConstantNoneOp,
+                VtensorLiteralOp)
 
 TORCH = Dialect(
     "torch",
@@ -490,6 +536,15 @@ TORCH = Dialect(
         AtenReluOp,
         *PATTERN_OPS,
         AtenMeanDimOp,
+        AtenMmOp,
+        AtenBmmOp,
+        AtenDivTensorOp,
+        AtenIndexSelectOp,
+        AtenUnsqueezeOp,
+        PrimsSqueezeOp,
+        AtenConvolutionOp,
+        AtenNativeLayerNormOp,
+        VtensorLiteralOp,
     ],
     list(TYPES),
 )
@@ -507,4 +562,28 @@ def constant_value(value: SSAValue) -> int | float | str | bool | None | list:
         return None
     if isinstance(op, PrimListConstructOp):
         return [constant_value(v) for v in op.elements]
+    if isinstance(op, VtensorLiteralOp):
+        values = literal_array(value)
+        if values is not None and values.size == 1:
+            return values.reshape(-1)[0].item()
     raise ValueError("not a torch constant")
+
+
+def literal_array(value: SSAValue):  # noqa: ANN201 - numpy array or None
+    """The elements of a `torch.vtensor.literal` (numpy, its shape); None for anything else
+    (or a literal whose data is not in the IR, a dense_resource)."""
+    import numpy as np
+
+    op = value.owner
+    if not isinstance(op, VtensorLiteralOp) or not isinstance(op.result.type, ValueTensorType):
+        return None
+    attr = op.value
+    if not isinstance(attr, DenseIntOrFPElementsAttr):
+        return None
+    shape = op.result.type.get_shape()
+    values = np.asarray(attr.get_values())
+    if shape is None:
+        return None
+    if values.size == 1 and math.prod(shape) != 1:
+        values = np.full(shape, values.reshape(-1)[0])
+    return values.reshape(shape)

@@ -55,7 +55,9 @@ class _ReplacePlanned(RewritePattern):
         # not hand the last op's name hint to them.
         rewriter.insert_op(news[:-1], InsertPoint.before(op))
         self.values[op.results[0]] = news[-1].results[0]
-        rewriter.replace(op, news[-1])
+        # a root's other results (native_layer_norm's mean and rstd) are unused
+        rest: list[SSAValue | None] = [None] * (len(op.results) - 1)
+        rewriter.replace(op, news[-1], [news[-1].results[0], *rest])
 
 
 def _layer_names(plan: Plan, position: dict[Operation, int]

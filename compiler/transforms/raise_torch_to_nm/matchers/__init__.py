@@ -18,10 +18,19 @@ from nmc.compiler.transforms.raise_torch_to_nm.framework import Matcher
 from nmc.compiler.transforms.raise_torch_to_nm.matchers import (
     attention, concat, expand, mean, patch_embed, select, single,
 )
+from nmc.compiler.transforms.raise_torch_to_nm.matchers.decomposed import (
+    attention as decomposed_attention, layer_norm as decomposed_layer_norm,
+    linear as decomposed_linear, patch_conv, select as decomposed_select,
+)
 
 MATCHERS: tuple[Matcher, ...] = (
     attention.MATCHER,
+    decomposed_attention.MATCHER,  # after the exact forms: it would take them too
     patch_embed.MATCHER,
+    patch_conv.MATCHER,
+    decomposed_linear.MATCHER,
+    decomposed_layer_norm.MATCHER,
+    decomposed_select.MATCHER,
     select.MATCHER,
     concat.MATCHER,
     expand.MATCHER,
