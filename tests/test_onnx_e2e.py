@@ -69,3 +69,67 @@ def test_dynamic_batch_is_fixed_at_compile_time(tmp_path):
     x = _input((2, 3, 32, 32))
     _, _, got = compile_and_run(path, x, input_shapes={"x": (2, 3, 32, 32)})
     assert rel_err(got, onnxruntime_output(path, x)) < 1e-4
+
+
+# ------------------------------------------------------------------------------ Swin
+
+
+@pytest.fixture(scope="module")
+def swin_onnx(tmp_path_factory):
+    module, example = build_model("swin_micro", {}, seed=0)
+    path = tmp_path_factory.mktemp("onnx") / "swin.onnx"
+    export_onnx(module, example, path)
+    return module, example, path
+
+
+def _bright_windows(shape, seed) -> np.ndarray:
+    """Images whose stage-0 windows differ much in brightness (as test_window_prune's), so
+    that which windows are kept matters."""
+    gen = torch.Generator().manual_seed(seed)
+    x = torch.randn(shape, generator=gen) * 0.1
+    gain = torch.rand((shape[0], 1, shape[2] // 16, shape[3] // 16), generator=gen) * 8
+    return (x * (1 + gain.repeat_interleave(16, 2).repeat_interleave(16, 3))).numpy()
+
+
+def test_swin_onnx_matches_onnxruntime(swin_onnx):
+    """Swin from ONNX: the cyclic shift is Slice + Concat (no roll in ONNX), the bias and
+    the shift mask two Adds around a Reshape, the NHWC patch embedding two Transposes."""
+    _, example, path = swin_onnx
+    x = _input(example.shape)
+    _, result, got = compile_and_run(path, x)
+    assert rel_err(got, onnxruntime_output(path, x)) < 1e-4
+    kinds = {layer.kind for layer in result.layers}
+    assert {"patch_embed", "permute_rows", "attention", "linear", "layer_norm",
+            "mean"} <= kinds
+
+
+def test_swin_onnx_2_4_matches_onnxruntime_of_the_pruned_model(swin_onnx, tmp_path):
+    """The dense ONNX file compiled with --sparsity 2:4; the reference is onnxruntime on
+    the same model with the layers nmc pruned masked in PyTorch (the same mask rule)."""
+    module, example, path = swin_onnx
+    x = _input(example.shape)
+    program, _, got = compile_and_run(path, x, sparsity={"spec": "2:4"})
+    config = {name: (2, 4) for name, layer in program.meta["layers"].items()
+              if layer["pattern"] == "2:4"}
+    assert {"layers.0.blocks.1.attn.qkv", "layers.1.blocks.0.mlp.fc2"} <= set(config)
+    pruned = tmp_path / "swin24.onnx"
+    export_onnx(apply_nm(module, config), example, pruned)
+    assert rel_err(got, onnxruntime_output(pruned, x)) < 1e-4
+
+
+def test_swin_onnx_window_keep_matches_the_pruned_reference(swin_onnx):
+    """--window-keep 0.5 on the ONNX Swin: the same Swin blocks are recognised in the nm IR
+    as from torch.export; checked against the PyTorch reference of window pruning (what
+    onnxruntime cannot run) and, at keep 1, against onnxruntime."""
+    module, example, path = swin_onnx
+    x = _bright_windows(example.shape, 1)
+    program, _, got = compile_and_run(path, x, window={"keep": "0.5"})
+    module.set_window_keep(0.5)
+    try:
+        with torch.no_grad():
+            want = module(torch.from_numpy(x)).numpy()
+    finally:
+        module.set_window_keep(None)
+    assert rel_err(got, want) < 1e-4
+    assert rel_err(got, onnxruntime_output(path, x)) > 1e-3  # the pruning is real
+    assert "topk" in {i.mnemonic for i in program.instructions}

@@ -9,11 +9,8 @@ What torch-mlir's ONNX importer then reads (`onnx_import.py`) is a graph in whic
   makes it an argument of `@main`, so, as for torch.export files, no weight is printed in
   the IR; its values are in `OnnxProgram.weights`, by initializer name (the weight store).
   Scalars (an epsilon, an attention scale) stay constants the raising can read;
-- the weight of a MatMul / Gemm stored [K, N] (x . W, how exporters fold nn.Linear's
-  W^T) is stored as the [N, K] weight of a linear behind an explicit Transpose node, so
-  the raising meets `x . transpose(W)` as from PyTorch. When the Add after it adds an
-  initializer named `<layer>.bias`, the weight is named `<layer>.weight` (exporters often
-  name the folded transpose `val_12` or `onnx::MatMul_123`); else `<name>.T`;
+- the rewrites of `onnx_rewrites.py`: a linear's weight stored [K, N] is stored [N, K]
+  behind a Transpose, and constants added on either side of a view combine into one;
 - every node is renamed to a short key; `OnnxProgram.locations` maps it to the module path
   (from the exporter's `pkg.torch.onnx.name_scopes` metadata, else from a `/a/b/Op` node
   name) and the node's own name, which become the ops' locations: layer names and errors
@@ -33,8 +30,11 @@ import onnx
 from onnx import helper, numpy_helper
 
 from nmc.compiler.errors import FrontendError
+from nmc.compiler.frontend.onnx_rewrites import (
+    combine_additive_constants, orient_linear_weights,
+)
 from nmc.compiler.frontend.onnx_shapes import (
-    check_static, fix_input_shapes, fold_constants, infer_shapes,
+    check_static, fix_input_shapes, fold_constants, infer_shapes, static_shapes,
 )
 
 _FLOATS = {onnx.TensorProto.FLOAT, onnx.TensorProto.DOUBLE, onnx.TensorProto.FLOAT16,
@@ -75,7 +75,8 @@ def prepare_onnx(path: str | os.PathLike[str],
     input_shapes = fix_input_shapes(model, shown, shapes, batch)
     model = fold_constants(model, shown)
     check_static(model, shown)
-    _orient_linear_weights(model)
+    combine_additive_constants(model, static_shapes(model))
+    orient_linear_weights(model, _is_weight)
     prog = OnnxProgram(infer_shapes(model, shown), list(input_shapes), input_shapes)
     _weights_to_inputs(prog)
     _rename_nodes(prog)
@@ -110,70 +111,6 @@ def _weights_to_inputs(prog: OnnxProgram) -> None:
         prog.params.append(t.name)
         g.input.append(helper.make_tensor_value_info(t.name, onnx.TensorProto.FLOAT,
                                                      list(arr.shape)))
-
-
-def _orient_linear_weights(model: onnx.ModelProto) -> None:
-    """A MatMul / Gemm weight stored [K, N] becomes the [N, K] weight of a linear behind a
-    Transpose (Gemm: transB flipped instead)."""
-    g = model.graph
-    inits = {t.name: t for t in g.initializer}
-    consumers: dict[str, list[onnx.NodeProto]] = {}
-    for node in g.node:
-        for i in node.input:
-            consumers.setdefault(i, []).append(node)
-    taken = set(inits) | {o for n in g.node for o in n.output} | {i.name for i in g.input}
-    nodes: list[onnx.NodeProto] = []
-    for node in g.node:
-        w = node.input[1] if node.op_type in ("MatMul", "Gemm") and len(node.input) > 1 else ""
-        t = inits.get(w)
-        trans_b = next((a for a in node.attribute if a.name == "transB"), None)
-        stored_kn = node.op_type == "MatMul" or trans_b is None or trans_b.i == 0
-        if t is None or len(t.dims) != 2 or not _is_weight(t) or not stored_kn \
-                or len(consumers.get(w, [])) != 1:
-            nodes.append(node)
-            continue
-        name = _linear_weight_name(node, w, consumers, inits, taken)
-        taken.add(name)
-        wt = numpy_helper.from_array(np.ascontiguousarray(numpy_helper.to_array(t).T), name)
-        g.initializer.append(wt)
-        if node.op_type == "Gemm":
-            if trans_b is None:
-                node.attribute.append(helper.make_attribute("transB", 1))
-            else:
-                trans_b.i = 1
-            node.input[1] = name
-        else:
-            out = f"{name}__kn"
-            nodes.append(helper.make_node("Transpose", [name], [out], perm=[1, 0],
-                                          name=f"{node.name}__weight_transpose"))
-            for p in node.metadata_props:
-                nodes[-1].metadata_props.add().CopyFrom(p)
-            node.input[1] = out
-        nodes.append(node)
-    del g.node[:]
-    g.node.extend(nodes)
-    used = {i for n in g.node for i in n.input}
-    keep = [t for t in g.initializer if t.name in used]
-    del g.initializer[:]
-    g.initializer.extend(keep)
-
-
-def _linear_weight_name(node: onnx.NodeProto, w: str, consumers, inits, taken) -> str:
-    """`<layer>.weight` when the node's result is added to an initializer `<layer>.bias`
-    (Gemm: its C input), else `<w>.T`."""
-    bias = None
-    if node.op_type == "Gemm" and len(node.input) > 2:
-        bias = node.input[2]
-    else:
-        users = consumers.get(node.output[0], [])
-        if len(users) == 1 and users[0].op_type == "Add":
-            bias = next((i for i in users[0].input if i in inits), None)
-    if bias and bias.endswith(".bias") and bias[:-5] + ".weight" not in taken:
-        return bias[:-5] + ".weight"
-    name = f"{w}.T"
-    while name in taken:
-        name += "_"
-    return name
 
 
 # ---------------------------------------------------------------------------- locations

@@ -111,7 +111,7 @@ def infer_shapes(model: onnx.ModelProto, shown: str) -> onnx.ModelProto:
                             ) from None
 
 
-def _static_shapes(model: onnx.ModelProto) -> dict[str, tuple[int, ...]]:
+def static_shapes(model: onnx.ModelProto) -> dict[str, tuple[int, ...]]:
     out: dict[str, tuple[int, ...]] = {}
     g = model.graph
     for vi in [*g.input, *g.value_info, *g.output]:
@@ -151,7 +151,7 @@ def fold_constants(model: onnx.ModelProto, shown: str) -> onnx.ModelProto:
     for _ in range(100):
         g = model.graph
         consts = {t.name: t for t in g.initializer}
-        shapes = _static_shapes(model)
+        shapes = static_shapes(model)
         kept: list[onnx.NodeProto] = []
         folded = False
         for node in g.node:
@@ -210,7 +210,7 @@ def _foldable(node: onnx.NodeProto, consts: dict[str, onnx.TensorProto],
 
 def check_static(model: onnx.ModelProto, shown: str) -> None:
     """Every value a node produces has a known static shape; else name the first node."""
-    shapes = _static_shapes(model)
+    shapes = static_shapes(model)
     for node in model.graph.node:
         for out in node.output:
             if out and out not in shapes:

@@ -1,12 +1,15 @@
 """Row movement: chains of data movement that keep rows whole become one nm op.
 
-    chains of view / reshape / flatten / permute / transpose / roll / slice that keep rows
-      (the last dim, or a multiple of it) whole, not claimed by a pattern
+    chains of view / reshape / flatten / permute / transpose / roll / slice, and cats of
+      such chains of one tensor, that keep rows (the last dim, or a multiple of it) whole,
+      not claimed by a pattern
         -> one nm.permute_rows (the row index composed with numpy, `movement_rows`) or
            nm.reshape (rows in place) per value that something other than movement reads
 
 Swin's cyclic shift + window partition into [B*nW, N, C], window reverse + shift back (and
-the crop of a padded map, `x[:, :H, :W]`), and patch merging's 2x2 gather are such chains.
+the crop of a padded map, `x[:, :H, :W]`), and patch merging's 2x2 gather are such chains
+(ONNX has no roll: its exporters write the shift as slices and a cat, which compose the
+same way).
 """
 
 from __future__ import annotations
@@ -25,7 +28,7 @@ from nmc.compiler.transforms.raise_torch_to_nm.reading import (
 )
 
 MOVEMENT_OPS = (*tt.RESHAPE_OPS, tt.AtenPermuteOp, tt.AtenTransposeIntOp, tt.AtenRollOp,
-                tt.AtenSliceTensorOp)
+                tt.AtenSliceTensorOp, tt.AtenCatOp)
 
 
 def movement_rows(op: Operation, units: np.ndarray, unit: int) -> np.ndarray:
@@ -89,8 +92,8 @@ def compose_movements(ops: list[Operation], aliases: dict[Operation, SSAValue],
 
     def consumers(value: SSAValue) -> Iterator[Operation]:
         for use in value.uses:
-            if use.operation in aliases:
-                yield from consumers(use.operation.results[0])
+            if use.operation in aliases or isinstance(use.operation, tt.PrimListConstructOp):
+                yield from consumers(use.operation.results[0])  # a list: its cat
             else:
                 yield use.operation
 
@@ -98,11 +101,13 @@ def compose_movements(ops: list[Operation], aliases: dict[Operation, SSAValue],
     for op, (base, units, _unit, chain) in forms.items():
         claimed.add(op)
         if all(c in forms for c in consumers(op.results[0])):
-            aliases[op] = op.operands[0]  # read by other movement ops only: erased
+            # read by other movement ops only: erased (a cat's operand is its list)
+            aliases[op] = _cat_inputs(op)[0] if isinstance(op, tt.AtenCatOp) else op.operands[0]
             continue
         result_shape = shape(op.results[0])
         rows = units.reshape(-1)
-        if np.array_equal(rows, np.arange(rows.size)):  # the rows stay in place
+        if np.array_equal(rows, np.arange(math.prod(shape(base)[:-1]) * shape(base)[-1]
+                                          // _unit)):  # the rows stay in place
             if result_shape == shape(base):
                 aliases[op] = base
                 continue
@@ -127,12 +132,26 @@ def _forms(ops: list[Operation], aliases: dict[Operation, SSAValue], claimed: se
             value = aliases[o]
         return value
 
+    def form_of(x: SSAValue) -> _Form:
+        """The form of a movement op's input: its producer's, or a new chain from it."""
+        x_owner = owner(x)
+        if x_owner in forms:
+            return forms[x_owner]
+        x_shape = shape(x)
+        if not x_shape:
+            raise Reject("a scalar cannot be reshaped into rows")
+        units = np.arange(math.prod(x_shape[:-1])).reshape(*x_shape[:-1], 1)
+        return x, units, x_shape[-1], ()
+
     forms: dict[Operation, _Form] = {}
     for op in ops:
         if op in claimed or not isinstance(op, MOVEMENT_OPS):
             continue
         try:
             verified(op)
+            if isinstance(op, tt.AtenCatOp):
+                forms[op] = _cat_form(op, [form_of(source(v)) for v in _cat_inputs(op)])
+                continue
             x = source(op.operands[0])
             x_owner = owner(x)
             if x_owner in forms:
@@ -147,3 +166,24 @@ def _forms(ops: list[Operation], aliases: dict[Operation, SSAValue], claimed: se
         except Reject as e:
             reasons.setdefault(op, str(e))
     return forms
+
+
+def _cat_inputs(cat: tt.AtenCatOp) -> list[SSAValue]:
+    lst = owner(cat.tensors)
+    if not isinstance(lst, tt.PrimListConstructOp):
+        raise Reject("the tensors of cat must be a list built in the model")
+    return list(lst.elements)
+
+
+def _cat_form(cat: tt.AtenCatOp, parts: list[_Form]) -> _Form:
+    """A cat of row movements of one base along a dim other than the last (ONNX's roll:
+    slices of one tensor concatenated) is a row movement of that base."""
+    base, _, unit, _ = parts[0]
+    if any(p[0] is not base or p[2] != unit for p in parts):
+        raise Reject("a cat of different tensors is only supported as nm.concat")
+    rank = len(shape(cat.result))
+    d = norm_dim(int_const(cat.dim, "dim"), rank)
+    if d == rank - 1:
+        raise Reject("a cat along the last dim is not supported")
+    chain = tuple(dict.fromkeys(o for p in parts for o in p[3]))
+    return base, np.concatenate([p[1] for p in parts], axis=d), unit, (*chain, cat)

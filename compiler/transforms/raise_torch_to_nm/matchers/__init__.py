@@ -19,8 +19,9 @@ from nmc.compiler.transforms.raise_torch_to_nm.matchers import (
     attention, concat, expand, mean, patch_embed, select, single,
 )
 from nmc.compiler.transforms.raise_torch_to_nm.matchers.decomposed import (
-    attention as decomposed_attention, layer_norm as decomposed_layer_norm,
-    linear as decomposed_linear, patch_conv, select as decomposed_select,
+    attention as decomposed_attention, gelu as decomposed_gelu,
+    layer_norm as decomposed_layer_norm, layer_norm_arith, linear as decomposed_linear,
+    patch_conv, select as decomposed_select,
 )
 
 MATCHERS: tuple[Matcher, ...] = (
@@ -30,6 +31,8 @@ MATCHERS: tuple[Matcher, ...] = (
     patch_conv.MATCHER,
     decomposed_linear.MATCHER,
     decomposed_layer_norm.MATCHER,
+    layer_norm_arith.MATCHER,  # before mean: it reads mean.dim over the last dim
+    decomposed_gelu.MATCHER,
     decomposed_select.MATCHER,
     select.MATCHER,
     concat.MATCHER,

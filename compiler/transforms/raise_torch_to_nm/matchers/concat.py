@@ -24,6 +24,9 @@ def match_concat(cat: tt.AtenCatOp) -> Group:
                      f"rank-{rank} tensor)")
     if any(len(s) != rank for s in shapes):
         raise Reject(f"cat of tensors of different ranks: {[list(s) for s in shapes]}")
+    if all(isinstance(owner(e), tt.AtenSliceTensorOp) for e in elems) and len(
+            {owner(e).input for e in elems}) == 1:  # type: ignore[union-attr]
+        raise Reject("slices of one tensor put back together (a roll) are row movement")
     return Group(
         nm.ConcatOp.KIND,
         (cat,),

@@ -138,7 +138,12 @@ def _peel_scale(value: SSAValue, ops: list[Operation]) -> tuple[SSAValue, float]
 
 def check_bias(bias: SSAValue, batch: int, heads: int, n: int) -> tuple[int, int, int, int]:
     """The bias's shape padded to [G, heads, N, N]; Reject unless G divides the batch."""
-    bshape = shape(bias)
+    return check_bias_dims(shape(bias), batch, heads, n)
+
+
+def check_bias_dims(bshape: tuple[int, ...], batch: int, heads: int, n: int
+                    ) -> tuple[int, int, int, int]:
+    """`check_bias` of a bias of shape `bshape`."""
     if len(bshape) > 4 or len(bshape) < 2:
         raise Reject(f"the attention bias {list(bshape)} must be [G, heads, N, N]")
     padded = (1,) * (4 - len(bshape)) + bshape

@@ -23,7 +23,7 @@ from nmc.compiler.dialects import nm
 from nmc.compiler.dialects import torch as tt
 from nmc.compiler.transforms.raise_torch_to_nm.framework import Group, Mapper, Matcher
 from nmc.compiler.transforms.raise_torch_to_nm.matchers.attention.core import (
-    check_bias, match_core,
+    check_bias_dims, match_core,
 )
 from nmc.compiler.transforms.raise_torch_to_nm.matchers.decomposed.softmax import softmax_input
 from nmc.compiler.transforms.raise_torch_to_nm.matchers.decomposed.views import (
@@ -71,6 +71,11 @@ def _explicit(anchor: Operation, ops: list[Operation]
         lhs, rhs = trace(add.input), trace(add.other)
         first = owner(lhs.source)
         product, bias = (lhs, add.other) if isinstance(first, _PRODUCTS) else (rhs, add.input)
+        for t in (scores_t, product):  # the bias is read in the scores' element order
+            m = t.element_map().reshape(-1)
+            if not np.array_equal(m, np.arange(m.size)):
+                raise Reject("the views around the attention bias add must keep the "
+                             "scores' element order (reshapes only)")
         ops += [add, *product.ops]
         scale *= product.scale
         scores = owner(product.source)
@@ -120,12 +125,10 @@ def match(anchor: Operation) -> Group:
         scale = 1.0 / math.sqrt(hd)  # sqrt(s) on q and k rounded in f32: s is meant
     if not (math.isfinite(scale) and scale > 0):
         raise Reject(f"the attention scale must be finite and > 0, got {scale}")
-    if bias is not None:
-        check_bias(bias, b, heads, n)
+    bias_shape = None if bias is None else _bias_shape(bias, b, heads, n)
     merge, root = _merge(anchor, b, heads, n, hd)
     group_ops = list(dict.fromkeys([*tq.ops, *tk.ops, *tv.ops, *ops, *merge]))
     root_shape = shape(root.results[0])
-    bias_shape = None if bias is None else check_bias(bias, b, heads, n)
 
     def build(vmap: Mapper, layer: str) -> Operation | list[Operation]:
         built: list[Operation] = []
@@ -145,6 +148,18 @@ def match(anchor: Operation) -> Group:
         return built
 
     return Group(nm.AttentionOp.KIND, tuple(group_ops), root, build, anchor)
+
+
+def _bias_shape(bias: SSAValue, b: int, heads: int, n: int) -> tuple[int, int, int, int]:
+    """The bias as nm.attention takes it, [G, heads, N, N]. A bias added in a view of the
+    scores with more leading dims ([1, windows, heads, N, N], Swin's shifted windows) is
+    the same data: the views around the add only reshape (`_explicit` checks)."""
+    dims = shape(bias)
+    while len(dims) > 4 and dims[0] == 1:
+        dims = dims[1:]
+    if len(dims) > 4:
+        raise Reject(f"the attention bias {list(shape(bias))} must be [G, heads, N, N]")
+    return check_bias_dims(dims, b, heads, n)
 
 
 def _merge(anchor: Operation, b: int, heads: int, n: int, hd: int

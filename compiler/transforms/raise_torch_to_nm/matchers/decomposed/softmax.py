@@ -7,19 +7,16 @@
 
 from __future__ import annotations
 
-from xdsl.dialects.builtin import UnregisteredOp
 from xdsl.ir import Operation, SSAValue
 
 from nmc.compiler.dialects import torch as tt
 from nmc.compiler.transforms.raise_torch_to_nm.reading import (
-    Reject, const, int_const, ints, norm_dim, owner, shape, verified,
+    Reject, const, int_const, ints, norm_dim, op_name, owner, shape, verified,
 )
 
 
 def _name(op: Operation | None) -> str:
-    if op is None:
-        return ""
-    return op.op_name.data if isinstance(op, UnregisteredOp) else op.name
+    return op_name(op) if op is not None else ""
 
 
 def _check_last(dims: list[int], rank: int) -> None:

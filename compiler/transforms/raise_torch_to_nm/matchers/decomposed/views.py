@@ -36,10 +36,10 @@ def scalar_factor(op: Operation) -> tuple[SSAValue, float] | None:
     if not isinstance(op, SCALE_OPS):
         return None
     operands = [op.operands[0], op.operands[1]]
-    if isinstance(op, tt.AtenMulTensorOp) and _number(operands[0]) is not None:
+    if isinstance(op, tt.AtenMulTensorOp) and scalar_constant(operands[0]) is not None:
         operands.reverse()
     x, c = operands
-    value = _number(c)
+    value = scalar_constant(c)
     if value is None or not isinstance(x.type, tt.ValueTensorType):
         return None
     if shape(op.results[0]) != shape(x):
@@ -49,7 +49,8 @@ def scalar_factor(op: Operation) -> tuple[SSAValue, float] | None:
     return x, value
 
 
-def _number(v: SSAValue) -> float | None:
+def scalar_constant(v: SSAValue) -> float | None:
+    """The value of a constant number (or one-element constant tensor); else None."""
     try:
         c = tt.constant_value(v)
     except ValueError:
