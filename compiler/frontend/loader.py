@@ -31,6 +31,7 @@ from torch.export.graph_signature import InputKind, OutputKind
 from nmc.compiler.errors import FrontendError
 from nmc.compiler.frontend.batchnorm import fold_batchnorm
 from nmc.compiler.frontend.fold import fold_constants
+from nmc.compiler.frontend.fx_compat import rewrite_for_torch_mlir
 from nmc.compiler.frontend.materialize import materialize_operands
 
 EXPORT_HOWTO = (
@@ -262,8 +263,8 @@ def _load_entry(model_path: str | os.PathLike[str]) -> _Entry:
     _check_signature(ep, shown)
     try:
         with _quiet_torch():
-            decomposed = materialize_operands(
-                fold_batchnorm(fold_constants(ep.run_decompositions({}))))
+            decomposed = materialize_operands(fold_batchnorm(fold_constants(
+                rewrite_for_torch_mlir(ep.run_decompositions({})))))
     except Exception as e:
         raise FrontendError(
             f"{shown}: torch.export decomposition failed ({type(e).__name__}: {e})"

@@ -88,17 +88,12 @@ def match(mean: tt.AtenMeanDimOp) -> Group:
         raise Reject(_USAGE)
     ops.append(sub)
     d = sub.results[0]
-    sq = [u.operation for u in d.uses if _name(u.operation) in (
-        "torch.aten.mul.Tensor", "torch.aten.pow.Tensor_Scalar")]
+    sq = list(dict.fromkeys(u.operation for u in d.uses if _is_square(u.operation, d)))
     if len(sq) != 1:
         raise Reject(_USAGE)
     square = sq[0]
-    if _name(square) == "torch.aten.mul.Tensor":
-        ok = square.operands[0] is d and square.operands[1] is d
-    else:
-        ok = scalar_constant(square.operands[1]) == 2.0
     var = only_user(square.results[0])
-    if not ok or not _is_last_dim_mean(var):
+    if not _is_last_dim_mean(var):
         raise Reject(_USAGE)
     assert var is not None
     ops += [square, var]
@@ -135,6 +130,13 @@ def match(mean: tt.AtenMeanDimOp) -> Group:
         return nm.LayerNormOp(v(x), v(gamma), v(beta), eps, layer)
 
     return Group(nm.LayerNormOp.KIND, tuple(ops), root, build, mean)  # type: ignore[arg-type]
+
+
+def _is_square(op: Operation, d: SSAValue) -> bool:
+    """d * d, or d ** 2."""
+    if _name(op) == "torch.aten.mul.Tensor":
+        return op.operands[0] is d and op.operands[1] is d
+    return _name(op) == "torch.aten.pow.Tensor_Scalar" and scalar_constant(op.operands[1]) == 2.0
 
 
 def _affine(op: Operation | None, y: SSAValue, name: str, c: int) -> SSAValue | None:

@@ -1,0 +1,94 @@
+"""torch.export graphs in decomposed form compile and match PyTorch: nmc's DeiT after
+`ep.run_decompositions()` (the default table: linear -> mm + add, layer_norm -> mean /
+rsqrt arithmetic, softmax -> exp / sum / div, unbind -> squeeze.dims), and PyTorch's own
+nn.MultiheadAttention and nn.TransformerEncoderLayer (their attention is views of the
+packed in-projection around sdpa or bmm)."""
+
+from __future__ import annotations
+
+import io
+
+import numpy as np
+import pytest
+import torch
+
+from nmc.common.fileio import atomic_write_bytes
+from nmc.compiler.driver import compile_model
+from nmc.isa.target import load_target
+from nmc.models.registry import build_model
+from nmc.runtime.emulator import run_program
+
+TARGET = load_target()
+SMALL = {"img_size": 32, "patch": 8, "dim": 64, "depth": 2, "heads": 2, "num_classes": 10}
+
+
+def _save(program: torch.export.ExportedProgram, path) -> None:
+    buf = io.BytesIO()
+    torch.export.save(program, buf)
+    atomic_write_bytes(path, buf.getvalue())
+
+
+def _compile_run(path, x: torch.Tensor) -> np.ndarray:
+    program = compile_model(path)
+    (name,) = [s.name for s in program.symbols if s.kind == "input"]
+    (got,) = run_program(program, {name: x.numpy()}, TARGET,
+                         fill=float("nan")).outputs.values()
+    return got
+
+
+def _rel_err(got, want) -> float:
+    return float(np.abs(got - want).max() / np.abs(want).max())
+
+
+@pytest.mark.parametrize("fused_attn", [1, 0], ids=["sdpa", "explicit"])
+def test_deit_after_default_decompositions_matches_pytorch(tmp_path, fused_attn):
+    module, example = build_model("deit_tiny", {**SMALL, "fused_attn": fused_attn}, seed=0)
+    module.eval()
+    with torch.no_grad():
+        ep = torch.export.export(module, (example,)).run_decompositions()
+    ops = {str(n.target) for n in ep.graph.nodes if n.op == "call_function"}
+    assert "aten.linear.default" not in ops and "aten.layer_norm.default" not in ops
+    _save(ep, tmp_path / "deit_dec.pt2")
+    x = torch.randn(example.shape, generator=torch.Generator().manual_seed(1))
+    got = _compile_run(tmp_path / "deit_dec.pt2", x)
+    with torch.no_grad():
+        want = module(x).numpy()
+    assert _rel_err(got, want) < 1e-4
+
+
+class _SelfAttention(torch.nn.Module):
+    """nn.MultiheadAttention as self-attention (batch first); `need_weights` picks
+    PyTorch's path: sdpa (False) or bmm + softmax with averaged weights (True)."""
+
+    def __init__(self, need_weights: bool):
+        super().__init__()
+        self.attn = torch.nn.MultiheadAttention(32, 4, batch_first=True)
+        self.need_weights = need_weights
+
+    def forward(self, x):
+        return self.attn(x, x, x, need_weights=self.need_weights)[0]
+
+
+def _encoder_layer(norm_first: bool) -> torch.nn.Module:
+    return torch.nn.TransformerEncoderLayer(32, 4, 64, activation="gelu", batch_first=True,
+                                            norm_first=norm_first)
+
+
+@pytest.mark.parametrize("make", [
+    lambda: _SelfAttention(False), lambda: _SelfAttention(True),
+    lambda: _encoder_layer(False), lambda: _encoder_layer(True),
+], ids=["mha-sdpa", "mha-weights", "encoder-post-norm", "encoder-pre-norm"])
+@pytest.mark.parametrize("decompose", [False, True], ids=["export", "decomposed"])
+def test_pytorch_attention_modules_match_pytorch(tmp_path, make, decompose):
+    torch.manual_seed(0)
+    module = make().eval()
+    x = torch.randn(1, 10, 32)
+    with torch.no_grad():
+        ep = torch.export.export(module, (x,))
+        if decompose:
+            ep = ep.run_decompositions()
+    _save(ep, tmp_path / "m.pt2")
+    got = _compile_run(tmp_path / "m.pt2", x)
+    with torch.no_grad():
+        want = module(x).numpy()
+    assert _rel_err(got, want) < 1e-4
