@@ -86,19 +86,44 @@ class _Eval:
         return _BINARY[name](*args)
 
 
+def _scalar_operand(op: Operation) -> SSAValue | None:
+    """The one tensor operand of scalar arithmetic (x * c, x ** 3, ...), else None."""
+    if _name(op) not in _BINARY:
+        return None
+    tensors = [o for o in op.operands[:2] if scalar_constant(o) is None]
+    return tensors[0] if len(tensors) == 1 else None
+
+
+def _derived(value: SSAValue, x: SSAValue) -> bool:
+    """`value` is computed from x by scalar arithmetic alone (0.044715 * x^3)."""
+    for _ in range(_MAX_OPS):
+        if value is x:
+            return True
+        op = owner(value)
+        t = _scalar_operand(op) if op is not None else None
+        if t is None:
+            return False
+        value = t
+    return False
+
+
 def _source(anchor: Operation) -> SSAValue:
-    """The value the erf / tanh argument is computed from by scalar arithmetic."""
+    """The value the erf / tanh argument is computed from by scalar arithmetic (through
+    x + 0.044715 * x^3 in the tanh form)."""
     v = anchor.operands[0]
     for _ in range(_MAX_OPS):
         op = owner(v)
-        name = _name(op)
-        if op is None or name not in _BINARY and name != "torch.aten.pow.Tensor_Scalar":
+        if op is None or _name(op) not in _BINARY:
             return v
-        tensors = [o for o in op.operands[:2] if scalar_constant(o) is None]
-        if len(tensors) != 1:
-            # x + 0.044715 * x^3: both operands depend on x; follow the first
-            tensors = tensors[:1]
-        v = tensors[0]
+        t = _scalar_operand(op)
+        if t is None:
+            a, b = op.operands[0], op.operands[1]
+            if _derived(b, a):
+                return a
+            if _derived(a, b):
+                return b
+            return v
+        v = t
     return v
 
 
