@@ -57,12 +57,12 @@ def test_deit_after_default_decompositions_matches_pytorch(tmp_path, fused_attn)
 
 
 class _SelfAttention(torch.nn.Module):
-    """nn.MultiheadAttention as self-attention (batch first); `need_weights` picks
-    PyTorch's path: sdpa (False) or bmm + softmax with averaged weights (True)."""
+    """nn.MultiheadAttention as self-attention; `need_weights` picks PyTorch's path: sdpa
+    (False) or bmm + softmax with averaged weights (True)."""
 
-    def __init__(self, need_weights: bool):
+    def __init__(self, need_weights: bool, batch_first: bool = True):
         super().__init__()
-        self.attn = torch.nn.MultiheadAttention(32, 4, batch_first=True)
+        self.attn = torch.nn.MultiheadAttention(32, 4, batch_first=batch_first)
         self.need_weights = need_weights
 
     def forward(self, x):
@@ -87,6 +87,27 @@ def test_pytorch_attention_modules_match_pytorch(tmp_path, make, decompose):
         ep = torch.export.export(module, (x,))
         if decompose:
             ep = ep.run_decompositions()
+    _save(ep, tmp_path / "m.pt2")
+    got = _compile_run(tmp_path / "m.pt2", x)
+    with torch.no_grad():
+        want = module(x).numpy()
+    assert _rel_err(got, want) < 1e-4
+
+
+@pytest.mark.parametrize("batch_first", [True, False], ids=["batch-first", "seq-first"])
+@pytest.mark.parametrize("kind", ["mha", "encoder"])
+def test_pytorch_attention_modules_at_batch_2(tmp_path, batch_first, kind):
+    """At batch > 1 PyTorch's in-projection runs on [N, B, E] (tokens first): nm.attention
+    gets its qkv rows reordered to (image, token) and its result back (permute_rows)."""
+    torch.manual_seed(0)
+    if kind == "mha":
+        module = _SelfAttention(False, batch_first).eval()
+    else:
+        module = torch.nn.TransformerEncoderLayer(32, 4, 64, activation="gelu",
+                                                  batch_first=batch_first).eval()
+    x = torch.randn((2, 10, 32) if batch_first else (10, 2, 32))
+    with torch.no_grad():
+        ep = torch.export.export(module, (x,))
     _save(ep, tmp_path / "m.pt2")
     got = _compile_run(tmp_path / "m.pt2", x)
     with torch.no_grad():

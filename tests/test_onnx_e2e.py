@@ -165,3 +165,23 @@ def test_written_out_layer_norm_and_gelu_match_onnxruntime(tmp_path, tanh):
     assert rel_err(got, onnxruntime_output(path, x)) < 1e-4
     # the GELU runs in the linear's epilogue (fuse-activations): two layers
     assert [layer.kind for layer in result.layers] == ["layer_norm", "linear"]
+
+
+def test_nmc_compile_onnx_then_nmc_run_equals_onnxruntime_on_deit_tiny(tmp_path):
+    """The command line, end to end, on DeiT-tiny at 224x224 exported to ONNX."""
+    import subprocess
+    import sys
+
+    module, example = build_model("deit_tiny", {}, seed=0)
+    path = tmp_path / "deit_tiny.onnx"
+    export_onnx(module, example, path)
+    x = _input(example.shape)
+    np.save(tmp_path / "x.npy", x)
+    nmc = [sys.executable, "-m", "nmc.cli"]
+    subprocess.run([*nmc, "compile", str(path), "-o", str(tmp_path / "p.bin"), "-q"],
+                   check=True, capture_output=True)
+    subprocess.run([*nmc, "run", str(tmp_path / "p.bin"), "--input", str(tmp_path / "x.npy"),
+                    "-o", str(tmp_path / "y.npy"), "-q"], check=True, capture_output=True)
+    got = np.load(tmp_path / "y.npy")
+    assert got.shape == (1, 1000)
+    assert rel_err(got, onnxruntime_output(path, x)) < 1e-4

@@ -53,3 +53,42 @@ def test_a_damaged_onnx_file_is_one_error(tmp_path):
     path.write_bytes(b"\x08\x07garbage that is no protobuf" * 3)
     with pytest.raises(FrontendError, match="cannot read the ONNX model"):
         compile_model(path)
+
+
+def test_an_op_torch_mlir_cannot_convert_is_one_error_with_op_and_node(tmp_path):
+    import onnx
+    from onnx import TensorProto, helper
+
+    node = helper.make_node("DFT", ["x"], ["y"], name="my_dft")
+    graph = helper.make_graph(
+        [node], "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 1, 4, 4])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)])
+    path = tmp_path / "dft.onnx"
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 20)]), path)
+    with pytest.raises(FrontendError, match="unsupported ONNX operation.*ONNX DFT node 'my_dft'"):
+        compile_model(path)
+
+
+def test_without_module_scopes_layers_are_named_after_their_weights(tmp_path):
+    """An ONNX file without torch's metadata (other exporters): a linear's layer name comes
+    from the initializer `<layer>.weight` / `.bias` it reads."""
+    import onnx
+
+    module, example = build_model("deit_tiny", DEIT_SMALL, seed=0)
+    path = tmp_path / "deit.onnx"
+    export_onnx(module, example, path)
+    model = onnx.load(path)
+    for node in model.graph.node:
+        del node.metadata_props[:]
+    onnx.save(model, path)
+    layers = compile_model(path).meta["layers"]
+    assert {"blocks.0.attn.qkv", "blocks.1.mlp.fc1", "head"} <= set(layers)
+
+
+def test_the_elsa_search_says_it_needs_the_pytorch_program(tmp_path):
+    module, example = build_model("deit_tiny", DEIT_SMALL, seed=0)
+    path = tmp_path / "deit.onnx"
+    export_onnx(module, example, path)
+    with pytest.raises(FrontendError, match="ELSA search measures the PyTorch program"):
+        compile_model(path, sparsity={"spec": "elsa:speedup=1.5", "calib": "", "out": "",
+                                      "report": True})

@@ -13,8 +13,9 @@ What torch-mlir's ONNX importer then reads (`onnx_import.py`) is a graph in whic
   behind a Transpose, and constants added on either side of a view combine into one;
 - every node is renamed to a short key; `OnnxProgram.locations` maps it to the module path
   (from the exporter's `pkg.torch.onnx.name_scopes` metadata, else from a `/a/b/Op` node
-  name) and the node's own name, which become the ops' locations: layer names and errors
-  name what the user finds in the model.
+  name, else from the `<layer>.weight` / `.bias` initializer the node reads) and the node's
+  own name, which become the ops' locations: layer names and errors name what the user
+  finds in the model.
 """
 
 from __future__ import annotations
@@ -146,11 +147,24 @@ def _name_path(name: str) -> str:
     return ".".join(parts)
 
 
+def _weight_path(node: onnx.NodeProto, weights: set[str]) -> str:
+    """`fc1` when the node reads a weight named `fc1.weight` or `fc1.bias` (directly or
+    through the Transpose `orient_linear_weights` put before it)."""
+    for name in node.input:
+        name = name.removesuffix("__kn")
+        if name in weights:
+            for suffix in (".weight", ".bias"):
+                if name.endswith(suffix):
+                    return name.removesuffix(suffix)
+    return ""
+
+
 def _rename_nodes(prog: OnnxProgram) -> None:
+    weights = set(prog.weights)
     for k, node in enumerate(prog.model.graph.node):
         path = _scope_path(node)
         if path is None:
-            path = _name_path(node.name)
+            path = _name_path(node.name) or _weight_path(node, weights)
         key = f"nmc_node_{k}"
         prog.locations[key] = (path, f"ONNX {node.op_type} node {node.name!r}"
                                      if node.name else f"ONNX {node.op_type} node #{k}")

@@ -80,14 +80,32 @@ class WeightStore(Mapping[str, np.ndarray]):
 
     def _loaded(self) -> dict[str, np.ndarray]:
         if self._arrays is None:
-            from nmc.compiler.frontend.loader import load_weights
+            from pathlib import Path
 
-            self._arrays = load_weights(self._path)
+            from nmc.compiler.frontend.model_format import is_onnx_file
+
+            if self._path is not None and is_onnx_file(Path(self._path)):
+                from nmc.compiler.frontend.onnx_model import prepare_onnx
+
+                self._arrays = prepare_onnx(self._path).weights
+            else:
+                from nmc.compiler.frontend.loader import load_weights
+
+                self._arrays = load_weights(self._path)
         return self._arrays
 
     def program(self) -> ExportedProgram:
         """The model as torch.export saved it (no decompositions: `aten.linear` whole)."""
         if self._program is None:
+            from pathlib import Path
+
+            from nmc.compiler.frontend.model_format import is_onnx_file
+
+            if is_onnx_file(Path(self._path or self.name)):
+                raise FrontendError(
+                    f"{self.name}: the ELSA search measures the PyTorch program, which an "
+                    f"ONNX model does not have; give --sparsity N:M or FILE.json, or "
+                    f"compile the model's torch.export file")
             if self._path is None:
                 raise FrontendError(f"{self.name}: the weights came without the model's "
                                     f"program")

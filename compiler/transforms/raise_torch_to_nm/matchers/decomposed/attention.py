@@ -115,18 +115,18 @@ def match(anchor: Operation) -> Group:
     heads, b = c // hd, rows // n
     if math.prod(out_shape[:-2]) != b * heads:
         raise Reject(USAGE + f"; got qkv {list(qkv_shape)}, head output {list(out_shape)}")
-    split = np.arange(rows * three_c).reshape(b, n, 3, heads, hd).transpose(2, 0, 3, 1, 4)
-    k_want = split[1].transpose(0, 1, 3, 2) if k_transposed else split[1]
-    for name, t, want in (("q", tq, split[0]), ("k", tk, k_want), ("v", tv, split[2])):
-        got = t.element_map()
-        if got.size != want.size or not np.array_equal(got.reshape(-1), want.reshape(-1)):
-            raise Reject(USAGE + f" ({name} is another view of it)")
+    maps = [t.element_map().reshape(-1) for t in (tq, tk, tv)]
+    seq_first = False
+    if not _split_matches(maps, b, n, heads, hd, k_transposed, seq_first):
+        seq_first = b > 1 and _split_matches(maps, b, n, heads, hd, k_transposed, True)
+        if not seq_first:
+            raise Reject(USAGE + " (q, k or v is another view of it)")
     if abs(scale * math.sqrt(hd) - 1.0) < 1e-6:
         scale = 1.0 / math.sqrt(hd)  # sqrt(s) on q and k rounded in f32: s is meant
     if not (math.isfinite(scale) and scale > 0):
         raise Reject(f"the attention scale must be finite and > 0, got {scale}")
     bias_shape = None if bias is None else _bias_shape(bias, b, heads, n)
-    merge, root = _merge(anchor, b, heads, n, hd)
+    merge, root = _merge(anchor, b, heads, n, hd, seq_first)
     group_ops = list(dict.fromkeys([*tq.ops, *tk.ops, *tv.ops, *ops, *merge]))
     root_shape = shape(root.results[0])
 
@@ -139,15 +139,41 @@ def match(anchor: Operation) -> Group:
                 built.append(nm.ReshapeOp(bv, bias_shape))
                 bv = built[-1].results[0]
         src = vmap(qkv)
-        if qkv_shape != (b, n, three_c):
+        if seq_first:  # rows (token, image) -> (image, token), and back after
+            built.append(nm.PermuteRowsOp(src, _transposed_rows(b, n), (b, n, three_c),
+                                          f"{layer}.qkv_rows"))
+            src = built[-1].results[0]
+        elif qkv_shape != (b, n, three_c):
             built.append(nm.ReshapeOp(src, (b, n, three_c)))
             src = built[-1].results[0]
         built.append(nm.AttentionOp(src, heads, scale, layer, bv))
-        if root_shape != (b, n, c):
+        if seq_first:
+            built.append(nm.PermuteRowsOp(built[-1].results[0], _transposed_rows(n, b),
+                                          root_shape, f"{layer}.out_rows"))
+        elif root_shape != (b, n, c):
             built.append(nm.ReshapeOp(built[-1].results[0], root_shape))
         return built
 
     return Group(nm.AttentionOp.KIND, tuple(group_ops), root, build, anchor)
+
+
+def _split_matches(maps: list[np.ndarray], b: int, n: int, heads: int, hd: int,
+                   k_transposed: bool, seq_first: bool) -> bool:
+    """q, k, v (element maps into qkv) are timm's split of qkv, whose rows are (image,
+    token), or (token, image) when `seq_first` (PyTorch's MultiheadAttention without
+    batch_first runs its in-projection on [N, B, E])."""
+    idx = np.arange(b * n * 3 * heads * hd)
+    split = (idx.reshape(n, b, 3, heads, hd).transpose(2, 1, 3, 0, 4) if seq_first
+             else idx.reshape(b, n, 3, heads, hd).transpose(2, 0, 3, 1, 4))
+    wants = (split[0], split[1].transpose(0, 1, 3, 2) if k_transposed else split[1], split[2])
+    return all(m.size == w.size and np.array_equal(m, w.reshape(-1))
+               for m, w in zip(maps, wants))
+
+
+def _transposed_rows(outer: int, inner: int) -> list[int]:
+    """Rows of an [inner, outer] row grid read as [outer, inner]: result row (o, i) is
+    input row i * outer + o."""
+    return [i * outer + o for o in range(outer) for i in range(inner)]
 
 
 def _bias_shape(bias: SSAValue, b: int, heads: int, n: int) -> tuple[int, int, int, int]:
@@ -162,12 +188,12 @@ def _bias_shape(bias: SSAValue, b: int, heads: int, n: int) -> tuple[int, int, i
     return check_bias_dims(dims, b, heads, n)
 
 
-def _merge(anchor: Operation, b: int, heads: int, n: int, hd: int
+def _merge(anchor: Operation, b: int, heads: int, n: int, hd: int, seq_first: bool
            ) -> tuple[list[Operation], Operation]:
-    """The views after the product up to the heads merged back ([B, N, C] data), and the
-    op whose result that is."""
-    want = np.arange(b * heads * n * hd).reshape(b, heads, n, hd).transpose(0, 2, 1, 3)
-    want = want.reshape(-1)
+    """The views after the product up to the heads merged back ([B, N, C] data, or
+    [N, B, C] when `seq_first`), and the op whose result that is."""
+    out = np.arange(b * heads * n * hd).reshape(b, heads, n, hd)
+    want = (out.transpose(2, 0, 1, 3) if seq_first else out.transpose(0, 2, 1, 3)).reshape(-1)
     m = np.arange(b * heads * n * hd).reshape(shape(anchor.results[0]))
     chain: list[Operation] = []
     for op in forward_views(anchor.results[0]):

@@ -22,6 +22,7 @@ from nmc.compiler.transforms.raise_torch_to_nm.matchers.decomposed.views import 
 )
 from nmc.compiler.transforms.raise_torch_to_nm.matchers.patch_embed import _check_patch_conv
 from nmc.compiler.transforms.raise_torch_to_nm.reading import Reject, const, shape, verified
+from nmc.compiler.transforms.raise_torch_to_nm.refusals import REFUSALS
 
 
 def _token_views(conv: tt.AtenConvolutionOp) -> list[Operation]:
@@ -42,6 +43,8 @@ def _token_views(conv: tt.AtenConvolutionOp) -> list[Operation]:
 
 def match(conv: tt.AtenConvolutionOp) -> Group:
     verified(conv)
+    if len(shape(conv.input)) != 4:
+        raise Reject(REFUSALS["torch.aten.convolution"])
     if const(conv.transposed, "transposed") not in (False, 0):
         raise Reject("a transposed convolution is not supported")
     if any(const(conv.output_padding, "output_padding") or []):
