@@ -6,7 +6,7 @@ rewrites those into aten ops (MatMul -> aten.matmul, LayerNormalization ->
 aten.native_layer_norm, Gemm -> aten.mm + add, ...), and `canonicalize` folds the constant
 lists. The graph it reads is prepared by `onnx_model.prepare_onnx` (static shapes, weights
 as inputs), so `@main`'s arguments are the user inputs, then the weights, annotated with
-`nm.param = <initializer name>` like a torch.export file's parameters; the weights go into
+`nm.state_key = <initializer name>` like a torch.export file's parameters; the weights go into
 the module's weight store. Each op's location becomes
 `loc("<node name>"("<module path>":0:0))`: `location_info` reads the module path (layer
 names) and the node name (errors).

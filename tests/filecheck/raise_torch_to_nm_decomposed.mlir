@@ -9,7 +9,7 @@
 // views around it become free nm.reshapes) and nm.gelu (recognised by what it computes).
 
 "builtin.module"() ({
-  "func.func"() <{function_type = (!torch.vtensor<[8],f32>, !torch.vtensor<[8],f32>, !torch.vtensor<[16,8],f32>, !torch.vtensor<[16],f32>, !torch.vtensor<[1,3,8],f32>) -> !torch.vtensor<[1,3,16],f32>, sym_name = "main", arg_attrs = [{nm.param = "norm.weight"}, {nm.param = "norm.bias"}, {nm.param = "fc1.weight"}, {nm.param = "fc1.bias"}, {}]}> ({
+  "func.func"() <{function_type = (!torch.vtensor<[8],f32>, !torch.vtensor<[8],f32>, !torch.vtensor<[16,8],f32>, !torch.vtensor<[16],f32>, !torch.vtensor<[1,3,8],f32>) -> !torch.vtensor<[1,3,16],f32>, sym_name = "main", arg_attrs = [{nm.state_key = "norm.weight"}, {nm.state_key = "norm.bias"}, {nm.state_key = "fc1.weight"}, {nm.state_key = "fc1.bias"}, {}]}> ({
   ^bb0(%arg0: !torch.vtensor<[8],f32> loc(callsite("norm":0:0 at "blk.py":9:0)), %arg1: !torch.vtensor<[8],f32> loc(callsite("norm":0:0 at "blk.py":9:0)), %arg2: !torch.vtensor<[16,8],f32> loc(callsite("norm":0:0 at "blk.py":9:0)), %arg3: !torch.vtensor<[16],f32> loc(callsite("norm":0:0 at "blk.py":9:0)), %arg4: !torch.vtensor<[1,3,8],f32> loc(callsite("norm":0:0 at "blk.py":9:0))):
     %0 = "torch.constant.none"() : () -> !torch.none loc(callsite("norm":0:0 at "blk.py":9:0))
     %1 = "torch.constant.bool"() <{value = true}> : () -> !torch.bool loc(callsite("norm":0:0 at "blk.py":9:0))

@@ -10,7 +10,7 @@
 // come from the module scopes in the locations.
 
 "builtin.module"() ({
-  "func.func"() <{function_type = (!torch.vtensor<[1,3,8],f32>, !torch.vtensor<[8],f32>, !torch.vtensor<[8],f32>, !torch.vtensor<[24],f32>, !torch.vtensor<[8],f32>, !torch.vtensor<[24,8],f32>, !torch.vtensor<[8,8],f32>) -> !torch.vtensor<[1,3,8],f32>, sym_name = "main", arg_attrs = [{}, {nm.param = "norm.weight"}, {nm.param = "norm.bias"}, {nm.param = "attn.qkv.bias"}, {nm.param = "attn.proj.bias"}, {nm.param = "attn.qkv.weight"}, {nm.param = "attn.proj.weight"}]}> ({
+  "func.func"() <{function_type = (!torch.vtensor<[1,3,8],f32>, !torch.vtensor<[8],f32>, !torch.vtensor<[8],f32>, !torch.vtensor<[24],f32>, !torch.vtensor<[8],f32>, !torch.vtensor<[24,8],f32>, !torch.vtensor<[8,8],f32>) -> !torch.vtensor<[1,3,8],f32>, sym_name = "main", arg_attrs = [{}, {nm.state_key = "norm.weight"}, {nm.state_key = "norm.bias"}, {nm.state_key = "attn.qkv.bias"}, {nm.state_key = "attn.proj.bias"}, {nm.state_key = "attn.qkv.weight"}, {nm.state_key = "attn.proj.weight"}]}> ({
   ^bb0(%arg0: !torch.vtensor<[1,3,8],f32> loc("x"), %arg1: !torch.vtensor<[8],f32> loc("norm.weight"), %arg2: !torch.vtensor<[8],f32> loc("norm.bias"), %arg3: !torch.vtensor<[24],f32> loc("attn.qkv.bias"), %arg4: !torch.vtensor<[8],f32> loc("attn.proj.bias"), %arg5: !torch.vtensor<[24,8],f32> loc("attn.qkv.weight"), %arg6: !torch.vtensor<[8,8],f32> loc("attn.proj.weight")):
     %0 = "torch.constant.int"() <{value = 4 : i64}> : () -> !torch.int loc(unknown)
     %1 = "torch.constant.int"() <{value = 2 : i64}> : () -> !torch.int loc(unknown)
