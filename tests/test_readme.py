@@ -54,7 +54,7 @@ def test_the_readme_has_its_walk_through():
     for command in ("export", "compile", "inspect", "run", "disasm", "asm", "opt", "report",
                     "sparsify", "eval"):
         assert command in names, command
-    assert sum(argv[0] == "python" for argv in COMMANDS) == 2  # the two inputs it makes
+    assert sum(argv[0] == "python" for argv in COMMANDS) == 3  # two inputs and an ONNX file
 
 
 def test_every_readme_command_parses():
