@@ -43,7 +43,13 @@ def register(sub) -> None:
                         "patch merging), FILE.json (per layer, any linear), elsa:speedup=S "
                         "or elsa:flops=F (search among the block linears)")
     p.add_argument("--calib", type=Path, metavar="FILE.npy",
-                   help="calibration inputs of the ELSA search (default: fixed-seed inputs)")
+                   help="calibration inputs: of the int8 scales on an int8 target (required "
+                        "there unless --quant), and of the ELSA / SparseViT searches "
+                        "(default: fixed-seed inputs)")
+    p.add_argument("--quant", type=Path, metavar="FILE.json",
+                   help="int8 scales to use (the format --quant-out writes; int8 target)")
+    p.add_argument("--quant-out", type=Path, metavar="FILE.json",
+                   help="write the int8 scales chosen (int8 target; docs/INT8.md)")
     p.add_argument("--sparsity-out", type=Path, metavar="FILE.json",
                    help="write the chosen sparsity (the format --sparsity FILE.json reads)")
     p.add_argument("--window-keep", metavar="SPEC",
@@ -79,7 +85,8 @@ def cmd_compile(args) -> int:
     if unknown:
         raise UsageError(f"--print-ir-after: unknown pass {', '.join(unknown)} "
                          f"(passes: {', '.join(PASSES)})")
-    sparsity = _sparsity_options(args)
+    quant = _quant_options(args)
+    sparsity = _sparsity_options(args, int8=quant is not None)
     window = _window_options(args)
     _check_compile_files(args)
     if args.dump_ir is not None:
@@ -94,7 +101,7 @@ def cmd_compile(args) -> int:
     if args.batch is not None and args.batch < 1:
         raise UsageError(f"--batch must be >= 1, got {args.batch}")
     program = compile_model(args.model, args.target, dumper, sparsity=sparsity, window=window,
-                            input_shapes=shapes or None, batch=args.batch)
+                            quant=quant, input_shapes=shapes or None, batch=args.batch)
     write_program(program, args.output)
     print(f"wrote {args.output}: {len(program.instructions)} instructions, "
           f"{sum(c.size for _, c in program.constants) * 4 / 1e6:.2f} MB of constants, "
@@ -120,8 +127,8 @@ def _check_compile_files(args) -> None:
         else None
     check_files(
         outputs=[("-o", args.output), ("--sparsity-out", args.sparsity_out),
-                 ("--window-keep-out", args.window_keep_out)],
-        inputs=[("the model", args.model), ("--calib", args.calib),
+                 ("--window-keep-out", args.window_keep_out), ("--quant-out", args.quant_out)],
+        inputs=[("the model", args.model), ("--calib", args.calib), ("--quant", args.quant),
                 ("--sparsity", sparsity_file), ("--window-keep", window_file),
                 ("--target", target_file(args.target))],
         directories=[("--dump-ir", args.dump_ir)], in_directories=dumps)
@@ -162,20 +169,44 @@ def _window_options(args) -> dict | None:
             "calib": str(calib) if calib is not None else ""}
 
 
+def _quant_options(args) -> dict | None:
+    """The quantize options of `nmc compile` on an int8 target (--calib, --quant,
+    --quant-out), None on an fp32 one; checked before the slow import."""
+    from nmc.isa.target import load_target
+
+    target = load_target(args.target)
+    quant, out = getattr(args, "quant", None), getattr(args, "quant_out", None)
+    calib = getattr(args, "calib", None)
+    if not target.int8:
+        if quant is not None or out is not None:
+            raise UsageError(f"--quant/--quant-out: target '{target.name}' computes in fp32; "
+                             f"they need an int8 target (--target sta_int8)")
+        return None
+    if quant is None and calib is None:
+        raise UsageError(f"target '{target.name}' computes in int8: give calibration inputs "
+                         f"(--calib X.npy) or scales (--quant q.json)")
+    if quant is not None and not quant.is_file():
+        raise UsageError(f"--quant {quant}: file not found")
+    _check_calib(calib)
+    return {"calib": str(calib) if calib is not None and quant is None else "",
+            "quant": str(quant) if quant is not None else "",
+            "out": str(out) if out is not None else ""}
+
+
 def _check_calib(calib: Path | None) -> None:
     if calib is not None and not calib.is_file():
         raise UsageError(f"--calib {calib}: file not found")
 
 
-def _sparsity_options(args) -> dict | None:
+def _sparsity_options(args, int8: bool = False) -> dict | None:
     """The assign-sparsity options of `nmc compile --sparsity/--calib/--sparsity-out`,
-    checked before the slow import."""
+    checked before the slow import (`int8`: --calib also calibrates the int8 scales)."""
     spec = getattr(args, "sparsity", None)
     calib = getattr(args, "calib", None)
     out = getattr(args, "sparsity_out", None)
     window_search = str(getattr(args, "window_keep", None) or "").startswith("sparsevit:")
     if spec is None:
-        if calib is not None and not window_search:
+        if calib is not None and not window_search and not int8:
             raise UsageError("--calib needs --sparsity elsa:... or --window-keep sparsevit:...")
         if out is not None:
             raise UsageError("--sparsity-out needs --sparsity")
@@ -184,7 +215,7 @@ def _sparsity_options(args) -> dict | None:
     from nmc.compiler.sparsity.spec import parse_spec
 
     parsed = parse_spec(spec)
-    if calib is not None and parsed.kind != "elsa" and not window_search:
+    if calib is not None and parsed.kind != "elsa" and not window_search and not int8:
         raise UsageError("--calib is only used by --sparsity elsa:... and --window-keep "
                          "sparsevit:...")
     _check_calib(calib)

@@ -52,6 +52,30 @@ def cmd_asm(args) -> int:
     return 0
 
 
+def _stored_bytes_line(meta_layers: dict) -> str:
+    """Stored weight bytes per dense byte of each (pattern, element type) the program's
+    linear layers use (nm_format.stored_bytes_per_dense_byte), when one is sparse or int8."""
+    from nmc.common import nm_format
+
+    kinds = set()
+    for info in meta_layers.values():
+        if isinstance(info, dict) and isinstance(info.get("pattern"), str):
+            kinds.add((info["pattern"], str(info.get("element", "f32"))))
+    kinds = {k for k in kinds if k != ("dense", "f32") and k[1] in nm_format.ELEMENT_BYTES}
+    if not kinds:
+        return ""
+    parts = []
+    for text, element in sorted(kinds):
+        try:
+            pattern = None if text == "dense" else tuple(int(v) for v in text.split(":"))
+            nm_format.check_pattern(*(pattern or (1, 1)))
+        except (ValueError, TypeError):  # a META written by something else
+            continue
+        parts.append(f"{text} {element} "
+                     f"{nm_format.stored_bytes_per_dense_byte(pattern, element):.3f}")
+    return "stored bytes per dense byte (values + indices): " + ", ".join(parts)
+
+
 def cmd_inspect(args) -> int:
     from nmc.isa.container import ProgramFormatError
 
@@ -112,6 +136,9 @@ def inspect_program(data: bytes, source: str = "<bytes>") -> str:
     pruned = _pruned_line(meta_layers)
     if pruned:
         lines.append(pruned)
+    stored = _stored_bytes_line(meta_layers)
+    if stored:
+        lines.append(stored)
     other = {k: v for k, v in program.meta.items() if k not in ("layers", "window_keep")}
     if other:
         lines.append("meta        " + ", ".join(f"{k}={v}" for k, v in sorted(other.items())))

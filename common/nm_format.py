@@ -286,3 +286,76 @@ def unpack(packed: np.ndarray, k: int, n: int, m: int) -> np.ndarray:
     packed = np.asarray(packed, np.float32)
     kc = compressed_rows(k, n, m)
     return unpack_tile(packed[:kc], packed[kc:].view(np.uint32), k, n, m).T
+
+
+# --------------------------------------------------------------------------- int8 (sta_int8)
+#
+# An int8 weight (docs/INT8.md) is stored like the f32 one but with int8 elements packed
+# four to a 32-bit word along the output dimension (element i of a word in byte i):
+#
+#     dense   W^T [K x N_out] int8        -> K rows of N_out/4 words
+#     nm_pack kept values [kc x N_out] int8 -> kc rows of N_out/4 words, then the same
+#             index words as the f32 layout ([index_rows x N_out] words, one column per
+#             output channel)
+#
+# so a 2:4 int8 weight takes 0.5 + 0.125 = 0.625 bytes per dense int8 byte and an f32
+# one 0.53 bytes per dense f32 byte (`stored_bytes_per_dense_byte`).
+
+ELEMENT_BYTES = {"f32": 4, "i8": 1}
+INT8_SUFFIX = ":i8"
+"""A stored layout of int8 elements is named like the f32 one plus this suffix
+(`transpose:i8`, `nm_pack:2:4:i8`); its words are followed by the layer's rescale table
+(docs/INT8.md)."""
+
+
+def split_element(layout: str) -> tuple[str, str]:
+    """(layout without the element suffix, element type "f32" or "i8")."""
+    if layout.endswith(INT8_SUFFIX):
+        return layout[: -len(INT8_SUFFIX)], "i8"
+    return layout, "f32"
+
+
+def pack_int8_words(q: np.ndarray) -> np.ndarray:
+    """int8 [rows, cols] (cols a multiple of 4) -> its words [rows, cols/4] as float32
+    bit patterns (element i of a word in byte i)."""
+    q = np.ascontiguousarray(q, np.int8)
+    if q.shape[-1] % 4:
+        raise ValueError(f"int8 rows pack 4 to a word: {q.shape[-1]} columns")
+    return q.view(np.float32)
+
+
+def packed_words_int8(k: int, n_out: int, pattern: Pattern) -> int:
+    """DRAM words of an int8 W^T [K x N_out] in its layout (dense or `nm_pack:N:M`)."""
+    pattern = sparse_pattern(pattern)
+    if pattern is None:
+        return k * n_out // 4
+    kc = compressed_rows(k, *pattern)
+    return kc * n_out // 4 + index_rows(kc, pattern[1]) * n_out
+
+
+def pack_int8(weight: np.ndarray, q: np.ndarray, pattern: Pattern) -> np.ndarray:
+    """The stored int8 layout (above) of W [N_out, K]: `q` its int8 values, `weight` the
+    float weight whose magnitudes choose the kept N of each group (the mask rule is the
+    float one: quantisation may tie values the float weights order). One float32 array
+    of `packed_words_int8` words."""
+    pattern = sparse_pattern(pattern)
+    q = np.asarray(q, np.int8)
+    if pattern is None:
+        return pack_int8_words(q.T).ravel()
+    n, m = pattern
+    idx = kept_indices(np.asarray(weight, np.float32), n, m)  # [out, K/M, N]
+    out, k = q.shape
+    values = np.take_along_axis(q.reshape(out, k // m, m), idx, axis=-1).reshape(out, -1)
+    words = pack_index_words(idx.reshape(out, -1).T, m)
+    return np.concatenate([pack_int8_words(values.T).ravel(), words.view(np.float32).ravel()])
+
+
+def stored_bytes_per_dense_byte(pattern: Pattern, element: str = "f32") -> float:
+    """Bytes of the stored layout per byte of the dense weight (index words included)."""
+    pattern = sparse_pattern(pattern)
+    if pattern is None:
+        return 1.0
+    n, m = pattern
+    size = ELEMENT_BYTES[element]
+    index_bytes = WORD_BITS // 8 / indices_per_word(m)  # per kept value
+    return n / m * (size + index_bytes) / size

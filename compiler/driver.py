@@ -29,13 +29,15 @@ def import_nm(path: Any, ctx: Any = None, *, input_shapes: dict | None = None,
 
 def compile_model(model: Path, target: str = "sta_ref", after_pass=None, meta=None,
                   sparsity: dict | None = None, window: dict | None = None,
-                  input_shapes: dict | None = None, batch: int | None = None):
+                  quant: dict | None = None, input_shapes: dict | None = None,
+                  batch: int | None = None):
     """model.pt (torch.export) or model.onnx -> Program, through the default pipeline.
     Raises NmcError subclasses. `input_shapes` ({input: dims}) and `batch` fix the dynamic
     dims of an ONNX model.
     `after_pass(name, module)` is called with "input" before the first pass, then after
     each pass by name (`pipeline.IrDumper` is one). `sparsity`: options of assign-sparsity
-    (spec, calib, out, report); `window`: options of window-prune (keep, calib, out)."""
+    (spec, calib, out, report); `window`: options of window-prune (keep, calib, out);
+    `quant`: options of quantize (calib, quant, out: an int8 target's scales)."""
     from nmc.common.progress import progress
     from nmc.compiler.emit import module_to_program
     from nmc.compiler.frontend.model_import import import_model_file
@@ -58,7 +60,8 @@ def compile_model(model: Path, target: str = "sta_ref", after_pass=None, meta=No
 
         bar.set_postfix_str(steps[0])
         module = import_model_file(model, ctx, input_shapes=input_shapes, batch=batch)
-        run_pipeline(module, default_pipeline_spec(target, sparsity, window), ctx, step_done)
+        run_pipeline(module, default_pipeline_spec(target, sparsity, window, quant), ctx,
+                     step_done)
         program = module_to_program(module, {"model": str(model), "target": target,
                                              **(meta or {})})
         bar.update()

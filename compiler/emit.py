@@ -14,12 +14,12 @@ from typing import Mapping
 import numpy as np
 from xdsl.dialects.builtin import ModuleOp
 
-from nmc.common import nm_format
+from nmc.common import nm_format, quant
 from nmc.compiler.errors import FrontendError
 from nmc.compiler.frontend.weights import weights_of_module
 from nmc.compiler.dialects.nm_attrs import dram_words, program_record, window_keep
 from nmc.isa.container import LayerRange, Program, Symbol
-from nmc.isa.dialect import BufferOp, is_instruction_op, op_to_instr
+from nmc.isa.dialect import BufferInfo, BufferOp, is_instruction_op, op_to_instr
 
 LAYOUTS = {
     "identity": lambda a: a,
@@ -38,6 +38,22 @@ def apply_layout(layout: str, weight: np.ndarray) -> np.ndarray:
     return nm_format.pack(weight, *pattern)
 
 
+def int8_weight(info: BufferInfo, weights: Mapping[str, np.ndarray]) -> np.ndarray:
+    """The words of an int8 weight buffer (compiler/kernels/int8.py, docs/INT8.md): the
+    int8 W^T (dense or N:M packed) quantised per output channel, then the rescale table
+    of the int32 bias and the scales."""
+    base, _ = nm_format.split_element(info.layout)
+    pattern = nm_format.parse_layout(base)
+    weight = np.asarray(weights[info.param], np.float32)
+    w = weight.reshape(len(weight), -1)
+    s_x, s_w = info.scales[0], np.asarray(info.scales[1:], np.float32)
+    masked = w * nm_format.nm_mask(w, *pattern) if pattern is not None else w
+    q = quant.quantize_weight(masked, s_w)
+    bias = weights[info.bias] if info.bias is not None else None
+    return np.concatenate([nm_format.pack_int8(w, q, pattern),
+                           quant.rescale_table(bias, s_x, s_w)])
+
+
 def _layer_meta(layer_weights: dict[str, str], buffers: dict[str, tuple[str, tuple[int, ...]]],
                 weights: Mapping[str, np.ndarray]) -> dict:
     """Per linear layer: its weight's pattern, density and bytes in DRAM (META "layers")."""
@@ -47,13 +63,18 @@ def _layer_meta(layer_weights: dict[str, str], buffers: dict[str, tuple[str, tup
             continue
         layout, stored = buffers[param]
         dense = int(np.prod(np.shape(weights[param]))) if param in weights else 0
-        pattern = nm_format.parse_layout(layout)
+        base, element = nm_format.split_element(layout)
+        pattern = nm_format.parse_layout(base)
         layers[layer] = {
             "pattern": nm_format.pattern_text(pattern),
             "density": nm_format.density(pattern),
             "weight_bytes": int(np.prod(stored)) * 4,
-            "dense_bytes": dense * 4,
+            "dense_bytes": dense * nm_format.ELEMENT_BYTES[element],
         }
+        if element != "f32":  # int8: the words hold the int8 weight and the rescale table
+            layers[layer]["element"] = element
+            rows = np.shape(weights[param])[0]
+            layers[layer]["weight_bytes"] -= 2 * rows * 4
     return layers
 
 
@@ -86,7 +107,10 @@ def module_to_program(module: ModuleOp, meta: dict | None = None) -> Program:
         elif isinstance(op, BufferOp):
             info = op.info()
             if info.kind == "const":
-                data = apply_layout(info.layout, weights[info.param])
+                if nm_format.split_element(info.layout)[1] == "i8":
+                    data = int8_weight(info, weights)
+                else:
+                    data = apply_layout(info.layout, weights[info.param])
                 constants.append((info.addr, np.ascontiguousarray(data, np.float32).ravel()))
                 buffers[info.param] = (info.layout, tuple(info.shape))
             elif info.kind in ("input", "output"):

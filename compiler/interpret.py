@@ -109,10 +109,15 @@ def _tensor(value) -> torch.Tensor:
     return torch.tensor(np.asarray(value, np.float32))  # a copy: the array may be read-only
 
 
+Observer = Callable[[Operation, list[torch.Tensor]], None]
+
+
 def interpret(module: ModuleOp, inputs: Mapping[str, np.ndarray],
-              weights: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+              weights: Mapping[str, np.ndarray],
+              observe: Observer | None = None) -> dict[str, np.ndarray]:
     """The outputs (by name) of `@main` for `inputs` (by name), parameters from `weights`
-    (arrays or float32 tensors, by parameter name)."""
+    (arrays or float32 tensors, by parameter name). `observe(op, operands)` is called
+    before each op runs (the int8 calibration measures the inputs of the linears)."""
     func = next(op for op in module.walk() if isinstance(op, FuncOp))
     in_names, out_names = input_names(func), output_names(func)
     env = {arg: torch.as_tensor(np.asarray(inputs[name], np.float32))
@@ -127,5 +132,8 @@ def interpret(module: ModuleOp, inputs: Mapping[str, np.ndarray],
                 sem = _SEMANTICS.get(type(op))
                 if sem is None:
                     raise InterpretError(f"cannot interpret {op.name}")
-                env[op.results[0]] = sem(op, *(env[v] for v in op.operands))
+                operands = [env[v] for v in op.operands]
+                if observe is not None:
+                    observe(op, operands)
+                env[op.results[0]] = sem(op, *operands)
     raise InterpretError("@main has no return")

@@ -22,6 +22,7 @@ from nmc.compiler.transforms.insert_tokens import InsertTokens
 from nmc.compiler.transforms.lower_nm_to_isa import LowerNmToIsa
 from nmc.compiler.transforms.plan_memory import PlanMemory
 from nmc.compiler.transforms.prune_and_pack import PruneAndPack
+from nmc.compiler.transforms.quantize import Quantize
 from nmc.compiler.transforms.raise_torch_to_nm import RaiseTorchToNm
 from nmc.compiler.transforms.schedule_tiles import ScheduleTiles
 from nmc.compiler.transforms.window_prune import WindowPrune
@@ -30,14 +31,15 @@ from nmc.common.errors import NmcError
 
 PASSES: dict[str, type[ModulePass]] = {
     p.name: p for p in (RaiseTorchToNm, WindowPrune, FuseActivations, AssignSparsity,
-                        ScheduleTiles, PruneAndPack, PlanMemory, LowerNmToIsa, InsertTokens)
+                        Quantize, ScheduleTiles, PruneAndPack, PlanMemory, LowerNmToIsa,
+                        InsertTokens)
 }
 
 DEFAULT_PIPELINE = ("raise-torch-to-nm", "window-prune", "fuse-activations", "assign-sparsity",
-                    "schedule-tiles", "prune-and-pack", "plan-memory", "lower-nm-to-isa",
-                    "insert-tokens")
-TARGETED_PASSES = ("window-prune", "assign-sparsity", "prune-and-pack", "schedule-tiles",
-                   "lower-nm-to-isa")
+                    "quantize", "schedule-tiles", "prune-and-pack", "plan-memory",
+                    "lower-nm-to-isa", "insert-tokens")
+TARGETED_PASSES = ("window-prune", "assign-sparsity", "quantize", "prune-and-pack",
+                   "schedule-tiles", "lower-nm-to-isa")
 
 
 def make_context() -> Context:
@@ -46,14 +48,16 @@ def make_context() -> Context:
 
 
 def default_pipeline_spec(target: str, sparsity: dict[str, object] | None = None,
-                          window: dict[str, object] | None = None) -> str:
+                          window: dict[str, object] | None = None,
+                          quant: dict[str, object] | None = None) -> str:
     """The pipeline of `nmc compile`; `sparsity` holds the options of assign-sparsity
-    (spec, calib, out, report), `window` those of window-prune (keep, calib, out); without
-    them those passes are no-ops."""
+    (spec, calib, out, report), `window` those of window-prune (keep, calib, out), `quant`
+    those of quantize (calib, quant, out); without them those passes are no-ops (quantize
+    then refuses an int8 target)."""
 
     def options(p: str) -> str:
         opts = {"target": target} if p in TARGETED_PASSES else {}
-        extra = {"assign-sparsity": sparsity, "window-prune": window}.get(p)
+        extra = {"assign-sparsity": sparsity, "window-prune": window, "quantize": quant}.get(p)
         opts.update({k: v for k, v in (extra or {}).items() if v not in (None, "")})
         # strings need quotes in a pass option (a path, "elsa:speedup=2")
         text = " ".join(f"{k}={'true' if v is True else 'false' if v is False else json.dumps(str(v))}"

@@ -19,7 +19,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import ClassVar
 
-from xdsl.dialects.builtin import I64, DenseArrayBase, IntegerAttr, StringAttr, i64
+from xdsl.dialects.builtin import I64, DenseArrayBase, IntegerAttr, StringAttr, f64, i64
 from xdsl.ir import Dialect, Operation
 from xdsl.parser import Parser
 from xdsl.printer import Printer
@@ -127,6 +127,8 @@ class BufferInfo:
     shape: tuple[int, ...]
     param: str | None = None
     layout: str | None = None
+    bias: str | None = None  # int8 weights: the bias parameter of the rescale table
+    scales: tuple[float, ...] = ()  # int8 weights: the input scale, then the weight scales
 
 
 @irdl_op_definition
@@ -145,6 +147,8 @@ class BufferOp(IRDLOperation):
     shape = prop_def(DenseArrayBase[I64])
     param = opt_prop_def(StringAttr)
     layout = opt_prop_def(StringAttr)
+    bias = opt_prop_def(StringAttr)
+    scales = opt_prop_def(DenseArrayBase)
 
     def __init__(
         self,
@@ -154,6 +158,8 @@ class BufferOp(IRDLOperation):
         shape: tuple[int, ...] | list[int],
         param: str | None = None,
         layout: str | None = None,
+        bias: str | None = None,
+        scales: tuple[float, ...] = (),
     ):
         props: dict[str, object] = {
             "name": StringAttr(name),
@@ -165,6 +171,10 @@ class BufferOp(IRDLOperation):
             props["param"] = StringAttr(param)
         if layout is not None:
             props["layout"] = StringAttr(layout)
+        if bias is not None:
+            props["bias"] = StringAttr(bias)
+        if scales:
+            props["scales"] = DenseArrayBase.from_list(f64, [float(s) for s in scales])
         super().__init__(properties=props)
 
     @property
@@ -176,6 +186,8 @@ class BufferOp(IRDLOperation):
             self.buf_name.data, self.kind.data, self.addr.value.data, self.shape_values,
             self.param.data if self.param is not None else None,
             self.layout.data if self.layout is not None else None,
+            self.bias.data if self.bias is not None else None,
+            tuple(float(s) for s in self.scales.get_values()) if self.scales is not None else (),
         )
 
     def verify_(self) -> None:
@@ -190,11 +202,12 @@ class BufferOp(IRDLOperation):
             raise VerifyException(f"{where}: negative dimension in shape {list(self.shape_values)}")
         if self.kind.data != "const" and (self.param is not None or self.layout is not None):
             raise VerifyException(f"{where}: only const buffers have 'param' and 'layout'")
-        if (self.layout is not None and self.layout.data not in BUFFER_LAYOUTS
-                and nm_format.parse_layout(self.layout.data) is None):
+        base = nm_format.split_element(self.layout.data)[0] if self.layout is not None else ""
+        if (self.layout is not None and base not in BUFFER_LAYOUTS
+                and nm_format.parse_layout(base) is None):
             raise VerifyException(
                 f"{where}: layout '{self.layout.data}' is not one of "
-                f"{', '.join(BUFFER_LAYOUTS)}, nm_pack:N:M"
+                f"{', '.join(BUFFER_LAYOUTS)}, nm_pack:N:M (each with :i8 for int8)"
             )
 
 

@@ -9,7 +9,10 @@ nothing else lists opcodes or fields.
 
 Machine model (docs/ISA.md is generated from this file by `python -m nmc.isa.doc`):
 - Memories, addressed in 32-bit words (fp32 elements): DRAM, SPAD (scratchpad, operands of
-  the matrix and vector units), ACC (accumulator, results of the matrix unit).
+  the matrix and vector units), ACC (accumulator, results of the matrix unit). int8 data
+  (the `i8` form of the matrix instructions, `vun quant`'s result) packs four elements to
+  a word, element i of a word in byte i (little-endian); int32 accumulators are one word
+  each (docs/INT8.md).
 - Units, each executing its own queue in order: LOAD (DMA DRAM->on-chip), STORE (DMA
   on-chip->DRAM), MATRIX, VECTOR. A CONTROL pseudo-unit holds `halt`.
 - Dependency tokens (a generalisation of TVM VTA's four token bits to four units): every
@@ -26,7 +29,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping
 
 from nmc.common import nm_format
-from nmc.isa.fieldmath import where
+from nmc.isa.fieldmath import ceil_div, where
 from nmc.isa.footprint import Footprint, Region
 
 WORD_BITS = 256
@@ -66,11 +69,13 @@ class VUnFn(enum.IntEnum):
     RELU = 3
     EXP = 4
     SCALE = 5  # dst = src * imm
+    QUANT = 6  # dst (int8, 4 per word) = clamp(round_half_even(src * imm), -128, 127)
 
 
 class VRowFn(enum.IntEnum):
     LAYERNORM = 0  # dst = (src - mean) / sqrt(var + imm) * P[0:cols] + P[cols:2*cols]
     SOFTMAX = 1  # dst = softmax(src * imm) along each row; P unused
+    RESCALE = 2  # dst = f32(src_i32 + P[2c]_i32) * P[2c+1]: int32 results -> fp32 (docs/INT8.md)
 
 
 class VRedFn(enum.IntEnum):
@@ -209,9 +214,16 @@ def _store_footprint(f: Fields) -> Footprint:
     return writes, reads
 
 
+def _i8_words(f: Fields, elements):
+    """Words of `elements` matrix operands: four to a word in the `i8` form (the packed
+    dimension, k of A and n of W, is a multiple of 4)."""
+    return where(f["i8"], ceil_div(elements, 4), elements)
+
+
 def _matmul_footprint(f: Fields) -> Footprint:
-    m, k, n = f["m"], f["k"], f["n"]  # W is k*n words whether or not it is transposed
-    reads = (_dense(Mem.SPAD, f["a"], m * k), _dense(Mem.SPAD, f["w"], k * n),
+    m, k, n = f["m"], f["k"], f["n"]  # W is k*n elements whether or not it is transposed
+    reads = (_dense(Mem.SPAD, f["a"], _i8_words(f, m * k)),
+             _dense(Mem.SPAD, f["w"], _i8_words(f, k * n)),
              _dense(Mem.ACC, f["out"], _only_if(f["accumulate"], m * n)))
     return reads, (_dense(Mem.ACC, f["out"], m * n),)
 
@@ -219,7 +231,8 @@ def _matmul_footprint(f: Fields) -> Footprint:
 def _spmatmul_footprint(f: Fields) -> Footprint:
     m, k, n = f["m"], f["k"], f["n"]
     kc = nm_format.compressed_rows(k, f["pat_n"], f["pat_m"])
-    reads = (_dense(Mem.SPAD, f["a"], m * k), _dense(Mem.SPAD, f["w"], kc * n),
+    reads = (_dense(Mem.SPAD, f["a"], _i8_words(f, m * k)),
+             _dense(Mem.SPAD, f["w"], _i8_words(f, kc * n)),
              _dense(Mem.SPAD, f["idx"], nm_format.index_rows(kc, f["pat_m"]) * n),
              _dense(Mem.ACC, f["out"], _only_if(f["accumulate"], m * n)))
     return reads, (_dense(Mem.ACC, f["out"], m * n),)
@@ -234,13 +247,15 @@ def _vbin_footprint(f: Fields) -> Footprint:
 
 def _vun_footprint(f: Fields) -> Footprint:
     words = f["rows"] * f["cols"]
-    return (_dense(f["src_mem"], f["src"], words),), (_dense(f["dst_mem"], f["dst"], words),)
+    dst_words = where(f["fn"] == VUnFn.QUANT, ceil_div(words, 4), words)  # int8: 4 a word
+    return (_dense(f["src_mem"], f["src"], words),), (_dense(f["dst_mem"], f["dst"], dst_words),)
 
 
 def _vrow_footprint(f: Fields) -> Footprint:
     words = f["rows"] * f["cols"]
     reads = (_dense(f["src_mem"], f["src"], words),
-             _dense(Mem.SPAD, f["param"], _only_if(f["fn"] == VRowFn.LAYERNORM, 2 * f["cols"])))
+             _dense(Mem.SPAD, f["param"], _only_if(
+                 (f["fn"] == VRowFn.LAYERNORM) | (f["fn"] == VRowFn.RESCALE), 2 * f["cols"])))
     return reads, (_dense(f["dst_mem"], f["dst"], words),)
 
 
@@ -328,6 +343,8 @@ _VEC_SHAPE = (_dim("rows", "rows"), _dim("cols", "words per row; operands are co
 # Matrix tiles: OUT (+)= A.W, A [m x k], W [k x n], OUT [m x n] in ACC.
 _OUT = _addr("out", "acc address of OUT, [m x n] row-major")
 _ACCUMULATE = Field("accumulate", 1, doc="1: OUT += A.W; 0: OUT = A.W")
+_I8 = Field("i8", 1, doc="1: A and W are int8, four to a word (A packed along k, W along n; "
+                         "both multiples of 4), OUT int32, accumulated exactly")
 
 
 def _matrix_dims(k_doc: str) -> tuple[Field, ...]:
@@ -391,7 +408,8 @@ MATMUL = OpSpec(
         _OUT, *_matrix_dims("reduction length"), _ACCUMULATE,
         Field("transpose_w", 1,
               doc="1: W is stored [n x k] row-major and the product is A.W^T "
-                  "(attention scores q.k^T)"),
+                  "(attention scores q.k^T); not with i8"),
+        _I8,
     ),
     "dense matrix tile on the matrix unit",
     footprint=_matmul_footprint, macs=_matmul_macs, dram_traffic=_no_traffic,
@@ -410,6 +428,7 @@ SPMATMUL = OpSpec(
         Field("pat_n", 8, doc="N of the N:M pattern: weights kept per group"),
         Field("pat_m", 8, doc="M of the N:M pattern: group length along k (>= 2)"),
         _ACCUMULATE,
+        _I8,
     ),
     "N:M structured-sparse matrix tile: OUT (+)= A.W with W stored as kept values "
     "plus in-group indices; element (r, j) of W multiplies "
@@ -431,13 +450,15 @@ VBIN = OpSpec(
 )
 VUN = _block_op(0x21, "vun", Field("fn", 4, "enum", VUnFn, "the elementwise function"),
                 "dst = fn(src), elementwise over a [rows x cols] block", _vun_footprint,
-                after_shape=(Field("imm", 32, "f32", doc="scalar operand (SCALE)"),))
+                after_shape=(Field("imm", 32, "f32",
+                                   doc="scalar operand (SCALE; QUANT: 1 / the scale)"),))
 VROW = _block_op(
     0x22, "vrow", Field("fn", 4, "enum", VRowFn, "the row function"),
     "a function of whole rows (normalisation, softmax) over a [rows x cols] block",
     _vrow_footprint,
     before_shape=(_addr("param", "spad address of per-column parameters "
-                                 "(layernorm: gamma then beta)"),),
+                                 "(layernorm: gamma then beta; rescale: (int32 bias, f32 "
+                                 "scale) per column)"),),
     after_shape=(Field("imm", 32, "f32", doc="scalar (layernorm: eps; softmax: input scale)"),),
 )
 VRED = _block_op(

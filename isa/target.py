@@ -6,6 +6,13 @@ name instead of failing later in a pass or in the emulator: a missing or mistype
 field or section this nmc does not know (a typo would otherwise be ignored), and impossible
 values (sizes below 1, memories larger than the ISA's 32-bit addresses reach, a name or id
 that prog.bin cannot record, a clock that is not a finite positive number).
+
+The datapath (`[datapath]`, optional: fp32 throughout when absent) names the element types
+the units compute in: the matrix unit's operands and accumulator and the vector unit's.
+Two are built: f32/f32/f32 (sta_ref) and i8/i32/f32 (sta_int8: int8 operands, exact
+int32 accumulation, fp32 vector unit; docs/INT8.md). Memories hold 32-bit words; an int8
+buffer packs four elements to a word, so capacities and DMA traffic in bytes are 4 x the
+words whatever the element type (`Target.spad_bytes`, `dma_bytes_per_cycle`).
 """
 
 from __future__ import annotations
@@ -23,6 +30,13 @@ from nmc.isa.table import ADDR_BITS, VBinFn, VRedFn, VRowFn, VUnFn
 
 TARGETS_DIR = Path(__file__).parent / "targets"
 DEFAULT_TARGET = "sta_ref"
+
+
+MATRIX_OPERAND_TYPES = ("f32", "i8")
+DATAPATHS = {"f32": "f32", "i8": "i32"}
+"""matrix operand type -> the accumulator type it needs (the datapaths this nmc models)."""
+WORD_BYTES = 4
+"""Memories are addressed in 32-bit words."""
 
 
 class TargetError(NmcError):
@@ -48,6 +62,22 @@ class Target:
     dma_latency: int
     dma_row_overhead: int
     source: str = ""
+    matrix_operands: str = "f32"  # element type of A and W on the matrix unit
+    accumulator: str = "f32"  # element type of its results in ACC
+    vector_type: str = "f32"  # element type the vector unit computes in
+
+    @property
+    def int8(self) -> bool:
+        """Whether the matrix unit multiplies int8 operands (int32 accumulation)."""
+        return self.matrix_operands == "i8"
+
+    @property
+    def spad_bytes(self) -> int:
+        return self.spad_words * WORD_BYTES
+
+    @property
+    def acc_bytes(self) -> int:
+        return self.acc_words * WORD_BYTES
 
     def supports_pattern(self, n: int, m: int) -> bool:
         return nm_format.is_dense((n, m)) or (n, m) in self.sparse_patterns
@@ -126,6 +156,7 @@ _FIELDS = {
     "matrix": ("rows", "cols", "latency", "sparse_patterns"),
     "vector": ("lanes", "latency", "cost"),
     "dma": ("bytes_per_cycle", "latency", "row_overhead"),
+    "datapath": ("matrix_operands", "accumulator", "vector"),
 }
 
 
@@ -147,6 +178,25 @@ def _check_unknown(table: dict) -> None:
                     f"unknown field [{section}] {key}{hint} "
                     f"(fields of [{section}]: {', '.join(_FIELDS[section])})"
                 )
+
+
+def _datapath(table: dict) -> dict[str, str]:
+    """The [datapath] section (fp32 throughout when absent), checked against the
+    datapaths this nmc models."""
+    if "datapath" not in table:
+        return {}
+    operands = _get(table, "datapath", "matrix_operands", str, None)
+    accumulator = _get(table, "datapath", "accumulator", str, None)
+    vector = _get(table, "datapath", "vector", str, None)
+    if operands not in DATAPATHS:
+        raise TargetError(f"[datapath] matrix_operands = {operands!r}: must be one of "
+                          f"{', '.join(MATRIX_OPERAND_TYPES)}")
+    if accumulator != DATAPATHS[operands]:
+        raise TargetError(f"[datapath] accumulator = {accumulator!r}: {operands} operands "
+                          f"accumulate in {DATAPATHS[operands]}")
+    if vector != "f32":
+        raise TargetError(f"[datapath] vector = {vector!r}: the vector unit computes in f32")
+    return dict(matrix_operands=operands, accumulator=accumulator, vector_type=vector)
 
 
 def parse_target(table: dict, source: str = "<memory>") -> Target:
@@ -183,6 +233,7 @@ def parse_target(table: dict, source: str = "<memory>") -> Target:
         dma_latency=_get(table, "dma", "latency", int, 0),
         dma_row_overhead=_get(table, "dma", "row_overhead", int, 0),
         source=source,
+        **_datapath(table),
     )
 
 

@@ -6,7 +6,12 @@ of those memories (no per-element Python loops). Operands are contiguous row-maj
 [rows x cols] blocks on chip; only DMA touches DRAM, with a row stride.
 
 Numerics: every result is float32. Matmul multiplies and accumulates in float32 (one BLAS
-sgemm per instruction, torch's; accumulate = sgemm with beta = 1).
+sgemm per instruction, torch's; accumulate = sgemm with beta = 1), except in the `i8`
+form: int8 operands (four to a word, read through int8 views of the words), int32
+results (the ACC words' bits), computed exactly (a float64 GEMM of the int8 values: every
+partial sum of K <= 2^37 / 2^14 products is an integer below 2^53, so it is exact, then
+added in int32). `vun quant` and `vrow rescale` convert between fp32 and the integers with
+the rounding of docs/INT8.md.
 GELU, layernorm and softmax are computed by torch itself (`torch.nn.functional.gelu`, exact
 erf or tanh form; `layer_norm`; `softmax` of the f32 product src * imm), float32 kernels
 that match the reference models bit for bit (an earlier float64 formulation was as exact
@@ -148,9 +153,40 @@ def _matmul_thunk(a: np.ndarray, w: np.ndarray, out: np.ndarray, accumulate: boo
     return partial(torch.mm, ta, tw, out=to)
 
 
+def _int8(block: np.ndarray) -> np.ndarray:
+    """The int8 elements of a [rows x words] block of packed words: [rows x 4*words]."""
+    return block.view(np.int8)
+
+
+def _int8_thunk(a: np.ndarray, w: np.ndarray, out: np.ndarray, accumulate: bool):
+    """out (int32 words) = a @ w, or out += a @ w, exactly, for int8 (or integer-valued
+    float) operands a [m x k] and w [k x n] (see the module docstring: a float64 GEMM of
+    integers below 2^53 is exact)."""
+    import torch
+
+    acc = torch.from_numpy(out.view(np.int32))
+    ta, tw = torch.from_numpy(a), torch.from_numpy(w)
+
+    def run():
+        product = torch.mm(ta.to(torch.float64), tw.to(torch.float64)).to(torch.int32)
+        if accumulate:
+            acc.add_(product)
+        else:
+            acc.copy_(product)
+
+    return run
+
+
+def _i8_matmul_operands(mems: Mems, f: Mapping[str, int]):
+    m, k, n = f["m"], f["k"], f["n"]
+    a = _int8(_block(mems, Mem.SPAD, f["a"], m, k // 4))
+    w = _int8(_block(mems, Mem.SPAD, f["w"], k, n // 4))
+    return a, w, _block(mems, Mem.ACC, f["out"], m, n)
+
+
 def _matmul(mems: Mems, f: Mapping[str, int]) -> None:
     if f["m"] and f["n"]:
-        _matmul_thunk(*_matmul_operands(mems, f), bool(f["accumulate"]))()
+        _prep_matmul(mems, f)()
 
 
 def _spmatmul(mems: Mems, f: Mapping[str, int]) -> None:
@@ -161,11 +197,18 @@ def _spmatmul(mems: Mems, f: Mapping[str, int]) -> None:
     if not (m and n):
         return
     kc = nm_format.compressed_rows(k, pn, pm)
-    w = _block(mems, Mem.SPAD, f["w"], kc, n)
     words = _block(mems, Mem.SPAD, f["idx"], nm_format.index_rows(kc, pm), n).view(np.uint32)
+    out = _block(mems, Mem.ACC, f["out"], m, n)
+    if f["i8"]:  # the int8 values expand exactly into a float tile of integers
+        w = _int8(_block(mems, Mem.SPAD, f["w"], kc, n // 4)).astype(np.float32)
+        dense = nm_format.unpack_tile(w, words, k, pn, pm)
+        a = _int8(_block(mems, Mem.SPAD, f["a"], m, k // 4))
+        _int8_thunk(a, dense, out, bool(f["accumulate"]))()
+        return
+    w = _block(mems, Mem.SPAD, f["w"], kc, n)
     dense = nm_format.unpack_tile(w, words, k, pn, pm)
     a = _block(mems, Mem.SPAD, f["a"], m, k)
-    _matmul_thunk(a, dense, _block(mems, Mem.ACC, f["out"], m, n), bool(f["accumulate"]))()
+    _matmul_thunk(a, dense, out, bool(f["accumulate"]))()
 
 
 # --------------------------------------------------------------------------------------
@@ -199,6 +242,25 @@ def _torch_gelu(x: np.ndarray, approximate: str, out: np.ndarray) -> None:
                           out=torch.from_numpy(out))
 
 
+def quantize_into(src: np.ndarray, inv_scale: np.float32, dst: np.ndarray) -> None:
+    """dst (int8, four to a word) = clamp(round_half_even(src * inv_scale), -128, 127),
+    the product in fp32 (docs/INT8.md); NaN becomes 0."""
+    with np.errstate(all="ignore"):
+        q = np.rint(np.multiply(src, inv_scale, dtype=np.float32))
+        q = np.nan_to_num(np.clip(q, -128, 127), nan=0.0)
+    dst.view(np.int8).reshape(q.shape)[...] = q.astype(np.int8)
+
+
+def rescale_into(src: np.ndarray, param: np.ndarray, dst: np.ndarray) -> None:
+    """dst = f32(src_i32 + bias_i32) * scale, per column: `param` holds (bias bits, scale)
+    pairs; the int32 sum wraps like the hardware's adder, its conversion to f32 and the
+    product round to nearest even (docs/INT8.md)."""
+    pairs = param.reshape(-1, 2)
+    bias, scale = pairs[:, 0].view(np.int32), pairs[:, 1]
+    total = src.view(np.int32) + bias  # int32 (wraps on overflow, as a 32-bit adder)
+    np.multiply(total.astype(np.float32), scale, out=dst)
+
+
 def _gelu_into(src: np.ndarray, fn: int, dst: np.ndarray) -> None:
     _torch_gelu(src, "tanh" if fn == VUnFn.GELU_TANH else "none", dst)
 
@@ -219,10 +281,27 @@ def _on_blocks(body: Callable[..., T]) -> Callable[[Mems, Mapping[str, int]], T 
     return on_blocks
 
 
-@_on_blocks
+def _on_vun_blocks(body: Callable[..., T]) -> Callable[[Mems, Mapping[str, int]], T | None]:
+    """`_on_blocks` for vun, whose QUANT destination is [rows x cols/4] words (int8)."""
+
+    @wraps(body)
+    def on_blocks(mems: Mems, f: Mapping[str, int]) -> T | None:
+        rows, cols = f["rows"], f["cols"]
+        if not (rows and cols):
+            return None
+        dst_cols = cols // 4 if f["fn"] == VUnFn.QUANT else cols
+        return body(mems, f, _block(mems, f["src_mem"], f["src"], rows, cols),
+                    _block(mems, f["dst_mem"], f["dst"], rows, dst_cols))
+
+    return on_blocks
+
+
+@_on_vun_blocks
 def _vun(mems: Mems, f: Mapping[str, int], src: np.ndarray, dst: np.ndarray) -> None:
     fn = f["fn"]
-    if fn == VUnFn.COPY:
+    if fn == VUnFn.QUANT:
+        quantize_into(src, f32_from_bits(f["imm"]), dst)
+    elif fn == VUnFn.COPY:
         dst[...] = src
     elif fn in (VUnFn.GELU, VUnFn.GELU_TANH):
         _gelu_into(src, fn, dst)
@@ -268,6 +347,8 @@ def _vrow(mems: Mems, f: Mapping[str, int], src: np.ndarray, dst: np.ndarray) ->
     elif fn == VRowFn.SOFTMAX:
         with np.errstate(all="ignore"):
             _softmax(src, f32_from_bits(f["imm"]), dst)
+    elif fn == VRowFn.RESCALE:
+        rescale_into(src, mems[Mem.SPAD][f["param"] : f["param"] + 2 * cols], dst)
     else:  # operand_error() rejects it before a program runs
         raise AssertionError(f"vrow: no semantics for fn {fn}")
 
@@ -324,6 +405,8 @@ def _prep_store(mems: Mems, f: Mapping[str, int]) -> Thunk | None:
 def _prep_matmul(mems: Mems, f: Mapping[str, int]) -> Thunk | None:
     if not (f["m"] and f["n"]):
         return None
+    if f["i8"]:
+        return _int8_thunk(*_i8_matmul_operands(mems, f), bool(f["accumulate"]))
     return _matmul_thunk(*_matmul_operands(mems, f), bool(f["accumulate"]))
 
 
@@ -337,9 +420,11 @@ def _prep_vbin(mems: Mems, f: Mapping[str, int]) -> Thunk | None:
     return partial(_VBIN[f["fn"]], a, b, out=dst)
 
 
-@_on_blocks
+@_on_vun_blocks
 def _prep_vun(mems: Mems, f: Mapping[str, int], src: np.ndarray, dst: np.ndarray) -> Thunk:
     fn = f["fn"]
+    if fn == VUnFn.QUANT:
+        return partial(quantize_into, src, f32_from_bits(f["imm"]), dst)
     if fn == VUnFn.COPY:
         return partial(np.copyto, dst, src)
     if fn == VUnFn.RELU:
@@ -364,6 +449,9 @@ def _prep_vrow(mems: Mems, f: Mapping[str, int], src: np.ndarray, dst: np.ndarra
         spad = mems[Mem.SPAD]
         gamma, beta = spad[p : p + cols], spad[p + cols : p + 2 * cols]
         return partial(_layernorm, src, gamma, beta, float(imm), dst)
+    if f["fn"] == VRowFn.RESCALE:
+        return partial(rescale_into, src, mems[Mem.SPAD][f["param"] : f["param"] + 2 * cols],
+                       dst)
     return lambda: _vrow(mems, f)
 
 
@@ -429,7 +517,7 @@ ONCHIP_FIELDS: dict[str, tuple[str, ...]] = {
     "topk": ("dst_mem", "src_mem"),
 }
 FN_ENUMS = {"vbin": VBinFn, "vun": VUnFn, "vrow": VRowFn, "vred": VRedFn}
-VALUE_CHECKED = ("spmatmul", "topk")
+VALUE_CHECKED = ("matmul", "spmatmul", "vun", "topk")
 
 
 def operand_error(instr: Instr) -> str | None:
@@ -439,6 +527,13 @@ def operand_error(instr: Instr) -> str | None:
         if f[name] not in _ON_CHIP:
             what = Mem(f[name]).name if f[name] in Mem._value2member_map_ else str(f[name])
             return f"field '{name}' = {what}: the operand must be in SPAD or ACC"
+    if instr.mnemonic in ("matmul", "spmatmul") and f["i8"]:
+        if f.get("transpose_w"):
+            return "i8 matmul has no transpose_w form"
+        if f["k"] % 4 or f["n"] % 4:
+            return f"i8 operands pack 4 to a word: k = {f['k']}, n = {f['n']} must be multiples of 4"
+    if instr.mnemonic == "vun" and f["fn"] == VUnFn.QUANT and f["cols"] % 4:
+        return f"vun quant packs 4 int8 to a word: cols = {f['cols']} is not a multiple of 4"
     if instr.mnemonic == "spmatmul":
         pn, pm = f["pat_n"], f["pat_m"]
         if not (2 <= pm and 0 < pn <= pm):

@@ -18,8 +18,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 from xdsl.dialects.builtin import (
-    ArrayAttr, DictionaryAttr, Float32Type, Float64Type, FloatAttr, IntAttr, IntegerAttr,
-    StringAttr, i64,
+    ArrayAttr, DenseArrayBase, DictionaryAttr, Float32Type, Float64Type, FloatAttr, IntAttr,
+    IntegerAttr, IntegerType, StringAttr, f64, i64,
 )
 from xdsl.ir import Attribute, Operation, ParametrizedAttribute, SSAValue
 from xdsl.irdl import irdl_attr_definition
@@ -168,10 +168,13 @@ class LayoutAttr(ParametrizedAttribute):
         #nm.layout<transpose, f32>       W^T (a kernel asked for it, `Kernel.transposed`)
         #nm.layout<nm_pack 2:4, f32>     N:M packed W^T: the kept values, then their
                                          in-group indices (nmc.common.nm_format)
+        #nm.layout<transpose, i8>        int8 W^T, four to a word, then the layer's
+        #nm.layout<nm_pack 2:4, i8>      rescale table (docs/INT8.md; the quantize pass)
 
     n and m are 0 for the dense layouts. A packed layout needs 0 < N < M (N = M is dense)
     and M within the ISA's `pat_m` field. The isa.buffer records keep the text form
-    (`text`: "identity", "transpose", "nm_pack:2:4"), which `from_text` reads back."""
+    (`text`: "identity", "transpose", "nm_pack:2:4", with ":i8" for int8), which `from_text`
+    reads back."""
 
     name = "nm.layout"
 
@@ -194,9 +197,15 @@ class LayoutAttr(ParametrizedAttribute):
                                   f"0 < N < M <= {MAX_PATTERN_M}")
         if kind != NM_PACK and (n or m):
             raise VerifyException(f"nm.layout: the {kind} layout has no N:M pattern")
-        if not isinstance(self.element_type, Float32Type):
-            raise VerifyException(f"nm.layout: element type {self.element_type} is not f32, "
-                                  f"the only one DRAM holds")
+        if not (isinstance(self.element_type, Float32Type) or self.element_type == I8):
+            raise VerifyException(f"nm.layout: element type {self.element_type} is not f32 "
+                                  f"or i8, the types DRAM holds")
+        if self.element_type == I8 and kind == IDENTITY:
+            raise VerifyException("nm.layout: int8 weights are stored transposed or packed")
+
+    @property
+    def int8(self) -> bool:
+        return self.element_type == I8
 
     @property
     def pattern(self) -> tuple[int, int] | None:
@@ -206,17 +215,24 @@ class LayoutAttr(ParametrizedAttribute):
     @property
     def text(self) -> str:
         pattern = self.pattern
-        return self.kind.data if pattern is None else nm_format.layout_name(pattern)
+        base = self.kind.data if pattern is None else nm_format.layout_name(pattern)
+        return base + (nm_format.INT8_SUFFIX if self.int8 else "")
+
+    def with_kind(self, kind: str) -> "LayoutAttr":
+        """This layout's element type under a dense layout `kind`."""
+        return LayoutAttr(kind, element_type=self.element_type)
 
     @staticmethod
     def from_text(text: str) -> "LayoutAttr":
         """The layout an isa.buffer's `layout` string names; ValueError if none."""
-        pattern = nm_format.parse_layout(text)
+        base, element = nm_format.split_element(text)
+        element_type = I8 if element == "i8" else Float32Type()
+        pattern = nm_format.parse_layout(base)
         try:
             if pattern is not None:
-                return LayoutAttr(NM_PACK, *pattern)
-            if text in (IDENTITY, TRANSPOSE):
-                return LayoutAttr(text)
+                return LayoutAttr(NM_PACK, *pattern, element_type)
+            if base in (IDENTITY, TRANSPOSE):
+                return LayoutAttr(base, element_type=element_type)
         except VerifyException:  # M beyond the ISA's pat_m field
             pass
         raise ValueError(f"unknown layout '{text}'")
@@ -244,6 +260,9 @@ class LayoutAttr(ParametrizedAttribute):
         printer.print_string(">")
 
 
+I8 = IntegerType(8)
+
+
 def layout(param: Operation) -> LayoutAttr | None:
     """The DRAM layout of an nm.param; None before prune-and-pack / plan-memory chose it."""
     attr = param.attributes.get(LayoutAttr.name)
@@ -252,6 +271,64 @@ def layout(param: Operation) -> LayoutAttr | None:
 
 def set_layout(param: Operation, value: LayoutAttr) -> None:
     param.attributes[LayoutAttr.name] = value
+
+
+# ---------------------------------------------------------------------------- quantization
+
+
+@irdl_attr_definition
+class QuantAttr(ParametrizedAttribute):
+    """`#nm.quant<input = 0.0123, weights = [0.004, 0.0051, ...]>`: an nm.linear or
+    nm.patch_embed computed in int8 (docs/INT8.md): the scale of its input (per tensor)
+    and of its weight (per output channel). Written by the quantize pass, read by the
+    kernels (the input's quantisation) and the emitter (int8 weights, rescale table)."""
+
+    name = "nm.quant"
+
+    input_scale: FloatAttr
+    weight_scales: DenseArrayBase
+
+    def verify(self) -> None:
+        scales = [self.input_scale.value.data, *self.weight_scales.get_values()]
+        if not scales[1:]:
+            raise VerifyException("nm.quant: no weight scales")
+        bad = [s for s in scales if not (s > 0 and s != float("inf"))]
+        if bad:
+            raise VerifyException(f"nm.quant: scale {bad[0]} is not a finite positive number")
+
+    @staticmethod
+    def of(input_scale: float, weight_scales: Sequence[float]) -> "QuantAttr":
+        return QuantAttr(FloatAttr(float(input_scale), f64),
+                         DenseArrayBase.from_list(f64, [float(s) for s in weight_scales]))
+
+    @classmethod
+    def parse_parameters(cls, parser: AttrParser) -> Sequence[Attribute]:
+        with parser.in_angle_brackets():
+            parser.parse_keyword("input")
+            parser.parse_punctuation("=")
+            s_x = parser.parse_float()
+            parser.parse_punctuation(",")
+            parser.parse_keyword("weights")
+            parser.parse_punctuation("=")
+            s_w = parser.parse_comma_separated_list(parser.Delimiter.SQUARE, parser.parse_float)
+        return _parsed(parser, lambda: QuantAttr.of(s_x, s_w).parameters)
+
+    def print_parameters(self, printer: Printer) -> None:
+        weights = ", ".join(repr(float(s)) for s in self.weight_scales.get_values())
+        printer.print_string(f"<input = {float(self.input_scale.value.data)!r}, "
+                             f"weights = [{weights}]>")
+
+
+def quant(op: Operation) -> tuple[float, list[float]] | None:
+    """(input scale, weight scales) of an op the quantize pass made int8; None for fp32."""
+    attr = op.attributes.get(QuantAttr.name)
+    if not isinstance(attr, QuantAttr):
+        return None
+    return float(attr.input_scale.value.data), [float(s) for s in attr.weight_scales.get_values()]
+
+
+def set_quant(op: Operation, input_scale: float, weight_scales: Sequence[float]) -> None:
+    op.attributes[QuantAttr.name] = QuantAttr.of(input_scale, weight_scales)
 
 
 # ---------------------------------------------------------------------------- DRAM placement
@@ -484,5 +561,5 @@ def program_record(module: Operation) -> ProgramRecord:
     )
 
 
-NM_ATTRS = (TargetAttr, TilingAttr, LayoutAttr, DramAddrAttr, DramWordsAttr)
+NM_ATTRS = (TargetAttr, TilingAttr, LayoutAttr, QuantAttr, DramAddrAttr, DramWordsAttr)
 """The typed attributes, registered with the nm dialect."""

@@ -20,17 +20,27 @@ N:M sparse weights (`pattern=(N, M)`, issue 5) are stored packed, in the layout
 indices packed into words. A W tile of [tk x tn] dense weights is then two 2-D blocks,
 [tk*N/M x tn] values and their index words, multiplied by `spmatmul`; k tiles start at
 multiples of `nm_format.k_step` so every tile's index words start on a word row.
+
+int8 (`int8=True`, an op the quantize pass gave `nm.quant`; docs/INT8.md): the input is
+quantised once into DRAM scratch by a pre-pass (kernels/int8.py), A and W tiles are int8
+(four to a word: a quarter of the DMA bytes and SPAD words), the matrix unit accumulates
+exactly in int32 (`matmul`/`spmatmul` with `i8`), and the epilogue's `vrow rescale` adds
+the int32 bias and scales each column back to fp32 (the rescale table stored after the
+weight) before the fused activation and the store. The weight is always stored
+transposed ([K x N/4] words, or packed N:M).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from math import prod
 
 from nmc.compiler.dialects.nm import LinearOp, tensor_shape
 from nmc.common import nm_format
 from nmc.common.nm_format import Pattern
-from nmc.isa.table import Instr, Mem, Unit, VBinFn, VUnFn
+from nmc.common import quant as quant_rule
+from nmc.compiler.dialects.nm_attrs import quant
+from nmc.isa.table import Instr, Mem, Unit, VBinFn, VRowFn, VUnFn
 from nmc.isa.target import Target
 from nmc.runtime.timing import matmul_cycles, spmatmul_cycles
 
@@ -39,16 +49,17 @@ from nmc.compiler.kernels.common import (
     block_fields,
     choose_best, size_candidates, tile_counts,
 )
+from nmc.compiler.kernels import int8
 from nmc.compiler.kernels.kernel import Buffers, Cost, Kernel
 from nmc.compiler.kernels.walk import Walk
 
 
-def _w_tile_words(tk: int, tn: int, pattern: Pattern) -> tuple[int, int]:
-    """(value words, index words) of one W tile buffer."""
+def _w_tile_words(tk: int, tn: int, pattern: Pattern, per_word: int = 1) -> tuple[int, int]:
+    """(value words, index words) of one W tile buffer; `per_word` values to a word."""
     if pattern is None:
-        return tk * tn, 0
+        return tk * tn // per_word, 0
     kc = nm_format.compressed_rows(tk, *pattern)
-    return kc * tn, nm_format.index_rows(kc, pattern[1]) * tn
+    return kc * tn // per_word, nm_format.index_rows(kc, pattern[1]) * tn
 
 
 _ACTIVATION_FN = {"gelu": VUnFn.GELU, "gelu_tanh": VUnFn.GELU_TANH}
@@ -58,7 +69,10 @@ _ACTIVATION_FN = {"gelu": VUnFn.GELU, "gelu_tanh": VUnFn.GELU_TANH}
 class LinearProblem:
     """Y[M x N] = X[M x K] . W^T (+ bias), then the fused activation if any: an nm.linear
     (leading dims of its input flattened into M), or the linear half of a patch embedding
-    (`w_layout="nk"`). `pattern`: the N:M pattern of W, None for dense (N = M is dense)."""
+    (`w_layout="nk"`). `pattern`: the N:M pattern of W, None for dense (N = M is dense).
+    `int8`: computed in int8 (module docstring), its input quantised by multiplying by
+    `inv_scale` (fp32(1 / s_x)), which changes no instruction count or cycle, so it does
+    not take part in comparing problems: the tile choices stay shared per shape."""
 
     M: int
     K: int
@@ -67,17 +81,24 @@ class LinearProblem:
     pattern: Pattern = None
     activation: str | None = None
     w_layout: str = "kn"
+    int8: bool = False
+    inv_scale: float = field(default=1.0, compare=False)
 
     def __post_init__(self):
         object.__setattr__(self, "pattern", nm_format.sparse_pattern(self.pattern))
         assert not (self.w_layout == "nk" and self.pattern), \
             "N:M weights are stored packed along K of W^T"
+        assert not (self.int8 and self.w_layout == "nk"), "int8 weights are stored W^T"
 
     @staticmethod
     def of(op: LinearOp) -> "LinearProblem":
         shape = tensor_shape(op.input)
+        scales = quant(op)
         return LinearProblem(prod(shape[:-1]), shape[-1], tensor_shape(op.weight)[0],
-                             op.bias is not None, op.sparsity_pattern, op.activation_name)
+                             op.bias is not None, op.sparsity_pattern, op.activation_name,
+                             int8=scales is not None,
+                             inv_scale=float(quant_rule.inverse_scale(scales[0])) if scales
+                             else 1.0)
 
     @property
     def macs(self) -> int:
@@ -100,19 +121,23 @@ class LinearSchedule:
         self.problem, self.tiling, self.target = problem, tiling, target
         tm, tn, tk = tiling["m"], tiling["n"], tiling["k"]
         self.a_slots, self.acc_slots = _slots(tiling, problem.K)
+        per_word = 4 if problem.int8 else 1  # int8 operands: four to a word
         chip = OnChipAllocator(target, bounded=bounded)
-        self.a_bufs = chip.allocs(Mem.SPAD, tm * tk, self.a_slots)
-        w_words, idx_words = _w_tile_words(tk, tn, problem.pattern)
+        self.a_bufs = chip.allocs(Mem.SPAD, tm * tk // per_word, self.a_slots)
+        w_words, idx_words = _w_tile_words(tk, tn, problem.pattern, per_word)
         self.w_bufs = chip.allocs(Mem.SPAD, w_words)
         self.idx_bufs = chip.allocs(Mem.SPAD, idx_words) if problem.pattern else None
         self.o_bufs = chip.allocs(Mem.SPAD, tm * tn, self.acc_slots)
         self.acc_bufs = chip.allocs(Mem.ACC, tm * tn, self.acc_slots)
-        self.bias_buf = chip.alloc(Mem.SPAD, problem.N) if problem.has_bias else None
+        # the bias row (fp32), or the rescale table (int8: bias and scale per column)
+        self.bias_buf = (chip.alloc(Mem.SPAD, 2 * problem.N) if problem.int8 else
+                         chip.alloc(Mem.SPAD, problem.N) if problem.has_bias else None)
         self.words = dict(chip.used)  # SPAD and ACC words the buffers take
-        # the causes of the waits `walk` charges that hold for this tiling
+        # the causes of the waits `walk` charges that hold for this tiling ("quant": the
+        # int8 input's pre-pass, which the matmuls wait for)
         self.single_buffers = tuple(
             cause for cause, slots in (("a", self.a_slots), ("acc", self.acc_slots))
-            if slots == 1)
+            if slots == 1) + (("quant",) if problem.int8 else ())
 
     def emit(self, buffers: Buffers) -> list[Instr]:
         out = Walk(self.target, emit=True)
@@ -130,14 +155,21 @@ class LinearSchedule:
         M, K, N, pattern = p.M, p.K, p.N, p.pattern
         tm, tn, tk = t["m"], t["n"], t["k"]
         nk = p.w_layout == "nk"
+        q = 4 if p.int8 else 1  # int8 elements per word of A and W
         X, Y = Matrix2D(buffers["input"], M, K), Matrix2D(buffers["result"], M, N)
         wt = buffers["weight"]
+        if p.int8:
+            xq = buffers["scratch"]
+            wait = int8.quantize_prepass(out, M, K, X.addr, xq, p.inv_scale, self.target)
+            out.stall(Unit.MATRIX, wait, "quant")
+            X = Matrix2D(xq, M, K // 4)
         if pattern is not None:
-            W = Matrix2D(wt, nm_format.packed_shape(K, N, pattern)[0], N)
             kc_all = nm_format.compressed_rows(K, *pattern)
+            W = Matrix2D(wt, kc_all, N // q)  # the kept values
+            Wi = Matrix2D(wt + kc_all * N // q, nm_format.index_rows(kc_all, pattern[1]), N)
             per_word = nm_format.indices_per_word(pattern[1])
         else:
-            W = Matrix2D(wt, N, K) if nk else Matrix2D(wt, K, N)
+            W = Matrix2D(wt, N, K) if nk else Matrix2D(wt, K, N // q)
         a_ring, w_ring, o_ring, acc_ring = (
             Ring(self.a_bufs), Ring(self.w_bufs), Ring(self.o_bufs), Ring(self.acc_bufs))
         idx_ring = Ring(self.idx_bufs) if pattern is not None else None
@@ -146,14 +178,17 @@ class LinearSchedule:
         def load(*block) -> int:
             return out.add("load", **block_fields(*block))
 
-        if p.has_bias:
+        if p.int8:
+            table = wt + int8.rescale_offset(N, K, pattern)
+            load(Matrix2D(table, 1, 2 * N), 0, 0, 1, 2 * N, Mem.SPAD, self.bias_buf)
+        elif p.has_bias:
             load(Matrix2D(buffers["bias"], 1, N), 0, 0, 1, N, Mem.SPAD, self.bias_buf)
         first_a_load = w_first = None
         for m in out.tiles(M, tm):
             m0, mr = m.start, m.length
             if single_k:
                 a = a_ring.next()
-                a_load = load(X, m0, 0, mr, K, Mem.SPAD, a)
+                a_load = load(X, m0, 0, mr, K // q, Mem.SPAD, a)
                 first_a_load = first_a_load or a_load
             for n in out.tiles(N, tn):
                 n0, nr = n.start, n.length
@@ -162,27 +197,33 @@ class LinearSchedule:
                     k0, kr = k.start, k.length
                     if not single_k:
                         a = a_ring.next()
-                        load(X, m0, k0, mr, kr, Mem.SPAD, a)
+                        load(X, m0, k0 // q, mr, kr // q, Mem.SPAD, a)
                     w = w_ring.next()
+                    i8 = {"i8": 1} if p.int8 else {}
                     if pattern is not None:
                         kc0 = nm_format.compressed_rows(k0, *pattern)
                         kcr = nm_format.compressed_rows(kr, *pattern)
                         idx = idx_ring.next()
-                        w_load = load(W, kc0, n0, kcr, nr, Mem.SPAD, w)
-                        w_load += load(W, kc_all + kc0 // per_word, n0,
+                        w_load = load(W, kc0, n0 // q, kcr, nr // q, Mem.SPAD, w)
+                        w_load += load(Wi, kc0 // per_word, n0,
                                        nm_format.index_rows(kcr, pattern[1]), nr, Mem.SPAD, idx)
                         out.add("spmatmul", a=a, w=w, idx=idx, out=acc, m=mr, k=kr, n=nr,
-                                pat_n=pattern[0], pat_m=pattern[1], accumulate=int(k0 > 0))
+                                pat_n=pattern[0], pat_m=pattern[1], accumulate=int(k0 > 0),
+                                **i8)
                     else:
                         if nk:
                             w_load = load(W, n0, k0, nr, kr, Mem.SPAD, w)
                         else:
-                            w_load = load(W, k0, n0, kr, nr, Mem.SPAD, w)
+                            w_load = load(W, k0, n0 // q, kr, nr // q, Mem.SPAD, w)
                         out.add("matmul", a=a, w=w, out=acc, m=mr, k=kr, n=nr,
-                                accumulate=int(k0 > 0), transpose_w=int(nk))
+                                accumulate=int(k0 > 0), transpose_w=int(nk), **i8)
                     w_first = w_first or w_load
                 o = o_ring.next()
-                if p.has_bias:
+                if p.int8:  # int32 + bias, to fp32, times the column's scale
+                    epilogue = out.add("vrow", fn=VRowFn.RESCALE, dst_mem=Mem.SPAD, dst=o,
+                                       src_mem=Mem.ACC, src=acc, param=self.bias_buf + 2 * n0,
+                                       rows=mr, cols=nr)
+                elif p.has_bias:
                     epilogue = out.add("vbin", fn=VBinFn.ADD, dst_mem=Mem.SPAD, dst=o,
                                        a_mem=Mem.ACC, a=acc, b_mem=Mem.SPAD, b=self.bias_buf + n0,
                                        rows=mr, cols=nr, bcast=1)
@@ -210,7 +251,7 @@ class LinearSchedule:
                 w_loads = m.busy[Unit.LOAD] - a_load
                 out.stall(Unit.MATRIX,
                           a_load + w_first + max(0, w_loads - m.busy[Unit.MATRIX]), "a")
-        if single_k and not p.has_bias:
+        if single_k and not p.has_bias and not p.int8:
             # the first A load is then the first load the estimate adds anyway
             out.stall(Unit.MATRIX, -first_a_load, "a")
 
@@ -266,6 +307,10 @@ class LinearKernel(Kernel[LinearProblem]):
     the number of tiles: the tile search costs thousands of candidates per layer shape."""
 
     problem_type = LinearProblem
+
+    def scratch_words(self, problem: LinearProblem, tiling: dict) -> int:
+        """int8: the quantised input (kernels/int8.py)."""
+        return int8.quantized_words(problem.M, problem.K) if problem.int8 else 0
 
     def transposed(self, op: LinearOp) -> list:
         return [op.weight]

@@ -11,19 +11,26 @@ whole im2col is 2*B*Cin*p transfers (blocks of py are split if they exceed the c
 Then Y [B*Hp*Wp x D] = X2 . W^T + bias with the conv weight [D, Cin, p, p] read as stored,
 i.e. as [D x Cin*p*p] row-major (the linear kernel's `w_layout="nk"`, matmul transpose_w):
 no layout change of the parameter is needed. Y is already [B, Hp*Wp, D].
+
+int8 (an op with `nm.quant`, docs/INT8.md): the linear half is the int8 linear kernel; its
+weight is stored as the int8 [Cin*p*p x D] (the quantize pass chose the layout) and its
+quantised input follows the im2col matrix in the scratch space.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
+from nmc.common import quant as quant_rule
 from nmc.compiler.dialects.nm import PatchEmbedOp, tensor_shape
+from nmc.compiler.dialects.nm_attrs import quant
 from nmc.isa.table import Instr, Mem
 from nmc.isa.target import Target
 
 from nmc.compiler.kernels.common import (
     TILINGS, OnChipAllocator, TileError, _DoesNotFit, estimate_cycles,
 )
+from nmc.compiler.kernels.int8 import quantized_words
 from nmc.compiler.kernels.kernel import Buffers, Kernel
 from nmc.compiler.kernels.linear import LINEAR, LinearProblem
 
@@ -58,7 +65,8 @@ def emit_im2col(B: int, Cin: int, H: int, W: int, p: int, tiling: dict, x: int, 
 
 @dataclass(frozen=True)
 class PatchEmbedProblem:
-    """nm.patch_embed of x [B, Cin, H, W] by a conv weight [D, Cin, p, p] with a bias."""
+    """nm.patch_embed of x [B, Cin, H, W] by a conv weight [D, Cin, p, p] with a bias;
+    `int8` / `inv_scale` as in LinearProblem."""
 
     B: int
     Cin: int
@@ -66,19 +74,27 @@ class PatchEmbedProblem:
     W: int
     p: int
     D: int
+    int8: bool = False
+    inv_scale: float = field(default=1.0, compare=False)
 
     @staticmethod
     def of(op: PatchEmbedOp) -> "PatchEmbedProblem":
         B, Cin, H, W = tensor_shape(op.input)
         D, p = tensor_shape(op.weight)[0], tensor_shape(op.weight)[2]
-        return PatchEmbedProblem(B, Cin, H, W, p, D)
+        scales = quant(op)
+        if scales is None:
+            return PatchEmbedProblem(B, Cin, H, W, p, D)
+        return PatchEmbedProblem(B, Cin, H, W, p, D, True,
+                                 float(quant_rule.inverse_scale(scales[0])))
 
     @property
     def linear(self) -> LinearProblem:
-        """The linear half: the im2col matrix times the weight read as stored."""
+        """The linear half: the im2col matrix times the weight read as stored (int8: the
+        int8 W^T)."""
         q = self
         return LinearProblem(q.B * (q.H // q.p) * (q.W // q.p), q.Cin * q.p * q.p, q.D, True,
-                             w_layout="nk")
+                             w_layout="kn" if q.int8 else "nk", int8=q.int8,
+                             inv_scale=q.inv_scale)
 
 
 class PatchEmbedKernel(Kernel[PatchEmbedProblem]):
@@ -89,13 +105,15 @@ class PatchEmbedKernel(Kernel[PatchEmbedProblem]):
 
     def scratch_words(self, problem: PatchEmbedProblem, tiling: dict) -> int:
         q = problem
-        return im2col_words(q.B, q.Cin, q.H, q.W, q.p)
+        words = im2col_words(q.B, q.Cin, q.H, q.W, q.p)
+        return words + (quantized_words(q.linear.M, q.linear.K) if q.int8 else 0)
 
     def emit(self, problem: PatchEmbedProblem, tiling: dict, buffers: Buffers,
              target: Target) -> list[Instr]:
         q, scratch = problem, buffers["scratch"]
         linear = Buffers({"input": scratch, "weight": buffers["weight"],
-                          "bias": buffers["bias"], "result": buffers["result"]})
+                          "bias": buffers["bias"], "result": buffers["result"],
+                          "scratch": scratch + im2col_words(q.B, q.Cin, q.H, q.W, q.p)})
         return (emit_im2col(q.B, q.Cin, q.H, q.W, q.p, tiling, buffers["input"], scratch,
                             target)
                 + LINEAR.emit(q.linear, tiling, linear, target))

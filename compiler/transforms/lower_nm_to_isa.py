@@ -10,6 +10,7 @@ left at zero: `insert-tokens` derives them.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from math import prod
 
 from xdsl.context import Context
 from xdsl.dialects.builtin import ModuleOp
@@ -19,8 +20,9 @@ from nmc.common import nm_format
 from nmc.compiler.dialects.nm import LinearOp, ParamOp, _ComputeOp, tensor_shape
 from nmc.compiler.dialects.nm_attrs import (
     TRANSPOSE, ProgramRecord, dram_addr, has_scratch, input_names, layout, output_names,
-    scratch_addr, set_program_record, tiling,
+    quant, scratch_addr, set_program_record, tiling,
 )
+from nmc.compiler.kernels import int8
 from nmc.compiler.kernels.kernel import Buffers
 from nmc.compiler.kernels.registry import KERNELS
 from nmc.compiler.transforms.target_option import TargetedPass
@@ -50,6 +52,9 @@ class LowerNmToIsa(TargetedPass):
                 if stored_as is None:
                     raise ValueError(f"nm.param {o.param_name.data} has no layout: run "
                                      f"plan-memory first")
+                if stored_as.int8:
+                    records.append(_int8_weight_record(o, stored_as, addr(o.result)))
+                    continue
                 stored = shape[::-1] if stored_as.kind.data == TRANSPOSE else shape
                 if stored_as.pattern is not None:  # W^T packed: value rows then index-word rows
                     stored = nm_format.packed_shape(shape[1], shape[0], stored_as.pattern)
@@ -87,3 +92,23 @@ class LowerNmToIsa(TargetedPass):
         func.erase()
         op.body.block.add_ops(records + stream)
         set_program_record(op, ProgramRecord(target.name, target.id, kinds, weights))
+
+
+def _int8_weight_record(param: ParamOp, stored_as, address: int) -> BufferOp:
+    """The const record of an int8 weight (kernels/int8.py): its words, and what the
+    emitter needs besides the fp32 weight: the bias parameter and the op's scales."""
+    users = [u.operation for u in param.result.uses if quant(u.operation) is not None]
+    if len(users) != 1 or len(list(param.result.uses)) != 1:
+        raise ValueError(f"int8 weight {param.param_name.data} must be read by exactly one "
+                         f"quantized op")
+    user = users[0]
+    s_x, s_w = quant(user)
+    bias = user.bias
+    if bias is not None and not isinstance(bias.owner, ParamOp):
+        raise ValueError(f"int8 layer {user.layer_name}: its bias is not a parameter")
+    shape = tensor_shape(param.result)
+    words = int8.stored_words(shape[0], int(prod(shape[1:])), stored_as.pattern)
+    return BufferOp(param.param_name.data, "const", address, (words,),
+                    param=param.param_name.data, layout=stored_as.text,
+                    bias=bias.owner.param_name.data if bias is not None else None,
+                    scales=(s_x, *s_w))

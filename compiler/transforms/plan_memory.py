@@ -44,6 +44,7 @@ from nmc.compiler.dialects.nm_attrs import (
 from nmc.compiler.dialects.win import ScatterOp
 from nmc.compiler.kernels.registry import KERNELS
 from nmc.compiler.transforms.target_option import cached_target
+from nmc.compiler.kernels.int8 import stored_words as quant_stored_words
 
 DRAM_ALIGN = 64
 
@@ -92,10 +93,12 @@ class FreeList:
 
 def param_words(param: ParamOp) -> int:
     """DRAM words (unaligned) a parameter takes in its layout (packed N:M: values plus
-    index words)."""
+    index words; int8: four to a word, then the rescale table, `quant.stored_words`)."""
     shape = tensor_shape(param.result)
     chosen = layout(param)
     pattern = chosen.pattern if chosen is not None else None
+    if chosen is not None and chosen.int8:
+        return quant_stored_words(shape[0], prod(shape[1:]), pattern)
     if pattern is None:
         return prod(shape)
     return prod(nm_format.packed_shape(shape[1], shape[0], pattern))
@@ -141,8 +144,11 @@ class PlanMemory(ModulePass):
             if isinstance(o, ParamOp):
                 set_dram_addr(o, top)
                 chosen = layout(o)
-                if chosen is None or chosen.pattern is None:  # a packed layout is kept
+                if chosen is None:
                     set_layout(o, LayoutAttr(TRANSPOSE if o.result in transposed else IDENTITY))
+                elif chosen.pattern is None and not chosen.int8:  # packed and int8 are kept
+                    set_layout(o, chosen.with_kind(TRANSPOSE if o.result in transposed
+                                                   else IDENTITY))
                 top += _aligned(param_words(o))
 
         input_addrs = []

@@ -21,7 +21,7 @@ from xdsl.dialects.builtin import ModuleOp
 
 from nmc.common import nm_format
 from nmc.compiler.dialects.nm import LinearOp, ParamOp
-from nmc.compiler.dialects.nm_attrs import NM_PACK, LayoutAttr, set_layout
+from nmc.compiler.dialects.nm_attrs import NM_PACK, LayoutAttr, layout, set_layout
 from nmc.compiler.sparsity.spec import SparsityError
 from nmc.compiler.sparsity.target_check import check_linear_patterns
 from nmc.compiler.transforms.target_option import TargetedPass
@@ -61,4 +61,8 @@ class PruneAndPack(TargetedPass):
                     raise SparsityError(
                         f"weight of layer '{layer}' is also used by {use.operation.name}; "
                         f"it cannot be stored {nm_format.pattern_text(pattern)} packed")
-            set_layout(value.owner, LayoutAttr(NM_PACK, *pattern))
+            packed = LayoutAttr(NM_PACK, *pattern)
+            current = layout(value.owner)  # the quantize pass may have made it int8
+            if current is not None:
+                packed = LayoutAttr(NM_PACK, *pattern, current.element_type)
+            set_layout(value.owner, packed)

@@ -1,0 +1,182 @@
+"""quantize: the int8 scales of the matmuls of a model compiled for an int8 target.
+
+On a target whose matrix unit takes int8 operands (`Target.int8`, sta_int8), every
+nm.linear and nm.patch_embed whose weight is a parameter and whose reduction and output
+dimensions are multiples of 4 (int8 packs four to a word) is computed in int8
+(docs/INT8.md): it gets `nm.quant` (the input's scale per tensor, the weight's per output
+channel) and its weight the layout element type i8 (`#nm.layout<transpose, i8>`; an N:M
+pattern keeps it through prune-and-pack). Everything else stays fp32: attention,
+LayerNorm, GELU, softmax, and a linear of other dimensions (a 10-class head).
+
+Scales come from calibration (`calib`: a .npy of inputs; s_x = max |x| / 127 over them,
+measured on the input of each quantized op by interpreting this nm IR, N:M masks
+included, as the ELSA sensitivity does) or from a file (`quant`: the JSON `out` writes,
+`{"layers": {"blocks.0.attn.qkv": {"input_scale": s, "weight_scales": [...]}}}`, keyed by
+the module path of the layer's weight). Weight scales are computed from the (masked)
+weight unless the file gives them. On an fp32 target the pass does nothing, and refuses
+`calib` / `quant` (they would be silently ignored).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from xdsl.context import Context
+from xdsl.dialects.builtin import ModuleOp
+from xdsl.dialects.func import FuncOp
+
+from nmc.common import nm_format, quant
+from nmc.common.errors import NmcError
+from nmc.compiler.dialects.nm import LinearOp, ParamOp, PatchEmbedOp, tensor_shape
+from nmc.compiler.dialects.nm_attrs import (
+    I8, TRANSPOSE, LayoutAttr, input_names, module_target, set_layout, set_quant,
+)
+from nmc.compiler.frontend.weights import weights_of_module
+from nmc.compiler.transforms.target_option import TargetedPass, cached_target
+from nmc.isa.target import DEFAULT_TARGET
+
+
+class QuantError(NmcError):
+    """Missing or unusable calibration, or a scales file that does not fit the model."""
+
+
+def quantizable_ops(module: ModuleOp) -> list:
+    """The ops an int8 target computes in int8 (module docstring), in program order."""
+    out = []
+    for op in module.walk():
+        if not isinstance(op, (LinearOp, PatchEmbedOp)):
+            continue
+        if not isinstance(op.weight.owner, ParamOp):
+            continue
+        w = tensor_shape(op.weight)
+        k = int(np.prod(w[1:]))
+        if k % 4 == 0 and w[0] % 4 == 0:
+            out.append(op)
+    return out
+
+
+def layer_key(op) -> str:
+    """The key of an op in a scales file: its weight's module path (`blocks.0.attn.qkv`
+    for `blocks.0.attn.qkv.weight`)."""
+    name = op.weight.owner.param_name.data
+    return name[: -len(".weight")] if name.endswith(".weight") else name
+
+
+def _masked_weight(op, weights) -> np.ndarray:
+    w = np.asarray(weights[op.weight.owner.param_name.data], np.float32)
+    w = w.reshape(len(w), -1)
+    pattern = op.sparsity_pattern if isinstance(op, LinearOp) else None
+    if pattern is not None:
+        w = w * nm_format.nm_mask(w, *pattern)
+    return w
+
+
+def calibrate(module: ModuleOp, ops: list, calib: str) -> dict[str, float]:
+    """s_x of every op in `ops`: max |input| over the calibration inputs / 127."""
+    import torch
+
+    from nmc.compiler.interpret import interpret
+    from nmc.compiler.sparsity.sensitivity import load_calibration
+
+    func = next(o for o in module.walk() if isinstance(o, FuncOp))
+    if len(func.body.block.args) != 1:
+        raise QuantError("int8 calibration needs a model with exactly one input")
+    inputs = load_calibration(calib, tensor_shape(func.body.block.args[0]))
+    wanted = {id(op): layer_key(op) for op in ops}
+    peak = {key: 0.0 for key in wanted.values()}
+
+    def observe(op, operands) -> None:
+        key = wanted.get(id(op))
+        if key is not None:
+            peak[key] = max(peak[key], float(torch.max(torch.abs(operands[0]))))
+
+    weights = weights_of_module(module)
+    name = input_names(func)[0]
+    for x in inputs:
+        interpret(module, {name: x.numpy()}, weights, observe)
+    return {key: quant.input_scale(value) for key, value in peak.items()}
+
+
+def read_scales(path: str, ops: list) -> dict[str, dict]:
+    """The scales file at `path`, checked against the model's quantized layers."""
+    try:
+        table = json.loads(Path(path).read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise QuantError(f"--quant {path}: file not found") from None
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise QuantError(f"--quant {path}: not a JSON scales file ({e})") from None
+    layers = table.get("layers") if isinstance(table, dict) else None
+    if not isinstance(layers, dict):
+        raise QuantError(f'--quant {path}: expected {{"layers": {{layer: {{"input_scale": s, '
+                         f'"weight_scales": [...]}}}}}}')
+    keys = {layer_key(op): op for op in ops}
+    extra = sorted(set(layers) - set(keys))
+    missing = [k for k in keys if k not in layers]
+    if extra or missing:
+        what = (f"layer '{extra[0]}' is not an int8 layer of this model" if extra
+                else f"no scales for layer '{missing[0]}'")
+        raise QuantError(f"--quant {path}: {what} (its int8 layers: {', '.join(keys)})")
+    for key, op in keys.items():
+        entry = layers[key]
+        channels = tensor_shape(op.weight)[0]
+        if not isinstance(entry, dict) or not quant.check_scale(entry.get("input_scale")):
+            raise QuantError(f"--quant {path}: layer '{key}': input_scale must be a finite "
+                             f"positive number")
+        s_w = entry.get("weight_scales")
+        if s_w is not None and (not isinstance(s_w, list) or len(s_w) != channels
+                                or not all(quant.check_scale(s) for s in s_w)):
+            raise QuantError(f"--quant {path}: layer '{key}': weight_scales must be "
+                             f"{channels} finite positive numbers (one per output channel)")
+    return layers
+
+
+def scales_json(entries: dict[str, dict]) -> str:
+    return json.dumps({"layers": entries}, indent=1) + "\n"
+
+
+@dataclass(frozen=True)
+class Quantize(TargetedPass):
+    """Choose int8 scales for an int8 target (calib=FILE.npy or quant=FILE.json)."""
+
+    name = "quantize"
+
+    calib: str = ""
+    quant: str = ""
+    out: str = ""
+
+    def apply(self, ctx: Context, op: ModuleOp) -> None:
+        self.check_target(op)
+        target = cached_target(module_target(op) or self.target or DEFAULT_TARGET)
+        if not target.int8:
+            if self.calib or self.quant or self.out:
+                raise QuantError(
+                    f"--calib/--quant/--quant-out: target '{target.name}' computes in fp32; "
+                    f"int8 needs a target whose matrix unit takes int8 (sta_int8)")
+            return
+        self.target_for(op)
+        ops = quantizable_ops(op)
+        if self.quant:
+            given = read_scales(self.quant, ops)
+            inputs = {k: float(v["input_scale"]) for k, v in given.items()}
+        elif self.calib:
+            given, inputs = {}, calibrate(op, ops, self.calib)
+        else:
+            raise QuantError(f"target '{target.name}' computes in int8: give calibration "
+                             f"inputs (--calib X.npy) or scales (--quant q.json)")
+        weights = weights_of_module(op)
+        entries = {}
+        for o in ops:
+            key = layer_key(o)
+            s_w = given.get(key, {}).get("weight_scales")
+            if s_w is None:
+                s_w = quant.weight_scales(_masked_weight(o, weights)).tolist()
+            set_quant(o, inputs[key], s_w)
+            set_layout(o.weight.owner, LayoutAttr(TRANSPOSE, element_type=I8))
+            entries[key] = {"input_scale": inputs[key], "weight_scales": [float(s) for s in s_w]}
+        if self.out:
+            from nmc.common.fileio import atomic_write_text
+
+            atomic_write_text(self.out, scales_json(entries))
