@@ -206,7 +206,7 @@ def _torch_vun(fn: VUnFn, x: torch.Tensor, scale: float) -> torch.Tensor:
     }[fn]()
 
 
-@pytest.mark.parametrize("fn", list(VUnFn))
+@pytest.mark.parametrize("fn", [f for f in VUnFn if f != VUnFn.QUANT])  # quant: test_int8_isa
 def test_vun(fn):
     rows, cols = 7, 50
     x = rand(rows, cols) * 3

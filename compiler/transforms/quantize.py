@@ -166,13 +166,12 @@ class Quantize(TargetedPass):
         else:
             raise QuantError(f"target '{target.name}' computes in int8: give calibration "
                              f"inputs (--calib X.npy) or scales (--quant q.json)")
-        weights = weights_of_module(op)
         entries = {}
         for o in ops:
             key = layer_key(o)
             s_w = given.get(key, {}).get("weight_scales")
-            if s_w is None:
-                s_w = quant.weight_scales(_masked_weight(o, weights)).tolist()
+            if s_w is None:  # the weights are read only when a scale must be computed
+                s_w = quant.weight_scales(_masked_weight(o, weights_of_module(op))).tolist()
             set_quant(o, inputs[key], s_w)
             set_layout(o.weight.owner, LayoutAttr(TRANSPOSE, element_type=I8))
             entries[key] = {"input_scale": inputs[key], "weight_scales": [float(s) for s in s_w]}
