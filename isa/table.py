@@ -10,7 +10,7 @@ nothing else lists opcodes or fields.
 Machine model (docs/ISA.md is generated from this file by `python -m nmc.isa.doc`):
 - Memories, addressed in 32-bit words (fp32 elements): DRAM, SPAD (scratchpad, operands of
   the matrix and vector units), ACC (accumulator, results of the matrix unit). int8 data
-  (the `i8` form of the matrix instructions, `vun quant`'s result) packs four elements to
+  (the operands of `imatmul` / `ispmatmul`, `vun quant`'s result) packs four elements to
   a word, element i of a word in byte i (little-endian); int32 accumulators are one word
   each (docs/INT8.md).
 - Units, each executing its own queue in order: LOAD (DMA DRAM->on-chip), STORE (DMA
@@ -214,25 +214,25 @@ def _store_footprint(f: Fields) -> Footprint:
     return writes, reads
 
 
-def _i8_words(f: Fields, elements):
-    """Words of `elements` matrix operands: four to a word in the `i8` form (the packed
+def _operand_words(elements, int8: bool):
+    """Words of `elements` matrix operands: four to a word when int8 (the packed
     dimension, k of A and n of W, is a multiple of 4)."""
-    return where(f["i8"], ceil_div(elements, 4), elements)
+    return ceil_div(elements, 4) if int8 else elements
 
 
-def _matmul_footprint(f: Fields) -> Footprint:
+def _matmul_footprint(f: Fields, int8: bool = False) -> Footprint:
     m, k, n = f["m"], f["k"], f["n"]  # W is k*n elements whether or not it is transposed
-    reads = (_dense(Mem.SPAD, f["a"], _i8_words(f, m * k)),
-             _dense(Mem.SPAD, f["w"], _i8_words(f, k * n)),
+    reads = (_dense(Mem.SPAD, f["a"], _operand_words(m * k, int8)),
+             _dense(Mem.SPAD, f["w"], _operand_words(k * n, int8)),
              _dense(Mem.ACC, f["out"], _only_if(f["accumulate"], m * n)))
     return reads, (_dense(Mem.ACC, f["out"], m * n),)
 
 
-def _spmatmul_footprint(f: Fields) -> Footprint:
+def _spmatmul_footprint(f: Fields, int8: bool = False) -> Footprint:
     m, k, n = f["m"], f["k"], f["n"]
     kc = nm_format.compressed_rows(k, f["pat_n"], f["pat_m"])
-    reads = (_dense(Mem.SPAD, f["a"], _i8_words(f, m * k)),
-             _dense(Mem.SPAD, f["w"], _i8_words(f, kc * n)),
+    reads = (_dense(Mem.SPAD, f["a"], _operand_words(m * k, int8)),
+             _dense(Mem.SPAD, f["w"], _operand_words(kc * n, int8)),
              _dense(Mem.SPAD, f["idx"], nm_format.index_rows(kc, f["pat_m"]) * n),
              _dense(Mem.ACC, f["out"], _only_if(f["accumulate"], m * n)))
     return reads, (_dense(Mem.ACC, f["out"], m * n),)
@@ -343,8 +343,6 @@ _VEC_SHAPE = (_dim("rows", "rows"), _dim("cols", "words per row; operands are co
 # Matrix tiles: OUT (+)= A.W, A [m x k], W [k x n], OUT [m x n] in ACC.
 _OUT = _addr("out", "acc address of OUT, [m x n] row-major")
 _ACCUMULATE = Field("accumulate", 1, doc="1: OUT += A.W; 0: OUT = A.W")
-_I8 = Field("i8", 1, doc="1: A and W are int8, four to a word (A packed along k, W along n; "
-                         "both multiples of 4), OUT int32, accumulated exactly")
 
 
 def _matrix_dims(k_doc: str) -> tuple[Field, ...]:
@@ -408,8 +406,7 @@ MATMUL = OpSpec(
         _OUT, *_matrix_dims("reduction length"), _ACCUMULATE,
         Field("transpose_w", 1,
               doc="1: W is stored [n x k] row-major and the product is A.W^T "
-                  "(attention scores q.k^T); not with i8"),
-        _I8,
+                  "(attention scores q.k^T)"),
     ),
     "dense matrix tile on the matrix unit",
     footprint=_matmul_footprint, macs=_matmul_macs, dram_traffic=_no_traffic,
@@ -428,12 +425,33 @@ SPMATMUL = OpSpec(
         Field("pat_n", 8, doc="N of the N:M pattern: weights kept per group"),
         Field("pat_m", 8, doc="M of the N:M pattern: group length along k (>= 2)"),
         _ACCUMULATE,
-        _I8,
     ),
     "N:M structured-sparse matrix tile: OUT (+)= A.W with W stored as kept values "
     "plus in-group indices; element (r, j) of W multiplies "
     "A[:, (r / N) * M + idx(r, j)]",
     footprint=_spmatmul_footprint, macs=_spmatmul_macs, dram_traffic=_no_traffic,
+)
+_INT8_DOC = ("int8 A [m x k] (four to a word along k) and W (four to a word along n; k and "
+             "n multiples of 4), OUT int32, accumulated exactly (docs/INT8.md): ")
+IMATMUL = OpSpec(
+    0x12, "imatmul", Unit.MATRIX,
+    (
+        _addr("a", "spad address of A, [m x k/4] words (int8, 4 a word)"),
+        _addr("w", "spad address of W, [k x n/4] words (int8, 4 a word)"),
+        _addr("out", "acc address of OUT, [m x n] int32 words row-major"),
+        *_matrix_dims("reduction length (a multiple of 4)"), _ACCUMULATE,
+    ),
+    _INT8_DOC + "the int8 form of matmul",
+    footprint=lambda f: _matmul_footprint(f, True), macs=_matmul_macs,
+    dram_traffic=_no_traffic,
+)
+ISPMATMUL = OpSpec(
+    0x13, "ispmatmul", Unit.MATRIX,
+    tuple(f for f in SPMATMUL.fields),
+    _INT8_DOC + "the int8 form of spmatmul: the kept values are int8 (4 a word along n), "
+                "their index words as in spmatmul",
+    footprint=lambda f: _spmatmul_footprint(f, True), macs=_spmatmul_macs,
+    dram_traffic=_no_traffic,
 )
 VBIN = OpSpec(
     0x20, "vbin", Unit.VECTOR,
@@ -480,8 +498,8 @@ TOPK = OpSpec(
     footprint=_topk_footprint, macs=_no_macs, dram_traffic=_no_traffic,
 )
 
-OPS: tuple[OpSpec, ...] = (HALT, LOAD, STORE, GLOAD, GSTORE, MATMUL, SPMATMUL, VBIN, VUN, VROW,
-                           VRED, TOPK)
+OPS: tuple[OpSpec, ...] = (HALT, LOAD, STORE, GLOAD, GSTORE, MATMUL, SPMATMUL, IMATMUL,
+                           ISPMATMUL, VBIN, VUN, VROW, VRED, TOPK)
 
 OP_BY_OPCODE: dict[int, OpSpec] = {op.opcode: op for op in OPS}
 OP_BY_MNEMONIC: dict[str, OpSpec] = {op.mnemonic: op for op in OPS}

@@ -7,7 +7,7 @@ field or section this nmc does not know (a typo would otherwise be ignored), and
 values (sizes below 1, memories larger than the ISA's 32-bit addresses reach, a name or id
 that prog.bin cannot record, a clock that is not a finite positive number).
 
-The datapath (`[datapath]`, optional: fp32 throughout when absent) names the element types
+The datapath (`[datapath]`) names the element types
 the units compute in: the matrix unit's operands and accumulator and the vector unit's.
 Two are built: f32/f32/f32 (sta_ref) and i8/i32/f32 (sta_int8: int8 operands, exact
 int32 accumulation, fp32 vector unit; docs/INT8.md). Memories hold 32-bit words; an int8
@@ -181,10 +181,7 @@ def _check_unknown(table: dict) -> None:
 
 
 def _datapath(table: dict) -> dict[str, str]:
-    """The [datapath] section (fp32 throughout when absent), checked against the
-    datapaths this nmc models."""
-    if "datapath" not in table:
-        return {}
+    """The [datapath] section, checked against the datapaths this nmc models."""
     operands = _get(table, "datapath", "matrix_operands", str, None)
     accumulator = _get(table, "datapath", "accumulator", str, None)
     vector = _get(table, "datapath", "vector", str, None)

@@ -61,7 +61,7 @@ from nmc.isa.target import Target
 from nmc.runtime import fastpath
 from nmc.runtime.errors import EmulatorError, at_pc
 from nmc.runtime.machine import Machine
-from nmc.runtime.semantics import SEMANTICS, DataError, operand_error
+from nmc.runtime.semantics import SEMANTICS, DataError, datapath_error, operand_error
 from nmc.common.threads import torch_threads
 from nmc.runtime.timing import WORD_BYTES, instruction_cycles
 
@@ -245,7 +245,7 @@ def _decode(program: Any, target: Target, sizes: tuple[int, ...],
                     f"'{name}' mask names the instruction's own unit ({UNIT_NAMES[unit]}) "
                     f"{at_pc(pc, instr)}"
                 )
-        reason = operand_error(instr)
+        reason = operand_error(instr) or datapath_error(instr.mnemonic, target)
         if reason is not None:
             raise EmulatorError(f"{instr.mnemonic}: {reason} {at_pc(pc, instr)}")
         try:

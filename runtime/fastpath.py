@@ -41,7 +41,7 @@ from nmc.isa.footprint import Region
 from nmc.isa.table import QUEUE_UNITS, Instr, Mem, OpSpec
 from nmc.isa.target import Target
 from nmc.runtime.semantics import (
-    FN_ENUMS, ONCHIP_FIELDS, VALUE_CHECKED, operand_error, prepare,
+    FN_ENUMS, ONCHIP_FIELDS, VALUE_CHECKED, datapath_error, operand_error, prepare,
 )
 from nmc.runtime.timing import cycles_of, token_schedule
 
@@ -137,6 +137,8 @@ def decode(instructions: list[Instr], target: Target, sizes: tuple[int, ...],
         idx = np.asarray(pcs, np.int64)
         if mnemonic in VALUE_CHECKED and any(operand_error(instrs[pc]) for pc in pcs):
             return None  # the reference path reports the bad value
+        if datapath_error(mnemonic, target):
+            return None
         # token masks may not name the instruction's own unit
         if np.any(((f["wait"] | f["signal"]) >> unit) & 1):
             return None

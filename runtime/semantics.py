@@ -6,8 +6,8 @@ of those memories (no per-element Python loops). Operands are contiguous row-maj
 [rows x cols] blocks on chip; only DMA touches DRAM, with a row stride.
 
 Numerics: every result is float32. Matmul multiplies and accumulates in float32 (one BLAS
-sgemm per instruction, torch's; accumulate = sgemm with beta = 1), except in the `i8`
-form: int8 operands (four to a word, read through int8 views of the words), int32
+sgemm per instruction, torch's; accumulate = sgemm with beta = 1), except `imatmul` and
+`ispmatmul`: int8 operands (four to a word, read through int8 views of the words), int32
 results (the ACC words' bits), computed exactly (a float64 GEMM of the int8 values: every
 partial sum of K <= 2^37 / 2^14 products is an integer below 2^53, so it is exact, then
 added in int32). `vun quant` and `vrow rescale` convert between fp32 and the integers with
@@ -189,7 +189,12 @@ def _matmul(mems: Mems, f: Mapping[str, int]) -> None:
         _prep_matmul(mems, f)()
 
 
-def _spmatmul(mems: Mems, f: Mapping[str, int]) -> None:
+def _imatmul(mems: Mems, f: Mapping[str, int]) -> None:
+    if f["m"] and f["n"]:
+        _prep_imatmul(mems, f)()
+
+
+def _spmatmul(mems: Mems, f: Mapping[str, int], int8: bool = False) -> None:
     """N:M sparse tile: expand the packed kept values to the dense W tile
     (`nm_format.unpack_tile`: rows no kept weight selects hold 0) and multiply as one
     sgemm (torch, as `matmul`)."""
@@ -199,7 +204,7 @@ def _spmatmul(mems: Mems, f: Mapping[str, int]) -> None:
     kc = nm_format.compressed_rows(k, pn, pm)
     words = _block(mems, Mem.SPAD, f["idx"], nm_format.index_rows(kc, pm), n).view(np.uint32)
     out = _block(mems, Mem.ACC, f["out"], m, n)
-    if f["i8"]:  # the int8 values expand exactly into a float tile of integers
+    if int8:  # the int8 values expand exactly into a float tile of integers
         w = _int8(_block(mems, Mem.SPAD, f["w"], kc, n // 4)).astype(np.float32)
         dense = nm_format.unpack_tile(w, words, k, pn, pm)
         a = _int8(_block(mems, Mem.SPAD, f["a"], m, k // 4))
@@ -405,9 +410,13 @@ def _prep_store(mems: Mems, f: Mapping[str, int]) -> Thunk | None:
 def _prep_matmul(mems: Mems, f: Mapping[str, int]) -> Thunk | None:
     if not (f["m"] and f["n"]):
         return None
-    if f["i8"]:
-        return _int8_thunk(*_i8_matmul_operands(mems, f), bool(f["accumulate"]))
     return _matmul_thunk(*_matmul_operands(mems, f), bool(f["accumulate"]))
+
+
+def _prep_imatmul(mems: Mems, f: Mapping[str, int]) -> Thunk | None:
+    if not (f["m"] and f["n"]):
+        return None
+    return _int8_thunk(*_i8_matmul_operands(mems, f), bool(f["accumulate"]))
 
 
 def _prep_vbin(mems: Mems, f: Mapping[str, int]) -> Thunk | None:
@@ -459,6 +468,7 @@ _PREPARE: dict[str, Callable[[Mems, Mapping[str, int]], Thunk | None]] = {
     "load": _prep_load,
     "store": _prep_store,
     "matmul": _prep_matmul,
+    "imatmul": _prep_imatmul,
     "vbin": _prep_vbin,
     "vun": _prep_vun,
     "vrow": _prep_vrow,
@@ -485,6 +495,8 @@ SEMANTICS: dict[str, Semantics] = {
     "store": _store,
     "matmul": _matmul,
     "spmatmul": _spmatmul,
+    "imatmul": _imatmul,
+    "ispmatmul": partial(_spmatmul, int8=True),
     "vbin": _vbin,
     "vun": _vun,
     "vrow": _vrow,
@@ -517,7 +529,19 @@ ONCHIP_FIELDS: dict[str, tuple[str, ...]] = {
     "topk": ("dst_mem", "src_mem"),
 }
 FN_ENUMS = {"vbin": VBinFn, "vun": VUnFn, "vrow": VRowFn, "vred": VRedFn}
-VALUE_CHECKED = ("matmul", "spmatmul", "vun", "topk")
+VALUE_CHECKED = ("spmatmul", "imatmul", "ispmatmul", "vun", "topk")
+
+
+INT8_MATRIX = ("imatmul", "ispmatmul")
+
+
+def datapath_error(mnemonic: str, target) -> str | None:
+    """Why `target`'s datapath cannot run instructions of `mnemonic` (an int8 matmul on a
+    matrix unit of fp32 operands), or None."""
+    if mnemonic in INT8_MATRIX and not target.int8:
+        return (f"target '{target.name}' has a matrix unit of {target.matrix_operands} "
+                f"operands: it has no int8 matmul")
+    return None
 
 
 def operand_error(instr: Instr) -> str | None:
@@ -527,14 +551,11 @@ def operand_error(instr: Instr) -> str | None:
         if f[name] not in _ON_CHIP:
             what = Mem(f[name]).name if f[name] in Mem._value2member_map_ else str(f[name])
             return f"field '{name}' = {what}: the operand must be in SPAD or ACC"
-    if instr.mnemonic in ("matmul", "spmatmul") and f["i8"]:
-        if f.get("transpose_w"):
-            return "i8 matmul has no transpose_w form"
-        if f["k"] % 4 or f["n"] % 4:
-            return f"i8 operands pack 4 to a word: k = {f['k']}, n = {f['n']} must be multiples of 4"
+    if instr.mnemonic in ("imatmul", "ispmatmul") and (f["k"] % 4 or f["n"] % 4):
+        return f"int8 operands pack 4 to a word: k = {f['k']}, n = {f['n']} must be multiples of 4"
     if instr.mnemonic == "vun" and f["fn"] == VUnFn.QUANT and f["cols"] % 4:
         return f"vun quant packs 4 int8 to a word: cols = {f['cols']} is not a multiple of 4"
-    if instr.mnemonic == "spmatmul":
+    if instr.mnemonic in ("spmatmul", "ispmatmul"):
         pn, pm = f["pat_n"], f["pat_m"]
         if not (2 <= pm and 0 < pn <= pm):
             return f"N:M pattern {pn}:{pm} needs 0 < N <= M and M >= 2"

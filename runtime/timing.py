@@ -18,7 +18,8 @@ from typing import Any, Callable
 
 from nmc.isa.fieldmath import ceil_div, log2_ceil, lookup, maximum
 from nmc.isa.table import (
-    GLOAD, GSTORE, HALT, LOAD, MATMUL, SPMATMUL, STORE, TOPK, VBIN, VRED, VROW, VUN, Fields,
+    GLOAD, GSTORE, HALT, IMATMUL, ISPMATMUL, LOAD, MATMUL, SPMATMUL, STORE, TOPK, VBIN, VRED,
+    VROW, VUN, Fields,
     Instr, OpSpec,
 )
 from nmc.isa.target import Target
@@ -112,8 +113,8 @@ CYCLES: dict[int, CyclesFormula] = {
     HALT.opcode: _halt,
     LOAD.opcode: _dma, STORE.opcode: _dma,
     GLOAD.opcode: _gathered_dma, GSTORE.opcode: _gathered_dma,
-    MATMUL.opcode: _matmul,
-    SPMATMUL.opcode: _spmatmul,
+    MATMUL.opcode: _matmul, IMATMUL.opcode: _matmul,  # int8: one k-step a cycle as well
+    SPMATMUL.opcode: _spmatmul, ISPMATMUL.opcode: _spmatmul,
     VBIN.opcode: _vector(VBIN), VUN.opcode: _vector(VUN), VROW.opcode: _vector(VROW),
     VRED.opcode: _vector(VRED),
     TOPK.opcode: _topk,

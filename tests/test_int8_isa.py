@@ -1,4 +1,4 @@
-"""The int8 instructions (vun quant, vrow rescale, matmul/spmatmul i8) and the packed int8
+"""The int8 instructions (vun quant, vrow rescale, imatmul, ispmatmul) and the packed int8
 N:M format, against numpy references written here from docs/INT8.md."""
 
 from __future__ import annotations
@@ -97,14 +97,14 @@ def _int_matmul_program(m, k, n, a_q, w_words, extra=(), accumulate_twice=False,
               I("load", mem=SPAD, local=16384, dram=4096, rows=1, cols=w_words.size,
                 stride=w_words.size)]
     if sparse is None:
-        mm = dict(a=0, w=16384, out=0, m=m, k=k, n=n, i8=1)
-        instrs.append(I("matmul", **mm))
+        mm = dict(a=0, w=16384, out=0, m=m, k=k, n=n)
+        instrs.append(I("imatmul", **mm))
         if accumulate_twice:
-            instrs.append(I("matmul", **mm, accumulate=1))
+            instrs.append(I("imatmul", **mm, accumulate=1))
     else:
         pn, pm, idx = sparse
-        instrs.append(I("spmatmul", a=0, w=16384, idx=16384 + idx, out=0, m=m, k=k, n=n,
-                        pat_n=pn, pat_m=pm, i8=1))
+        instrs.append(I("ispmatmul", a=0, w=16384, idx=16384 + idx, out=0, m=m, k=k, n=n,
+                        pat_n=pn, pat_m=pm))
     instrs.append(I("store", mem=ACC, local=0, dram=20000, rows=m, cols=n, stride=n))
     prog = program(serialize(instrs), inputs=[("a", a_words.shape, 0),
                                               ("w", (w_words.size,), 4096)],

@@ -114,8 +114,8 @@ def asm_error(text: str, message: str):
 @pytest.mark.parametrize(
     "line, message",
     [
-        ("foo a=1", "t.s:3:1: unknown mnemonic 'foo' (known: halt, load, store, gload, gstore, matmul, spmatmul, vbin, vun, vrow, vred, topk)"),
-        ("  loadx", "t.s:3:3: unknown mnemonic 'loadx' (known: halt, load, store, gload, gstore, matmul, spmatmul, vbin, vun, vrow, vred, topk)"),
+        ("foo a=1", "t.s:3:1: unknown mnemonic 'foo' (known: halt, load, store, gload, gstore, matmul, spmatmul, imatmul, ispmatmul, vbin, vun, vrow, vred, topk)"),
+        ("  loadx", "t.s:3:3: unknown mnemonic 'loadx' (known: halt, load, store, gload, gstore, matmul, spmatmul, imatmul, ispmatmul, vbin, vun, vrow, vred, topk)"),
         ("matmul foo=1", "t.s:3:8: unknown field 'foo' for matmul (fields: wait, signal, a, w, out, m, k, n, accumulate, transpose_w)"),
         ("halt rows=1", "t.s:3:6: unknown field 'rows' for halt (fields: wait, signal)"),
         ("matmul m", "t.s:3:8: matmul: expected '=' after field 'm'"),
@@ -125,8 +125,8 @@ def asm_error(text: str, message: str):
         ("matmul m=-1", "t.s:3:10: matmul: field 'm'=-1 does not fit 16 bits"),
         ("matmul m=x1", "t.s:3:10: matmul: 'x1' is not an integer"),
         ("matmul accumulate=2", "t.s:3:19: matmul: field 'accumulate'=2 does not fit 1 bits"),
-        ("vun fn=sigmoid", "t.s:3:8: vun: bad VUnFn name 'sigmoid' for field 'fn' (expected copy, gelu, gelu_tanh, relu, exp, scale)"),
-        ("vun fn=GELU", "t.s:3:8: vun: bad VUnFn name 'GELU' for field 'fn' (expected copy, gelu, gelu_tanh, relu, exp, scale)"),
+        ("vun fn=sigmoid", "t.s:3:8: vun: bad VUnFn name 'sigmoid' for field 'fn' (expected copy, gelu, gelu_tanh, relu, exp, scale, quant)"),
+        ("vun fn=GELU", "t.s:3:8: vun: bad VUnFn name 'GELU' for field 'fn' (expected copy, gelu, gelu_tanh, relu, exp, scale, quant)"),
         ("load mem=l1", "t.s:3:10: load: bad Mem name 'l1' for field 'mem' (expected dram, spad, acc)"),
         ("halt wait=load|dma", "t.s:3:11: halt: bad unit name 'dma' in mask (units: load, store, matrix, vector, or - for none)"),
         ("halt wait=16", "t.s:3:11: halt: field 'wait'=16 does not fit 4 bits"),

@@ -24,7 +24,7 @@ multiples of `nm_format.k_step` so every tile's index words start on a word row.
 int8 (`int8=True`, an op the quantize pass gave `nm.quant`; docs/INT8.md): the input is
 quantised once into DRAM scratch by a pre-pass (kernels/int8.py), A and W tiles are int8
 (four to a word: a quarter of the DMA bytes and SPAD words), the matrix unit accumulates
-exactly in int32 (`matmul`/`spmatmul` with `i8`), and the epilogue's `vrow rescale` adds
+exactly in int32 (`imatmul` / `ispmatmul`), and the epilogue's `vrow rescale` adds
 the int32 bias and scales each column back to fp32 (the rescale table stored after the
 weight) before the fused activation and the store. The weight is always stored
 transposed ([K x N/4] words, or packed N:M).
@@ -199,7 +199,7 @@ class LinearSchedule:
                         a = a_ring.next()
                         load(X, m0, k0 // q, mr, kr // q, Mem.SPAD, a)
                     w = w_ring.next()
-                    i8 = {"i8": 1} if p.int8 else {}
+                    i = "i" if p.int8 else ""
                     if pattern is not None:
                         kc0 = nm_format.compressed_rows(k0, *pattern)
                         kcr = nm_format.compressed_rows(kr, *pattern)
@@ -207,16 +207,18 @@ class LinearSchedule:
                         w_load = load(W, kc0, n0 // q, kcr, nr // q, Mem.SPAD, w)
                         w_load += load(Wi, kc0 // per_word, n0,
                                        nm_format.index_rows(kcr, pattern[1]), nr, Mem.SPAD, idx)
-                        out.add("spmatmul", a=a, w=w, idx=idx, out=acc, m=mr, k=kr, n=nr,
-                                pat_n=pattern[0], pat_m=pattern[1], accumulate=int(k0 > 0),
-                                **i8)
+                        out.add(i + "spmatmul", a=a, w=w, idx=idx, out=acc, m=mr, k=kr, n=nr,
+                                pat_n=pattern[0], pat_m=pattern[1], accumulate=int(k0 > 0))
                     else:
                         if nk:
                             w_load = load(W, n0, k0, nr, kr, Mem.SPAD, w)
                         else:
                             w_load = load(W, k0, n0 // q, kr, nr // q, Mem.SPAD, w)
-                        out.add("matmul", a=a, w=w, out=acc, m=mr, k=kr, n=nr,
-                                accumulate=int(k0 > 0), transpose_w=int(nk), **i8)
+                        mm = dict(a=a, w=w, out=acc, m=mr, k=kr, n=nr, accumulate=int(k0 > 0))
+                        if p.int8:
+                            out.add("imatmul", **mm)
+                        else:
+                            out.add("matmul", **mm, transpose_w=int(nk))
                     w_first = w_first or w_load
                 o = o_ring.next()
                 if p.int8:  # int32 + bias, to fp32, times the column's scale

@@ -1,5 +1,4 @@
-// RUN: echo '{"layers": {"fc1": {"input_scale": 0.5, "weight_scales": [0.25, 0.125, 1.0, 2.0]}}}' > %t.json
-// RUN: nmc opt -p 'quantize{target=sta_int8 quant="%t.json"}' %s | filecheck %s
+// RUN: echo '{"layers": {"fc1": {"input_scale": 0.5, "weight_scales": [0.25, 0.125, 1.0, 2.0]}}}' > %t.json && nmc opt -p 'quantize{target=sta_int8 quant="%t.json"}' %s | filecheck %s
 // RUN: nmc opt -p 'quantize{target=sta_ref}' %s | filecheck %s --check-prefix=FP32
 
 // On an int8 target, quantize gives every linear whose K and N are multiples of 4 its
