@@ -111,3 +111,21 @@ def test_scales_file_round_trips(tmp_path):
                           quant={"calib": str(tmp_path / "c.npy"), "out": str(tmp_path / "q.json")})
     again = compile_model(tmp_path / "m.pt", "sta_int8", quant={"quant": str(tmp_path / "q.json")})
     assert program_to_bytes(first) == program_to_bytes(again)
+
+
+def test_searches_cost_int8_layers_on_an_int8_target():
+    """ELSA and SparseViT cost layers before the quantize pass marks them: on an int8
+    target the cost is the int8 kernel's (LinearProblem.on)."""
+    from dataclasses import replace
+
+    from nmc.compiler.kernels.linear import LINEAR, LinearProblem
+    from nmc.compiler.sparsity.cost import linear_cycles
+
+    problem = LinearProblem(197, 384, 1536, True)
+    ref = load_target("sta_ref")
+    for pattern in (None, (2, 4)):
+        int8 = LINEAR.cycles(replace(problem, pattern=pattern, int8=True), TARGET)
+        assert linear_cycles(problem, pattern, TARGET) == int8
+        assert int8 != linear_cycles(problem, pattern, ref)
+    odd = LinearProblem(197, 384, 10, True)  # a 10-class head stays fp32
+    assert linear_cycles(odd, None, TARGET) == LINEAR.cycles(odd, TARGET)

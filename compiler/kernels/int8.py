@@ -24,6 +24,12 @@ from nmc.compiler.kernels.common import Matrix2D, OnChipAllocator, align, block_
 from nmc.compiler.kernels.walk import Walk
 
 
+def int8_shape(k: int, n_out: int) -> bool:
+    """Whether a matmul of reduction `k` and `n_out` outputs can run in int8 (both pack
+    four to a word): the rule of the quantize pass and of the costs the searches see."""
+    return k % 4 == 0 and n_out % 4 == 0
+
+
 def stored_words(n_out: int, k: int, pattern: Pattern) -> int:
     """DRAM words of an int8 weight [n_out, k]: the int8 W^T, then the rescale table."""
     return nm_format.packed_words_int8(k, n_out, pattern) + 2 * n_out

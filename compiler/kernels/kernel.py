@@ -109,6 +109,11 @@ class Kernel(Generic[P]):
     def problem(self, op: Operation) -> P:
         return self.problem_type.of(op)
 
+    def problem_on(self, op: Operation, target: Target) -> P:
+        """The problem of `op` as `target` will compute it (the matmul kernels: int8 on an
+        int8 target, before the quantize pass has marked the op); what `op_cycles` costs."""
+        return self.problem(op)
+
     def candidates(self, problem: P, target: Target) -> list[dict]:
         raise NotImplementedError
 

@@ -32,7 +32,7 @@ transposed ([K x N/4] words, or packed N:M).
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from math import prod
 
 from nmc.compiler.dialects.nm import LinearOp, tensor_shape
@@ -104,6 +104,15 @@ class LinearProblem:
     def macs(self) -> int:
         """Multiply-accumulates of the dense layer."""
         return self.M * self.K * self.N
+
+    def on(self, target: Target) -> "LinearProblem":
+        """The problem as `target` will compute it: on an int8 target a linear of int8
+        shape (`int8.int8_shape`) is int8. The searches that cost layers before the
+        quantize pass ran (ELSA, SparseViT) see int8 timing through this."""
+        if (target.int8 and not self.int8 and self.w_layout == "kn"
+                and int8.int8_shape(self.K, self.N)):
+            return replace(self, int8=True)
+        return self
 
 
 class LinearSchedule:
@@ -309,6 +318,9 @@ class LinearKernel(Kernel[LinearProblem]):
     the number of tiles: the tile search costs thousands of candidates per layer shape."""
 
     problem_type = LinearProblem
+
+    def problem_on(self, op: LinearOp, target: Target) -> LinearProblem:
+        return self.problem(op).on(target)
 
     def scratch_words(self, problem: LinearProblem, tiling: dict) -> int:
         """int8: the quantised input (kernels/int8.py)."""

@@ -19,7 +19,7 @@ quantised input follows the im2col matrix in the scratch space.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from nmc.common import quant as quant_rule
 from nmc.compiler.dialects.nm import PatchEmbedOp, tensor_shape
@@ -30,7 +30,7 @@ from nmc.isa.target import Target
 from nmc.compiler.kernels.common import (
     TILINGS, OnChipAllocator, TileError, _DoesNotFit, estimate_cycles,
 )
-from nmc.compiler.kernels.int8 import quantized_words
+from nmc.compiler.kernels.int8 import int8_shape, quantized_words
 from nmc.compiler.kernels.kernel import Buffers, Kernel
 from nmc.compiler.kernels.linear import LINEAR, LinearProblem
 
@@ -87,6 +87,12 @@ class PatchEmbedProblem:
         return PatchEmbedProblem(B, Cin, H, W, p, D, True,
                                  float(quant_rule.inverse_scale(scales[0])))
 
+    def on(self, target: Target) -> "PatchEmbedProblem":
+        """As LinearProblem.on: int8 on an int8 target when its shape allows."""
+        if target.int8 and not self.int8 and int8_shape(self.Cin * self.p * self.p, self.D):
+            return replace(self, int8=True)
+        return self
+
     @property
     def linear(self) -> LinearProblem:
         """The linear half: the im2col matrix times the weight read as stored (int8: the
@@ -102,6 +108,9 @@ class PatchEmbedKernel(Kernel[PatchEmbedProblem]):
     (the linear tiling)."""
 
     problem_type = PatchEmbedProblem
+
+    def problem_on(self, op: PatchEmbedOp, target: Target) -> PatchEmbedProblem:
+        return self.problem(op).on(target)
 
     def scratch_words(self, problem: PatchEmbedProblem, tiling: dict) -> int:
         q = problem

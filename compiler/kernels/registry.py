@@ -55,5 +55,5 @@ def op_cycles(op: Operation, target: Target) -> int:
     kernel = KERNELS.get(op.name)
     if kernel is None:
         return 0
-    return kernel.cycles(kernel.problem(op), target, op.layer_name)
+    return kernel.cycles(kernel.problem_on(op, target), target, op.layer_name)
 

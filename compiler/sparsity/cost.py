@@ -27,5 +27,5 @@ def linear_macs(problem: LinearProblem, pattern: Pattern) -> float:
 
 def linear_cycles(problem: LinearProblem, pattern: Pattern, target: Target) -> int:
     """Predicted cycles of the linear kernel for `problem` under `pattern` (None: dense)."""
-    return LINEAR.cycles(replace(problem, pattern=sparse_pattern(pattern)), target,
+    return LINEAR.cycles(replace(problem, pattern=sparse_pattern(pattern)).on(target), target,
                          "sparsity-cost")

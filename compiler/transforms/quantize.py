@@ -35,6 +35,7 @@ from nmc.compiler.dialects.nm_attrs import (
     I8, TRANSPOSE, LayoutAttr, input_names, module_target, set_layout, set_quant,
 )
 from nmc.compiler.frontend.weights import weights_of_module
+from nmc.compiler.kernels.int8 import int8_shape
 from nmc.compiler.transforms.target_option import TargetedPass, cached_target
 from nmc.isa.target import DEFAULT_TARGET
 
@@ -52,8 +53,7 @@ def quantizable_ops(module: ModuleOp) -> list:
         if not isinstance(op.weight.owner, ParamOp):
             continue
         w = tensor_shape(op.weight)
-        k = int(np.prod(w[1:]))
-        if k % 4 == 0 and w[0] % 4 == 0:
+        if int8_shape(int(np.prod(w[1:])), w[0]):
             out.append(op)
     return out
 
