@@ -129,3 +129,22 @@ def test_searches_cost_int8_layers_on_an_int8_target():
         assert int8 != linear_cycles(problem, pattern, ref)
     odd = LinearProblem(197, 384, 10, True)  # a 10-class head stays fp32
     assert linear_cycles(odd, None, TARGET) == LINEAR.cycles(odd, TARGET)
+
+
+@pytest.mark.parametrize("pattern", [None, (2, 4), (1, 8)], ids=["dense", "2:4", "1:8"])
+def test_int8_linear_cost_follows_the_emulator_timing(pattern):
+    """The tile search ranks int8 tilings by LINEAR.cost (pre-pass wait included): it must
+    stay close to the emulator's timing rule on the kernel it emits."""
+    from nmc.compiler.kernels.common import simulate_cycles
+    from nmc.compiler.kernels.kernel import Buffers
+    from nmc.compiler.kernels.linear import LINEAR, LinearProblem
+
+    for M, K, N, activation in [(197, 384, 1152, None), (197, 768, 3072, "gelu"),
+                                (197, 1536, 384, None)]:
+        problem = LinearProblem(M, K, N, True, pattern, activation, int8=True, inv_scale=0.5)
+        tiling = LINEAR.choose(problem, TARGET, "test")
+        buffers = Buffers({"input": 0, "weight": 10**6, "bias": None, "result": 3 * 10**6,
+                           "scratch": 4 * 10**6})
+        instrs = LINEAR.emit(problem, tiling, buffers, TARGET)
+        assert LINEAR.cost(problem, tiling, TARGET).cycles == \
+            pytest.approx(simulate_cycles(instrs, TARGET), rel=0.08), (M, K, N, tiling)
