@@ -13,8 +13,8 @@ import numpy as np
 from nmc.cli.inputs import load_inputs, split_spec, synthetic_inputs
 from nmc.cli.paths import check_files
 from nmc.cli.shared import (
-    UsageError, add_data_options, add_program_target, add_quiet, positive_int, target_for,
-    write_json,
+    UsageError, add_cluster_options, add_data_options, add_program_target, add_quiet,
+    cluster_for, positive_int, target_for, write_json,
 )
 from nmc.common.fileio import atomic_save_npy, atomic_save_npz, atomic_write_bytes
 
@@ -57,6 +57,7 @@ def register(sub) -> None:
     p.add_argument("--reference", type=Path, metavar="MODEL.pt",
                    help="also run this torch.export file in PyTorch and compare predictions")
     p.add_argument("--json", type=Path, metavar="FILE", help="write the results as JSON")
+    add_cluster_options(p, "the images")
     add_program_target(p)
     add_quiet(p)
     p.set_defaults(handler=cmd_eval)
@@ -230,7 +231,7 @@ def cmd_eval(args) -> int:
     from nmc.isa.container import read_program
     from nmc.isa.target import target_file
     from nmc.models.datasets import SPLITS, load_dataset
-    from nmc.runtime.evaluate import input_symbol, run_classifier
+    from nmc.runtime.evaluate import input_symbol
     from nmc.training.errors import SparsifyError
 
     if args.split not in SPLITS:
@@ -251,7 +252,7 @@ def cmd_eval(args) -> int:
     labels = split.labels[:n].numpy()
     reference = _reference(args.reference, args.program, program) \
         if args.reference is not None else None
-    result = run_classifier(program, target, images)
+    result = _classify(args, program, target, images)
     if result.logits.shape[1] != data.num_classes:
         raise SparsifyError(f"{args.program} has {result.logits.shape[1]} outputs but "
                             f"{data.name} has {data.num_classes} classes")
@@ -262,7 +263,8 @@ def cmd_eval(args) -> int:
           f"cycles per run of {result.batch} image(s) ({us:.1f} us at {target.clock_mhz} MHz)")
     report = {"data": data.name, "normalize": args.normalize, "split": args.split,
               "images": n, "accuracy": acc,
-              "cycles_per_run": result.cycles_per_run, "batch": result.batch}
+              "cycles_per_run": result.cycles_per_run, "batch": result.batch,
+              "predictions": result.predictions.tolist()}
     if reference is not None:
         ref = _reference_predictions(reference, images)
         agree = int(np.sum(ref == result.predictions))
@@ -273,6 +275,22 @@ def cmd_eval(args) -> int:
     if args.json is not None:
         atomic_write_text(args.json, json.dumps(report, indent=2) + "\n")
     return 0
+
+
+def _classify(args, program, target, images: np.ndarray):
+    """The program's logits and predictions on `images`: here, or sharded over the Dask
+    cluster of --workers N (N > 1) / --scheduler (identical results, in data-set order)."""
+    from nmc.runtime.evaluate import run_classifier
+
+    cluster = cluster_for(args)
+    if cluster is None:
+        return run_classifier(program, target, images)
+    from nmc.common.cluster import dask_client
+    from nmc.runtime.distributed_eval import run_classifier_sharded
+
+    data = args.program.read_bytes()  # what read_program just read and validated
+    with dask_client(**cluster) as client:
+        return run_classifier_sharded(client, program, data, target, images)
 
 
 REFERENCE_BATCH = 64

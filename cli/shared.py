@@ -138,6 +138,30 @@ def add_data_options(p: argparse.ArgumentParser) -> None:
                         "DINOv2 expect)")
 
 
+def add_cluster_options(p: argparse.ArgumentParser, what: str) -> None:
+    """--workers and --scheduler of the commands that can spread `what` over a Dask cluster
+    (`nmc.common.cluster`; `cluster_for` reads them)."""
+    p.add_argument("--workers", type=positive_int, default=1, metavar="N",
+                   help=f"spread {what} over a local Dask cluster of N worker processes "
+                        "(default: 1, no cluster; results are the same for every N)")
+    p.add_argument("--scheduler", metavar="tcp://HOST:PORT",
+                   help=f"spread {what} over the existing Dask cluster whose scheduler "
+                        "listens there (`dask scheduler`, `dask worker tcp://HOST:8786`)")
+
+
+def cluster_for(args) -> dict | None:
+    """The `dask_client` arguments of --workers / --scheduler; None: run here, no cluster."""
+    if args.scheduler is not None:
+        if args.workers != 1:
+            raise UsageError("give --workers N or --scheduler ADDRESS, not both (the "
+                             "cluster's workers are its own)")
+        if "://" not in args.scheduler:
+            raise UsageError(f"--scheduler {args.scheduler}: write the scheduler's address "
+                             "as tcp://HOST:PORT")
+        return {"scheduler": args.scheduler}
+    return {"workers": args.workers} if args.workers > 1 else None
+
+
 def add_architecture_options(p: argparse.ArgumentParser, seed_help: str) -> None:
     """--seed and --set of the commands that build a built-in architecture."""
     p.add_argument("--seed", type=seed_int, default=0, help=seed_help)

@@ -38,18 +38,27 @@ def input_symbol(program):
     return inputs[0]
 
 
-def run_classifier(program, target: Target, images: np.ndarray) -> Evaluation:
-    """Run `program` on `images` [n, C, H, W] (float32, the program's C, H, W)."""
+def check_classifier(program, images: np.ndarray):
+    """(input symbol, output symbols) of a classifier `program` that takes `images`; an
+    EmulatorError if it is not one or they are not its images."""
     sym = input_symbol(program)
     outputs = [s for s in program.symbols if s.kind == "output"]
     if len(outputs) != 1 or len(outputs[0].shape) != 2:
         raise EmulatorError(f"nmc eval needs a classifier: one output [B, classes]; this "
                             f"program returns {[list(s.shape) for s in outputs]}")
-    batch, shape = int(sym.shape[0]), tuple(int(d) for d in sym.shape[1:])
-    if tuple(images.shape[1:]) != shape:
+    if tuple(images.shape[1:]) != tuple(int(d) for d in sym.shape[1:]):
         raise EmulatorError(f"images of shape {list(images.shape[1:])} for a program whose "
                             f"input '{sym.name}' takes {list(sym.shape)}")
-    loaded = LoadedProgram(program, target)
+    return sym, outputs
+
+
+def run_classifier(program, target: Target, images: np.ndarray,
+                   loaded: LoadedProgram | None = None) -> Evaluation:
+    """Run `program` on `images` [n, C, H, W] (float32, the program's C, H, W); `loaded`:
+    the program already loaded for `target` (a Dask worker's, reused for every shard)."""
+    sym, outputs = check_classifier(program, images)
+    batch, shape = int(sym.shape[0]), tuple(int(d) for d in sym.shape[1:])
+    loaded = loaded if loaded is not None else LoadedProgram(program, target)
     logits, cycles = [], 0
     starts = range(0, len(images), batch)
     for start in progress(starts, desc="eval", unit="batch"):
