@@ -69,7 +69,7 @@ def dask_client(workers: int | None = None, scheduler: str | None = None) -> Ite
                                            processes=True, dashboard_address=None,
                                            silence_logs=logging.ERROR,
                                            scheduler_kwargs={"dashboard_address": "127.0.0.1:0"})
-    except (OSError, TimeoutError) as e:
+    except (OSError, TimeoutError, RuntimeError) as e:  # RuntimeError: a nanny failed
         raise ClusterError(f"cannot start {workers} Dask worker processes: "
                            f"{_message(e)}") from None
     with cluster, distributed.Client(cluster) as client:
@@ -92,7 +92,11 @@ def map_ordered(client, work: Callable[[Any, Any], Any], shared: Any,
     names = list(names) if names is not None else [f"#{i}" for i in range(len(items))]
     # keys unique to this call (an existing cluster may run several), readable on a dashboard
     token = uuid.uuid4().hex[:12]
-    held = client.submit(_hold, shared, key=f"nmc-shared-{token}", pure=False)
+    import dask
+
+    # `shared` (a prog.bin: megabytes) is in the graph on purpose: see the module's doc
+    with dask.config.set({"distributed.admin.large-graph-warning-threshold": "4GB"}):
+        held = client.submit(_hold, shared, key=f"nmc-shared-{token}", pure=False)
     futures = [client.submit(work, held, item, key=f"nmc-{desc}-{token}-{i}", pure=False)
                for i, item in enumerate(items)]
     index = {f.key: i for i, f in enumerate(futures)}
