@@ -21,7 +21,6 @@ from __future__ import annotations
 import argparse
 import datetime
 import os
-import platform
 import subprocess
 import sys
 import time
@@ -31,15 +30,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "bench"))
 OUT = ROOT / "out" / "bench_eval_workers"
 
-
-def _cpu() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown CPU"
+from bench_deit import cpu_model  # noqa: E402  (bench/, put on sys.path above)
 
 
 def _program() -> Path:
@@ -107,7 +98,7 @@ def main() -> int:
     lines = [
         "## nmc eval over Dask workers (issue 17)",
         "",
-        f"Run {datetime.date.today().isoformat()} on {os.cpu_count()} cores ({_cpu()}), "
+        f"Run {datetime.date.today().isoformat()} on {os.cpu_count()} cores ({cpu_model()}), "
         f"**shared with other jobs** (1-minute load average {load:.2f} when the run began), so "
         "the 2-worker numbers are what two busy cores give, not two idle ones. "
         f"Model: DeiT-tiny, 224x224, 10 classes, dense, on the first {n} digits test "
