@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import errno
 import os
+import signal
 import subprocess
 import sys
 import textwrap
@@ -224,6 +225,10 @@ _SIGNAL_SCRIPT = textwrap.dedent("""
 """)
 
 
+def _sigint_default() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 @pytest.mark.parametrize("sig, status, message", [
     ("SIGINT", 130, "nmc: interrupted"), ("SIGTERM", 143, "nmc: terminated")])
 def test_signal_in_the_middle_of_writing_prog_bin(tmp_path, d, sig, status, message):
@@ -232,6 +237,9 @@ def test_signal_in_the_middle_of_writing_prog_bin(tmp_path, d, sig, status, mess
         [sys.executable, "-c", _SIGNAL_SCRIPT, sig, "compile", str(d / "model.pt"),
          "-o", str(out)],
         capture_output=True, text=True, timeout=900,  # a loaded 2-core machine is slow
+        # as a foreground command gets it: a shell without job control starts background
+        # commands (`make test &`) with SIGINT ignored, and Python then keeps ignoring it
+        preexec_fn=_sigint_default,
     )
     assert proc.returncode == status, proc.stderr
     assert proc.stderr.strip().splitlines()[-1] == message and "Traceback" not in proc.stderr
