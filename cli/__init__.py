@@ -149,6 +149,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     vars(args).pop(_GIVEN, None)
+    # the command line as given: `nmc sparsify --nproc N` starts N copies of it
+    args.command_line = list(sys.argv[1:] if argv is None else argv)
     previous = _install_sigterm()
     try:
         from nmc.common.progress import quiet

@@ -22,7 +22,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from nmc.cli.paths import check_files
-from nmc.cli.shared import add_architecture_options, add_data_options, add_quiet, add_target
+from nmc.cli.shared import (
+    add_architecture_options, add_data_options, add_quiet, add_target, positive_int,
+)
 from nmc.training.errors import SparsifyError
 
 BUDGET_KINDS = ("speedup", "flops", "latency")
@@ -108,16 +110,76 @@ def register(sub) -> None:
     p.add_argument("--report-json", type=Path, metavar="FILE",
                    help="write the configuration and accuracies as JSON")
     add_target(p)
+    p.add_argument("--nproc", type=positive_int, default=1, metavar="N",
+                   help="train data-parallel on N processes (torchrun, gloo; default: 1). "
+                        "Deterministic for a given N, not bit-identical across N")
+    p.add_argument("--nnodes", default="1", metavar="N|MIN:MAX",
+                   help="with --nproc: nodes of an elastic run (default: 1, this machine); "
+                        "more need --rdzv-endpoint")
+    p.add_argument("--max-restarts", type=int, default=0, metavar="K",
+                   help="with --nproc: restart the processes up to K times after a failure; "
+                        "they resume from the checkpoint (default: %(default)s)")
+    p.add_argument("--rdzv-endpoint", metavar="HOST:PORT",
+                   help="with --nproc: where the nodes of a multi-node run meet (torchrun's "
+                        "c10d rendezvous; the same on every node)")
     add_quiet(p)
     p.set_defaults(handler=cmd_sparsify)
 
 
 def cmd_sparsify(args) -> int:
+    """`nmc sparsify`: here, as N ranks under torchrun (--nproc N), or as one of them."""
+    from nmc.training import data_parallel
+
+    if data_parallel.under_torchrun():
+        return _as_rank(args)
+    if args.max_restarts < 0:
+        raise SparsifyError(f"--max-restarts must be >= 0, got {args.max_restarts}")
+    if args.nproc == 1 and (args.nnodes != "1" or args.rdzv_endpoint or args.max_restarts):
+        raise SparsifyError("--nnodes, --max-restarts and --rdzv-endpoint go with --nproc N")
+    if args.nproc == 1:
+        return _sparsify(args)
+    from nmc.training.torchrun import launch
+
+    _sparsify(args, check_only=True)  # bad options: one line here, before any process starts
+    return launch(args.command_line, args.nproc, args.nnodes, args.max_restarts,
+                  args.rdzv_endpoint)
+
+
+def _as_rank(args):
+    """One rank of a data-parallel run: the whole command, in step with the others
+    (nmc.training.data_parallel); it never returns. Its error goes to the launcher, which
+    reports the first rank's; a rank stopped because another failed reports nothing."""
+    from nmc.cli.shared import one_line_error
+    from nmc.common.errors import NmcError
+    from nmc.common.progress import quiet
+    from nmc.training import data_parallel
+
+    data_parallel.join()
+    try:
+        with quiet(not data_parallel.is_main()):
+            status = _sparsify(args)
+        data_parallel.barrier()  # rank 0 has written the outputs
+    except data_parallel.PeerFailed:
+        data_parallel.leave(1)
+    except NmcError as e:
+        data_parallel.leave(1, one_line_error(e))
+    except KeyboardInterrupt:
+        data_parallel.leave(130)
+    except Exception as e:  # a bug in nmc
+        data_parallel.leave(70, f"internal error in training process {data_parallel.rank()}: "
+                                f"{type(e).__name__}: {one_line_error(e)}")
+    except BaseException:  # stopped (SIGTERM: the launcher stops the others after a failure)
+        data_parallel.leave(143)
+    data_parallel.leave(status)
+
+
+def _sparsify(args, check_only: bool = False) -> int:
     from nmc.common.fileio import atomic_write_text
     from nmc.compiler.sparsity.spec import config_to_json
     from nmc.isa.target import load_target, target_file
     from nmc.models.datasets import load_dataset
     from nmc.models.registry import MODELS, parse_overrides
+    from nmc.training.data_parallel import is_main
     from nmc.training.elsa_flow import elsa
     from nmc.training.elsa_flow import format_outcome as format_elsa
     from nmc.training.run import Epochs, Run
@@ -144,6 +206,8 @@ def cmd_sparsify(args) -> int:
                         ("--data", args.data if Path(args.data).is_file() else None),
                         ("--target", target_file(args.target))])
     overrides = parse_overrides(args.set)
+    if check_only:
+        return 0
 
     is_arch = args.model in MODELS
     if is_arch:
@@ -184,6 +248,8 @@ def cmd_sparsify(args) -> int:
         flag = "--window-keep"
         summary = {"method": "sparsevit", "config": outcome.config,
                    "latency": outcome.fraction}
+    if not is_main():  # under --nproc N, rank 0 writes and prints for all
+        return 0
     subject.export(output)
     atomic_write_text(config_out, config_text)
     if args.report_json is not None:
