@@ -182,9 +182,8 @@ def _quant_options(args) -> dict | None:
             raise UsageError(f"--quant/--quant-out: target '{target.name}' computes in fp32; "
                              f"they need an int8 target (--target sta_int8)")
         return None
-    if quant is None and calib is None:
-        raise UsageError(f"target '{target.name}' computes in int8: give calibration inputs "
-                         f"(--calib X.npy) or scales (--quant q.json)")
+    # without --calib or --quant the quantize pass refuses, unless the model carries its
+    # own scales (PT2E): only the imported model tells
     if quant is not None and not quant.is_file():
         raise UsageError(f"--quant {quant}: file not found")
     _check_calib(calib)

@@ -331,6 +331,27 @@ def set_quant(op: Operation, input_scale: float, weight_scales: Sequence[float])
     op.attributes[QuantAttr.name] = QuantAttr.of(input_scale, weight_scales)
 
 
+_MODEL_SCALES = "nm.model_scales"
+
+
+def model_scales(module: Operation) -> dict[str, tuple[float, list[float]]]:
+    """The int8 scales a quantized model file carries (PT2E; frontend/pt2e.py), by the
+    name of the layer's weight (`nm.param`): the module attribute
+    `nm.model_scales = {"fc1.weight" = #nm.quant<...>, ...}`; {} for other models."""
+    attr = module.attributes.get(_MODEL_SCALES)
+    if not isinstance(attr, DictionaryAttr):
+        return {}
+    return {name: (float(q.input_scale.value.data), [float(s) for s in
+                                                    q.weight_scales.get_values()])
+            for name, q in attr.data.items() if isinstance(q, QuantAttr)}
+
+
+def set_model_scales(module: Operation, scales: Mapping[str, tuple[float, Sequence[float]]],
+                     ) -> None:
+    module.attributes[_MODEL_SCALES] = DictionaryAttr(
+        {name: QuantAttr.of(s_x, s_w) for name, (s_x, s_w) in scales.items()})
+
+
 # ---------------------------------------------------------------------------- DRAM placement
 
 

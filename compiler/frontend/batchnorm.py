@@ -18,27 +18,12 @@ import operator
 
 import torch
 from torch.export import ExportedProgram
-from torch.export.graph_signature import InputKind
 
-from nmc.compiler.frontend.lifted import fake_mode, lift_constant
+from nmc.compiler.frontend.lifted import fake_mode, lift_constant, placeholder_tensors
 
 _aten = torch.ops.aten
 _BATCH_NORM = _aten._native_batch_norm_legit_no_training.default
 _CONV2D = _aten.conv2d.default
-
-
-def _tensors_by_placeholder(ep: ExportedProgram) -> dict[str, torch.Tensor]:
-    """Placeholder name -> tensor, for parameters, buffers and lifted constants."""
-    values: dict[str, torch.Tensor] = {}
-    for spec in ep.graph_signature.input_specs:
-        if spec.kind == InputKind.USER_INPUT or spec.target is None:
-            continue
-        t = ep.state_dict.get(spec.target)
-        if t is None:
-            t = ep.constants.get(spec.target)
-        if isinstance(t, torch.Tensor):
-            values[spec.arg.name] = t
-    return values
 
 
 def _value(arg: object, values: dict[str, torch.Tensor]) -> torch.Tensor | None:
@@ -98,7 +83,7 @@ def fold_batchnorm(ep: ExportedProgram) -> ExportedProgram:
     norms = [n for n in graph.nodes if n.op == "call_function" and n.target is _BATCH_NORM]
     if not norms:
         return ep
-    values = _tensors_by_placeholder(ep)
+    values = placeholder_tensors(ep)
     mode = fake_mode(ep)
     if any([_fold_one(ep, bn, values, mode) for bn in norms]):
         graph.lint()

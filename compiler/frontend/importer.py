@@ -5,6 +5,8 @@ arguments of `func.func @main`, in `ep.graph_signature.input_specs` order, so no
 appear in the IR. `import_model` parses the text with the `torch` dialect and annotates it:
 
 - module attribute `nm.model` = absolute path of the model file;
+- module attribute `nm.model_scales` (a PT2E-quantized model only: frontend/pt2e.py) =
+  the int8 scales of its layers, by weight name;
 - `func.func @main` attributes `nm.input_names` / `nm.output_names` (ArrayAttr of StringAttr:
   the USER_INPUT arg names; "output" or "output_<i>");
 - every argument that is a parameter / buffer / constant carries the argument attribute
@@ -39,10 +41,13 @@ from xdsl.parser import Parser
 from xdsl.utils.exceptions import ParseError
 
 from nmc.compiler.dialects.context import make_context
-from nmc.compiler.dialects.nm_attrs import param_arg_attrs, set_io_names, set_model_path
+from nmc.compiler.dialects.nm_attrs import (
+    param_arg_attrs, set_io_names, set_model_path, set_model_scales,
+)
 from nmc.compiler.errors import FrontendError
 from nmc.compiler.frontend.diagnostics import capture, import_error
 from nmc.compiler.frontend.loader import load_exported_program
+from nmc.compiler.frontend.pt2e import pt2e_scales
 from nmc.compiler.frontend.weights import WeightStore, attach_weights
 
 BACKEND_LEGAL_OPS = [
@@ -295,6 +300,9 @@ def annotate_module(module: ModuleOp, ep: ExportedProgram, model_path: str | Non
     set_io_names(func, inputs, output_names(len(func.function_type.outputs.data), ep))
     if model_path is not None:
         set_model_path(module, model_path)
+    scales = pt2e_scales(ep)
+    if scales:
+        set_model_scales(module, scales)
 
 
 def import_exported_program(

@@ -27,17 +27,43 @@ def fake_mode(ep: ExportedProgram):  # noqa: ANN201 - FakeTensorMode or None
                  if n.op == "placeholder" and hasattr(n.meta.get("val"), "fake_mode")), None)
 
 
+def placeholder_tensors(ep: ExportedProgram) -> dict[str, torch.Tensor]:
+    """Placeholder name -> tensor, for parameters, buffers and lifted constants."""
+    values: dict[str, torch.Tensor] = {}
+    for spec in ep.graph_signature.input_specs:
+        if spec.kind == InputKind.USER_INPUT or spec.target is None:
+            continue
+        t = ep.state_dict.get(spec.target)
+        if t is None:
+            t = ep.constants.get(spec.target)
+        if isinstance(t, torch.Tensor):
+            values[spec.arg.name] = t
+    return values
+
+
+def drop_input(ep: ExportedProgram, placeholder: torch.fx.Node) -> None:
+    """Remove an unused parameter / buffer / constant input (node, spec and tensor)."""
+    specs = ep.graph_signature.input_specs
+    spec = next(s for s in specs if s.arg.name == placeholder.name)
+    specs.remove(spec)
+    ep.state_dict.pop(spec.target, None)
+    ep.constants.pop(spec.target, None)
+    ep.graph_module.graph.erase_node(placeholder)
+
+
 def lift_constant(ep: ExportedProgram, like: torch.fx.Node, value: torch.Tensor,
-                  mode=None, suffix: str = "") -> tuple[torch.fx.Node, torch.Tensor]:  # noqa: ANN001
+                  mode=None, suffix: str = "", key: str | None = None,
+                  ) -> tuple[torch.fx.Node, torch.Tensor]:  # noqa: ANN001
     """A new CONSTANT_TENSOR placeholder holding `value` as float32 (contiguous), named
-    after `like` (and `suffix`, when one node gets several), placed before the first user
-    input; `mode`: the program's fake mode (`fake_mode(ep)`). Returns the placeholder and
-    the tensor it holds."""
+    after `like` (and `suffix`, when one node gets several) unless `key` names it, placed
+    before the first user input; `mode`: the program's fake mode (`fake_mode(ep)`).
+    Returns the placeholder and the tensor it holds."""
     graph = ep.graph_module.graph
     value = value.detach().to(torch.float32).contiguous().clone()
     path = module_path(like)
     name = f"folded_{like.name}{suffix}"
-    key = f"{path}.{name}" if path else name
+    if key is None:
+        key = f"{path}.{name}" if path else name
     specs = ep.graph_signature.input_specs
     first_user = next((n for n in graph.nodes if n.op == "placeholder"
                        and any(s.arg.name == n.name and s.kind == InputKind.USER_INPUT

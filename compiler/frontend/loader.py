@@ -33,6 +33,7 @@ from nmc.compiler.frontend.batchnorm import fold_batchnorm
 from nmc.compiler.frontend.fold import fold_constants
 from nmc.compiler.frontend.fx_compat import rewrite_for_torch_mlir
 from nmc.compiler.frontend.materialize import materialize_operands
+from nmc.compiler.frontend.pt2e import ensure_ops_registered, read_pt2e
 
 EXPORT_HOWTO = (
     "torch.export.save(torch.export.export(model, (example,)), 'model.pt')"
@@ -249,6 +250,7 @@ def _load_entry(model_path: str | os.PathLike[str]) -> _Entry:
     entry = _CACHE.get(key)
     if entry is not None:
         return entry
+    ensure_ops_registered()  # a PT2E-quantized program's ops (quantized_decomposed)
     try:
         with _quiet_torch(), open(path, "rb") as f:
             ep = torch.export.load(f)
@@ -263,8 +265,10 @@ def _load_entry(model_path: str | os.PathLike[str]) -> _Entry:
     _check_signature(ep, shown)
     try:
         with _quiet_torch():
-            decomposed = materialize_operands(fold_batchnorm(fold_constants(
-                rewrite_for_torch_mlir(ep.run_decompositions({})))))
+            decomposed = materialize_operands(fold_batchnorm(fold_constants(read_pt2e(
+                rewrite_for_torch_mlir(ep.run_decompositions({})), shown))))
+    except FrontendError:
+        raise
     except Exception as e:
         raise FrontendError(
             f"{shown}: torch.export decomposition failed ({type(e).__name__}: {e})"

@@ -12,8 +12,11 @@ Scales come from calibration (`calib`: a .npy of inputs; s_x = max |x| / 127 ove
 measured on the input of each quantized op by interpreting this nm IR, N:M masks
 included, as the ELSA sensitivity does) or from a file (`quant`: the JSON `out` writes,
 `{"layers": {"blocks.0.attn.qkv": {"input_scale": s, "weight_scales": [...]}}}`, keyed by
-the module path of the layer's weight). Weight scales are computed from the (masked)
-weight unless the file gives them. On an fp32 target the pass does nothing, and refuses
+the module path of the layer's weight), or from the model itself: a PT2E-quantized
+model carries them (module attribute `nm.model_scales`, by weight name, written by the
+frontend: compiler/frontend/pt2e.py); its int8 layers are those it quantized that nmc
+can run in int8, and --calib / --quant are refused. Weight scales are computed from the
+(masked) weight unless the file or the model gives them. On an fp32 target the pass does nothing, and refuses
 `calib` / `quant` (they would be silently ignored).
 """
 
@@ -32,7 +35,8 @@ from nmc.common import nm_format, quant
 from nmc.common.errors import NmcError
 from nmc.compiler.dialects.nm import LinearOp, ParamOp, PatchEmbedOp, tensor_shape
 from nmc.compiler.dialects.nm_attrs import (
-    I8, TRANSPOSE, LayoutAttr, input_names, module_target, set_layout, set_quant,
+    I8, TRANSPOSE, LayoutAttr, input_names, model_scales, module_target, set_layout,
+    set_quant,
 )
 from nmc.compiler.frontend.weights import weights_of_module
 from nmc.compiler.kernels.int8 import int8_shape
@@ -112,25 +116,52 @@ def read_scales(path: str, ops: list) -> dict[str, dict]:
     if not isinstance(layers, dict):
         raise QuantError(f'--quant {path}: expected {{"layers": {{layer: {{"input_scale": s, '
                          f'"weight_scales": [...]}}}}}}')
+    check_scales(layers, ops, f"--quant {path}")
+    return layers
+
+
+def check_scales(layers: dict, ops: list, source: str) -> None:
+    """Every op of `ops` has its scales in `layers` (by `layer_key`), none is extra, and
+    each is usable: a finite positive input scale, one weight scale per output channel."""
     keys = {layer_key(op): op for op in ops}
     extra = sorted(set(layers) - set(keys))
     missing = [k for k in keys if k not in layers]
     if extra or missing:
         what = (f"layer '{extra[0]}' is not an int8 layer of this model" if extra
                 else f"no scales for layer '{missing[0]}'")
-        raise QuantError(f"--quant {path}: {what} (its int8 layers: {', '.join(keys)})")
+        raise QuantError(f"{source}: {what} (its int8 layers: {', '.join(keys)})")
     for key, op in keys.items():
         entry = layers[key]
         channels = tensor_shape(op.weight)[0]
         if not isinstance(entry, dict) or not quant.check_scale(entry.get("input_scale")):
-            raise QuantError(f"--quant {path}: layer '{key}': input_scale must be a finite "
+            raise QuantError(f"{source}: layer '{key}': input_scale must be a finite "
                              f"positive number")
         s_w = entry.get("weight_scales")
         if s_w is not None and (not isinstance(s_w, list) or len(s_w) != channels
                                 or not all(quant.check_scale(s) for s in s_w)):
-            raise QuantError(f"--quant {path}: layer '{key}': weight_scales must be "
+            raise QuantError(f"{source}: layer '{key}': weight_scales must be "
                              f"{channels} finite positive numbers (one per output channel)")
-    return layers
+
+
+def scales_of_model(module: ModuleOp, ops: list) -> tuple[list, dict[str, dict]]:
+    """(the int8 ops, their scales) of a model that carries its own (`nm.model_scales`:
+    a PT2E-quantized model), in the form `read_scales` returns. A layer the model
+    quantized that nmc computes in fp32 (K or N not a multiple of 4) stays fp32, as one it
+    did not quantize does."""
+    table = model_scales(module)
+    readers = {o.weight.owner.param_name.data for o in module.walk()
+               if isinstance(o, (LinearOp, PatchEmbedOp)) and isinstance(o.weight.owner, ParamOp)}
+    unknown = sorted(set(table) - readers)
+    if unknown:
+        raise QuantError(f"nm.model_scales: no linear or patch embedding has the weight "
+                         f"'{unknown[0]}'")
+    chosen = [o for o in ops if o.weight.owner.param_name.data in table]
+    given = {}
+    for o in chosen:
+        s_x, s_w = table[o.weight.owner.param_name.data]
+        given[layer_key(o)] = {"input_scale": s_x, "weight_scales": s_w}
+    check_scales(given, chosen, "the model's int8 scales (PT2E)")
+    return chosen, given
 
 
 def scales_json(entries: dict[str, dict]) -> str:
@@ -158,7 +189,13 @@ class Quantize(TargetedPass):
             return
         self.target_for(op)
         ops = quantizable_ops(op)
-        if self.quant:
+        if model_scales(op):
+            if self.quant:  # --calib may still feed an ELSA / SparseViT search
+                raise QuantError("--quant: the model carries its own int8 scales (it was "
+                                 "quantized with PT2E); nmc compiles with those")
+            ops, given = scales_of_model(op, ops)
+            inputs = {k: float(v["input_scale"]) for k, v in given.items()}
+        elif self.quant:
             given = read_scales(self.quant, ops)
             inputs = {k: float(v["input_scale"]) for k, v in given.items()}
         elif self.calib:
