@@ -15,6 +15,8 @@ from torch import nn
 
 from pt2e_helpers import LinearQuantizer, MatmulQuantizer, load_pt2e, quantize_and_save, symmetric_config
 from robust_helpers import cli, expect_error
+from nmc.compiler.driver import import_nm
+from nmc.compiler.transforms.assign_sparsity import int8_layers
 from nmc.models.int8 import int8_reference
 from nmc.models.registry import build_model
 
@@ -52,6 +54,10 @@ def test_pt2e_deit_compiles_and_runs_as_its_qdq_graph(capsys, tmp_path):
     scales, weights = graph_scales(ep)
     assert len(scales) == 2 + 4 * DEIT["depth"]  # patch embedding, 4 per block, head
     assert json.loads((tmp_path / "q.json").read_text())["layers"] == scales
+    # an ELSA search measures on the same int8 model: the graph's scales
+    int8 = int8_layers(import_nm(path))
+    assert {k.removesuffix(".weight"): v for k, v in int8.input_scales.items()} == \
+        {k: v["input_scale"] for k, v in scales.items()}
 
     # the int8 reference (the contract) on the graph's own weights and scales: bit for bit
     model = build_model("deit_tiny", DEIT, seed=0)[0]

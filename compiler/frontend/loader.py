@@ -33,7 +33,7 @@ from nmc.compiler.frontend.batchnorm import fold_batchnorm
 from nmc.compiler.frontend.fold import fold_constants
 from nmc.compiler.frontend.fx_compat import rewrite_for_torch_mlir
 from nmc.compiler.frontend.materialize import materialize_operands
-from nmc.compiler.frontend.pt2e import ensure_ops_registered, read_pt2e
+from nmc.compiler.frontend.pt2e import ensure_ops_registered, pt2e_scales, read_pt2e
 
 EXPORT_HOWTO = (
     "torch.export.save(torch.export.export(model, (example,)), 'model.pt')"
@@ -273,6 +273,8 @@ def _load_entry(model_path: str | os.PathLike[str]) -> _Entry:
         raise FrontendError(
             f"{shown}: torch.export decomposition failed ({type(e).__name__}: {e})"
         ) from None
+    if pt2e_scales(decomposed):  # the program ELSA runs: the same dequantized weights
+        read_pt2e(ep, shown)
     # Drop stale entries of the same file (it changed on disk).
     for k in [k for k in _CACHE if k[0] == key[0]]:
         del _CACHE[k]
@@ -296,7 +298,8 @@ def load_exported_program(path: str | os.PathLike[str]) -> ExportedProgram:
 
 def load_as_exported(path: str | os.PathLike[str]) -> ExportedProgram:
     """The program of the same file as `torch.export.load` returns it (no decompositions,
-    no folding: `aten.linear` stays whole), from the same cache and read, checked alike.
+    no folding: `aten.linear` stays whole; a PT2E-quantized model's q/dq pattern read as
+    for the compiler: frontend/pt2e.py), from the same cache and read, checked alike.
     Its tensors are shared with `load_exported_program`'s and `load_weights`': do not
     modify them."""
     return _load_entry(path).as_exported

@@ -36,6 +36,12 @@ stack of them ([n, *input shape]); by default two fixed-seed inputs: for an imag
 otherwise two random normal tensors. Results are cached per process by (model, calibration
 inputs, layer, pattern).
 
+On an int8 target (`int8`: the layers the quantize pass makes int8, int8_run.py) the model
+runs with those layers in int8, the contract of docs/INT8.md: the reference outputs, the
+masked runs and the local errors are all the quantized model's (input scales calibrated
+on the same calibration inputs, max |x| / 127 in the fp32 model, or a PT2E model's own;
+weight scales of the masked weight, as the compiler quantises a sparse layer).
+
 The model is the one the frontend loaded (the module's weight store,
 `nmc.compiler.frontend.weights`): its program as exported, run by `torch.fx`. Masking a
 weight swaps in a masked copy for the run; the store's tensors are never modified.
@@ -59,6 +65,7 @@ from nmc.compiler.sparsity.spec import SparsityError
 
 if TYPE_CHECKING:
     from nmc.compiler.frontend.weights import WeightStore
+    from nmc.compiler.sparsity.int8_run import Int8Layers
 
 _CACHE: dict[tuple, list[float]] = {}
 
@@ -109,24 +116,29 @@ def load_calibration(calib: str, input_shape: tuple[int, ...]) -> list[torch.Ten
 class Sensitivity:
     """Measures errors on the exported model; `errors(layer_param, patterns)`."""
 
-    def __init__(self, weights: WeightStore, calib: str, input_shape: tuple[int, ...]):
+    def __init__(self, weights: WeightStore, calib: str, input_shape: tuple[int, ...],
+                 int8: Int8Layers | None = None):
+        """`int8`: the layers an int8 target computes in int8 (`int8_run`): errors are
+        then those of the quantized model."""
         self.model_name = weights.name
         self.module = weights.program().module()
         self.inputs = load_calibration(calib, input_shape)
         digest = hashlib.sha1()
         for x in self.inputs:
             digest.update(x.numpy().tobytes())
-        self.key = (weights.key, digest.hexdigest())
-        self.params = dict(self.module.named_parameters())
-        self.params.update(dict(self.module.named_buffers()))
         self.graph = self.module.graph
+        # parameters, buffers and constants (a PT2E model's dequantized weights)
+        self.params = {n.target: _attr(self.module, n.target) for n in self.graph.nodes
+                       if n.op == "get_attr"}
+        self.int8 = None if int8 is None else int8.calibrated(self._peaks(int8))
+        self.key = (weights.key, digest.hexdigest(), repr(self.int8))
         self.envs: list[dict | None] = []  # every node's value per input, while they fit
         self.reference: list[torch.Tensor] = []
         self.linear_inputs: dict[str, list[torch.Tensor]] = {}
         kept = 0
         with torch_threads(_free_cores()), torch.no_grad():
             for x in self.inputs:
-                run = torch.fx.Interpreter(self.module, garbage_collect_values=False)
+                run = self._run(garbage_collect_values=False)
                 self.reference.extend(_flat(run.run(x)))
                 for param, x_in in _linear_inputs(self.graph, run.env).items():
                     self.linear_inputs.setdefault(param, []).append(x_in)
@@ -134,6 +146,27 @@ class Sensitivity:
                 # past the budget, an input's masked runs are full forwards
                 self.envs.append(run.env if kept <= KEEP_BYTES else None)
         self.ref_norm = float(torch.sqrt(sum((y.double() ** 2).sum() for y in self.reference)))
+
+    def _run(self, **kwargs) -> torch.fx.Interpreter:
+        """An interpreter of the model: in fp32, or with the int8 layers in int8."""
+        if self.int8 is None:
+            return torch.fx.Interpreter(self.module, **kwargs)
+        from nmc.compiler.sparsity.int8_run import Int8Run
+
+        return Int8Run(self.module, self.int8, **kwargs)
+
+    def _peaks(self, int8: Int8Layers) -> dict[str, float]:
+        """max |input| of every int8 layer over the calibration inputs, in fp32 (the
+        quantize pass's calibration; a PT2E model's own scales need none)."""
+        from nmc.compiler.sparsity.int8_run import Int8Run
+
+        peaks: dict[str, float] = {}
+        if all(s is not None for s in int8.input_scales.values()):
+            return peaks
+        with torch_threads(_free_cores()), torch.no_grad():
+            for x in self.inputs:
+                Int8Run(self.module, int8, peaks).run(x)
+        return peaks
 
     def weight(self, param: str) -> torch.Tensor:
         w = self.params.get(param)
@@ -173,7 +206,7 @@ class Sensitivity:
                 out[i] = self.error(param, patterns[i])
             return out
         masks = _masks(w, [patterns[i] for i in sparse])
-        local = {i: _local_error(w, xs, mask) for i, mask in zip(sparse, masks)}
+        local = {i: self._local_error(param, w, xs, mask) for i, mask in zip(sparse, masks)}
         probe = max(sparse, key=lambda i: local[i], default=None)
         if probe is None or local[probe] == 0.0:
             return out  # no pattern changes this layer's output
@@ -181,6 +214,18 @@ class Sensitivity:
         for i in sparse:
             out[i] = exact * local[i] / local[probe]
         return out
+
+    def _local_error(self, param: str, w: torch.Tensor, xs: list[torch.Tensor],
+                     mask: torch.Tensor) -> float:
+        """||layer(X; W masked) - layer(X; W)|| over the captured inputs X (step 2): in
+        fp32 the product by the removed weights; an int8 layer's in int8, its weight
+        scales following the mask (without the bias, which nearly cancels)."""
+        if self.int8 is None or param not in self.int8.input_scales:
+            return _local_error(w, xs, mask)
+        masked = w.detach() * mask.to(w.dtype)
+        return float(torch.sqrt(sum(
+            ((self.int8.compute(param, x, masked, None) - self.int8.compute(param, x, w, None))
+             .double() ** 2).sum() for x in xs)))
 
     def _masked_outputs(self, param: str, pattern: Pattern) -> list[torch.Tensor]:
         """The outputs with `param` masked by `pattern`: each input's graph re-run from the
@@ -192,7 +237,7 @@ class Sensitivity:
             outs = []
             for x, env in zip(self.inputs, self.envs):
                 keep = {n: v for n, v in (env or {}).items() if n not in stale}
-                outs.extend(_flat(torch.fx.Interpreter(self.module).run(x, initial_env=keep)))
+                outs.extend(_flat(self._run().run(x, initial_env=keep)))
             return outs
 
 
@@ -210,6 +255,11 @@ def _swapped(module: torch.nn.Module, name: str, value: torch.Tensor) -> Iterato
         yield
     finally:
         setattr(owner, attr, original)
+
+
+def _attr(module: torch.nn.Module, target: str) -> torch.Tensor:
+    owner, _, name = target.rpartition(".")
+    return getattr(module.get_submodule(owner), name)
 
 
 def _flat(y) -> list[torch.Tensor]:

@@ -163,6 +163,22 @@ def candidates(module: ModuleOp, budget: str, target: Target) -> tuple[list[Cand
     return out, fixed
 
 
+def int8_layers(module: ModuleOp):  # noqa: ANN201 - Int8Layers
+    """The layers the quantize pass will make int8 on an int8 target, with the scales the
+    model gives (a PT2E model's; else calibrated by the sensitivity): what the ELSA
+    sensitivity measures on, so that its errors are those of the quantized model."""
+    from nmc.compiler.dialects.nm_attrs import model_scales
+    from nmc.compiler.sparsity.int8_run import Int8Layers
+    from nmc.compiler.transforms.quantize import quantizable_ops
+
+    given = model_scales(module)
+    names = [op.weight.owner.param_name.data for op in quantizable_ops(module)]
+    if given:
+        names = [n for n in names if n in given]
+    return Int8Layers({n: given[n][0] if given else None for n in names},
+                      {n: given[n][1] for n in names if given})
+
+
 def elsa_config(module: ModuleOp, budget: str, factor: float, calib: str,
                 target: Target) -> tuple[dict[str, Pattern], list[tuple]]:
     """The ELSA search's configuration and its table rows."""
@@ -174,7 +190,8 @@ def elsa_config(module: ModuleOp, budget: str, factor: float, calib: str,
     if weights is None:
         raise SparsityError("--sparsity elsa needs the model file (the module does not name "
                             "one)")
-    sens = Sensitivity(weights, calib, _input_shape(module))
+    sens = Sensitivity(weights, calib, _input_shape(module),
+                       int8_layers(module) if target.int8 else None)
     cand, fixed = candidates(module, budget, target)
     layers = [LayerChoices(c.name, c.patterns, sens.errors(c.param, c.patterns), c.costs)
               for c in cand]

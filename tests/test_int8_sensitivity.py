@@ -1,0 +1,74 @@
+"""The ELSA sensitivity on an int8 target (issue 16, "ELSA and SparseViT on int8"): the
+error of a (layer, pattern) choice is measured on the quantized model, the contract of
+docs/INT8.md, not on fp32. Checked against the int8 PyTorch reference (models/int8.py:
+`int8_reference` of the `apply_nm`-masked model, scales from `calibrate` on the same
+calibration inputs, the weight scales of the masked weight, as the compiler quantises a
+sparse layer)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from robust_helpers import cli
+from nmc.compiler.driver import import_nm
+from nmc.compiler.frontend.weights import WeightStore
+from nmc.compiler.sparsity.sensitivity import Sensitivity
+from nmc.compiler.transforms.assign_sparsity import int8_layers
+from nmc.models.int8 import calibrate, int8_layers as reference_layers, int8_reference
+from nmc.models.nm_sparsity import apply_nm
+from nmc.models.registry import build_model, export_to_file
+
+TINY = {"img_size": 32, "patch": 8, "dim": 64, "depth": 2, "heads": 2, "num_classes": 12,
+        "fused_attn": 0}
+
+
+@pytest.fixture(scope="module")
+def deit(tmp_path_factory):
+    d = tmp_path_factory.mktemp("int8_elsa")
+    module, example = build_model("deit_tiny", TINY, seed=0)
+    export_to_file(module, example, d / "deit.pt")
+    calib = torch.randn((3, *example.shape), generator=torch.Generator().manual_seed(7))
+    np.save(d / "calib.npy", calib.numpy())
+    return d, module, [c for c in calib]
+
+
+def _error(model, reference, inputs) -> float:
+    """||model(x) - reference(x)|| / ||reference(x)|| over all inputs (Frobenius)."""
+    with torch.no_grad():
+        got, want = [model(x) for x in inputs], [reference(x) for x in inputs]
+    diff = sum(float(((a.double() - b.double()) ** 2).sum()) for a, b in zip(got, want))
+    return (diff / sum(float((b.double() ** 2).sum()) for b in want)) ** 0.5
+
+
+@pytest.mark.parametrize("layer,pattern", [("blocks.0.mlp.fc1", (2, 4)),
+                                           ("blocks.1.attn.qkv", (1, 8)),
+                                           ("blocks.1.mlp.fc2", (1, 4))])
+def test_int8_errors_are_those_of_the_quantized_model(deit, layer, pattern):
+    d, module, inputs = deit
+    store = WeightStore.from_file(d / "deit.pt")
+    int8 = int8_layers(import_nm(d / "deit.pt"))
+    assert sorted(p.removesuffix(".weight") for p in int8.input_scales) == \
+        sorted(reference_layers(module))  # the same layers are int8
+    sens8 = Sensitivity(store, str(d / "calib.npy"), tuple(inputs[0].shape), int8)
+    scales = calibrate(module, inputs, reference_layers(module))
+    want = _error(int8_reference(apply_nm(module, {layer: pattern}), scales),
+                  int8_reference(module, scales), inputs)
+    param = f"{layer}.weight"
+    assert sens8.error(param, pattern) == pytest.approx(want, rel=1e-5)
+    # one sparse pattern: it is the probe, measured exactly
+    assert sens8.errors(param, [None, pattern]) == [0.0, pytest.approx(want, rel=1e-5)]
+    fp32 = Sensitivity(store, str(d / "calib.npy"), tuple(inputs[0].shape)).error(param,
+                                                                                 pattern)
+    print(f"\n{layer} {pattern}: int8 {want:.5f}, fp32 {fp32:.5f}")
+    assert fp32 != pytest.approx(want, rel=1e-4)  # not the fp32 model's error
+
+
+def test_elsa_on_an_int8_target_compiles(capsys, deit, tmp_path):
+    d, _, _ = deit
+    rc, out, err = cli(capsys, "compile", d / "deit.pt", "--target", "sta_int8", "--calib",
+                       d / "calib.npy", "--sparsity", "elsa:speedup=1.3", "--sparsity-out",
+                       tmp_path / "s.json", "-o", tmp_path / "p.bin", "-q")
+    assert rc == 0, err
+    assert (tmp_path / "p.bin").is_file() and (tmp_path / "s.json").is_file()
