@@ -51,7 +51,7 @@ import gc
 from collections import deque
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any, Mapping
+from typing import Any, Mapping, Sequence
 
 import numpy as np
 
@@ -59,6 +59,7 @@ from nmc.isa.footprint import first_overlap
 from nmc.isa.table import QUEUE_UNITS, Instr, Mem, Unit
 from nmc.isa.target import Target
 from nmc.runtime import fastpath
+from nmc.runtime.batch import BatchMachine, BatchPreparer
 from nmc.runtime.errors import EmulatorError, at_pc
 from nmc.runtime.machine import Machine
 from nmc.runtime.semantics import SEMANTICS, DataError, datapath_error, operand_error
@@ -469,6 +470,13 @@ class _FastRun:
             raise
 
 
+@dataclass
+class _BatchRun(_FastRun):
+    """The fast path's walk prepared for the rows of a `BatchMachine` (`run_batch`)."""
+
+    machine: BatchMachine | None = None
+
+
 def _fast_plan(program, target, machine, max_instructions, check_races) -> _FastRun | None:
     """Decode, time and race-check through `nmc.runtime.fastpath` (raising the reference
     path's error for a race), or None where the fast path does not apply."""
@@ -578,6 +586,7 @@ class LoadedProgram:
         self._options = (max_instructions, check_races)
         self._fast = fast
         self._plan: _FastRun | None = None
+        self._batch: _BatchRun | None = None  # run_batch's walk, for its last batch size
         self._used = False  # the machine holds a run's leftovers
         self._outputs = _symbols(program, "output")
         self._write_constants(None)
@@ -636,6 +645,70 @@ class LoadedProgram:
             for sym in self._outputs
         }
         return _result(program, target, ran, outputs, trace_list)
+
+    def run_batch(self, batch_inputs: Sequence[Mapping[str, Any]]) -> list[RunResult]:
+        """`run` on each of `batch_inputs`, all in one walk of the instruction stream
+        (`nmc.runtime.batch`): each result equals, bit for bit, what `run` gives for that
+        input alone, and the walk costs far less than one run per input. Programs the fast
+        path does not take run one at a time."""
+        program, target = self.program, self.target
+        checked = [_check_inputs(program, inputs) for inputs in batch_inputs]
+        if len(checked) <= 1 or not self._fast:
+            return [self.run(inputs) for inputs in batch_inputs]
+        with np.errstate(all="ignore"), _no_gc(), torch_threads(1):
+            if self._plan is None:
+                self._plan = _fast_plan(program, target, self.machine, *self._options)
+                self._fast = self._plan is not None
+            if self._plan is None:
+                return [self.run(inputs) for inputs in batch_inputs]
+            walk = self._batch_walk(len(checked))
+            for b, values in enumerate(checked):
+                for sym, value in values:
+                    walk.machine.mems[Mem.DRAM][b, int(sym.addr):int(sym.addr) + value.size] = \
+                        value.reshape(-1)
+            walk.execute(program.instructions)
+        dram = walk.machine.mems[Mem.DRAM]
+        results = []
+        for b in range(len(checked)):
+            outputs = {sym.name: dram[b, int(sym.addr):int(sym.addr) + int(np.prod(sym.shape))]
+                       .reshape(tuple(sym.shape)).copy() for sym in self._outputs}
+            results.append(_result(program, target, self._plan.stats, outputs, None))
+        return results
+
+    def _batch_walk(self, batch: int) -> "_BatchRun":
+        """The machine of `batch` rows and its prepared walk (the last batch size's are
+        kept, with the state of a fresh machine put back where a run changed it)."""
+        walk = self._batch
+        if walk is not None and walk.machine.batch == batch:
+            walk.machine.reset(self._stored)
+            self._write_batch_constants(walk.machine, self._stored)
+            return walk
+        self._batch = None  # free the previous size's memories first
+        machine = BatchMachine(self.target, int(self.program.dram_words), batch,
+                               self.machine.fill)
+        self._write_batch_constants(machine, None)
+        varying = np.zeros(int(self.program.dram_words), bool)
+        for lo, hi in self._stored:
+            varying[lo:hi] = True
+        for sym in _symbols(self.program, "input"):
+            varying[int(sym.addr):int(sym.addr) + int(np.prod(sym.shape))] = True
+        preparer = BatchPreparer(machine, varying)
+        order = self._plan.order
+        instrs = self.program.instructions
+        walk = _BatchRun(order, [preparer.prepare(instrs[pc]) for pc in order],
+                         self._plan.stats, machine=machine)
+        self._batch = walk
+        return walk
+
+    def _write_batch_constants(self, machine: BatchMachine,
+                               ranges: list[tuple[int, int]] | None) -> None:
+        dram = machine.mems[Mem.DRAM]
+        for addr, values in self.program.constants:
+            values = np.asarray(values, np.float32).reshape(-1)
+            if ranges is not None and not any(lo < addr + values.size and addr < hi
+                                              for lo, hi in ranges):
+                continue
+            dram[:, int(addr):int(addr) + values.size] = values
 
 
 def _result(program, target: Target, ran: tuple, outputs: dict[str, np.ndarray],

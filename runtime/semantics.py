@@ -8,9 +8,9 @@ of those memories (no per-element Python loops). Operands are contiguous row-maj
 Numerics: every result is float32. Matmul multiplies and accumulates in float32 (one BLAS
 sgemm per instruction, torch's; accumulate = sgemm with beta = 1), except `imatmul` and
 `ispmatmul`: int8 operands (four to a word, read through int8 views of the words), int32
-results (the ACC words' bits), computed exactly (a float64 GEMM of the int8 values: every
-partial sum of K <= 2^37 / 2^14 products is an integer below 2^53, so it is exact, then
-added in int32). `vun quant` and `vrow rescale` convert between fp32 and the integers with
+results (the ACC words' bits), computed exactly by an integer GEMM (`torch._int_mm`: int8
+operands, int32 accumulation, wrapping as the hardware's adder; a sum of products is exact
+in any order, so no tiling or batching changes it). `vun quant` and `vrow rescale` convert between fp32 and the integers with
 the rounding of docs/INT8.md.
 GELU, layernorm and softmax are computed by torch itself (`torch.nn.functional.gelu`, exact
 erf or tanh form; `layer_norm`; `softmax` of the f32 product src * imm), float32 kernels
@@ -158,17 +158,28 @@ def _int8(block: np.ndarray) -> np.ndarray:
     return block.view(np.int8)
 
 
-def _int8_thunk(a: np.ndarray, w: np.ndarray, out: np.ndarray, accumulate: bool):
-    """out (int32 words) = a @ w, or out += a @ w, exactly, for int8 (or integer-valued
-    float) operands a [m x k] and w [k x n] (see the module docstring: a float64 GEMM of
-    integers below 2^53 is exact)."""
+def int8_thunk(a: np.ndarray, w: np.ndarray, out: np.ndarray, accumulate: bool):
+    """out (int32 words) = a @ w, or out += a @ w, exactly, for int8 operands a [m x k]
+    and w [k x n] (w may be an integer-valued float tile: an unpacked sparse one)."""
     import torch
 
     acc = torch.from_numpy(out.view(np.int32))
-    ta, tw = torch.from_numpy(a), torch.from_numpy(w)
+    ta = torch.from_numpy(a)
 
     def run():
-        product = torch.mm(ta.to(torch.float64), tw.to(torch.float64)).to(torch.int32)
+        tw = torch.from_numpy(w)
+        if ta.shape[1] == 0:  # no products: a sum of zero terms
+            product = torch.zeros((ta.shape[0], tw.shape[1]), dtype=torch.int32)
+        elif tw.dtype != torch.int8:
+            # a malformed index stream can sum two kept values past the int8 range: those
+            # tiles multiply in float64, exact for integers below 2^53
+            if tw.abs().max() > 127:
+                wide = torch.mm(ta.to(torch.float64), tw.to(torch.float64))
+                product = wide.to(torch.int64).to(torch.int32)  # wraps, as the adder
+            else:
+                product = torch._int_mm(ta, tw.to(torch.int8))
+        else:
+            product = torch._int_mm(ta, tw)
         if accumulate:
             acc.add_(product)
         else:
@@ -208,7 +219,7 @@ def _spmatmul(mems: Mems, f: Mapping[str, int], int8: bool = False) -> None:
         w = _int8(_block(mems, Mem.SPAD, f["w"], kc, n // 4)).astype(np.float32)
         dense = nm_format.unpack_tile(w, words, k, pn, pm)
         a = _int8(_block(mems, Mem.SPAD, f["a"], m, k // 4))
-        _int8_thunk(a, dense, out, bool(f["accumulate"]))()
+        int8_thunk(a, dense, out, bool(f["accumulate"]))()
         return
     w = _block(mems, Mem.SPAD, f["w"], kc, n)
     dense = nm_format.unpack_tile(w, words, k, pn, pm)
@@ -219,7 +230,7 @@ def _spmatmul(mems: Mems, f: Mapping[str, int], int8: bool = False) -> None:
 # --------------------------------------------------------------------------------------
 # Vector unit
 
-_VBIN: dict[int, np.ufunc] = {
+VBIN_FUNCTIONS: dict[int, np.ufunc] = {
     VBinFn.ADD: np.add,
     VBinFn.SUB: np.subtract,
     VBinFn.MUL: np.multiply,
@@ -234,10 +245,10 @@ def _vbin(mems: Mems, f: Mapping[str, int]) -> None:
     a = _block(mems, f["a_mem"], f["a"], rows, cols)
     b = _block(mems, f["b_mem"], f["b"], 1 if f["bcast"] else rows, cols)
     dst = _block(mems, f["dst_mem"], f["dst"], rows, cols)
-    _VBIN[f["fn"]](a, b, out=dst)  # ufuncs copy overlapping operands first
+    VBIN_FUNCTIONS[f["fn"]](a, b, out=dst)  # ufuncs copy overlapping operands first
 
 
-def _torch_gelu(x: np.ndarray, approximate: str, out: np.ndarray) -> None:
+def torch_gelu_into(x: np.ndarray, approximate: str, out: np.ndarray) -> None:
     """out = gelu(x), by torch (so it matches the reference models bit for bit), written
     straight into `out` (a contiguous block)."""
     import torch  # lazy: only programs with GELU pay for importing torch
@@ -267,7 +278,7 @@ def rescale_into(src: np.ndarray, param: np.ndarray, dst: np.ndarray) -> None:
 
 
 def _gelu_into(src: np.ndarray, fn: int, dst: np.ndarray) -> None:
-    _torch_gelu(src, "tanh" if fn == VUnFn.GELU_TANH else "none", dst)
+    torch_gelu_into(src, "tanh" if fn == VUnFn.GELU_TANH else "none", dst)
 
 
 def _on_blocks(body: Callable[..., T]) -> Callable[[Mems, Mapping[str, int]], T | None]:
@@ -320,19 +331,19 @@ def _vun(mems: Mems, f: Mapping[str, int], src: np.ndarray, dst: np.ndarray) -> 
         raise AssertionError(f"vun: no semantics for fn {fn}")
 
 
-def _layernorm(x: np.ndarray, gamma: np.ndarray, beta: np.ndarray, eps: float,
+def layernorm_into(x: np.ndarray, gamma: np.ndarray, beta: np.ndarray, eps: float,
                out: np.ndarray) -> None:
     """out = layernorm of the rows of x: PyTorch's own float32 kernel, as GELU."""
     import torch
     import torch.nn.functional as F
 
     t = torch.from_numpy
-    y = F.layer_norm(t(x), (x.shape[1],), t(np.ascontiguousarray(gamma)),
+    y = F.layer_norm(t(x), (x.shape[-1],), t(np.ascontiguousarray(gamma)),
                      t(np.ascontiguousarray(beta)), eps)
     t(out).copy_(y)
 
 
-def _softmax(x: np.ndarray, scale: np.float32, out: np.ndarray) -> None:
+def softmax_into(x: np.ndarray, scale: np.float32, out: np.ndarray) -> None:
     """out = softmax of the rows of x * scale (an f32 multiply), PyTorch's float32 kernel."""
     import torch
 
@@ -348,10 +359,10 @@ def _vrow(mems: Mems, f: Mapping[str, int], src: np.ndarray, dst: np.ndarray) ->
         spad = mems[Mem.SPAD]
         gamma, beta = spad[p : p + cols], spad[p + cols : p + 2 * cols]
         with np.errstate(all="ignore"):  # NaN/Inf propagate silently, as in torch
-            _layernorm(src, gamma, beta, float(f32_from_bits(f["imm"])), dst)
+            layernorm_into(src, gamma, beta, float(f32_from_bits(f["imm"])), dst)
     elif fn == VRowFn.SOFTMAX:
         with np.errstate(all="ignore"):
-            _softmax(src, f32_from_bits(f["imm"]), dst)
+            softmax_into(src, f32_from_bits(f["imm"]), dst)
     elif fn == VRowFn.RESCALE:
         rescale_into(src, mems[Mem.SPAD][f["param"] : f["param"] + 2 * cols], dst)
     else:  # operand_error() rejects it before a program runs
@@ -416,7 +427,7 @@ def _prep_matmul(mems: Mems, f: Mapping[str, int]) -> Thunk | None:
 def _prep_imatmul(mems: Mems, f: Mapping[str, int]) -> Thunk | None:
     if not (f["m"] and f["n"]):
         return None
-    return _int8_thunk(*_i8_matmul_operands(mems, f), bool(f["accumulate"]))
+    return int8_thunk(*_i8_matmul_operands(mems, f), bool(f["accumulate"]))
 
 
 def _prep_vbin(mems: Mems, f: Mapping[str, int]) -> Thunk | None:
@@ -426,7 +437,7 @@ def _prep_vbin(mems: Mems, f: Mapping[str, int]) -> Thunk | None:
     a = _block(mems, f["a_mem"], f["a"], rows, cols)
     b = _block(mems, f["b_mem"], f["b"], 1 if f["bcast"] else rows, cols)
     dst = _block(mems, f["dst_mem"], f["dst"], rows, cols)
-    return partial(_VBIN[f["fn"]], a, b, out=dst)
+    return partial(VBIN_FUNCTIONS[f["fn"]], a, b, out=dst)
 
 
 @_on_vun_blocks
@@ -452,12 +463,12 @@ def _prep_vrow(mems: Mems, f: Mapping[str, int], src: np.ndarray, dst: np.ndarra
     cols = f["cols"]
     imm = f32_from_bits(f["imm"])
     if f["fn"] == VRowFn.SOFTMAX:
-        return partial(_softmax, src, imm, dst)
+        return partial(softmax_into, src, imm, dst)
     if f["fn"] == VRowFn.LAYERNORM:
         p = f["param"]
         spad = mems[Mem.SPAD]
         gamma, beta = spad[p : p + cols], spad[p + cols : p + 2 * cols]
-        return partial(_layernorm, src, gamma, beta, float(imm), dst)
+        return partial(layernorm_into, src, gamma, beta, float(imm), dst)
     if f["fn"] == VRowFn.RESCALE:
         return partial(rescale_into, src, mems[Mem.SPAD][f["param"] : f["param"] + 2 * cols],
                        dst)
