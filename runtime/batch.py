@@ -31,6 +31,7 @@ multiplies all rows in one GEMM.
 
 from __future__ import annotations
 
+import time
 from functools import partial
 from typing import Any, Callable
 
@@ -39,8 +40,8 @@ import numpy as np
 from nmc.common import nm_format
 from nmc.isa.table import Instr, Mem, VRowFn, VUnFn
 from nmc.runtime.semantics import (
-    VBIN_FUNCTIONS, DataError, Thunk, f32_from_bits, int8_thunk, layernorm_into, prepare,
-    quantize_into, rescale_into, softmax_into, torch_gelu_into,
+    VBIN_FUNCTIONS, DataError, Thunk, f32_from_bits, int8_thunk, layernorm_into, matmul_thunk,
+    prepare, quantize_into, rescale_into, softmax_into, torch_gelu_into,
 )
 
 _ON_CHIP = (int(Mem.SPAD), int(Mem.ACC))
@@ -81,26 +82,54 @@ def _block(mems, mem: int, addr: int, rows: int, cols: int) -> np.ndarray:
     return _view(mems[mem], addr, rows, cols)
 
 
+class UniformLoad:
+    """A load of constants: it fills row 0 only, unless a reader needs every row."""
+
+    __slots__ = ("index", "all_rows")
+
+    def __init__(self, index: int):
+        self.index = index
+        self.all_rows = False
+
+
 class Uniformity:
     """Which on-chip words hold the same data in every row, followed in execution order
-    (see the module docstring). `varying_dram[w]`: DRAM word w may differ between rows
-    (an input, or a word the run stores to)."""
+    (see the module docstring): `source[mem][w]` is the index of the `UniformLoad` that
+    last wrote word w, or -1. `varying_dram[w]`: DRAM word w may differ between rows (an
+    input, or a word the run stores to)."""
 
     def __init__(self, varying_dram: np.ndarray, sizes: tuple[int, ...]):
         self.varying_dram = varying_dram
-        self.same = {m: np.zeros(sizes[m], bool) for m in _ON_CHIP}
+        self.source = {m: np.full(sizes[m], -1, np.int64) for m in _ON_CHIP}
+        self.loads: list[UniformLoad] = []
 
     def holds(self, mem: int, start: int, end: int) -> bool:
-        return mem in self.same and bool(self.same[mem][start:end].all())
+        return (mem in self.source and end > start
+                and bool((self.source[mem][start:end] >= 0).all()))
 
-    def after(self, instr: Instr) -> None:
-        """Update for `instr` having run."""
-        reads, writes = instr.footprint()
-        uniform = (instr.mnemonic == "load"
-                   and not self.varying_dram[reads[0].start:reads[0].end].any())
-        for region in writes:
-            if region.mem in self.same and region.words:
-                self.same[region.mem][region.start:region.end] = uniform
+    def read_rows(self, mem: int, start: int, end: int) -> None:
+        """A reader of every row of these words: the loads that wrote them fill every row."""
+        if mem in self.source:
+            for i in np.unique(self.source[mem][start:end]):
+                if i >= 0:
+                    self.loads[i].all_rows = True
+
+    def uniform_load(self, instr: Instr) -> UniformLoad | None:
+        """The record of `instr` if it is a load of constants."""
+        if instr.mnemonic != "load":
+            return None
+        src = instr.footprint()[0][0]
+        if self.varying_dram[src.start:src.end].any():
+            return None
+        self.loads.append(UniformLoad(len(self.loads)))
+        return self.loads[-1]
+
+    def wrote(self, instr: Instr, load: UniformLoad | None) -> None:
+        """Update for `instr` having run (`load`: its record if it is a load of constants)."""
+        index = load.index if load is not None else -1
+        for region in instr.footprint()[1]:
+            if region.mem in self.source and region.words:
+                self.source[region.mem][region.start:region.end] = index
 
 
 # ------------------------------------------------------------------------------------------
@@ -108,8 +137,10 @@ class Uniformity:
 
 
 class Verifier:
-    """Decides, once per (function, shape), whether a batched form is bit-identical to the
-    one-row form on every row (module docstring)."""
+    """Decides, once per (function, shape), whether to use a batched form: it must be
+    bit-identical to the one-row form on every row (module docstring) and, where asked
+    (`timed`), not slower than the rows one by one (a batched sgemm can lose to B calls
+    of one tile whose weights stay in cache): the better of three timings each."""
 
     def __init__(self, batch: int):
         self.batch = batch
@@ -117,18 +148,30 @@ class Verifier:
         self.rng = np.random.default_rng(0)
 
     def ok(self, key: tuple, shapes: list[tuple[int, ...]],
-           batched: Callable[..., None], single: Callable[..., None]) -> bool:
+           batched: Callable[..., None], single: Callable[..., None],
+           shared: tuple[bool, ...] = (), timed: bool = False) -> bool:
         """`shapes`: one-row shapes of the inputs then the output; `batched(*args, out)`
-        on [B x ...] arrays, `single(*args, out)` on one row's."""
+        on [B x ...] arrays (an input marked in `shared` is one array for every row),
+        `single(*args, out)` on one row's."""
+        key = (*key, shared)
         found = self.known.get(key)
         if found is None:
-            args = [self._rows(s) for s in shapes[:-1]]
+            shared = shared + (False,) * (len(shapes) - 1 - len(shared))
+            args = [self._rows(s)[0] if one else self._rows(s)
+                    for s, one in zip(shapes[:-1], shared)]
             out_b = self._rows(shapes[-1])
             out_s = out_b.copy()
             batched(*args, out_b)
-            for b in range(self.batch):
-                single(*(a[b] for a in args), out_s[b])
-            found = self.known[key] = bool(np.array_equal(out_b, out_s, equal_nan=True))
+
+            def one_by_one():
+                for b in range(self.batch):
+                    single(*(a if one else a[b] for a, one in zip(args, shared)), out_s[b])
+
+            one_by_one()
+            found = bool(np.array_equal(out_b, out_s, equal_nan=True))
+            if found and timed:
+                found = _best_time(lambda: batched(*args, out_b)) <= _best_time(one_by_one)
+            self.known[key] = found
         return found
 
     def _rows(self, shape: tuple[int, ...]) -> np.ndarray:
@@ -139,30 +182,54 @@ class Verifier:
         return _view(memory, 8, shape[0], int(np.prod(shape[1:])))
 
 
+def _best_time(call: Callable[[], None], repeats: int = 3) -> float:
+    best = float("inf")
+    for _ in range(repeats):
+        start = time.perf_counter()
+        call()
+        best = min(best, time.perf_counter() - start)
+    return best
+
+
 def _torch():
     import torch  # lazy, as in nmc.runtime.semantics
 
     return torch
 
 
-def _mm_single(a, w, out, accumulate: bool, transpose: bool):
-    torch = _torch()
-    tw = torch.from_numpy(w).T if transpose else torch.from_numpy(w)
-    to = torch.from_numpy(out)
-    if accumulate:
-        torch.addmm(to, torch.from_numpy(a), tw, out=to)
-    else:
-        torch.mm(torch.from_numpy(a), tw, out=to)
+def _mm_single(a, w, out, accumulate: bool, transpose: bool) -> None:
+    """One row: the one-input semantics' matmul (w [n x k] when transposed)."""
+    matmul_thunk(a, w.T if transpose else w, out, accumulate)()
 
 
-def _mm_batched(a, w, out, accumulate: bool, transpose: bool):
+def _mm_batched_thunk(a, w, out, accumulate: bool, transpose: bool) -> Thunk:
+    """out [B x m x n] (+)= a [B x m x k] @ w ([B x k x n], or one [k x n] for all rows;
+    [.. n x k] when transposed), as one batched sgemm (torch.bmm / baddbmm)."""
     torch = _torch()
-    tw = torch.from_numpy(w).transpose(1, 2) if transpose else torch.from_numpy(w)
-    to = torch.from_numpy(out)
+    ta, to, tw = torch.from_numpy(a), torch.from_numpy(out), torch.from_numpy(w)
+    if w.ndim == 2:
+        tw = tw.expand(a.shape[0], *w.shape)
+    tw = tw.transpose(1, 2) if transpose else tw
     if accumulate:
-        torch.baddbmm(to, torch.from_numpy(a), tw, out=to)
-    else:
-        torch.bmm(torch.from_numpy(a), tw, out=to)
+        return partial(torch.baddbmm, to, ta, tw, out=to)
+    return partial(torch.bmm, ta, tw, out=to)
+
+
+def _mm_batched(a, w, out, accumulate: bool, transpose: bool) -> None:
+    _mm_batched_thunk(a, w, out, accumulate, transpose)()
+
+
+def _mm_rows_thunk(a, w, out, accumulate: bool, transpose: bool) -> Thunk:
+    """The one-input matmul on each row in turn (w: one [k x n] for all rows or per row)."""
+    thunks = [matmul_thunk(a[b], (w if w.ndim == 2 else w[b]).T if transpose
+                           else (w if w.ndim == 2 else w[b]), out[b], accumulate)
+              for b in range(len(a))]
+
+    def run():
+        for thunk in thunks:
+            thunk()
+
+    return run
 
 
 def _exp(x, out):
@@ -175,8 +242,9 @@ def _exp(x, out):
 
 class BatchPreparer:
     """Prepared calls of no arguments performing instructions on every row of a
-    `BatchMachine` (None: nothing to do), in execution order (`prepare` must be called in
-    that order: it follows uniformity)."""
+    `BatchMachine` (None: nothing to do). `prepare` must be called in execution order: it
+    follows which words are uniform; the calls must run after all are prepared (a load of
+    constants learns only then whether a later reader needs every row)."""
 
     def __init__(self, machine: BatchMachine, varying_dram: np.ndarray):
         self.machine = machine
@@ -185,15 +253,21 @@ class BatchPreparer:
         self.verify = Verifier(machine.batch)
 
     def prepare(self, instr: Instr) -> Thunk | None:
-        make = _BATCHED.get(instr.mnemonic)
-        thunk = make(self, instr.fields) if make is not None else None
-        if thunk is NotImplemented or make is None:
-            thunk = self.per_row(instr)
-        self.uniform.after(instr)
+        load = self.uniform.uniform_load(instr)
+        if load is not None:
+            thunk = _uniform_load(self, instr.fields, load)
+        else:
+            make = _BATCHED.get(instr.mnemonic)
+            thunk = make(self, instr.fields) if make is not None else NotImplemented
+            if thunk is NotImplemented:
+                thunk = self.per_row(instr)
+        self.uniform.wrote(instr, load)
         return thunk
 
     def per_row(self, instr: Instr) -> Thunk | None:
         """The one-input semantics on each row's memories in turn."""
+        for region in instr.footprint()[0]:
+            self.uniform.read_rows(region.mem, region.start, region.end)
         thunks = [prepare(instr.mnemonic, row, instr.fields) for row in self.machine.rows]
         if all(t is None for t in thunks):
             return None
@@ -208,8 +282,47 @@ class BatchPreparer:
 
         return run
 
+    # operands
     def same(self, mem: int, addr: int, words: int) -> bool:
+        """Whether these words are uniform (then read them from row 0: `row0`)."""
         return self.uniform.holds(mem, addr, addr + words)
+
+    def row0(self, mem: int, addr: int, rows: int, cols: int) -> np.ndarray:
+        return self.mems[mem][0][addr:addr + rows * cols].reshape(rows, cols)
+
+    def rows(self, mem: int, addr: int, rows: int, cols: int) -> np.ndarray:
+        """[B x rows x cols]: the block in every row, read as such."""
+        self.uniform.read_rows(mem, addr, addr + rows * cols)
+        return _block(self.mems, mem, addr, rows, cols)
+
+    def operand(self, mem: int, addr: int, rows: int, cols: int) -> np.ndarray:
+        """A read operand that broadcasts against [B x rows x cols]: row 0's block
+        ([1 x rows x cols]) where it is uniform, else every row's."""
+        if self.same(mem, addr, rows * cols):
+            return self.row0(mem, addr, rows, cols)[None]
+        return self.rows(mem, addr, rows, cols)
+
+    def result(self, mem: int, addr: int, rows: int, cols: int) -> np.ndarray:
+        """[B x rows x cols]: a block the instruction writes in every row."""
+        return _block(self.mems, mem, addr, rows, cols)
+
+
+def _uniform_load(p: BatchPreparer, f, load: UniformLoad):
+    rows, cols = f["rows"], f["cols"]
+    if not (rows and cols):
+        return None
+    src = _view(p.mems[Mem.DRAM], f["dram"], rows, cols, f["stride"])
+    dst = p.result(f["mem"], f["local"], rows, cols)
+
+    dst0, src0 = dst[0], src[0]
+
+    def run():
+        if load.all_rows:
+            np.copyto(dst, src)
+        else:
+            np.copyto(dst0, src0)
+
+    return run
 
 
 def _dma(p: BatchPreparer, f, store: bool):
@@ -217,8 +330,9 @@ def _dma(p: BatchPreparer, f, store: bool):
     if not (rows and cols):
         return None
     dram = _view(p.mems[Mem.DRAM], f["dram"], rows, cols, f["stride"])
-    local = _block(p.mems, f["mem"], f["local"], rows, cols)
-    return partial(np.copyto, dram, local) if store else partial(np.copyto, local, dram)
+    if store:
+        return partial(np.copyto, dram, p.rows(f["mem"], f["local"], rows, cols))
+    return partial(np.copyto, p.result(f["mem"], f["local"], rows, cols), dram)
 
 
 def _matmul(p: BatchPreparer, f):
@@ -226,30 +340,33 @@ def _matmul(p: BatchPreparer, f):
     if not (m and n):
         return None
     acc, tr = bool(f["accumulate"]), bool(f["transpose_w"])
-    shapes = [(m, k), (n, k) if tr else (k, n), (m, n)]
-    if not p.verify.ok(("matmul", m, k, n, acc, tr), shapes,
-                       partial(_mm_batched, accumulate=acc, transpose=tr),
-                       partial(_mm_single, accumulate=acc, transpose=tr)):
-        return NotImplemented
-    a = _block(p.mems, Mem.SPAD, f["a"], m, k)
-    w = _block(p.mems, Mem.SPAD, f["w"], *((n, k) if tr else (k, n)))
-    out = _block(p.mems, Mem.ACC, f["out"], m, n)
-    return partial(_mm_batched, a, w, out, accumulate=acc, transpose=tr)
+    w_shape = (n, k) if tr else (k, n)
+    a = p.rows(Mem.SPAD, f["a"], m, k)
+    shared_w = p.same(Mem.SPAD, f["w"], k * n)
+    w = p.row0(Mem.SPAD, f["w"], *w_shape) if shared_w else p.rows(Mem.SPAD, f["w"], *w_shape)
+    out = p.rows(Mem.ACC, f["out"], m, n) if acc else p.result(Mem.ACC, f["out"], m, n)
+    if p.verify.ok(("matmul", m, k, n, acc, tr), [(m, k), w_shape, (m, n)],
+                   partial(_mm_batched, accumulate=acc, transpose=tr),
+                   partial(_mm_single, accumulate=acc, transpose=tr),
+                   (False, shared_w), timed=True):
+        return _mm_batched_thunk(a, w, out, acc, tr)
+    return _mm_rows_thunk(a, w, out, acc, tr)
 
 
-def _int_gemm(a: np.ndarray, w: np.ndarray, out: np.ndarray, accumulate: bool,
-              shared_w: bool) -> None:
-    """out (int32 words) [B x m x n] (+)= a [B x m x k] (int8) @ w (int8, [k x n] shared
-    by every row or [B x k x n]), exactly."""
+def _int_gemm(a: np.ndarray, w: np.ndarray, out: np.ndarray, accumulate: bool) -> None:
+    """out (int32 words) [B x m x n] (+)= a [B x m x k] (int8) @ w (int8, one [k x n] for
+    every row or [B x k x n]), exactly."""
     torch = _torch()
     acc = torch.from_numpy(out.view(np.int32))
     ta = torch.from_numpy(np.ascontiguousarray(a))
     tw = torch.from_numpy(np.ascontiguousarray(w))
-    if shared_w:
-        batch, m, k = ta.shape
+    batch, m, k = ta.shape
+    if k == 0:
+        product = torch.zeros(acc.shape, dtype=torch.int32)
+    elif w.ndim == 2:
         product = torch._int_mm(ta.reshape(batch * m, k), tw).reshape(batch, m, -1)
     else:
-        product = torch.stack([torch._int_mm(ta[b], tw[b]) for b in range(ta.shape[0])])
+        product = torch.stack([torch._int_mm(ta[b], tw[b]) for b in range(batch)])
     if accumulate:
         acc.add_(product)
     else:
@@ -260,11 +377,14 @@ def _imatmul(p: BatchPreparer, f):
     m, k, n = f["m"], f["k"], f["n"]
     if not (m and n):
         return None
-    a = _block(p.mems, Mem.SPAD, f["a"], m, k // 4).view(np.int8)
-    w = _block(p.mems, Mem.SPAD, f["w"], k, n // 4).view(np.int8)
-    out = _block(p.mems, Mem.ACC, f["out"], m, n)
-    shared = p.same(Mem.SPAD, f["w"], k * n // 4)
-    return partial(_int_gemm, a, w[0] if shared else w, out, bool(f["accumulate"]), shared)
+    a = p.rows(Mem.SPAD, f["a"], m, k // 4).view(np.int8)
+    if p.same(Mem.SPAD, f["w"], k * n // 4):
+        w = p.row0(Mem.SPAD, f["w"], k, n // 4).view(np.int8)
+    else:
+        w = p.rows(Mem.SPAD, f["w"], k, n // 4).view(np.int8)
+    acc = bool(f["accumulate"])
+    out = p.rows(Mem.ACC, f["out"], m, n) if acc else p.result(Mem.ACC, f["out"], m, n)
+    return partial(_int_gemm, a, w, out, acc)
 
 
 def _spmatmul(p: BatchPreparer, f, int8: bool = False):
@@ -278,34 +398,36 @@ def _spmatmul(p: BatchPreparer, f, int8: bool = False):
     if not (p.same(Mem.SPAD, f["w"], kc * value_cols)
             and p.same(Mem.SPAD, f["idx"], index_rows * n)):
         return NotImplemented
-    spad0 = p.mems[Mem.SPAD][0]
-    words = spad0[f["idx"]:f["idx"] + index_rows * n].reshape(index_rows, n).view(np.uint32)
-    values = spad0[f["w"]:f["w"] + kc * value_cols].reshape(kc, value_cols)
-    out = _block(p.mems, Mem.ACC, f["out"], m, n)
+    words = p.row0(Mem.SPAD, f["idx"], index_rows, n).view(np.uint32)
+    values = p.row0(Mem.SPAD, f["w"], kc, value_cols)
     acc = bool(f["accumulate"])
+    out = p.rows(Mem.ACC, f["out"], m, n) if acc else p.result(Mem.ACC, f["out"], m, n)
     if int8:
-        a = _block(p.mems, Mem.SPAD, f["a"], m, k // 4).view(np.int8)
+        a = p.rows(Mem.SPAD, f["a"], m, k // 4).view(np.int8)
 
         def run_int8():
             dense = nm_format.unpack_tile(values.view(np.int8).astype(np.float32), words,
                                           k, pn, pm)
             if np.abs(dense).max(initial=0) <= 127:
-                _int_gemm(a, dense.astype(np.int8), out, acc, True)
+                _int_gemm(a, dense.astype(np.int8), out, acc)
             else:  # a malformed index stream summed two values: the one-row semantics
                 for b in range(len(a)):
                     int8_thunk(a[b], dense, out[b], acc)()
 
         return run_int8
-    if not p.verify.ok(("matmul", m, k, n, acc, False), [(m, k), (k, n), (m, n)],
-                       partial(_mm_batched, accumulate=acc, transpose=False),
-                       partial(_mm_single, accumulate=acc, transpose=False)):
-        return NotImplemented
-    a = _block(p.mems, Mem.SPAD, f["a"], m, k)
-    batch = p.machine.batch
+    a = p.rows(Mem.SPAD, f["a"], m, k)
+    batched = partial(_mm_batched, accumulate=acc, transpose=False)
+    single = partial(_mm_single, accumulate=acc, transpose=False)
+    fits = p.verify.ok(("matmul", m, k, n, acc, False), [(m, k), (k, n), (m, n)],
+                       batched, single, (False, True), timed=True)
 
     def run():
         dense = nm_format.unpack_tile(values, words, k, pn, pm)
-        _mm_batched(a, np.broadcast_to(dense, (batch, k, n)), out, acc, False)
+        if fits:
+            batched(a, dense, out)
+        else:
+            for b in range(len(a)):
+                single(a[b], dense, out[b])
 
     return run
 
@@ -314,9 +436,9 @@ def _vbin(p: BatchPreparer, f):
     rows, cols = f["rows"], f["cols"]
     if not (rows and cols):
         return None
-    a = _block(p.mems, f["a_mem"], f["a"], rows, cols)
-    b = _block(p.mems, f["b_mem"], f["b"], 1 if f["bcast"] else rows, cols)
-    dst = _block(p.mems, f["dst_mem"], f["dst"], rows, cols)
+    a = p.operand(f["a_mem"], f["a"], rows, cols)
+    b = p.operand(f["b_mem"], f["b"], 1 if f["bcast"] else rows, cols)
+    dst = p.result(f["dst_mem"], f["dst"], rows, cols)
     return partial(VBIN_FUNCTIONS[f["fn"]], a, b, out=dst)
 
 
@@ -324,8 +446,8 @@ def _vun(p: BatchPreparer, f):
     rows, cols, fn = f["rows"], f["cols"], f["fn"]
     if not (rows and cols):
         return None
-    src = _block(p.mems, f["src_mem"], f["src"], rows, cols)
-    dst = _block(p.mems, f["dst_mem"], f["dst"], rows, cols // 4 if fn == VUnFn.QUANT else cols)
+    src = p.rows(f["src_mem"], f["src"], rows, cols)
+    dst = p.result(f["dst_mem"], f["dst"], rows, cols // 4 if fn == VUnFn.QUANT else cols)
     imm = f32_from_bits(f["imm"])
     if fn == VUnFn.QUANT:
         return partial(quantize_into, src, imm, dst)
@@ -357,38 +479,32 @@ def _vrow(p: BatchPreparer, f):
     rows, cols, fn = f["rows"], f["cols"], f["fn"]
     if not (rows and cols):
         return None
-    src = _block(p.mems, f["src_mem"], f["src"], rows, cols)
-    dst = _block(p.mems, f["dst_mem"], f["dst"], rows, cols)
+    params_uniform = p.same(Mem.SPAD, f["param"], 2 * cols)
+    if fn in (VRowFn.RESCALE, VRowFn.LAYERNORM) and not params_uniform:
+        return NotImplemented  # per-row parameters: not what the compiler makes
+    src = p.rows(f["src_mem"], f["src"], rows, cols)
+    dst = p.result(f["dst_mem"], f["dst"], rows, cols)
     imm = f32_from_bits(f["imm"])
     if fn == VRowFn.RESCALE:  # exact: an int32 add, a conversion and a product, rounded once
-        if not p.same(Mem.SPAD, f["param"], 2 * cols):
-            return NotImplemented
-        params = p.mems[Mem.SPAD][0][f["param"]:f["param"] + 2 * cols]
-        return partial(rescale_into, src, params, dst)
+        return partial(rescale_into, src, p.row0(Mem.SPAD, f["param"], 1, 2 * cols)[0], dst)
     if fn == VRowFn.SOFTMAX:
         def function(x, out):
             softmax_into(x, imm, out)
 
-        if not p.verify.ok(("softmax", rows, cols), [(rows, cols), (rows, cols)],
-                           function, function):
-            return NotImplemented
-        return partial(function, src, dst)
-    if fn == VRowFn.LAYERNORM:
-        if not p.same(Mem.SPAD, f["param"], 2 * cols):
-            return NotImplemented  # gamma and beta differ per row: not what compilers make
-        spad0 = p.mems[Mem.SPAD][0]
-        gamma = spad0[f["param"]:f["param"] + cols]
-        beta = spad0[f["param"] + cols:f["param"] + 2 * cols]
+        key = ("softmax", rows, cols)
+    elif fn == VRowFn.LAYERNORM:
+        gamma, beta = p.row0(Mem.SPAD, f["param"], 2, cols)
         eps = float(imm)
 
-        def norm(x, out):
+        def function(x, out):
             layernorm_into(x, gamma, beta, eps, out)
 
-        if not p.verify.ok(("layernorm", rows, cols), [(rows, cols), (rows, cols)],
-                           norm, norm):
-            return NotImplemented
-        return partial(norm, src, dst)
-    return NotImplemented
+        key = ("layernorm", rows, cols)
+    else:
+        return NotImplemented
+    if not p.verify.ok(key, [(rows, cols), (rows, cols)], function, function):
+        return NotImplemented
+    return partial(function, src, dst)
 
 
 _BATCHED: dict[str, Callable[[BatchPreparer, Any], Thunk | None]] = {

@@ -140,7 +140,7 @@ def _matmul_operands(mems: Mems, f: Mapping[str, int]):
     return a, w, _block(mems, Mem.ACC, f["out"], m, n)
 
 
-def _matmul_thunk(a: np.ndarray, w: np.ndarray, out: np.ndarray, accumulate: bool):
+def matmul_thunk(a: np.ndarray, w: np.ndarray, out: np.ndarray, accumulate: bool):
     """out = a @ w, or out += a @ w, as one sgemm (beta = 1 when accumulating) by torch's
     BLAS on views of the memories. torch, not numpy: GELU already runs in torch, and two
     BLAS thread pools (numpy's OpenBLAS, torch's OpenMP) busy-waiting for each other's
@@ -224,7 +224,7 @@ def _spmatmul(mems: Mems, f: Mapping[str, int], int8: bool = False) -> None:
     w = _block(mems, Mem.SPAD, f["w"], kc, n)
     dense = nm_format.unpack_tile(w, words, k, pn, pm)
     a = _block(mems, Mem.SPAD, f["a"], m, k)
-    _matmul_thunk(a, dense, out, bool(f["accumulate"]))()
+    matmul_thunk(a, dense, out, bool(f["accumulate"]))()
 
 
 # --------------------------------------------------------------------------------------
@@ -421,7 +421,7 @@ def _prep_store(mems: Mems, f: Mapping[str, int]) -> Thunk | None:
 def _prep_matmul(mems: Mems, f: Mapping[str, int]) -> Thunk | None:
     if not (f["m"] and f["n"]):
         return None
-    return _matmul_thunk(*_matmul_operands(mems, f), bool(f["accumulate"]))
+    return matmul_thunk(*_matmul_operands(mems, f), bool(f["accumulate"]))
 
 
 def _prep_imatmul(mems: Mems, f: Mapping[str, int]) -> Thunk | None:
