@@ -1,7 +1,9 @@
 """A compiled classifier's accuracy, measured on the emulator itself (`nmc eval`).
 
 The program is loaded once (`LoadedProgram`) and run on the images in batches of its
-input's batch size (a last partial batch is padded with zeros, whose outputs are dropped).
+input's batch size (a last partial batch is padded with zeros, whose outputs are dropped),
+`RUNS_PER_WALK` of those runs at a time in one walk of the instruction stream
+(`LoadedProgram.run_batch`, bit-identical to running them one by one).
 Its outputs are the logits; the prediction is their argmax, as in PyTorch (ties: the
 lowest class index, numpy's and torch's rule alike).
 """
@@ -16,6 +18,11 @@ from nmc.common.progress import progress
 from nmc.isa.target import Target
 from nmc.runtime.emulator import LoadedProgram
 from nmc.runtime.errors import EmulatorError
+
+
+RUNS_PER_WALK = 8
+"""Runs of the program per walk of its instructions (memory grows with it: every walk
+holds this many copies of the program's memories)."""
 
 
 @dataclass
@@ -60,13 +67,18 @@ def run_classifier(program, target: Target, images: np.ndarray,
     batch, shape = int(sym.shape[0]), tuple(int(d) for d in sym.shape[1:])
     loaded = loaded if loaded is not None else LoadedProgram(program, target)
     logits, cycles = [], 0
-    starts = range(0, len(images), batch)
-    for start in progress(starts, desc="eval", unit="batch"):
-        chunk = np.zeros((batch, *shape), np.float32)
-        part = images[start:start + batch]
-        chunk[:len(part)] = part
-        result = loaded.run({sym.name: chunk})
-        logits.append(next(iter(result.outputs.values()))[:len(part)])
-        cycles = int(result.total_cycles)
+    step = batch * RUNS_PER_WALK
+    with progress(total=len(images), desc="eval", unit="image") as bar:
+        for start in range(0, len(images), step):
+            part = images[start:start + step]
+            runs = -(-len(part) // batch)
+            chunks = np.zeros((runs * batch, *shape), np.float32)
+            chunks[:len(part)] = part
+            results = loaded.run_batch([{sym.name: chunks[r * batch:(r + 1) * batch]}
+                                        for r in range(runs)])
+            out = np.concatenate([next(iter(r.outputs.values())) for r in results])
+            logits.append(out[:len(part)])
+            cycles = int(results[-1].total_cycles)
+            bar.update(len(part))
     out = np.concatenate(logits) if logits else np.zeros((0, outputs[0].shape[1]), np.float32)
     return Evaluation(np.argmax(out, axis=1), out, cycles, batch)
