@@ -153,7 +153,8 @@ NOTES = """Notes (hand-written, from the rows above and bench runs of single lay
 - Accuracy (bench/int8_digits_accuracy.py: deit_digits trained 25 epochs with AdamW,
   test split of 359 images, calibration on 32 training images): fp32 94.99 % (PyTorch and
   the sta_ref emulator), int8 on the sta_int8 emulator 94.99 %: within 0.5 pt. Emulator time per
-  image at that size: 16 ms fp32, 35 ms int8 (exact int8 tiles are float64 GEMMs)."""
+  image at that size: 16 ms fp32, 35 ms int8 (measured when exact int8 tiles were float64
+  GEMMs; they are `torch._int_mm` now, see "Emulator throughput")."""
 
 
 def main(argv=None) -> int:
