@@ -139,16 +139,20 @@ class _WrittenOut(torch.nn.Module):
     """LayerNorm and GELU as older exporters (and hand-written models) spell them:
     ReduceMean, Sub, Pow, ReduceMean, Add, Sqrt, Div, Mul, Add; Div, Erf, Add, Mul, Mul."""
 
-    def __init__(self, tanh: bool):
+    def __init__(self, tanh: bool, affine: str = "both"):
         super().__init__()
-        self.tanh = tanh
+        self.tanh, self.affine = tanh, affine
         self.gamma = torch.nn.Parameter(torch.randn(16))
         self.beta = torch.nn.Parameter(torch.randn(16))
         self.fc = torch.nn.Linear(16, 32)
 
     def forward(self, x):
         d = x - x.mean(-1, keepdim=True)
-        x = d / torch.sqrt((d ** 2).mean(-1, keepdim=True) + 1e-3) * self.gamma + self.beta
+        x = d / torch.sqrt((d ** 2).mean(-1, keepdim=True) + 1e-3)
+        if self.affine != "none":
+            x = x * self.gamma
+        if self.affine == "both":
+            x = x + self.beta
         h = self.fc(x)
         if self.tanh:
             return 0.5 * h * (1 + torch.tanh(0.7978845608 * (h + 0.044715 * h ** 3)))
@@ -164,6 +168,18 @@ def test_written_out_layer_norm_and_gelu_match_onnxruntime(tmp_path, tanh):
     _, result, got = compile_and_run(path, x)
     assert rel_err(got, onnxruntime_output(path, x)) < 1e-4
     # the GELU runs in the linear's epilogue (fuse-activations): two layers
+    assert [layer.kind for layer in result.layers] == ["layer_norm", "linear"]
+
+
+@pytest.mark.parametrize("affine", ["none", "gamma"])
+def test_written_out_layer_norm_without_its_affine_matches_onnxruntime(tmp_path, affine):
+    """elementwise_affine=False (or a gamma alone): completed with * 1 + 0 before import."""
+    torch.manual_seed(0)
+    path = tmp_path / "written.onnx"
+    export_onnx(_WrittenOut(False, affine), torch.randn(1, 5, 16), path)
+    x = _input((1, 5, 16))
+    _, result, got = compile_and_run(path, x)
+    assert rel_err(got, onnxruntime_output(path, x)) < 1e-4
     assert [layer.kind for layer in result.layers] == ["layer_norm", "linear"]
 
 

@@ -32,7 +32,7 @@ from onnx import helper, numpy_helper
 
 from nmc.compiler.errors import FrontendError
 from nmc.compiler.frontend.onnx_rewrites import (
-    combine_additive_constants, orient_linear_weights,
+    combine_additive_constants, complete_layer_norm_affine, orient_linear_weights,
 )
 from nmc.compiler.frontend.onnx_shapes import (
     check_static, fix_input_shapes, fold_constants, infer_shapes, static_shapes,
@@ -77,6 +77,7 @@ def prepare_onnx(path: str | os.PathLike[str],
     model = fold_constants(model, shown)
     check_static(model, shown)
     combine_additive_constants(model, static_shapes(model))
+    complete_layer_norm_affine(model, static_shapes(model))
     orient_linear_weights(model, _is_weight)
     prog = OnnxProgram(infer_shapes(model, shown), list(input_shapes), input_shapes)
     _weights_to_inputs(prog)

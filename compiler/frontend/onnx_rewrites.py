@@ -11,6 +11,11 @@ exact (the model computes the same function).
   Add(Reshape(X), C): Swin's relative position bias and its shifted-window mask, added on
   either side of a view of the attention scores, become one additive term (what
   `frontend/fold.py` does for torch.export graphs), which `nm.attention` takes as its bias.
+- `complete_layer_norm_affine`: a LayerNorm written out in arithmetic (ReduceMean, Sub,
+  Pow, ReduceMean, Add, Sqrt, Div) without its affine (gamma, beta: LayerNorm(...,
+  elementwise_affine=False)) gets `* ones + zeros` after it, as the frontend does for a
+  torch.export `layer_norm` without weights (`materialize.py`); the vector unit's
+  layernorm reads gamma and beta, and multiplying by 1 and adding 0 change no value.
 """
 
 from __future__ import annotations
@@ -176,3 +181,81 @@ def _combinable(add2, inits, producer, consumers, shapes):  # noqa: ANN001, ANN2
     if np.broadcast_shapes(c.shape, tuple(s)) != tuple(s):
         return None
     return reshape, add1, x, c
+
+
+def complete_layer_norm_affine(model: onnx.ModelProto,
+                               shapes: dict[str, tuple[int, ...]]) -> None:
+    g = model.graph
+    inits = {t.name: t for t in g.initializer}
+    producer = {o: n for n in g.node for o in n.output}
+    consumers = _consumers(g)
+    taken = set(inits) | set(producer) | {i.name for i in g.input}
+    graph_outputs = {o.name for o in g.output}
+    after: dict[int, list[onnx.NodeProto]] = {}  # id(node) -> nodes to put after it
+    renamed: dict[str, str] = {}  # a normalised value -> its affine output
+    for div in g.node:
+        x = _layer_norm_input(div, producer)
+        c = shapes.get(x, ())[-1:] if x is not None else ()
+        if not c:
+            continue
+        y = div.output[0]
+        gamma = _only_affine(y, "Mul", consumers, inits, c[0])
+        beta = _only_affine(gamma.output[0], "Add", consumers, inits, c[0]) if gamma else None
+        if gamma is not None and beta is not None:
+            continue
+        anchor, value = (div, y) if gamma is None else (gamma, gamma.output[0])
+        if value in graph_outputs:  # the model's result itself: left as it is (refused)
+            continue
+        new_nodes, out = [], value
+        for op, fill, wanted in (("Mul", 1.0, gamma is None), ("Add", 0.0, True)):
+            if not wanted:
+                continue
+            const = _unique(f"{div.name or y}.{'weight' if op == 'Mul' else 'bias'}", taken)
+            g.initializer.append(numpy_helper.from_array(np.full(c, fill, np.float32), const))
+            result = _unique(f"{value}__{op.lower()}", taken)
+            new_nodes.append(helper.make_node(op, [out, const], [result],
+                                              name=_unique(f"{anchor.name}_{op}", taken)))
+            out = result
+        after[id(anchor)] = new_nodes
+        renamed[value] = out
+    if not after:
+        return
+    nodes: list[onnx.NodeProto] = []
+    for node in g.node:  # the readers of a normalised value now read it completed
+        for i, name in enumerate(node.input):
+            node.input[i] = renamed.get(name, name)
+        nodes.append(node)
+        nodes.extend(after.get(id(node), []))
+    del g.node[:]
+    g.node.extend(nodes)
+
+
+def _layer_norm_input(div: onnx.NodeProto, producer) -> str | None:  # noqa: ANN001
+    """x when `div` is (x - mean(x)) / sqrt(mean((x - mean(x))^2) + eps), last dim."""
+    if div.op_type != "Div" or len(div.input) != 2:
+        return None
+    sub, sqrt = producer.get(div.input[0]), producer.get(div.input[1])
+    if sub is None or sub.op_type != "Sub" or sqrt is None or sqrt.op_type != "Sqrt":
+        return None
+    mean = producer.get(sub.input[1])
+    add = producer.get(sqrt.input[0])
+    if mean is None or mean.op_type != "ReduceMean" or mean.input[0] != sub.input[0] \
+            or add is None or add.op_type != "Add":
+        return None
+    var = next((producer.get(i) for i in add.input
+                if producer.get(i) is not None and producer[i].op_type == "ReduceMean"), None)
+    square = producer.get(var.input[0]) if var is not None else None
+    if square is None or square.op_type not in ("Pow", "Mul") or square.input[0] != div.input[0]:
+        return None
+    return sub.input[0]
+
+
+def _only_affine(value: str, op_type: str, consumers, inits, c: int):  # noqa: ANN001, ANN202
+    """The one consumer of `value`: an `op_type` node with a [C] initializer, or None."""
+    users = consumers.get(value, [])
+    if len(users) != 1 or users[0].op_type != op_type:
+        return None
+    node = users[0]
+    other = [i for i in node.input if i != value]
+    t = inits.get(other[0]) if len(other) == 1 else None
+    return node if t is not None and tuple(t.dims) in ((c,), (1, c), (1, 1, c)) else None
