@@ -113,3 +113,32 @@ def test_pytorch_attention_modules_at_batch_2(tmp_path, batch_first, kind):
     with torch.no_grad():
         want = module(x).numpy()
     assert _rel_err(got, want) < 1e-4
+
+
+class _PlainNorm(torch.nn.Module):
+    """LayerNorm(elementwise_affine=False): native_layer_norm with no weights once
+    decomposed."""
+
+    def __init__(self):
+        super().__init__()
+        self.norm = torch.nn.LayerNorm(16, elementwise_affine=False)
+        self.fc = torch.nn.Linear(16, 8)
+
+    def forward(self, x):
+        return self.fc(self.norm(x))
+
+
+def test_layer_norm_without_affine_after_default_decompositions_matches_pytorch(tmp_path):
+    torch.manual_seed(0)
+    module = _PlainNorm().eval()
+    example = torch.randn(1, 5, 16)
+    with torch.no_grad():
+        ep = torch.export.export(module, (example,)).run_decompositions()
+    assert any(n.target is torch.ops.aten.native_layer_norm.default and n.args[2] is None
+               for n in ep.graph.nodes)
+    _save(ep, tmp_path / "plain.pt2")
+    x = torch.randn(example.shape, generator=torch.Generator().manual_seed(1))
+    got = _compile_run(tmp_path / "plain.pt2", x)
+    with torch.no_grad():
+        want = module(x).numpy()
+    assert _rel_err(got, want) < 1e-5

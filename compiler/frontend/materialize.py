@@ -10,6 +10,7 @@ bit for bit to what PyTorch computes:
     rsub.Scalar(x, c)  (c - x)  -> C - x    C = c in x's full shape (nm.sub broadcasts
                                             only its subtrahend)
     layer_norm(x, [D], None, None, eps)     -> layer_norm(x, [D], ones, zeros, eps)
+                                               (native_layer_norm alike)
     conv2d(x, w, None, ...)                 -> conv2d(x, w, zeros, ...)
     pad / constant_pad_nd(x, pad, v)        -> cat([V_before, x, V_after], d) for each
                                                padded dim d but the last, V full of v
@@ -146,6 +147,8 @@ _RULES = {
     _aten.sub.Tensor: _Materializer.scalar_operand,
     _aten.rsub.Scalar: _Materializer.scalar_operand,
     _aten.layer_norm.default: _Materializer.layer_norm_affine,
+    # the default decomposition table's form (same arguments): run_decompositions() graphs
+    _aten.native_layer_norm.default: _Materializer.layer_norm_affine,
     _aten.conv2d.default: _Materializer.conv_bias,
     _aten.constant_pad_nd.default: _Materializer.pad,
     _aten.pad.default: _Materializer.pad,
