@@ -26,6 +26,7 @@ import json
 import math
 import os
 import random
+import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Callable, Protocol
@@ -193,6 +194,7 @@ class Run:
 
         set_training(self.model, True)
         parallel = data_parallel.size() > 1
+        began, epochs_here = time.perf_counter(), settings.epochs - start
         with torch_threads(data_parallel.threads(THREADS)):
             bar = progress(range(start, settings.epochs), desc=stage, unit="epoch")
             mean_loss = None
@@ -227,8 +229,9 @@ class Run:
                     raise KeyboardInterrupt
         set_training(self.model, False)
         if mean_loss is not None:
+            per_epoch = (time.perf_counter() - began) / epochs_here
             self.log(f"{stage}: {settings.epochs} epochs done (last epoch's training loss "
-                     f"{mean_loss:.3f})")
+                     f"{mean_loss:.3f}; {per_epoch:.2f} s per epoch)")
         self.finish(stage, asdict(settings))
 
     def _parallel_step(self, regime: Regime, split: Split, idx: torch.Tensor, opt,
