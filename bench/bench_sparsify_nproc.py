@@ -29,6 +29,7 @@ sys.path.insert(0, str(ROOT / "bench"))
 OUT = ROOT / "out" / "bench_sparsify_nproc"
 
 from bench_deit import cpu_model  # noqa: E402  (bench/, put on sys.path above)
+from sections import publish  # noqa: E402
 
 EPOCH_LINE = re.compile(r"^(\w+): \d+ epochs done .*; ([0-9.]+) s per epoch\)$", re.M)
 
@@ -97,12 +98,7 @@ def main() -> int:
         f"{r2['accuracy']['test']:.2%}; largest weight difference "
         f"{_weight_difference(runs[1]['model'], runs[2]['model']):.2e}.",
     ]
-    body = "\n".join(lines)
-    print(body)
-    if not args.no_write:
-        from sections import replace_section
-
-        replace_section(ROOT / "BENCHMARKS.md", "bench_sparsify_nproc", body)
+    publish(ROOT / "BENCHMARKS.md", "bench_sparsify_nproc", "\n".join(lines), write=not args.no_write)
     return 0
 
 

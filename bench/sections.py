@@ -22,3 +22,10 @@ def replace_section(path: Path, name: str, body: str) -> None:
     else:
         text = text.rstrip("\n") + "\n\n" + section + "\n"
     path.write_text(text)
+
+
+def publish(path: Path, name: str, body: str, write: bool = True) -> None:
+    """Print a bench's section and, when `write`, put it in `path` (`replace_section`)."""
+    print(body)
+    if write:
+        replace_section(path, name, body)
