@@ -119,8 +119,9 @@ def _input_scale(layer: _Layer) -> float:
         raise layer.error("dynamically quantized activations (scale computed at run time)")
     scale, zero, qmin, qmax, dtype = params
     if dtype != torch.int8:
+        made = "; X86InductorQuantizer's scheme" if dtype == torch.uint8 else ""
         raise layer.error(f"{str(dtype).removeprefix('torch.')} activations (zero point "
-                          f"{zero}; X86InductorQuantizer's scheme)")
+                          f"{zero}{made})")
     if zero != 0:
         raise layer.error(f"asymmetric activations (zero point {zero})")
     if (qmin, qmax) != (quant.QMIN_ACT, quant.QMAX_ACT):
