@@ -47,7 +47,7 @@ images):
   (XNNPACK-style symmetric quantizer, HistogramObserver, the same 8 images; the
   10-class head runs fp32 in both). With 32 calibration images, first 300 test images:
   fp32 86.3 %, nmc's calibration 84.3 % (287/300 predictions equal to fp32's), PT2E 85.3 %
-  (290/300); with 8: 85.7 % (292/300) and 86.3 % (291/300). More calibration images make
+  (290/300); with 8 images: nmc's 85.7 % (292/300), PT2E 86.3 % (291/300). More images make
   max |x| larger: DINOv2's few outlier activations then coarsen the per-tensor int8 grid
   for every other value. The digits model (no such outliers) loses nothing.
 - Not tried: a percentile or MSE observer for nmc's calibration, or keeping the
