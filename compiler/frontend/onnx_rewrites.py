@@ -35,6 +35,15 @@ def _consumers(g: onnx.GraphProto) -> dict[str, list[onnx.NodeProto]]:
     return out
 
 
+def _index(g: onnx.GraphProto):  # noqa: ANN202
+    """(initializers by name, the node making each value, the nodes reading each value,
+    the names already taken) of graph `g`."""
+    inits = {t.name: t for t in g.initializer}
+    producer = {o: n for n in g.node for o in n.output}
+    taken = set(inits) | set(producer) | {i.name for i in g.input}
+    return inits, producer, _consumers(g), taken
+
+
 def _drop_unused_initializers(g: onnx.GraphProto) -> None:
     used = {i for n in g.node for i in n.input}
     keep = [t for t in g.initializer if t.name in used]
@@ -102,10 +111,7 @@ def _linear_weight_name(node: onnx.NodeProto, w: str, consumers, inits, taken) -
 def combine_additive_constants(model: onnx.ModelProto,
                                shapes: dict[str, tuple[int, ...]]) -> None:
     g = model.graph
-    inits = {t.name: t for t in g.initializer}
-    producer = {o: n for n in g.node for o in n.output}
-    consumers = _consumers(g)
-    taken = set(inits) | set(producer) | {i.name for i in g.input}
+    inits, producer, consumers, taken = _index(g)
     replaced: dict[int, list[onnx.NodeProto]] = {}  # id(second add) -> its replacement
     removed: set[int] = set()
     for add2 in g.node:
@@ -186,10 +192,7 @@ def _combinable(add2, inits, producer, consumers, shapes):  # noqa: ANN001, ANN2
 def complete_layer_norm_affine(model: onnx.ModelProto,
                                shapes: dict[str, tuple[int, ...]]) -> None:
     g = model.graph
-    inits = {t.name: t for t in g.initializer}
-    producer = {o: n for n in g.node for o in n.output}
-    consumers = _consumers(g)
-    taken = set(inits) | set(producer) | {i.name for i in g.input}
+    inits, producer, consumers, taken = _index(g)
     graph_outputs = {o.name for o in g.output}
     after: dict[int, list[onnx.NodeProto]] = {}  # id(node) -> nodes to put after it
     renamed: dict[str, str] = {}  # a normalised value -> its affine output
