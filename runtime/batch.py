@@ -39,6 +39,7 @@ import numpy as np
 
 from nmc.common import nm_format
 from nmc.isa.table import Instr, Mem, VRowFn, VUnFn
+from nmc.runtime.machine import filled_memory
 from nmc.runtime.semantics import (
     VBIN_FUNCTIONS, DataError, Thunk, f32_from_bits, int8_thunk, layernorm_into, matmul_thunk,
     prepare, quantize_into, rescale_into, softmax_into, torch_gelu_into,
@@ -51,13 +52,9 @@ class BatchMachine:
     """The memories of B machines, one row each: [B x words] per memory (`mems[Mem.X]`)."""
 
     def __init__(self, target, dram_words: int, batch: int, fill: float = 0.0):
-        def filled(words: int) -> np.ndarray:
-            if fill == 0.0 and not np.signbit(fill):
-                return np.zeros((batch, words), np.float32)  # calloc: untouched pages free
-            return np.full((batch, words), fill, np.float32)
-
         self.batch, self.fill = batch, fill
-        self.mems = (filled(dram_words), filled(target.spad_words), filled(target.acc_words))
+        self.mems = tuple(filled_memory((batch, words), fill)
+                          for words in (dram_words, target.spad_words, target.acc_words))
         self.rows = [tuple(m[b] for m in self.mems) for b in range(batch)]
 
     def reset(self, dram_ranges: list[tuple[int, int]]) -> None:
@@ -306,6 +303,12 @@ class BatchPreparer:
         """[B x rows x cols]: a block the instruction writes in every row."""
         return _block(self.mems, mem, addr, rows, cols)
 
+    def matmul_out(self, f, m: int, n: int) -> np.ndarray:
+        """[B x m x n]: a matmul's ACC tile, also read when it accumulates."""
+        if f["accumulate"]:
+            return self.rows(Mem.ACC, f["out"], m, n)
+        return self.result(Mem.ACC, f["out"], m, n)
+
 
 def _uniform_load(p: BatchPreparer, f, load: UniformLoad):
     rows, cols = f["rows"], f["cols"]
@@ -344,7 +347,7 @@ def _matmul(p: BatchPreparer, f):
     a = p.rows(Mem.SPAD, f["a"], m, k)
     shared_w = p.same(Mem.SPAD, f["w"], k * n)
     w = p.row0(Mem.SPAD, f["w"], *w_shape) if shared_w else p.rows(Mem.SPAD, f["w"], *w_shape)
-    out = p.rows(Mem.ACC, f["out"], m, n) if acc else p.result(Mem.ACC, f["out"], m, n)
+    out = p.matmul_out(f, m, n)
     if p.verify.ok(("matmul", m, k, n, acc, tr), [(m, k), w_shape, (m, n)],
                    partial(_mm_batched, accumulate=acc, transpose=tr),
                    partial(_mm_single, accumulate=acc, transpose=tr),
@@ -383,7 +386,7 @@ def _imatmul(p: BatchPreparer, f):
     else:
         w = p.rows(Mem.SPAD, f["w"], k, n // 4).view(np.int8)
     acc = bool(f["accumulate"])
-    out = p.rows(Mem.ACC, f["out"], m, n) if acc else p.result(Mem.ACC, f["out"], m, n)
+    out = p.matmul_out(f, m, n)
     return partial(_int_gemm, a, w, out, acc)
 
 
@@ -401,7 +404,7 @@ def _spmatmul(p: BatchPreparer, f, int8: bool = False):
     words = p.row0(Mem.SPAD, f["idx"], index_rows, n).view(np.uint32)
     values = p.row0(Mem.SPAD, f["w"], kc, value_cols)
     acc = bool(f["accumulate"])
-    out = p.rows(Mem.ACC, f["out"], m, n) if acc else p.result(Mem.ACC, f["out"], m, n)
+    out = p.matmul_out(f, m, n)
     if int8:
         a = p.rows(Mem.SPAD, f["a"], m, k // 4).view(np.int8)
 

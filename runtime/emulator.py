@@ -599,14 +599,26 @@ class LoadedProgram:
                 )
         self._stored = _stored_ranges(program.instructions, machine.dram.size)
 
-    def _write_constants(self, ranges: list[tuple[int, int]] | None) -> None:
-        """Write the constants (only those meeting `ranges`, when given) to DRAM."""
+    def _constants(self, ranges: list[tuple[int, int]] | None):
+        """(index, DRAM address, values) of the constants meeting `ranges` (all: None)."""
         for i, (addr, values) in enumerate(self.program.constants):
             values = np.asarray(values)
-            if ranges is not None and not any(lo < addr + values.size and addr < hi
-                                              for lo, hi in ranges):
-                continue
-            self.machine.write_dram(int(addr), values, f"constant #{i}")
+            if ranges is None or any(lo < addr + values.size and addr < hi
+                                     for lo, hi in ranges):
+                yield i, int(addr), values
+
+    def _write_constants(self, ranges: list[tuple[int, int]] | None) -> None:
+        """Write the constants (only those meeting `ranges`, when given) to DRAM."""
+        for i, addr, values in self._constants(ranges):
+            self.machine.write_dram(addr, values, f"constant #{i}")
+
+    def _fast_plan_once(self) -> "_FastRun | None":
+        """The fast path's plan, made on first use (None, and not tried again, where the
+        fast path does not apply). Call it with the run's threads and gc settings."""
+        if self._fast and self._plan is None:
+            self._plan = _fast_plan(self.program, self.target, self.machine, *self._options)
+            self._fast = self._plan is not None
+        return self._plan
 
     def run(self, inputs: Mapping[str, Any], *, trace: bool = False) -> RunResult:
         program, target, machine = self.program, self.target, self.machine
@@ -628,11 +640,7 @@ class LoadedProgram:
         # `pytest -n 2`); BLAS results may depend on the thread count, so both paths run
         # with the same one
         with np.errstate(all="ignore"), _no_gc(), torch_threads(1):
-            if self._fast and self._plan is None:
-                self._plan = _fast_plan(program, target, machine, max_instructions,
-                                        check_races)
-                self._fast = self._plan is not None  # not applicable: not again either
-            if self._plan is not None:
+            if self._fast_plan_once() is not None:
                 self._plan.execute(program.instructions)
                 ran = self._plan.stats
                 if trace_list is not None:
@@ -656,10 +664,7 @@ class LoadedProgram:
         if len(checked) <= 1 or not self._fast:
             return [self.run(inputs) for inputs in batch_inputs]
         with np.errstate(all="ignore"), _no_gc(), torch_threads(1):
-            if self._plan is None:
-                self._plan = _fast_plan(program, target, self.machine, *self._options)
-                self._fast = self._plan is not None
-            if self._plan is None:
+            if self._fast_plan_once() is None:
                 return [self.run(inputs) for inputs in batch_inputs]
             walk = self._batch_walk(len(checked))
             for b, values in enumerate(checked):
@@ -703,12 +708,8 @@ class LoadedProgram:
     def _write_batch_constants(self, machine: BatchMachine,
                                ranges: list[tuple[int, int]] | None) -> None:
         dram = machine.mems[Mem.DRAM]
-        for addr, values in self.program.constants:
-            values = np.asarray(values, np.float32).reshape(-1)
-            if ranges is not None and not any(lo < addr + values.size and addr < hi
-                                              for lo, hi in ranges):
-                continue
-            dram[:, int(addr):int(addr) + values.size] = values
+        for _, addr, values in self._constants(ranges):
+            dram[:, addr:addr + values.size] = values.reshape(-1)
 
 
 def _result(program, target: Target, ran: tuple, outputs: dict[str, np.ndarray],

@@ -28,9 +28,9 @@ class Machine:
                 f"{target.dram_words}"
             )
         self.fill = fill
-        self.dram = _filled(dram_words, fill)
-        self.spad = _filled(target.spad_words, fill)
-        self.acc = _filled(target.acc_words, fill)
+        self.dram = filled_memory(dram_words, fill)
+        self.spad = filled_memory(target.spad_words, fill)
+        self.acc = filled_memory(target.acc_words, fill)
         # Indexed by Mem: mems[Mem.SPAD] is the scratchpad.
         self.mems: tuple[np.ndarray, ...] = (self.dram, self.spad, self.acc)
         self.sizes: tuple[int, ...] = tuple(m.size for m in self.mems)
@@ -67,9 +67,10 @@ class Machine:
         return self.dram[addr:end].reshape(shape).copy()
 
 
-def _filled(words: int, fill: float) -> np.ndarray:
+def filled_memory(shape: int | tuple[int, ...], fill: float) -> np.ndarray:
+    """A float32 memory of `shape` words holding `fill`."""
     # zeros come from calloc: pages the run never touches are never written (for DeiT-base,
     # most of 350 MB of DRAM is constants written right after anyway)
     if fill == 0.0 and not np.signbit(fill):
-        return np.zeros(words, dtype=np.float32)
-    return np.full(words, fill, dtype=np.float32)
+        return np.zeros(shape, dtype=np.float32)
+    return np.full(shape, fill, dtype=np.float32)
