@@ -28,15 +28,17 @@ def _save(program: torch.export.ExportedProgram, path) -> None:
     atomic_write_bytes(path, buf.getvalue())
 
 
-def _compile_run(path, x: torch.Tensor) -> np.ndarray:
+def _error_vs_pytorch(ep: torch.export.ExportedProgram, module: torch.nn.Module,
+                      x: torch.Tensor, path) -> float:
+    """`ep` saved to `path`, compiled and run on `x` on the emulator: its largest error
+    relative to `module(x)`'s largest value."""
+    _save(ep, path)
     program = compile_model(path)
     (name,) = [s.name for s in program.symbols if s.kind == "input"]
     (got,) = run_program(program, {name: x.numpy()}, TARGET,
                          fill=float("nan")).outputs.values()
-    return got
-
-
-def _rel_err(got, want) -> float:
+    with torch.no_grad():
+        want = module(x).numpy()
     return float(np.abs(got - want).max() / np.abs(want).max())
 
 
@@ -48,12 +50,8 @@ def test_deit_after_default_decompositions_matches_pytorch(tmp_path, fused_attn)
         ep = torch.export.export(module, (example,)).run_decompositions()
     ops = {str(n.target) for n in ep.graph.nodes if n.op == "call_function"}
     assert "aten.linear.default" not in ops and "aten.layer_norm.default" not in ops
-    _save(ep, tmp_path / "deit_dec.pt2")
     x = torch.randn(example.shape, generator=torch.Generator().manual_seed(1))
-    got = _compile_run(tmp_path / "deit_dec.pt2", x)
-    with torch.no_grad():
-        want = module(x).numpy()
-    assert _rel_err(got, want) < 1e-4
+    assert _error_vs_pytorch(ep, module, x, tmp_path / "deit_dec.pt2") < 1e-4
 
 
 class _SelfAttention(torch.nn.Module):
@@ -87,11 +85,7 @@ def test_pytorch_attention_modules_match_pytorch(tmp_path, make, decompose):
         ep = torch.export.export(module, (x,))
         if decompose:
             ep = ep.run_decompositions()
-    _save(ep, tmp_path / "m.pt2")
-    got = _compile_run(tmp_path / "m.pt2", x)
-    with torch.no_grad():
-        want = module(x).numpy()
-    assert _rel_err(got, want) < 1e-4
+    assert _error_vs_pytorch(ep, module, x, tmp_path / "m.pt2") < 1e-4
 
 
 @pytest.mark.parametrize("batch_first", [True, False], ids=["batch-first", "seq-first"])
@@ -108,11 +102,7 @@ def test_pytorch_attention_modules_at_batch_2(tmp_path, batch_first, kind):
     x = torch.randn((2, 10, 32) if batch_first else (10, 2, 32))
     with torch.no_grad():
         ep = torch.export.export(module, (x,))
-    _save(ep, tmp_path / "m.pt2")
-    got = _compile_run(tmp_path / "m.pt2", x)
-    with torch.no_grad():
-        want = module(x).numpy()
-    assert _rel_err(got, want) < 1e-4
+    assert _error_vs_pytorch(ep, module, x, tmp_path / "m.pt2") < 1e-4
 
 
 class _PlainNorm(torch.nn.Module):
@@ -136,9 +126,5 @@ def test_layer_norm_without_affine_after_default_decompositions_matches_pytorch(
         ep = torch.export.export(module, (example,)).run_decompositions()
     assert any(n.target is torch.ops.aten.native_layer_norm.default and n.args[2] is None
                for n in ep.graph.nodes)
-    _save(ep, tmp_path / "plain.pt2")
     x = torch.randn(example.shape, generator=torch.Generator().manual_seed(1))
-    got = _compile_run(tmp_path / "plain.pt2", x)
-    with torch.no_grad():
-        want = module(x).numpy()
-    assert _rel_err(got, want) < 1e-5
+    assert _error_vs_pytorch(ep, module, x, tmp_path / "plain.pt2") < 1e-5
