@@ -7,7 +7,7 @@ The page is made from the tables and docstrings the compiler itself uses: the fr
 rewrites (frontend/batchnorm.py, materialize.py, fold.py), raise-torch-to-nm's one-to-one
 rows (`single.ONE_TO_ONE`, each rule's docstring), its pattern families
 (`matchers.MATCHERS`, each module's docstring), its no-ops and row movement, and the ops it
-refuses with a reason (`refusals.REFUSALS`). tests/test_supported_ops_doc.py fails when the
+refuses with a reason (`nmc.compiler.refusals.REFUSALS`). tests/test_supported_ops_doc.py fails when the
 committed page differs from what this prints, so the list cannot go stale.
 """
 
@@ -74,7 +74,7 @@ def _movement_section() -> list[str]:
 
 
 def _refusals_section() -> list[str]:
-    from nmc.compiler.transforms.raise_torch_to_nm.refusals import REFUSALS
+    from nmc.compiler.refusals import REFUSALS
 
     out = ["## Refused, with the reason given", "", "| torch op | reason |", "|---|---|"]
     out += [f"| `{name}` | {reason} |" for name, reason in REFUSALS.items()]

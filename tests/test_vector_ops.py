@@ -107,3 +107,28 @@ def test_inexact_division_is_refused_with_its_reason(tmp_path):
                                 "torch.aten.div.Scalar", "c = 3.0 is not",
                                 "the vector unit has no division")
     assert "torch.aten.div.Tensor" in line
+
+
+class TokenBatchNorm(nn.Module):
+    """BatchNorm1d over the channels of a token sequence: it follows a Linear, not a Conv2d."""
+
+    def __init__(self, dim: int = 8) -> None:
+        super().__init__()
+        self.fc = nn.Linear(dim, dim)
+        self.bn = nn.BatchNorm1d(dim)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.bn(self.fc(x).transpose(1, 2)).transpose(1, 2)
+
+
+@pytest.mark.parametrize("train", [False, True])
+def test_batchnorm_nmc_cannot_fold_is_refused_with_its_reason(tmp_path, train):
+    # torch.export itself, since export_to_file puts the module in eval mode
+    program = torch.export.export(TokenBatchNorm().train(train), (torch.randn(2, 5, 8),))
+    torch.export.save(program, tmp_path / "bn.pt2")
+    with pytest.raises(UnsupportedOpsError) as info:
+        compile_model(tmp_path / "bn.pt2")
+    (op,) = info.value.ops
+    assert op.module_path == "bn"
+    assert ("model.eval()" in op.reason) == train
+    assert ("directly after a Conv2d" in op.reason) != train

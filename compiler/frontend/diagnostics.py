@@ -24,6 +24,7 @@ from xdsl.utils.exceptions import ParseError
 
 from nmc.common.errors import NmcError
 from nmc.compiler.errors import FrontendError, UnsupportedOp, UnsupportedOpsError
+from nmc.compiler.refusals import REFUSALS
 from nmc.compiler.frontend.locations import location_info
 
 _OPERATOR_NAME_RE = re.compile(r'"torch\.operator"\(.*?<\{name = "([^"]+)"')
@@ -74,7 +75,9 @@ def _op_and_reason(message: str) -> tuple[str, str] | None:
     match = _OPERATOR_NAME_RE.search(message) or _OPERATION_RE.search(message)
     if match is None:
         return None
-    if _LEGALIZE_RE.match(message):
+    if match.group(1) in REFUSALS:  # a known op: say what nmc accepts instead
+        reason = REFUSALS[match.group(1)]
+    elif _LEGALIZE_RE.match(message):
         reason = "torch-mlir cannot import it (no lowering or decomposition of this op)"
     else:
         reason = f"torch-mlir: {message.splitlines()[0].split(': %')[0]}"

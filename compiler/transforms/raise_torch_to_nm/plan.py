@@ -23,7 +23,7 @@ from nmc.compiler.transforms.raise_torch_to_nm.matchers import MATCHERS
 from nmc.compiler.transforms.raise_torch_to_nm.movement import compose_movements
 from nmc.compiler.transforms.raise_torch_to_nm.noops import noop_source
 from nmc.compiler.transforms.raise_torch_to_nm.reading import ModelError, Reject, op_name
-from nmc.compiler.transforms.raise_torch_to_nm.refusals import REFUSALS
+from nmc.compiler.refusals import REFUSALS
 
 PASSIVE_OPS = (*tt.CONSTANT_OPS, tt.PrimListConstructOp)
 """Torch ops that compute nothing: removed once their users are."""

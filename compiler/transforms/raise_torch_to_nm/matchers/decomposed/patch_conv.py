@@ -22,7 +22,7 @@ from nmc.compiler.transforms.raise_torch_to_nm.matchers.decomposed.views import 
 )
 from nmc.compiler.transforms.raise_torch_to_nm.matchers.patch_embed import _check_patch_conv
 from nmc.compiler.transforms.raise_torch_to_nm.reading import Reject, const, shape, verified
-from nmc.compiler.transforms.raise_torch_to_nm.refusals import REFUSALS
+from nmc.compiler.refusals import REFUSALS
 
 
 def _token_views(conv: tt.AtenConvolutionOp) -> list[Operation]:
