@@ -11,6 +11,7 @@ import torch
 from nmc.compiler.dialects.context import make_context
 from nmc.compiler.driver import compile_model
 from nmc.compiler.frontend import import_model
+from nmc.compiler.sparsity.window_rewrite import WindowPruneError
 from nmc.compiler.transforms.raise_torch_to_nm import RaiseTorchToNm
 from nmc.isa.target import load_target
 from nmc.models.registry import export_to_file
@@ -55,3 +56,41 @@ def test_timm_swin_matches_pytorch(tmp_path, size):
     with torch.no_grad():
         want = model(x).numpy()
     assert np.abs(got - want).max() <= 1e-4 * np.abs(want).max()
+
+
+def test_timm_swin_window_pruned_matches_the_reference(tmp_path):
+    """--window-keep on timm's Swin (divisible size): the program equals nmc's SparseViT
+    reference (models/swin.py) loaded with the same weights, which are timm-named."""
+    from nmc.models.swin import SwinTransformer as ReferenceSwin
+
+    cfg = SIZES["divisible"]
+    model = _model("divisible")
+    reference = ReferenceSwin(img_size=cfg["img_size"], num_classes=10, embed_dim=16,
+                              depths=cfg["depths"], num_heads=cfg["num_heads"],
+                              window_size=cfg["window_size"]).eval()
+    reference.load_state_dict(model.state_dict(), strict=True)
+    reference.set_window_keep({"layers.0.blocks.0": 0.5, "layers.0.blocks.1": 0.25,
+                               "layers.1.blocks.1": 0.5})
+    keep = tmp_path / "keep.json"
+    keep.write_text('{"layers.0.blocks.0": 0.5, "layers.0.blocks.1": 0.25, '
+                    '"layers.1.blocks.1": 0.5}')
+    x = torch.randn(1, 3, cfg["img_size"], cfg["img_size"])
+    export_to_file(model, x, tmp_path / "swin.pt2")
+    program = compile_model(tmp_path / "swin.pt2", window={"keep": str(keep)})
+    (name,) = [s.name for s in program.symbols if s.kind == "input"]
+    got = next(iter(run_program(program, {name: x.numpy()}, load_target(),
+                                fill=float("nan")).outputs.values()))
+    with torch.no_grad():
+        want = reference(x).numpy()
+        dense = model(x).numpy()
+    assert np.abs(got - want).max() <= 1e-4 * np.abs(want).max()
+    assert np.abs(dense - want).max() > 1e-2 * np.abs(want).max()  # pruning changed it
+
+
+def test_padded_timm_swin_window_keep_is_refused(tmp_path):
+    model = _model("padded")
+    x = torch.randn(1, 3, SIZES["padded"]["img_size"], SIZES["padded"]["img_size"])
+    export_to_file(model, x, tmp_path / "swin.pt2")
+    with pytest.raises(WindowPruneError, match=r"layers\.0\.blocks\.0, .*\(6 blocks\) pad "
+                       "their feature map"):
+        compile_model(tmp_path / "swin.pt2", window={"keep": "0.5"})

@@ -49,7 +49,7 @@ from xdsl.rewriter import InsertPoint, Rewriter
 from nmc.common.errors import NmcError
 from nmc.common.window_keep import num_kept
 from nmc.compiler.dialects.nm import (
-    AddOp, AttentionOp, GeluOp, LayerNormOp, LinearOp, PermuteRowsOp, ReshapeOp, tensor_shape,
+    AddOp, AttentionOp, ConcatOp, GeluOp, LayerNormOp, LinearOp, PermuteRowsOp, ReshapeOp, tensor_shape,
 )
 from nmc.compiler.dialects.win import GatherOp, MagnitudeOp, RankOp, ScatterOp
 
@@ -184,6 +184,25 @@ def swin_blocks(module: ModuleOp) -> list[SwinBlock]:
             if block is not None:
                 blocks.append(block)
     return blocks
+
+
+def padded_blocks(module: ModuleOp) -> list[str]:
+    """Names of the Swin blocks whose normalized input is padded to a multiple of the window
+    before its partition (timm 1.0 at an image size the window does not divide: the pad is
+    an `nm.concat` with zero rows). Window pruning does not handle them: the zero tokens
+    are not normalized, so the block is not per-token before the partition."""
+    def padded(value: SSAValue) -> bool:  # through the cyclic shift, if any
+        uses = list(value.uses)
+        if len(uses) != 1:
+            return False
+        user = uses[0].operation
+        if isinstance(user, (PermuteRowsOp, ReshapeOp)):
+            return padded(user.results[0])
+        return isinstance(user, ConcatOp)
+
+    return [op.layer_name.removesuffix(".norm1") for op in module.walk()
+            if isinstance(op, LayerNormOp) and op.layer_name.endswith(".norm1")
+            and padded(op.result)]
 
 
 def stages_of(blocks: list[SwinBlock]) -> list[list[str]]:

@@ -26,7 +26,7 @@ from nmc.common.json_strict import parse_json
 from nmc.common.window_keep import KeepRatioError, resolve_keep
 from nmc.compiler.dialects.nm_attrs import set_window_keep
 from nmc.compiler.sparsity.window_rewrite import (
-    SwinBlock, WindowPruneError, apply_ratios, stages_of, swin_blocks,
+    SwinBlock, WindowPruneError, apply_ratios, padded_blocks, stages_of, swin_blocks,
 )
 from nmc.compiler.sparsity.window_search import searched_ratios
 from nmc.compiler.transforms.target_option import TargetedPass
@@ -100,6 +100,14 @@ class WindowPrune(TargetedPass):
         self.check_target(op)  # a uniform keep uses no target
         if not self.keep:
             return
+        padded = padded_blocks(op)
+        if padded:
+            raise WindowPruneError(
+                f"--window-keep: {', '.join(padded[:3])}{' ...' if len(padded) > 3 else ''} "
+                f"({len(padded)} blocks) pad their feature map to a multiple of "
+                "the window (an image size the window does not divide); window pruning of "
+                "padded Swin blocks is not supported: use a size the window divides (e.g. "
+                "224 for window 7)")
         blocks = swin_blocks(op)
         if not blocks:
             raise WindowPruneError(
