@@ -72,3 +72,49 @@ def test_elsa_on_an_int8_target_compiles(capsys, deit, tmp_path):
                        tmp_path / "s.json", "-o", tmp_path / "p.bin", "-q")
     assert rc == 0, err
     assert (tmp_path / "p.bin").is_file() and (tmp_path / "s.json").is_file()
+
+
+def _scales_file(d, module, inputs, factor: float) -> tuple[dict, str]:
+    """A --quant file: the calibrated input scales times `factor`, no weight scales (the
+    program then takes them from each masked weight, as the sensitivity does)."""
+    import json
+
+    scales = {k: {"input_scale": v["input_scale"] * factor}
+              for k, v in calibrate(module, inputs, reference_layers(module)).items()}
+    path = d / f"q{factor}.json"
+    path.write_text(json.dumps({"layers": scales}))
+    return scales, str(path)
+
+
+def test_int8_errors_use_the_scales_of_the_quant_file(deit):
+    """With --quant q.json the sensitivity measures the model the program computes: the
+    file's input scales, not its own calibration."""
+    d, module, inputs = deit
+    store = WeightStore.from_file(d / "deit.pt")
+    scales, path = _scales_file(d, module, inputs, 3.0)
+    int8 = int8_layers(import_nm(d / "deit.pt"), path)
+    sens = Sensitivity(store, str(d / "calib.npy"), tuple(inputs[0].shape), int8)
+    layer, pattern = "blocks.0.mlp.fc1", (2, 4)
+    want = _error(int8_reference(apply_nm(module, {layer: pattern}), scales),
+                  int8_reference(module, scales), inputs)
+    assert sens.error(f"{layer}.weight", pattern) == pytest.approx(want, rel=1e-5)
+    own = Sensitivity(store, str(d / "calib.npy"), tuple(inputs[0].shape),
+                      int8_layers(import_nm(d / "deit.pt")))
+    assert own.error(f"{layer}.weight", pattern) != pytest.approx(want, rel=1e-3)
+
+
+def test_elsa_with_a_quant_file_reports_its_errors(capsys, deit, tmp_path):
+    d, module, inputs = deit
+    _, same = _scales_file(d, module, inputs, 1.0)
+    _, coarse = _scales_file(d, module, inputs, 3.0)
+
+    def predicted(*quant) -> str:
+        rc, out, err = cli(capsys, "compile", d / "deit.pt", "--target", "sta_int8",
+                           "--calib", d / "calib.npy", "--sparsity", "elsa:speedup=1.3",
+                           *quant, "-o", tmp_path / "p.bin")
+        assert rc == 0, err
+        return out.split("predicted error")[1].split()[0]
+
+    own = predicted()
+    assert predicted("--quant", same) == own  # the file holds the sensitivity's own scales
+    assert predicted("--quant", coarse) != own

@@ -163,25 +163,34 @@ def candidates(module: ModuleOp, budget: str, target: Target) -> tuple[list[Cand
     return out, fixed
 
 
-def int8_layers(module: ModuleOp):  # noqa: ANN201 - Int8Layers
-    """The layers the quantize pass will make int8 on an int8 target, with the scales the
-    model gives (a PT2E model's; else calibrated by the sensitivity): what the ELSA
-    sensitivity measures on, so that its errors are those of the quantized model."""
+def int8_layers(module: ModuleOp, quant_file: str = ""):  # noqa: ANN201 - Int8Layers
+    """The layers the quantize pass will make int8 on an int8 target, with the scales it
+    will use where they are known before sparsity is chosen: a PT2E model's own, or those
+    of the --quant file (`quant_file`; its weight scales where it gives them); else input
+    scales calibrated by the sensitivity and weight scales of each masked weight. What the
+    ELSA sensitivity measures on, so that its errors are those of the quantized model."""
     from nmc.compiler.dialects.nm_attrs import model_scales
     from nmc.compiler.sparsity.int8_run import Int8Layers
-    from nmc.compiler.transforms.quantize import quantizable_ops
+    from nmc.compiler.transforms.quantize import layer_key, quantizable_ops, read_scales
 
+    ops = quantizable_ops(module)
     given = model_scales(module)
-    names = [op.weight.owner.param_name.data for op in quantizable_ops(module)]
+    if not given and quant_file:
+        table = read_scales(quant_file, ops)
+        given = {op.weight.owner.param_name.data: (table[layer_key(op)]["input_scale"],
+                                                   table[layer_key(op)].get("weight_scales"))
+                 for op in ops}
+    names = [op.weight.owner.param_name.data for op in ops]
     if given:
         names = [n for n in names if n in given]
     return Int8Layers({n: given[n][0] if given else None for n in names},
-                      {n: given[n][1] for n in names if given})
+                      {n: given[n][1] for n in names if given and given[n][1] is not None})
 
 
 def elsa_config(module: ModuleOp, budget: str, factor: float, calib: str,
-                target: Target) -> tuple[dict[str, Pattern], list[tuple]]:
-    """The ELSA search's configuration and its table rows."""
+                target: Target, quant_file: str = "") -> tuple[dict[str, Pattern], list[tuple]]:
+    """The ELSA search's configuration and its table rows (`quant_file`: the int8 scales
+    the program will use, see `int8_layers`)."""
     from nmc.compiler.frontend.weights import weights_of_module
     from nmc.compiler.sparsity.elsa import LayerChoices, search
     from nmc.compiler.sparsity.sensitivity import Sensitivity
@@ -191,7 +200,7 @@ def elsa_config(module: ModuleOp, budget: str, factor: float, calib: str,
         raise SparsityError("--sparsity elsa needs the model file (the module does not name "
                             "one)")
     sens = Sensitivity(weights, calib, _input_shape(module),
-                       int8_layers(module) if target.int8 else None)
+                       int8_layers(module, quant_file) if target.int8 else None)
     cand, fixed = candidates(module, budget, target)
     layers = [LayerChoices(c.name, c.patterns, sens.errors(c.param, c.patterns), c.costs)
               for c in cand]
@@ -219,6 +228,7 @@ class AssignSparsity(TargetedPass):
     calib: str = ""
     out: str = ""
     report: bool = False
+    quant: str = ""  # quantize's scales file, which the ELSA sensitivity measures with
 
     def apply(self, ctx: Context, op: ModuleOp) -> None:
         if self.spec:
@@ -237,7 +247,8 @@ class AssignSparsity(TargetedPass):
         elif spec.kind == "file":
             config = file_config(op, spec.path, target)
         else:
-            config, rows = elsa_config(op, spec.budget, spec.value, self.calib, target)
+            config, rows = elsa_config(op, spec.budget, spec.value, self.calib, target,
+                                       self.quant)
         for linear in linear_ops(op):
             if linear.layer_name in config:
                 linear.set_sparsity(config[linear.layer_name])
