@@ -17,6 +17,7 @@ from nmc.cli.paths import check_files
 from nmc.cli.shared import UsageError, add_quiet, add_target, one_line_error, read_source
 from nmc.common.errors import NmcError
 from nmc.common.fileio import OutputError, atomic_write_text
+from nmc.common.observer import ObserverError, parse_observer
 
 GENERIC_HELP = "print the IR in MLIR's generic op form (as mlir-opt --mlir-print-op-generic)"
 
@@ -46,6 +47,10 @@ def register(sub) -> None:
                    help="calibration inputs: of the int8 scales on an int8 target (required "
                         "there unless --quant), and of the ELSA / SparseViT searches "
                         "(default: fixed-seed inputs)")
+    p.add_argument("--calib-observer", metavar="OBSERVER",
+                   help="how --calib chooses each int8 input scale: max (max |x|, the "
+                        "default), mse (the clip of least squared error) or percentile:P "
+                        "(the P-th percentile of |x|); int8 target (docs/INT8.md)")
     p.add_argument("--quant", type=Path, metavar="FILE.json",
                    help="int8 scales to use (the format --quant-out writes; int8 target)")
     p.add_argument("--quant-out", type=Path, metavar="FILE.json",
@@ -177,11 +182,20 @@ def _quant_options(args) -> dict | None:
     target = load_target(args.target)
     quant, out = getattr(args, "quant", None), getattr(args, "quant_out", None)
     calib = getattr(args, "calib", None)
+    observer = getattr(args, "calib_observer", None)
     if not target.int8:
-        if quant is not None or out is not None:
-            raise UsageError(f"--quant/--quant-out: target '{target.name}' computes in fp32; "
-                             f"they need an int8 target (--target sta_int8)")
+        if quant is not None or out is not None or observer is not None:
+            raise UsageError(f"--quant/--quant-out/--calib-observer: target '{target.name}' "
+                             f"computes in fp32; they need an int8 target (--target sta_int8)")
         return None
+    if observer is not None:
+        if quant is not None:
+            raise UsageError("--calib-observer: --quant gives the scales, nothing is "
+                             "calibrated")
+        try:
+            parse_observer(observer)
+        except ObserverError as e:
+            raise UsageError(f"--calib-observer: {e}") from None
     # without --calib or --quant the quantize pass refuses, unless the model carries its
     # own scales (PT2E): only the imported model tells
     if quant is not None and not quant.is_file():
@@ -189,7 +203,7 @@ def _quant_options(args) -> dict | None:
     _check_calib(calib)
     return {"calib": str(calib) if calib is not None and quant is None else "",
             "quant": str(quant) if quant is not None else "",
-            "out": str(out) if out is not None else ""}
+            "out": str(out) if out is not None else "", "observer": observer or ""}
 
 
 def _check_calib(calib: Path | None) -> None:

@@ -59,8 +59,9 @@ def default_pipeline_spec(target: str, sparsity: dict[str, object] | None = None
         opts = {"target": target} if p in TARGETED_PASSES else {}
         extra = {"assign-sparsity": sparsity, "window-prune": window, "quantize": quant}.get(p)
         opts.update({k: v for k, v in (extra or {}).items() if v not in (None, "")})
-        if p == "assign-sparsity" and sparsity and quant and quant.get("quant"):
-            opts["quant"] = quant["quant"]  # ELSA's sensitivity uses the program's scales
+        if p == "assign-sparsity" and sparsity and quant:
+            # ELSA's sensitivity measures with the program's scales, or calibrates as it does
+            opts.update({k: quant[k] for k in ("quant", "observer") if quant.get(k)})
         # strings need quotes in a pass option (a path, "elsa:speedup=2")
         text = " ".join(f"{k}={'true' if v is True else 'false' if v is False else json.dumps(str(v))}"
                         for k, v in opts.items())

@@ -27,6 +27,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+# how calibration chooses a clip is shared with the compiler (calibration, not arithmetic)
+from nmc.common.observer import AbsHistogram, parse_observer
+
 _I32_MIN, _I32_MAX = -(2 ** 31), 2 ** 31 - 1
 
 
@@ -123,13 +126,16 @@ def int8_layers(model: nn.Module) -> list[str]:
     return out
 
 
-def calibrate(model: nn.Module, inputs: list[torch.Tensor], layers: list[str]) -> dict:
-    """{layer: {"input_scale": s_x}}: max |input| of each layer over `inputs`, / 127."""
-    peak = {name: 0.0 for name in layers}
+def calibrate(model: nn.Module, inputs: list[torch.Tensor], layers: list[str],
+              observer: str = "max") -> dict:
+    """{layer: {"input_scale": s_x}}: the clip `observer` chooses from |input| of each
+    layer over `inputs` (max |x| by default; nmc.common.observer), / 127."""
+    obs = parse_observer(observer)
+    seen = {name: AbsHistogram() for name in layers}
     hooks = []
     for name in layers:
         def hook(module, args, name=name):
-            peak[name] = max(peak[name], float(args[0].detach().abs().max()))
+            seen[name].update(args[0].detach().float().numpy())
         hooks.append(model.get_submodule(name).register_forward_pre_hook(hook))
     try:
         with torch.no_grad():
@@ -138,4 +144,4 @@ def calibrate(model: nn.Module, inputs: list[torch.Tensor], layers: list[str]) -
     finally:
         for h in hooks:
             h.remove()
-    return {name: {"input_scale": input_scale(v)} for name, v in peak.items()}
+    return {name: {"input_scale": input_scale(h.clip(obs))} for name, h in seen.items()}

@@ -118,3 +118,4 @@ def test_elsa_with_a_quant_file_reports_its_errors(capsys, deit, tmp_path):
     own = predicted()
     assert predicted("--quant", same) == own  # the file holds the sensitivity's own scales
     assert predicted("--quant", coarse) != own
+    assert predicted("--calib-observer", "mse") != own  # it calibrates as the program does

@@ -22,6 +22,7 @@ import torch
 import torch.nn.functional as F
 
 from nmc.common import quant
+from nmc.common.observer import AbsHistogram
 
 _LINEAR = torch.ops.aten.linear.default
 _CONV2D = torch.ops.aten.conv2d.default
@@ -45,9 +46,10 @@ class Int8Layers:
             return weight.target
         return None
 
-    def calibrated(self, peaks: dict[str, float]) -> Int8Layers:
-        """These layers with every missing input scale from `peaks` (max |x| per layer)."""
-        return Int8Layers({p: s if s is not None else quant.input_scale(peaks.get(p, 0.0))
+    def calibrated(self, clips: dict[str, float]) -> Int8Layers:
+        """These layers with every missing input scale from `clips` (the |x| each layer's
+        range ends at, as the calibration's observer chose it)."""
+        return Int8Layers({p: s if s is not None else quant.input_scale(clips.get(p, 0.0))
                            for p, s in self.input_scales.items()}, self.weight_scales)
 
     def compute(self, param: str, x: torch.Tensor, w: torch.Tensor, b: torch.Tensor | None,
@@ -74,13 +76,13 @@ class Int8Layers:
 
 
 class Int8Run(torch.fx.Interpreter):
-    """A run of the module with `layers` in int8; `peaks` (when given) records instead the
-    largest |input| of each of them, computed in fp32 (the calibration run)."""
+    """A run of the module with `layers` in int8; `seen` (when given) records instead |input|
+    of each of them, computed in fp32 (the calibration run)."""
 
     def __init__(self, module: torch.fx.GraphModule, layers: Int8Layers,
-                 peaks: dict[str, float] | None = None, **kwargs):
+                 seen: dict[str, AbsHistogram] | None = None, **kwargs):
         super().__init__(module, **kwargs)
-        self.layers, self.peaks = layers, peaks
+        self.layers, self.seen = layers, seen
 
     def run_node(self, n: torch.fx.Node):
         param = self.layers.layer_of(n)
@@ -88,8 +90,8 @@ class Int8Run(torch.fx.Interpreter):
             return super().run_node(n)
         args, _ = self.fetch_args_kwargs_from_env(n)
         x, w = args[0], args[1]
-        if self.peaks is not None:
-            self.peaks[param] = max(self.peaks.get(param, 0.0), float(x.abs().max()))
+        if self.seen is not None:
+            self.seen.setdefault(param, AbsHistogram()).update(x.detach().float().numpy())
             return super().run_node(n)
         b = args[2] if len(args) > 2 else None
         return self.layers.compute(param, x, w, b, tuple(args[3:]) if n.target == _CONV2D

@@ -39,8 +39,9 @@ inputs, layer, pattern).
 On an int8 target (`int8`: the layers the quantize pass makes int8, int8_run.py) the model
 runs with those layers in int8, the contract of docs/INT8.md: the reference outputs, the
 masked runs and the local errors are all the quantized model's (input scales calibrated
-on the same calibration inputs, max |x| / 127 in the fp32 model, or a PT2E model's own;
-weight scales of the masked weight, as the compiler quantises a sparse layer).
+on the same calibration inputs with the quantize pass's observer, max |x| / 127 by
+default, in the fp32 model, or a PT2E model's or a --quant file's own; weight scales of
+the masked weight, as the compiler quantises a sparse layer, unless the file gives them).
 
 The model is the one the frontend loaded (the module's weight store,
 `nmc.compiler.frontend.weights`): its program as exported, run by `torch.fx`. Masking a
@@ -60,6 +61,7 @@ import torch
 
 from nmc.common import nm_format
 from nmc.common.nm_format import Pattern
+from nmc.common.observer import AbsHistogram, Observer
 from nmc.common.threads import torch_threads
 from nmc.compiler.sparsity.spec import SparsityError
 
@@ -117,9 +119,10 @@ class Sensitivity:
     """Measures errors on the exported model; `errors(layer_param, patterns)`."""
 
     def __init__(self, weights: WeightStore, calib: str, input_shape: tuple[int, ...],
-                 int8: Int8Layers | None = None):
+                 int8: Int8Layers | None = None, observer: Observer = Observer()):
         """`int8`: the layers an int8 target computes in int8 (`int8_run`): errors are
-        then those of the quantized model."""
+        then those of the quantized model, its missing input scales calibrated with
+        `observer` (nmc.common.observer) as the quantize pass calibrates."""
         self.model_name = weights.name
         self.module = weights.program().module()
         self.inputs = load_calibration(calib, input_shape)
@@ -130,7 +133,7 @@ class Sensitivity:
         # parameters, buffers and constants (a PT2E model's dequantized weights)
         self.params = {n.target: _attr(self.module, n.target) for n in self.graph.nodes
                        if n.op == "get_attr"}
-        self.int8 = None if int8 is None else int8.calibrated(self._peaks(int8))
+        self.int8 = None if int8 is None else int8.calibrated(self._clips(int8, observer))
         self.key = (weights.key, digest.hexdigest(), repr(self.int8))
         self.envs: list[dict | None] = []  # every node's value per input, while they fit
         self.reference: list[torch.Tensor] = []
@@ -155,18 +158,19 @@ class Sensitivity:
 
         return Int8Run(self.module, self.int8, **kwargs)
 
-    def _peaks(self, int8: Int8Layers) -> dict[str, float]:
-        """max |input| of every int8 layer over the calibration inputs, in fp32 (the
-        quantize pass's calibration; a PT2E model's own scales need none)."""
+    def _clips(self, int8: Int8Layers, observer: Observer) -> dict[str, float]:
+        """The clip `observer` chooses from |input| of every int8 layer over the
+        calibration inputs, computed in fp32 (the quantize pass's calibration; a PT2E
+        model's or a --quant file's scales need none)."""
         from nmc.compiler.sparsity.int8_run import Int8Run
 
-        peaks: dict[str, float] = {}
+        seen: dict[str, AbsHistogram] = {}
         if all(s is not None for s in int8.input_scales.values()):
-            return peaks
+            return {}
         with torch_threads(_free_cores()), torch.no_grad():
             for x in self.inputs:
-                Int8Run(self.module, int8, peaks).run(x)
-        return peaks
+                Int8Run(self.module, int8, seen).run(x)
+        return {param: h.clip(observer) for param, h in seen.items()}
 
     def weight(self, param: str) -> torch.Tensor:
         w = self.params.get(param)

@@ -25,6 +25,7 @@ from xdsl.context import Context
 from xdsl.dialects.builtin import ModuleOp
 from xdsl.dialects.func import FuncOp, ReturnOp
 
+from nmc.common.observer import parse_observer
 from nmc.compiler.dialects.nm import LinearOp, ParamOp, tensor_shape
 from nmc.compiler.kernels.linear import LinearProblem
 from nmc.compiler.sparsity.block_linears import block_linears
@@ -188,9 +189,11 @@ def int8_layers(module: ModuleOp, quant_file: str = ""):  # noqa: ANN201 - Int8L
 
 
 def elsa_config(module: ModuleOp, budget: str, factor: float, calib: str,
-                target: Target, quant_file: str = "") -> tuple[dict[str, Pattern], list[tuple]]:
+                target: Target, quant_file: str = "", observer: str = "max"
+                ) -> tuple[dict[str, Pattern], list[tuple]]:
     """The ELSA search's configuration and its table rows (`quant_file`: the int8 scales
-    the program will use, see `int8_layers`)."""
+    the program will use, see `int8_layers`; `observer`: how the int8 input scales it
+    does not give are calibrated, nmc.common.observer)."""
     from nmc.compiler.frontend.weights import weights_of_module
     from nmc.compiler.sparsity.elsa import LayerChoices, search
     from nmc.compiler.sparsity.sensitivity import Sensitivity
@@ -200,7 +203,8 @@ def elsa_config(module: ModuleOp, budget: str, factor: float, calib: str,
         raise SparsityError("--sparsity elsa needs the model file (the module does not name "
                             "one)")
     sens = Sensitivity(weights, calib, _input_shape(module),
-                       int8_layers(module, quant_file) if target.int8 else None)
+                       int8_layers(module, quant_file) if target.int8 else None,
+                       parse_observer(observer))
     cand, fixed = candidates(module, budget, target)
     layers = [LayerChoices(c.name, c.patterns, sens.errors(c.param, c.patterns), c.costs)
               for c in cand]
@@ -229,6 +233,7 @@ class AssignSparsity(TargetedPass):
     out: str = ""
     report: bool = False
     quant: str = ""  # quantize's scales file, which the ELSA sensitivity measures with
+    observer: str = "max"  # ... or quantize's calibration observer, where it calibrates
 
     def apply(self, ctx: Context, op: ModuleOp) -> None:
         if self.spec:
@@ -248,7 +253,7 @@ class AssignSparsity(TargetedPass):
             config = file_config(op, spec.path, target)
         else:
             config, rows = elsa_config(op, spec.budget, spec.value, self.calib, target,
-                                       self.quant)
+                                       self.quant, self.observer)
         for linear in linear_ops(op):
             if linear.layer_name in config:
                 linear.set_sparsity(config[linear.layer_name])

@@ -9,8 +9,8 @@ pattern keeps it through prune-and-pack). Everything else stays fp32: attention,
 LayerNorm, GELU, softmax, and a linear of other dimensions (a 10-class head).
 
 Scales come from calibration (`calib`: a .npy of inputs; s_x = max |x| / 127 over them,
-measured on the input of each quantized op by interpreting this nm IR, N:M masks
-included, as the ELSA sensitivity does) or from a file (`quant`: the JSON `out` writes,
+or the clip another `observer` chooses, nmc.common.observer; measured on the input of each
+quantized op by interpreting this nm IR, N:M masks included, as the ELSA sensitivity does) or from a file (`quant`: the JSON `out` writes,
 `{"layers": {"blocks.0.attn.qkv": {"input_scale": s, "weight_scales": [...]}}}`, keyed by
 the module path of the layer's weight), or from the model itself: a PT2E-quantized
 model carries them (module attribute `nm.model_scales`, by weight name, written by the
@@ -32,6 +32,7 @@ from xdsl.dialects.builtin import ModuleOp
 from xdsl.dialects.func import FuncOp
 
 from nmc.common import nm_format, quant
+from nmc.common.observer import AbsHistogram, Observer, parse_observer
 from nmc.common.errors import NmcError
 from nmc.compiler.dialects.nm import LinearOp, ParamOp, PatchEmbedOp, tensor_shape
 from nmc.compiler.dialects.nm_attrs import (
@@ -78,8 +79,10 @@ def _masked_weight(op, weights) -> np.ndarray:
     return w
 
 
-def calibrate(module: ModuleOp, ops: list, calib: str) -> dict[str, float]:
-    """s_x of every op in `ops`: max |input| over the calibration inputs / 127."""
+def calibrate(module: ModuleOp, ops: list, calib: str,
+              observer: Observer = Observer()) -> dict[str, float]:
+    """s_x of every op in `ops`: the clip `observer` chooses from |input| over the
+    calibration inputs (max |x| by default), / 127."""
     import torch
 
     from nmc.compiler.interpret import interpret
@@ -90,18 +93,18 @@ def calibrate(module: ModuleOp, ops: list, calib: str) -> dict[str, float]:
         raise QuantError("int8 calibration needs a model with exactly one input")
     inputs = load_calibration(calib, tensor_shape(func.body.block.args[0]))
     wanted = {id(op): layer_key(op) for op in ops}
-    peak = {key: 0.0 for key in wanted.values()}
+    seen = {key: AbsHistogram() for key in wanted.values()}
 
     def observe(op, operands) -> None:
         key = wanted.get(id(op))
         if key is not None:
-            peak[key] = max(peak[key], float(torch.max(torch.abs(operands[0]))))
+            seen[key].update(operands[0].detach().numpy())
 
     weights = weights_of_module(module)
     name = input_names(func)[0]
     for x in inputs:
         interpret(module, {name: x.numpy()}, weights, observe)
-    return {key: quant.input_scale(value) for key, value in peak.items()}
+    return {key: quant.input_scale(h.clip(observer)) for key, h in seen.items()}
 
 
 def read_scales(path: str, ops: list) -> dict[str, dict]:
@@ -177,6 +180,7 @@ class Quantize(TargetedPass):
     calib: str = ""
     quant: str = ""
     out: str = ""
+    observer: str = "max"  # how `calib` chooses input scales (nmc.common.observer)
 
     def apply(self, ctx: Context, op: ModuleOp) -> None:
         self.check_target(op)
@@ -199,7 +203,7 @@ class Quantize(TargetedPass):
             given = read_scales(self.quant, ops)
             inputs = {k: float(v["input_scale"]) for k, v in given.items()}
         elif self.calib:
-            given, inputs = {}, calibrate(op, ops, self.calib)
+            given, inputs = {}, calibrate(op, ops, self.calib, parse_observer(self.observer))
         else:
             raise QuantError(f"target '{target.name}' computes in int8: give calibration "
                              f"inputs (--calib X.npy) or scales (--quant q.json)")
