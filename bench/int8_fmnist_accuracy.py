@@ -4,11 +4,11 @@ bench/bench_dinov2_fmnist.py makes (its `probe` stage: classifier.pt2, and calib
 under its --out folder).
 
     nice -n 10 .venv/bin/python bench/int8_fmnist_accuracy.py [--dir bench-out/dinov2_fmnist]
-        [--limit 300] [--calib-images 32]
+        [--limit 300] [--calib-images 32] [--pt2e] [--observers mse percentile:99.99]
 
 Compiles the classifier for sta_ref (fp32) and for sta_int8 (int8 scales calibrated on the
 first --calib-images training images, preprocessed as `nmc eval` feeds the program:
-`nmc compile --calib`), runs the first --limit test images through both
+`nmc compile --calib`, with max |x| or each --observers' clip), runs the first --limit test images through both
 programs (`nmc eval --data fashion-mnist --normalize imagenet --reference classifier.pt2`:
 each prediction also compared with PyTorch fp32's), and writes the top-1 of each and the
 agreement with PyTorch to BENCHMARKS.md (its own section; --no-write: print only). What it
@@ -79,6 +79,9 @@ def main() -> None:
     ap.add_argument("--pt2e", action="store_true",
                     help="also a row quantized with torchao's PT2E flow (its HistogramObserver "
                          "activation scales) on the same calibration images (needs torchao)")
+    ap.add_argument("--observers", nargs="*", default=[], metavar="OBSERVER",
+                    help="also a row calibrated with each of these `--calib-observer`s "
+                         "(mse, percentile:P) on the same calibration images")
     ap.add_argument("--no-write", action="store_true")
     args = ap.parse_args()
     load = os.getloadavg()[0]
@@ -94,6 +97,9 @@ def main() -> None:
     rows = {}
     programs = [("sta_ref", model, []),
                 (f"sta_int8_calib{args.calib_images}", model, ["--calib", calib])]
+    for observer in args.observers:
+        programs.append((f"sta_int8_calib{args.calib_images}_{observer.replace(':', '')}",
+                         model, ["--calib", calib, "--calib-observer", observer]))
     if args.pt2e:
         programs.append((f"sta_int8_pt2e{args.calib_images}", pt2e_model(model, calib), []))
     for target, source, extra in programs:
