@@ -261,6 +261,11 @@ class BatchPreparer:
         self.uniform.wrote(instr, load)
         return thunk
 
+    def runs_elsewhere(self, instr: Instr) -> None:
+        """`instr` is performed by another call (a fused GEMM, `nmc.runtime.fusion`): only
+        follow what it writes (no longer uniform)."""
+        self.uniform.wrote(instr, None)
+
     def per_row(self, instr: Instr) -> Thunk | None:
         """The one-input semantics on each row's memories in turn."""
         for region in instr.footprint()[0]:

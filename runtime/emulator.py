@@ -58,7 +58,7 @@ import numpy as np
 from nmc.isa.footprint import first_overlap
 from nmc.isa.table import QUEUE_UNITS, Instr, Mem, Unit
 from nmc.isa.target import Target
-from nmc.runtime import fastpath
+from nmc.runtime import fastpath, fusion
 from nmc.runtime.batch import BatchMachine, BatchPreparer
 from nmc.runtime.errors import EmulatorError, at_pc
 from nmc.runtime.machine import Machine
@@ -446,6 +446,7 @@ class _FastRun:
     seq: list  # their thunks (None: nothing to do)
     stats: tuple  # (units, cycles, macs, starts, ends, stall, leftover, dram r, dram w)
     _trace: list[tuple[int, str, int, int]] | None = None
+    fusion_plan: fusion.Fusion | None = None  # what runs fused (`nmc.runtime.fusion`)
 
     def trace(self) -> list[tuple[int, str, int, int]]:
         """(pc, unit, start, end) in execution order, built on the first request (most
@@ -573,7 +574,8 @@ class LoadedProgram:
     """
 
     def __init__(self, program: Any, target: Target, *, max_instructions: int | None = None,
-                 check_races: bool = True, fill: float = 0.0, fast: bool = True):
+                 check_races: bool = True, fill: float = 0.0, fast: bool = True,
+                 fuse: bool = True):
         _check_target(program, target)
         try:
             machine = Machine(target, int(program.dram_words), fill)
@@ -585,6 +587,7 @@ class LoadedProgram:
         self.program, self.target, self.machine = program, target, machine
         self._options = (max_instructions, check_races)
         self._fast = fast
+        self._fuse = fuse
         self._plan: _FastRun | None = None
         self._batch: _BatchRun | None = None  # run_batch's walk, for its last batch size
         self._used = False  # the machine holds a run's leftovers
@@ -618,7 +621,23 @@ class LoadedProgram:
         if self._fast and self._plan is None:
             self._plan = _fast_plan(self.program, self.target, self.machine, *self._options)
             self._fast = self._plan is not None
+            if self._fast and self._fuse:
+                plan = self._plan
+                plan.fusion_plan = fusion.plan(self.program.instructions, plan.order,
+                                          self.machine.sizes, self._varying_dram())
+                for pos, thunk in plan.fusion_plan.thunks(self.machine.mems).items():
+                    plan.seq[pos] = thunk
         return self._plan
+
+    def _varying_dram(self) -> np.ndarray:
+        """Per DRAM word, whether it may differ between runs: an input, or a word the
+        program stores to (everything else holds a constant or the fill)."""
+        varying = np.zeros(int(self.program.dram_words), bool)
+        for lo, hi in self._stored:
+            varying[lo:hi] = True
+        for sym in _symbols(self.program, "input"):
+            varying[int(sym.addr):int(sym.addr) + int(np.prod(sym.shape))] = True
+        return varying
 
     def run(self, inputs: Mapping[str, Any], *, trace: bool = False) -> RunResult:
         program, target, machine = self.program, self.target, self.machine
@@ -692,16 +711,19 @@ class LoadedProgram:
         machine = BatchMachine(self.target, int(self.program.dram_words), batch,
                                self.machine.fill)
         self._write_batch_constants(machine, None)
-        varying = np.zeros(int(self.program.dram_words), bool)
-        for lo, hi in self._stored:
-            varying[lo:hi] = True
-        for sym in _symbols(self.program, "input"):
-            varying[int(sym.addr):int(sym.addr) + int(np.prod(sym.shape))] = True
-        preparer = BatchPreparer(machine, varying)
+        preparer = BatchPreparer(machine, self._varying_dram())
         order = self._plan.order
         instrs = self.program.instructions
-        walk = _BatchRun(order, [preparer.prepare(instrs[pc]) for pc in order],
-                         self._plan.stats, machine=machine)
+        fused = (self._plan.fusion_plan.thunks(machine.mems) if self._plan.fusion_plan
+                 else {})
+        seq = []
+        for pos, pc in enumerate(order):
+            if pos in fused:
+                preparer.runs_elsewhere(instrs[pc])
+                seq.append(fused[pos])
+            else:
+                seq.append(preparer.prepare(instrs[pc]))
+        walk = _BatchRun(order, seq, self._plan.stats, machine=machine)
         self._batch = walk
         return walk
 
@@ -752,6 +774,7 @@ def run_program(
     check_races: bool = True,
     fill: float = 0.0,
     fast: bool = True,
+    fuse: bool = True,
 ) -> RunResult:
     """Run `program` on `target` with `inputs` (name -> array); see the module docstring.
     (`LoadedProgram` does the same for many inputs, decoding the program once.)
@@ -765,7 +788,9 @@ def run_program(
         uninitialised memory).
     fast: use `nmc.runtime.fastpath` where it applies (same results, much faster); False
         runs the reference simulation instruction by instruction.
+    fuse: on the fast path, run the matrix tiles that `nmc.runtime.fusion` proves
+        equivalent to one GEMM as one (same results bit for bit); False runs every tile.
     """
     loaded = LoadedProgram(program, target, max_instructions=max_instructions,
-                           check_races=check_races, fill=fill, fast=fast)
+                           check_races=check_races, fill=fill, fast=fast, fuse=fuse)
     return loaded.run(inputs, trace=trace)
