@@ -226,14 +226,14 @@ def _from_load(load: Instr, addr: int, rows: int, cols: int) -> DramView | None:
     block `load` wrote: its rows are rows of the load's (same width), or it is one row."""
     (src,), (dst,) = load.footprint()
     off = addr - dst.start
-    width = load["cols"]
+    width = src.cols
     if rows == 1:
         r, c = divmod(off, width)
         if c + cols > width:
             return None
         return DramView(src.start + r * src.stride, 1, cols, src.stride or cols)
-    if cols != width or off % width:
-        return None
+    if cols != width or off % width or src.stride <= 0:
+        return None  # (a zero stride repeats one row: not rows of a matrix)
     return DramView(src.start + (off // width) * src.stride, rows, cols, src.stride)
 
 
