@@ -167,7 +167,7 @@ class Verifier:
             one_by_one()
             found = bool(np.array_equal(out_b, out_s, equal_nan=True))
             if found and timed:
-                found = _best_time(lambda: batched(*args, out_b)) <= _best_time(one_by_one)
+                found = best_time(lambda: batched(*args, out_b)) <= best_time(one_by_one)
             self.known[key] = found
         return found
 
@@ -179,7 +179,8 @@ class Verifier:
         return _view(memory, 8, shape[0], int(np.prod(shape[1:])))
 
 
-def _best_time(call: Callable[[], None], repeats: int = 3) -> float:
+def best_time(call: Callable[[], None], repeats: int = 3) -> float:
+    """The best of `repeats` timings of `call()`, in seconds."""
     best = float("inf")
     for _ in range(repeats):
         start = time.perf_counter()

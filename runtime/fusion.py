@@ -37,7 +37,6 @@ the plan's, computed before fusion: fusion changes execution, never timing.
 
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass, field
 from functools import partial
 from typing import Callable
@@ -47,6 +46,7 @@ import numpy as np
 from nmc.common import nm_format
 from nmc.isa.footprint import Region
 from nmc.isa.table import Instr, Mem
+from nmc.runtime.batch import best_time
 from nmc.runtime.semantics import matmul_thunk
 
 MATRIX = ("matmul", "imatmul", "spmatmul", "ispmatmul")
@@ -106,6 +106,7 @@ class Group:
     rows: tuple[int, int] = (0, 0)  # A_box rows, relative to a_base
     tiles: dict[tuple, int] = field(default_factory=dict)  # W tile -> its first column
     width: int = 0  # columns of P
+    useful: int = 0  # the members' products (sum of m x n)
     static_w: bool = False  # every W tile is a constant: built once, kept across runs
     w_cat: np.ndarray | None = None  # static W, once built
 
@@ -115,7 +116,7 @@ class Group:
 
     def waste(self, rows: tuple[int, int], width: int, extra: Member) -> float:
         """Products the GEMM would compute over the members' (with `extra`)."""
-        useful = sum(m.a.rows * m.fields["n"] for m in (*self.members, extra))
+        useful = self.useful + extra.a.rows * extra.fields["n"]
         return (rows[1] - rows[0]) * width / max(useful, 1)
 
     # -- run time ---------------------------------------------------------------------
@@ -194,7 +195,8 @@ class _GroupRun:
         self.calls = {}
         for m in g.members:
             f = m.fields
-            block = DramView(f["out"], m.a.rows, f["n"], f["n"]).of(acc)
+            words = acc[..., f["out"]:f["out"] + m.a.rows * f["n"]]
+            block = words.reshape(*acc.shape[:-1], m.a.rows, f["n"])
             block = block.view(np.int32) if int8 else block
             r = m.row - g.rows[0]
             part = self.p_buf[..., r:r + m.a.rows, m.col:m.col + f["n"]]
@@ -373,6 +375,7 @@ def group(walk: _Walk, varying_dram: np.ndarray) -> list[Group]:
             g.tiles[m.w] = g.width - m.fields["n"]
         m.col = g.tiles[m.w]
         g.members.append(m)
+        g.useful += m.a.rows * m.fields["n"]
     done.extend(open_groups.values())
     groups = [g for g in done if len(g.members) > 1]
     for g in groups:
@@ -394,15 +397,6 @@ def _aligned(rng, shape, offset: int) -> np.ndarray:
     block = raw[skip:skip + size].reshape(shape)
     block[...] = rng.standard_normal(shape).astype(np.float32)
     return block
-
-
-def _best_time(call: Callable[[], None], repeats: int = 3) -> float:
-    best = float("inf")
-    for _ in range(repeats):
-        start = time.perf_counter()
-        call()
-        best = min(best, time.perf_counter() - start)
-    return best
 
 
 def _probe(g: Group, cache: dict) -> bool:
@@ -462,7 +456,7 @@ def _probe(g: Group, cache: dict) -> bool:
         for call in fused:
             call()
 
-    cache[shape_key] = found = _best_time(one_gemm) <= _best_time(per_tile)
+    cache[shape_key] = found = best_time(one_gemm) <= best_time(per_tile)
     return found
 
 
