@@ -1,8 +1,10 @@
 """Emulator throughput (issue 17): images per second on DeiT-small, the program loaded once,
 run one input at a time (`LoadedProgram.run`) and many inputs per walk of the instruction
-stream (`LoadedProgram.run_batch`), beside PyTorch eager fp32 at batch 1 (default threads,
-and one thread, as the emulator uses), all measured side by side in one process. Run on
-demand:
+stream (`LoadedProgram.run_batch`), each with every tile run on its own (`fuse=False`, the
+definition) and with exact fusion (`nmc.runtime.fusion`, the default; its outputs are
+checked bit-identical to the per-tile ones here), beside PyTorch eager fp32 at batch 1
+(default threads, and one thread, as the emulator uses), all measured side by side in one
+process. Run on demand:
 
     .venv/bin/python bench/bench_emulator_throughput.py             # updates BENCHMARKS.md
     .venv/bin/python bench/bench_emulator_throughput.py --images 8 --no-write
@@ -74,20 +76,26 @@ def main(argv=None) -> int:
         for label, target, sparsity in CONFIGS:
             program = compile_program(path, target, sparsity, calib)
             (name,) = [s.name for s in program.symbols if s.kind == "input"]
-            loaded = LoadedProgram(program, load_target(target))
-            loaded.run({name: xs[0]})  # decodes, times and race-checks once
-            one = seconds_per_image(lambda: [loaded.run({name: x}) for x in xs],
-                                    len(xs), args.repeats)
+            row, outputs = [label], {}
+            for fuse in (False, True):
+                loaded = LoadedProgram(program, load_target(target), fuse=fuse)
+                loaded.run({name: xs[0]})  # decodes, times and race-checks (and fuses) once
+                outputs[fuse] = [loaded.run({name: x}).outputs for x in xs]
+                one = seconds_per_image(lambda: [loaded.run({name: x}) for x in xs],
+                                        len(xs), args.repeats)
 
-            def batched():
-                for start in range(0, len(xs), args.batch):
-                    loaded.run_batch([{name: x} for x in xs[start:start + args.batch]])
+                def batched():
+                    for start in range(0, len(xs), args.batch):
+                        loaded.run_batch([{name: x} for x in xs[start:start + args.batch]])
 
-            batched()  # prepares the walk once
-            many = seconds_per_image(batched, len(xs), args.repeats)
-            rows.append((label, one, many))
-            print(label, f"{1 / one:.2f} img/s one by one, {1 / many:.2f} img/s batched",
-                  flush=True)
+                batched()  # prepares the walk once
+                many = seconds_per_image(batched, len(xs), args.repeats)
+                row += [one, many]
+                print(label, "fused" if fuse else "per tile", f"{1 / one:.2f} img/s one by one,"
+                      f" {1 / many:.2f} img/s batched", flush=True)
+            for a, b in zip(outputs[False], outputs[True]):
+                assert all(a[k].tobytes() == b[k].tobytes() for k in a), "fused != per tile"
+            rows.append(tuple(row))
     eager = {}
     threads = torch.get_num_threads()
     with torch.no_grad():
@@ -108,16 +116,19 @@ def main(argv=None) -> int:
         f"end), Python {platform.python_version()}, torch {torch.__version__}",
         f"- {args.images} random 224x224 inputs per timing, best of {args.repeats}; the "
         f"emulator runs torch on 1 thread; batched = `run_batch` of {args.batch} inputs "
-        f"per walk (each result bit-identical to `run`)",
+        f"per walk (each result bit-identical to `run`); per tile = `fuse=False`, fused = "
+        f"exact fusion (the default; outputs checked bit-identical to per tile)",
         f"- PyTorch eager fp32, batch 1: {1 / eager[threads]:.2f} img/s with its default "
         f"{threads} threads, {1 / eager[1]:.2f} img/s on 1 thread\n",
-        "| program | one by one (img/s) | batched (img/s) | batched / one by one | "
-        "batched / eager (default threads) | batched / eager (1 thread) |",
-        "|---|---:|---:|---:|---:|---:|",
+        "| program | per tile, one by one (img/s) | per tile, batched | fused, one by one | "
+        "fused, batched | fused / per tile (one by one) | fused / per tile (batched) | "
+        "fused batched / eager (default threads) | fused batched / eager (1 thread) |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
-    for label, one, many in rows:
-        lines.append(f"| {label} | {1 / one:.2f} | {1 / many:.2f} | {one / many:.2f}x | "
-                     f"{eager[threads] / many:.2f}x | {eager[1] / many:.2f}x |")
+    for label, one, many, f_one, f_many in rows:
+        lines.append(f"| {label} | {1 / one:.2f} | {1 / many:.2f} | {1 / f_one:.2f} | "
+                     f"{1 / f_many:.2f} | {one / f_one:.2f}x | {many / f_many:.2f}x | "
+                     f"{eager[threads] / f_many:.2f}x | {eager[1] / f_many:.2f}x |")
     text = "\n".join(lines)
     print(text)
     if not args.no_write:
