@@ -478,9 +478,12 @@ class _BatchRun(_FastRun):
     machine: BatchMachine | None = None
 
 
-def _fast_plan(program, target, machine, max_instructions, check_races) -> _FastRun | None:
+def _fast_plan(program, target, machine, max_instructions, check_races,
+               fuse_varying: np.ndarray | None = None) -> _FastRun | None:
     """Decode, time and race-check through `nmc.runtime.fastpath` (raising the reference
-    path's error for a race), or None where the fast path does not apply."""
+    path's error for a race), or None where the fast path does not apply. With
+    `fuse_varying` (the DRAM words that may differ between runs), the tiles
+    `nmc.runtime.fusion` proves equivalent to one GEMM run as one."""
     plan = fastpath.decode(program.instructions, target, machine.sizes, max_instructions,
                            machine.mems)
     if plan is None:
@@ -508,7 +511,13 @@ def _fast_plan(program, target, machine, max_instructions, check_races) -> _Fast
                       for (s, d), c in sorted(leftover.items())}
     stats = (plan.unit, plan.cycles, plan.macs, starts, ends, stall, leftover_named,
              plan.dram_read, plan.dram_written)
-    return _FastRun(order_list, [plan.thunks[i] for i in order_list], stats)
+    run = _FastRun(order_list, [plan.thunks[i] for i in order_list], stats)
+    if fuse_varying is not None:
+        run.fusion_plan = fusion.plan(program.instructions, order_list, machine.sizes,
+                                      fuse_varying, (plan.reads, plan.writes))
+        for pos, thunk in run.fusion_plan.thunks(machine.mems).items():
+            run.seq[pos] = thunk
+    return run
 
 
 def _decode_one(pc: int, instr: Instr, target: Target) -> _Decoded:
@@ -619,14 +628,10 @@ class LoadedProgram:
         """The fast path's plan, made on first use (None, and not tried again, where the
         fast path does not apply). Call it with the run's threads and gc settings."""
         if self._fast and self._plan is None:
-            self._plan = _fast_plan(self.program, self.target, self.machine, *self._options)
+            varying = self._varying_dram() if self._fuse else None
+            self._plan = _fast_plan(self.program, self.target, self.machine, *self._options,
+                                    varying)
             self._fast = self._plan is not None
-            if self._fast and self._fuse:
-                plan = self._plan
-                plan.fusion_plan = fusion.plan(self.program.instructions, plan.order,
-                                          self.machine.sizes, self._varying_dram())
-                for pos, thunk in plan.fusion_plan.thunks(self.machine.mems).items():
-                    plan.seq[pos] = thunk
         return self._plan
 
     def _varying_dram(self) -> np.ndarray:

@@ -37,6 +37,7 @@ the plan's, computed before fusion: fusion changes execution, never timing.
 
 from __future__ import annotations
 
+from bisect import bisect_left, bisect_right
 from dataclasses import dataclass, field
 from functools import partial
 from typing import Callable
@@ -53,6 +54,7 @@ MATRIX = ("matmul", "imatmul", "spmatmul", "ispmatmul")
 _INT8 = ("imatmul", "ispmatmul")
 _SPARSE = ("spmatmul", "ispmatmul")
 _ON_CHIP = (int(Mem.SPAD), int(Mem.ACC))
+_PROBED: dict[tuple, bool] = {}  # fp32 shapes probed in this process (`_probe`)
 MAX_WASTE = 2.0  # a group's GEMM may compute at most this many times its members' MACs
 _INT8_EXACT_K = 1 << 17  # int32 sums of k products of int8 cannot overflow below this
 
@@ -180,29 +182,36 @@ def gemm_into(mnemonic: str, a: np.ndarray, w: np.ndarray, transpose: bool,
 
 
 class _GroupRun:
-    """A group on one machine's memories: A_box and P in buffers of their own, and the
+    """A group on one machine's memories: its A_box and P in buffers (`bind`), and the
     members' calls on fixed views of them. `dram` [words], or [B x words] for the B
     rows of a `BatchMachine`."""
 
     def __init__(self, g: Group, dram: np.ndarray, acc: np.ndarray):
-        self.g, self.dram = g, dram
+        self.g, self.dram, self.acc = g, dram, acc
         int8 = g.mnemonic in _INT8
         view = g.a_view().of(dram)
         self.a_view = view.view(np.int8) if int8 else view
-        self.a_buf = np.empty(self.a_view.shape, self.a_view.dtype)
-        self.p_buf = np.empty((*self.a_view.shape[:-1], g.width),
-                              np.int32 if int8 else np.float32)
-        self.calls = {}
+        self.p_shape = (*self.a_view.shape[:-1], g.width)
+        self.p_dtype = np.dtype(np.int32 if int8 else np.float32)
+        self.last = max(m.pos for m in g.members)  # P lives from the anchor to here
+
+    def bind(self, a_flat: np.ndarray, p_flat: np.ndarray) -> dict[int, Callable]:
+        """The members' calls, with A_box and P at the start of these buffers."""
+        g = self.g
+        self.a_buf = a_flat[:self.a_view.size].reshape(self.a_view.shape)
+        self.p_buf = p_flat[:int(np.prod(self.p_shape))].reshape(self.p_shape)
+        calls = {}
         for m in g.members:
             f = m.fields
-            words = acc[..., f["out"]:f["out"] + m.a.rows * f["n"]]
-            block = words.reshape(*acc.shape[:-1], m.a.rows, f["n"])
-            block = block.view(np.int32) if int8 else block
+            words = self.acc[..., f["out"]:f["out"] + m.a.rows * f["n"]]
+            block = words.reshape(*self.acc.shape[:-1], m.a.rows, f["n"])
+            block = block.view(self.p_dtype)
             r = m.row - g.rows[0]
             part = self.p_buf[..., r:r + m.a.rows, m.col:m.col + f["n"]]
             apply = (partial(np.add, block, part, out=block) if f["accumulate"]
                      else partial(np.copyto, block, part))
-            self.calls[m.pos] = partial(self._anchor, apply) if m.pos == g.anchor else apply
+            calls[m.pos] = partial(self._anchor, apply) if m.pos == g.anchor else apply
+        return calls
 
     def _anchor(self, apply: Callable) -> None:
         g = self.g
@@ -219,14 +228,39 @@ class _GroupRun:
         apply()
 
 
+def _bind(runs: list[_GroupRun]) -> dict[int, Callable]:
+    """Buffers for the groups, shared where their lives do not meet: one A_box buffer per
+    element type (used only during an anchor's call), and P buffers handed from group to
+    group (first fit, in anchor order: a product lives from its anchor to its last
+    member), so memory grows with the products alive at once, not with the layers."""
+    a_size: dict[np.dtype, int] = {}
+    pools: list[list] = []  # [dtype, position its last user ends, size, users]
+    for run in sorted(runs, key=lambda r: r.g.anchor):
+        a_size[run.a_view.dtype] = max(a_size.get(run.a_view.dtype, 0), run.a_view.size)
+        pool = next((p for p in pools if p[0] == run.p_dtype and p[1] < run.g.anchor), None)
+        if pool is None:
+            pool = [run.p_dtype, 0, 0, []]
+            pools.append(pool)
+        pool[1] = run.last
+        pool[2] = max(pool[2], int(np.prod(run.p_shape)))
+        pool[3].append(run)
+    a_flat = {dtype: np.empty(size, dtype) for dtype, size in a_size.items()}
+    calls: dict[int, Callable] = {}
+    for dtype, _, size, users in pools:
+        p_flat = np.empty(size, dtype)
+        for run in users:
+            calls.update(run.bind(a_flat[run.a_view.dtype], p_flat))
+    return calls
+
+
 # --------------------------------------------------------------------------------------
 # The analysis
 
 
-def _from_load(load: Instr, addr: int, rows: int, cols: int) -> DramView | None:
+def _from_load(src: Region, dst: Region, addr: int, rows: int, cols: int) -> DramView | None:
     """The DRAM view an operand block [rows x cols] at `addr` holds, when it lies in the
-    block `load` wrote: its rows are rows of the load's (same width), or it is one row."""
-    (src,), (dst,) = load.footprint()
+    block a load wrote (`dst`, from DRAM `src`, row by row): its rows are rows of the
+    load's (same width), or it is one row."""
     off = addr - dst.start
     width = src.cols
     if rows == 1:
@@ -255,36 +289,47 @@ def _operand_blocks(instr: Instr) -> list[tuple[int, int, int]]:
 
 
 class _Walk:
-    """Per on-chip word, the position of its last writer (-1: none yet); per load, who
-    read its words; every DRAM write (position, region)."""
+    """In execution order: per on-chip word, the position of its last writer (-1: none
+    yet); per load, who read its words (position, memory); every DRAM write (position,
+    bounding range). `footprints`: the fast path's footprint slots (`fastpath.Plan`'s
+    reads and writes: per slot, memory, start and end arrays indexed by pc; on-chip
+    regions are dense, so these are exact there)."""
 
-    def __init__(self, instructions, order, sizes):
+    def __init__(self, instructions, order, sizes, footprints):
         self.instrs = [instructions[pc] for pc in order]
+        at = np.asarray(order, np.int64)
+        self.reads, self.writes = ([tuple(a[at].tolist() for a in slot) for slot in side]
+                                   for side in footprints)
         self.writer = {m: np.full(sizes[m], -1, np.int64) for m in _ON_CHIP}
+        self.loaded = {m: np.zeros(sizes[m], bool) for m in _ON_CHIP}  # last writer a load
         self.readers: dict[int, list[tuple[int, int]]] = {}  # load pos -> [(pos, mem)]
-        self.dram_writes: list[tuple[int, Region]] = []
+        self.dram_writes: list[tuple[int, int, int]] = []
         self.candidates: list[Member] = []
+        self._sources: dict[int, tuple[Region, Region]] = {}
 
     def run(self) -> None:
-        for pos, instr in enumerate(self.instrs):
-            reads, writes = instr.footprint()
+        instrs, writer = self.instrs, self.writer
+        for pos, instr in enumerate(instrs):
             if instr.mnemonic in MATRIX and instr["m"] and instr["n"]:
                 member = self._member(pos, instr)
                 if member is not None:
                     self.candidates.append(member)
-            for r in reads:
-                if r.mem in self.writer:
-                    for q in self._writers(r):
-                        if self.instrs[q].mnemonic == "load":
-                            self.readers.setdefault(q, []).append((pos, int(r.mem)))
-            for r in writes:
-                if r.mem in self.writer:
-                    self.writer[r.mem][r.start:r.end] = pos
-                elif r.mem == Mem.DRAM:
-                    self.dram_writes.append((pos, r))
+            for mems, starts, ends in self.reads:
+                mem = mems[pos]
+                if mem in writer and self.loaded[mem][starts[pos]:ends[pos]].any():
+                    for q in self._writers(mem, starts[pos], ends[pos]):
+                        if instrs[q].mnemonic == "load":
+                            self.readers.setdefault(q, []).append((pos, mem))
+            for mems, starts, ends in self.writes:
+                mem = mems[pos]
+                if mem in writer:
+                    writer[mem][starts[pos]:ends[pos]] = pos
+                    self.loaded[mem][starts[pos]:ends[pos]] = instr.mnemonic == "load"
+                elif mem == Mem.DRAM:
+                    self.dram_writes.append((pos, starts[pos], ends[pos]))
 
-    def _writers(self, r: Region):
-        span = self.writer[r.mem][r.start:r.end]
+    def _writers(self, mem: int, start: int, end: int):
+        span = self.writer[mem][start:end]
         lo, hi = int(span.min()), int(span.max())
         if lo == hi:
             return () if lo < 0 else (lo,)
@@ -297,10 +342,12 @@ class _Walk:
             q = int(span[0])
             if q < 0 or span.min() != q or span.max() != q:
                 return None
-            load = self.instrs[q]
-            if load.mnemonic != "load" or load["mem"] != Mem.SPAD:
+            if self.instrs[q].mnemonic != "load":
                 return None
-            view = _from_load(load, addr, rows, cols)
+            if q not in self._sources:
+                (src,), (dst,) = self.instrs[q].footprint()
+                self._sources[q] = src, dst
+            view = _from_load(*self._sources[q], addr, rows, cols)
             if view is None:
                 return None
             views.append(view)
@@ -309,20 +356,24 @@ class _Walk:
 
 
 class _Conflicts:
-    """Whether a DRAM write lies strictly between two positions on a view."""
+    """Whether a DRAM write lies strictly between two positions on a view (bounding
+    ranges first, confirmed on the exact regions with `Region.overlaps`)."""
 
-    def __init__(self, writes: list[tuple[int, Region]]):
-        self.writes = writes
-        self.pos = np.array([p for p, _ in writes], np.int64)
-        self.lo = np.array([r.start for _, r in writes], np.int64)
-        self.hi = np.array([r.end for _, r in writes], np.int64)
+    def __init__(self, instrs: list[Instr], writes: list[tuple[int, int, int]]):
+        self.instrs = instrs
+        self.pos = [p for p, _, _ in writes]
+        self.lo = np.array([lo for _, lo, _ in writes], np.int64)
+        self.hi = np.array([hi for _, _, hi in writes], np.int64)
 
     def between(self, a: int, b: int, view: DramView) -> bool:
         lo, hi = sorted((a, b))
-        i, j = np.searchsorted(self.pos, [lo + 1, hi])
+        i, j = bisect_right(self.pos, lo), bisect_left(self.pos, hi)
+        if i == j:
+            return False
         region = view.region()
         hit = np.flatnonzero((self.lo[i:j] < region.end) & (region.start < self.hi[i:j]))
-        return any(self.writes[i + h][1].overlaps(region) for h in hit)
+        return any(w.overlaps(region) for h in hit
+                   for w in self.instrs[self.pos[i + h]].footprint()[1] if w.mem == Mem.DRAM)
 
 
 def _key(m: Member, mnemonic: str) -> tuple:
@@ -347,7 +398,7 @@ def group(walk: _Walk, varying_dram: np.ndarray) -> list[Group]:
     """Greedy, in execution order: a candidate joins the open group of its key when its
     loads are stable against that group's anchor and the GEMM stays within MAX_WASTE;
     otherwise it opens a new group. Groups of one member are dropped."""
-    conflicts = _Conflicts(walk.dram_writes)
+    conflicts = _Conflicts(walk.instrs, walk.dram_writes)
     open_groups: dict[tuple, Group] = {}
     done: list[Group] = []
     for m in walk.candidates:
@@ -404,9 +455,10 @@ def _probe(g: Group, cache: dict) -> bool:
     the scratchpad's alignments), every member's block of the fused product, copied to
     or added into its ACC block, equals the per-tile sgemm bit for bit; and the fused
     form (A_box copy, GEMM, the members' blocks) is not slower than the tiles with the
-    copies of their distinct A and W tiles (what the loads it makes dead cost)."""
-    shape_key = (g.mnemonic, g.k, g.transpose, g.rows[1] - g.rows[0], g.width, tuple(
-        (m.row - g.rows[0], m.a.rows, m.col, m.fields["n"], m.fields["accumulate"],
+    copies of their distinct A and W tiles (what the loads it makes dead cost), unless
+    its W is a constant N:M one (unpacked once, not per tile and run)."""
+    shape_key = (g.mnemonic, g.k, g.transpose, g.static_w, g.rows[1] - g.rows[0], g.width,
+                 tuple((m.row - g.rows[0], m.a.rows, m.col, m.fields["n"], m.fields["accumulate"],
          m.fields["a"] % 16, m.fields["w"] % 16, m.fields["out"] % 16) for m in g.members))
     found = cache.get(shape_key)
     if found is not None:
@@ -456,7 +508,10 @@ def _probe(g: Group, cache: dict) -> bool:
         for call in fused:
             call()
 
-    cache[shape_key] = found = best_time(one_gemm) <= best_time(per_tile)
+    # a constant N:M W is unpacked once instead of on every run: that alone outweighs
+    # any difference between the GEMMs
+    found = (g.pattern is not None and g.static_w) or best_time(one_gemm) <= best_time(per_tile)
+    cache[shape_key] = found
     return found
 
 
@@ -481,21 +536,20 @@ class Fusion:
         """Replacement calls (None: nothing to do), by position, on the memories of a
         `Machine` or, [B x words] each, of a `BatchMachine`."""
         out: dict[int, Callable | None] = {pos: None for pos in self.elided}
-        for g in self.groups:
-            out.update(_GroupRun(g, mems[Mem.DRAM], mems[Mem.ACC]).calls)
+        out.update(_bind([_GroupRun(g, mems[Mem.DRAM], mems[Mem.ACC]) for g in self.groups]))
         return out
 
 
 def plan(instructions: list[Instr], order: list[int], sizes: tuple[int, ...],
-         varying_dram: np.ndarray) -> Fusion:
+         varying_dram: np.ndarray, footprints: tuple[list, list]) -> Fusion:
     """The fusion of a program's execution order (`order`: pcs), proved from footprints
-    (module docstring). `varying_dram[w]`: DRAM word w may differ between runs (an input
-    or a word the program writes); W tiles read from none of those are built once."""
-    walk = _Walk(instructions, order, sizes)
+    (module docstring; `footprints`: the fast path's slots, `fastpath.Plan.reads` and
+    `.writes`). `varying_dram[w]`: DRAM word w may differ between runs (an input or a
+    word the program writes); W tiles read from none of those are built once."""
+    walk = _Walk(instructions, order, sizes, footprints)
     walk.run()
-    cache: dict = {}
     groups = [g for g in group(walk, varying_dram)
-              if g.mnemonic in _INT8 or _probe(g, cache)]
+              if g.mnemonic in _INT8 or _probe(g, _PROBED)]
     members = {m.pos: (g, m) for g in groups for m in g.members}
     elided = {q for q, readers in walk.readers.items()
               if all(p in members and mem == Mem.SPAD for p, mem in readers)}

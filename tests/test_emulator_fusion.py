@@ -128,6 +128,7 @@ def test_fp32_is_not_fused_where_the_probe_finds_other_rounding(tmp_path, monkey
             np.copyto(out, np.nextafter(out, np.float32(np.inf)))
 
     monkeypatch.setattr(fusion_module, "gemm_into", nudged)
+    monkeypatch.setattr(fusion_module, "_PROBED", {})  # forget the shapes probed before
     program, name, shape = _compile(tmp_path, "mlp_block", {})
     x = np.random.default_rng(2).standard_normal(shape).astype(np.float32)
     plan = _fused_equals_per_tile(program, load_target("sta_ref"), name, [x])
