@@ -147,13 +147,14 @@ def _int8_words(values: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(values, np.int8).view(np.float32)
 
 
-def _two_tiles(between: list) -> tuple:
-    """load A, load W1, imatmul -> ACC 0, store; `between`; load W2, imatmul -> ACC 512,
-    store. Returns the program and the int8 operands."""
+def _two_tiles(between: list, before: list = ()) -> tuple:
+    """`before`; load A, load W1, imatmul -> ACC 0, store; `between`; load W2, imatmul ->
+    ACC 512, store. Returns the program and the int8 operands."""
     rng = np.random.default_rng(0)
     a, a2 = (rng.integers(-128, 128, (M, K)) for _ in range(2))
     w1, w2 = (rng.integers(-127, 128, (K, N)) for _ in range(2))
     instrs = [
+        *before,
         I("load", mem=SPAD, local=0, dram=A_ADDR, rows=M, cols=K // 4, stride=K // 4),
         I("load", mem=SPAD, local=1024, dram=W1_ADDR, rows=K, cols=N // 4, stride=N // 4),
         I("imatmul", a=0, w=1024, out=0, m=M, k=K, n=N),
@@ -214,3 +215,18 @@ def test_a_write_to_the_operand_in_dram_prevents_fusion():
     assert plan.fused_instructions == 0
     np.testing.assert_array_equal(_ints(result.outputs["y1"]), a @ w1)
     np.testing.assert_array_equal(_ints(result.outputs["y2"]), a2 @ w2)
+
+
+def test_a_weight_the_program_writes_is_read_at_the_gemm():
+    """W2 is written by the program itself (copied from A2's rows before the first tile):
+    not a constant, so the GEMM reads it from DRAM on every run, one input or a batch."""
+    copy = [I("load", mem=SPAD, local=4096, dram=A2_ADDR, rows=K, cols=N // 4, stride=N // 4),
+            I("store", mem=SPAD, local=4096, dram=W2_ADDR, rows=K, cols=N // 4, stride=N // 4)]
+    prog, a, a2, w1, _ = _two_tiles([], before=copy)
+    w2 = a2.astype(np.int8).reshape(K, N)  # A2's bytes, read as W2's [K x N] int8
+    result, plan = _run_both(prog)
+    assert plan.fused_instructions == 2 and not plan.groups[0].static_w
+    np.testing.assert_array_equal(_ints(result.outputs["y2"]), a @ w2.astype(np.int64))
+    loaded = LoadedProgram(prog, INT8)
+    for got in loaded.run_batch([{}, {}]):
+        _assert_same(got, result)
