@@ -35,8 +35,10 @@ Steps 3-5 are the definition. Programs as the compiler makes them (every token p
 before it is consumed, every instruction at least one cycle) take `nmc.runtime.fastpath`
 instead, which computes the same run (same outputs, times, statistics and errors; the tests
 compare both on compiled models and on random programs) with array operations and one
-prepared call per instruction; `fast=False` forces the reference simulation. While the
-instructions run, the garbage collector is paused and torch (matmul, GELU) uses one thread.
+prepared call per instruction, the tiles `nmc.runtime.fusion` proves equivalent to one
+GEMM run as one (`fuse=False`: every tile on its own); `fast=False` forces the reference
+simulation. While the instructions run, the garbage collector is paused and torch
+(matmul, GELU) uses one thread.
 
 Input policy: each input must be an array (anything `np.asarray` accepts) with exactly the
 symbol's shape. float32 is used as is; other floating-point dtypes (float16, float64, ...)
