@@ -2,8 +2,9 @@
 equivalent (issue 17). The per-tile semantics (`nmc.runtime.semantics`) stay the
 definition; `LoadedProgram(..., fuse=False)` runs them alone, and the tests run both.
 
-The proof, from the decoded footprints (`Instr.footprint`) of the fast path's execution
-order, never from knowledge of the compiler:
+The proof, from the decoded footprints (the ISA table's footprint formulas, as the fast
+path evaluates them) in the fast path's execution order, never from knowledge of the
+compiler:
 
 - Provenance. Walking the instructions in execution order, each on-chip word remembers
   the instruction that last wrote it. A matrix instruction's operand (its A, W, and for
@@ -24,7 +25,8 @@ Exactness. int8 tiles (imatmul, ispmatmul) are integer sums, exact in any groupi
 (`torch._int_mm`, or float64 for an unpacked tile beyond int8, as the per-tile path).
 fp32 is fused only where a probe finds the fused form bit-identical to the per-tile sgemm
 on random operands of exactly these shapes (rounding order depends on shapes, not values;
-the same rule as `nmc.runtime.batch`); a member that fails it runs per tile. Sums are
+the same rule as `nmc.runtime.batch`), and not slower; otherwise the group runs per
+tile. Sums are
 never regrouped over k: members of different k windows are different groups, and
 accumulation into ACC happens per member, as before (measured: a sgemm fused over k rounds
 differently, ARCHITECTURE.md).
