@@ -26,9 +26,11 @@ bench-out/dinov2_fmnist/, which git ignores, so a rerun or a killed run resumes)
   recorded predictions (PyTorch's, equal to the emulator's there when all their
   predictions agreed; the others read theirs from their predictions).
 - test: the dense classifier's PyTorch top-1 on all 10,000 test images (features).
-- finetune: the sparse rows fine-tuned briefly with distillation from the dense classifier
-  (FINETUNE_* below), then compiled and evaluated as above.
-- table: the Markdown table of every finished row (results.md).
+- finetune: the sparse rows (--finetune SPEC ...) fine-tuned briefly with distillation
+  from the dense classifier (FINETUNE_* below; --steps, one row per --seeds seed, which
+  fixes the order of the fine-tune's batches), then compiled and evaluated as above.
+- table: the Markdown table of every finished row, and the fine-tuned pairs of nearly
+  equal modelled speed-up compared seed by seed (results.md).
 """
 
 from __future__ import annotations
@@ -58,7 +60,10 @@ N_VAL = 1000  # val-split images that choose its L2 strength
 N_EVAL = 2000  # test images every one-shot row runs on the emulator (the first of test)
 N_SMALL = 500  # ... and the fine-tuned rows; the one-shot rows' top-1 on these first
 # N_SMALL too, for comparisons on the same images
-WORKERS = 2  # processes `nmc eval --workers` shards the images over
+# processes `nmc eval --workers` shards the images over: on 2 shared cores one worker
+# beat two (Dask's start and the program's transfer outweigh a second, busy core), so
+# two rows side by side, each on one, is how to use both
+WORKERS = 1
 # the rows evaluated before `nmc eval --json` recorded predictions (first_small)
 FULL_ROWS = ("dense", "2:4")
 CALIB = 8  # train images ELSA's sensitivity calibrates on
@@ -297,13 +302,13 @@ class Bench:
 
     # ---------------------------------------------------------------- fine-tune
 
-    def finetune(self, spec: str, seed: int) -> dict:
-        """The one-shot configuration of `spec`, fine-tuned (FINETUNE_*), compiled with that
-        configuration and evaluated as the one-shot rows."""
+    def finetune(self, spec: str, seed: int, steps: int = FINETUNE_STEPS) -> dict:
+        """The one-shot configuration of `spec`, fine-tuned for `steps` steps (FINETUNE_*),
+        compiled with that configuration and evaluated as the one-shot rows."""
         from nmc.models.registry import export_to_file
         from nmc.training.nm_supernet import FixedNM
 
-        name = f"finetune-{slug(spec)}-s{seed}"
+        name = finetune_name(spec, seed, steps)
         folder = self.out / "rows" / name
         folder.mkdir(parents=True, exist_ok=True)
         model_file, cfg = folder / "model.pt2", folder / "config.json"
@@ -330,12 +335,12 @@ class Bench:
             model.train()
             losses = []
             with torch_threads(THREADS):
-                while step < FINETUNE_STEPS:
+                while step < steps:
                     gen = torch.Generator().manual_seed(seed * 100003 + step)
                     idx = torch.randperm(N_TRAIN, generator=gen)[:FINETUNE_BATCH]
                     for group in opt.param_groups:
                         group["lr"] = FINETUNE_LR * 0.5 * (1 + np.cos(np.pi * step /
-                                                                      FINETUNE_STEPS))
+                                                                      steps))
                     logits = net.forward(self.data["train"].images[idx])
                     soft = F.log_softmax(teacher[idx] / KD_T, -1)
                     kd = F.kl_div(F.log_softmax(logits / KD_T, -1), soft, log_target=True,
@@ -346,16 +351,16 @@ class Bench:
                     opt.step()
                     step += 1
                     losses.append(float(loss.detach()))
-                    if step % SAVE_EVERY == 0 or step == FINETUNE_STEPS:
+                    if step % SAVE_EVERY == 0 or step == steps:
                         torch.save({"model": model.state_dict(), "opt": opt.state_dict(),
                                     "step": step}, ckpt)
-                        log(f"{name}: step {step}/{FINETUNE_STEPS}, loss "
+                        log(f"{name}: step {step}/{steps}, loss "
                             f"{np.mean(losses[-SAVE_EVERY:]):.3f}")
             model.eval()
             net.bake([0] * len(net.params))
             export_to_file(model, torch.zeros(1, 3, IMG, IMG), model_file)
-        return self.row(name, f"{spec} + fine-tune (seed {seed})", model_file, None,
-                        str(cfg))
+        return self.row(name, f"{spec} + fine-tune ({steps} steps, seed {seed})",
+                        model_file, None, str(cfg))
 
     # ---------------------------------------------------------------- dense test
 
@@ -373,19 +378,66 @@ class Bench:
         return result
 
 
-def table(out: Path) -> str:
-    """The Markdown table of every finished row (one line per configuration)."""
+def load_rows(out: Path) -> dict[str, dict]:
     rows = {}
     for path in sorted((out / "rows").glob("*/row.json")):
         r = json.loads(path.read_text())
         rows[r["name"]] = r
+    return rows
+
+
+def finetune_name(spec: str, seed: int, steps: int = FINETUNE_STEPS) -> str:
+    """The row of a fine-tune: the default length keeps the first run's names."""
+    length = "" if steps == FINETUNE_STEPS else str(steps)
+    return f"finetune{length}-{slug(spec)}-s{seed}"
+
+
+def tuned_rows(rows: dict, spec: str, steps: int) -> dict[int, dict]:
+    """The fine-tuned rows of `spec` at `steps` steps, by seed."""
+    prefix = finetune_name(spec, 0, steps)[:-1]
+    return {int(name[len(prefix):]): r for name, r in rows.items()
+            if name.startswith(prefix) and name[len(prefix):].isdigit()}
+
+
+def mean_sd(values: list[float], scale: float = 100.0) -> str:
+    """'m ± sd' (sample standard deviation over seeds), in points."""
+    if len(values) == 1:
+        return f"{values[0] * scale:.1f}"
+    return f"{np.mean(values) * scale:.1f} ± {np.std(values, ddof=1) * scale:.1f}"
+
+
+def finetune_cell(tuned: dict[int, dict]) -> str:
+    if not tuned:
+        return "not run"
+    accs = [tuned[seed]["top1"] for seed in sorted(tuned)]
+    images = {r["images"] for r in tuned.values()}
+    seeds = " / ".join(f"{a:.1%}" for a in accs)
+    n = f"first {min(images)}" if len(images) == 1 else "first " + "/".join(map(str, images))
+    if len(accs) == 1:
+        return f"{accs[0]:.1%} (1 seed, {n})"
+    return f"**{mean_sd(accs)} %** ({len(accs)} seeds: {seeds}; {n})"
+
+
+def fine_tune_lengths(rows: dict) -> list[int]:
+    """The fine-tune lengths that have rows, the default first."""
+    longer = sorted({int(name.split("-")[0][len("finetune"):]) for name in rows
+                     if name.startswith("finetune") and name.split("-")[0] != "finetune"})
+    return [FINETUNE_STEPS, *longer]
+
+
+def table(out: Path) -> str:
+    """The Markdown table of every finished row (one line per configuration)."""
+    rows = load_rows(out)
     dense = rows.get("oneshot-dense")
     if dense is None:
         return "(no dense row yet)"
+    lengths = fine_tune_lengths(rows)
+    after = " | ".join(f"top-1 after fine-tune, {steps} steps (mean ± sd over seeds)"
+                       for steps in lengths)
     lines = [f"| configuration | linear speed-up | end-to-end speed-up | top-1 one-shot, "
-             f"first {N_SMALL} | top-1 one-shot, first {N_EVAL} | top-1 after fine-tune | "
+             f"first {N_SMALL} | top-1 one-shot, first {N_EVAL} | {after} | "
              f"agreement with PyTorch |",
-             "|---|---|---|---|---|---|---|"]
+             "|---|---|---|---|---|" + "---|" * len(lengths) + "---|"]
 
     def pct(value) -> str:
         return f"{value:.1%}" if value is not None else ""
@@ -393,27 +445,60 @@ def table(out: Path) -> str:
     for spec in TABLE_ORDER:
         one = rows.get(f"oneshot-{slug(spec)}")
         if one is None:
-            lines.append(f"| {spec} | | | not run | | | |")
+            lines.append(f"| {spec} | | | not run | |" + " |" * len(lengths) + " |")
             continue
         small = one["top1"] if one["images"] == N_SMALL else one.get("top1_small")
         full = one["top1"] if one["images"] == N_EVAL else None
-        tuned = [r for n, r in rows.items() if n.startswith(f"finetune-{slug(spec)}-s")]
-        accs = [r["top1"] for r in tuned]
-        if spec == "dense":
-            after = "-"
-        elif not accs:
-            after = "not run"
-        elif len(accs) == 1:
-            after = f"{accs[0]:.1%} (1 seed, first {tuned[0]['images']})"
-        else:
-            after = f"{np.mean(accs):.1%} ± {np.std(accs, ddof=1):.1%} ({len(accs)} seeds)"
-        agree = "; ".join((f"{r['agreeing']}/{r['images']}" if r["agreeing"] is not None
-                           else "not compared") + (" (fine-tuned)" if r is not one else "")
-                          for r in [one, *tuned])
+        tuned = {steps: tuned_rows(rows, spec, steps) for steps in lengths}
+        cells = " | ".join("-" if spec == "dense" else finetune_cell(tuned[steps])
+                           for steps in lengths)
+        agree = [f"{one['agreeing']}/{one['images']}" if one["agreeing"] is not None
+                 else "not compared"]
+        for steps in lengths:
+            done = list(tuned[steps].values())
+            if done:
+                agreeing = sum(r["agreeing"] or 0 for r in done)
+                agree.append(f"{agreeing}/{sum(r['images'] for r in done)} "
+                             f"(fine-tuned {steps} steps, {len(done)} seeds)")
         lines.append(f"| {spec} | {dense['linear_cycles'] / one['linear_cycles']:.2f}x | "
                      f"{dense['cycles'] / one['cycles']:.2f}x | {pct(small)} | {pct(full)} | "
-                     f"{after} | {agree} |")
+                     f"{cells} | {'; '.join(agree)} |")
     return "\n".join(lines)
+
+
+# fine-tuned pairs compared seed by seed (a seed fixes the fine-tune's batches, so the two
+# rows of a seed saw the same images in the same order): ELSA against the uniform patterns
+# of nearly equal modelled speed-up, and ELSA 2.5x against the nearest uniform (2:4 / 4:8,
+# 1.92x: no uniform pattern of the target lies between them and 1:4 / 2:8 at 3.5x)
+PAIRS = [("elsa:speedup=2", "2:4"), ("elsa:speedup=2", "4:8"), ("4:8", "2:4"),
+         ("elsa:speedup=2.5", "4:8"), ("elsa:speedup=2.5", "2:4")]
+
+
+def paired_table(out: Path) -> str:
+    """Top-1 differences of the PAIRS after fine-tune, seed by seed (same seed, same
+    batches), with their mean and sample standard deviation over seeds."""
+    rows = load_rows(out)
+    dense = rows.get("oneshot-dense")
+    if dense is None:
+        return ""
+    def linear_cycles(spec: str) -> int:
+        return rows[f"oneshot-{slug(spec)}"]["linear_cycles"]
+
+    lines = ["| fine-tune | A - B | linear speed-up A / B | seeds | A - B per seed (pt) | "
+             "mean ± sd (pt) |", "|---|---|---|---|---|---|"]
+    for steps in fine_tune_lengths(rows):
+        for a, b in PAIRS:
+            ta, tb = tuned_rows(rows, a, steps), tuned_rows(rows, b, steps)
+            seeds = sorted(set(ta) & set(tb))
+            if not seeds:
+                continue
+            diffs = [ta[s]["top1"] - tb[s]["top1"] for s in seeds]
+            speed = " / ".join(f"{dense['linear_cycles'] / linear_cycles(x):.2f}x"
+                               for x in (a, b))
+            lines.append(f"| {steps} steps | {a} - {b} | {speed} | {len(seeds)} | "
+                         f"{' / '.join(f'{d * 100:+.1f}' for d in diffs)} | "
+                         f"{mean_sd(diffs)} |")
+    return "\n".join(lines) if len(lines) > 2 else ""
 
 
 def slug(spec: str) -> str:
@@ -450,7 +535,11 @@ def main() -> int:
     ap.add_argument("--finetune", action="append", metavar="SPEC",
                     help="a configuration to fine-tune (repeat; default: 2:4 and "
                          "elsa:speedup=2, the pair of nearly equal modelled speed-up)")
-    ap.add_argument("--seeds", type=int, nargs="+", default=[0])
+    ap.add_argument("--seeds", type=int, nargs="+", default=[0],
+                    help="fine-tune seeds (the order of the fine-tune's batches)")
+    ap.add_argument("--steps", type=int, default=FINETUNE_STEPS,
+                    help="fine-tune steps (default: %(default)s; another length makes "
+                         "rows of its own, a column of the table)")
     ap.add_argument("--configs", nargs="+", metavar="SPEC",
                     help="the one-shot rows to run (default: all of CONFIGS)")
     ap.add_argument("--workers", type=int, default=WORKERS,
@@ -468,13 +557,14 @@ def main() -> int:
         elif stage == "oneshot":
             bench.oneshot(args.configs or CONFIGS)
         elif stage == "finetune":
-            for spec in args.finetune:
-                for seed in args.seeds:
-                    bench.finetune(spec, seed)
+            # seed by seed, so an interrupted run leaves whole pairs
+            for seed in args.seeds:
+                for spec in args.finetune:
+                    bench.finetune(spec, seed, args.steps)
         elif stage == "small":
             bench.first_small()
         elif stage == "table":
-            text = table(args.out)
+            text = table(args.out) + "\n\n" + paired_table(args.out)
             (args.out / "results.md").write_text(text + "\n")
             print(text)
         elif stage == "test":
