@@ -14,7 +14,10 @@ import sys
 from pathlib import Path
 
 from nmc.cli.paths import check_files
-from nmc.cli.shared import UsageError, add_quiet, add_target, one_line_error, read_source
+from nmc.cli.shared import (
+    UsageError, add_cluster_options, add_quiet, add_target, cluster_for, one_line_error,
+    read_source,
+)
 from nmc.common.errors import NmcError
 from nmc.common.fileio import OutputError, atomic_write_text
 from nmc.common.observer import ObserverError, parse_observer
@@ -65,6 +68,8 @@ def register(sub) -> None:
                         "latency budget, L a fraction of the dense latency)")
     p.add_argument("--window-keep-out", type=Path, metavar="FILE.json",
                    help="write the keep ratios used (the format --window-keep FILE.json reads)")
+    add_cluster_options(p, "the ELSA sensitivity measurement and the SparseViT search "
+                           "(--sparsity elsa:..., --window-keep sparsevit:...)")
     add_quiet(p)
     p.set_defaults(handler=cmd_compile)
 
@@ -93,6 +98,7 @@ def cmd_compile(args) -> int:
     quant = _quant_options(args)
     sparsity = _sparsity_options(args, int8=quant is not None)
     window = _window_options(args)
+    cluster = _cluster_options(args)
     _check_compile_files(args)
     if args.dump_ir is not None:
         try:
@@ -105,8 +111,12 @@ def cmd_compile(args) -> int:
     shapes = parse_input_shapes(args.input_shape)
     if args.batch is not None and args.batch < 1:
         raise UsageError(f"--batch must be >= 1, got {args.batch}")
-    program = compile_model(args.model, args.target, dumper, sparsity=sparsity, window=window,
-                            quant=quant, input_shapes=shapes or None, batch=args.batch)
+    from nmc.common.cluster import offered
+
+    with offered(**(cluster or {})):
+        program = compile_model(args.model, args.target, dumper, sparsity=sparsity,
+                                window=window, quant=quant, input_shapes=shapes or None,
+                                batch=args.batch)
     write_program(program, args.output)
     print(f"wrote {args.output}: {len(program.instructions)} instructions, "
           f"{sum(c.size for _, c in program.constants) * 4 / 1e6:.2f} MB of constants, "
@@ -172,6 +182,20 @@ def _window_options(args) -> dict | None:
     calib = getattr(args, "calib", None)
     return {"keep": keep, "out": str(out) if out is not None else "",
             "calib": str(calib) if calib is not None else ""}
+
+
+def _cluster_options(args) -> dict | None:
+    """--workers / --scheduler (`cluster_for`), refused where no search would use them."""
+    cluster = cluster_for(args)
+    if cluster is None:
+        return None
+    from nmc.compiler.sparsity.spec import parse_spec
+
+    elsa = args.sparsity is not None and parse_spec(args.sparsity).kind == "elsa"
+    if not elsa and not str(args.window_keep or "").startswith("sparsevit:"):
+        raise UsageError("--workers/--scheduler spread the searches of --sparsity elsa:... "
+                         "and --window-keep sparsevit:...; this compile runs neither")
+    return cluster
 
 
 def _quant_options(args) -> dict | None:

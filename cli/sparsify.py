@@ -23,7 +23,8 @@ from pathlib import Path
 
 from nmc.cli.paths import check_files
 from nmc.cli.shared import (
-    add_architecture_options, add_data_options, add_quiet, add_target, positive_int,
+    add_architecture_options, add_cluster_options, add_data_options, add_quiet, add_target,
+    cluster_for, positive_int,
 )
 from nmc.training.errors import SparsifyError
 
@@ -122,6 +123,7 @@ def register(sub) -> None:
     p.add_argument("--rdzv-endpoint", metavar="HOST:PORT",
                    help="with --nproc: where the nodes of a multi-node run meet (torchrun's "
                         "c10d rendezvous; the same on every node)")
+    add_cluster_options(p, "the search's scoring of candidate configurations")
     add_quiet(p)
     p.set_defaults(handler=cmd_sparsify)
 
@@ -137,7 +139,10 @@ def cmd_sparsify(args) -> int:
     if args.nproc == 1 and (args.nnodes != "1" or args.rdzv_endpoint or args.max_restarts):
         raise SparsifyError("--nnodes, --max-restarts and --rdzv-endpoint go with --nproc N")
     if args.nproc == 1:
-        return _sparsify(args)
+        from nmc.common.cluster import offered
+
+        with offered(**(cluster_for(args) or {})):  # started by the search, if it runs
+            return _sparsify(args)
     from nmc.training.torchrun import launch
 
     _sparsify(args, check_only=True)  # bad options: one line here, before any process starts
@@ -206,6 +211,7 @@ def _sparsify(args, check_only: bool = False) -> int:
                         ("--data", args.data if Path(args.data).is_file() else None),
                         ("--target", target_file(args.target))])
     overrides = parse_overrides(args.set)
+    _check_cluster_options(args)
     if check_only:
         return 0
 
@@ -273,3 +279,15 @@ def _check_fits(subject, data) -> None:
     if classes != data.num_classes:
         raise SparsifyError(f"{subject.name} has {classes} outputs but {data.name} has "
                             f"{data.num_classes} classes")
+
+
+def _check_cluster_options(args) -> None:
+    """--workers / --scheduler (`cluster_for`) spread the search's scoring over a Dask
+    cluster; refused beside --nproc N (or under torchrun): the training processes already
+    share the scoring (each scores a part of the val split), and each of them would start
+    or join a cluster of its own."""
+    from nmc.training.data_parallel import under_torchrun
+
+    if cluster_for(args) is not None and (args.nproc > 1 or under_torchrun()):
+        raise SparsifyError("give --nproc N or --workers/--scheduler, not both: under --nproc "
+                            "the training processes already share the search's scoring")

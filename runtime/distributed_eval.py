@@ -5,8 +5,9 @@ The images are cut into contiguous shards whose sizes are multiples of the progr
 so every run of the program sees exactly the images, padding included, that the serial
 `run_classifier` gives it: the logits, hence the predictions, are those of `--workers 1`,
 bit for bit, in data-set order. Each worker loads the program once (`LoadedProgram`, kept
-for the next shard while the same program bytes and target come back) and runs its shards
-with `run_classifier`. The program travels as its prog.bin bytes, once per worker.
+by `built_once` for the next shard while the same program bytes and target come back) and
+runs its shards with `run_classifier`. The program travels as its prog.bin bytes, once per
+worker.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ import math
 
 import numpy as np
 
-from nmc.common.cluster import map_ordered, worker_count
+from nmc.common.cluster import built_once, map_ordered, worker_count
 from nmc.isa.container import program_from_bytes
 from nmc.isa.target import Target
 from nmc.runtime.emulator import LoadedProgram
@@ -52,19 +53,10 @@ def run_classifier_sharded(client, program, program_bytes: bytes, target: Target
     return Evaluation(np.argmax(logits, axis=1), logits, parts[0][1], batch)
 
 
-_LOADED: dict[str, tuple[str, Target, LoadedProgram]] = {}
-"""On a worker: the program it loaded last, as {"last": (digest, target, LoadedProgram)}.
-One entry only, so a long-lived worker of a shared cluster holds one program's memories."""
-
-
 def _classify_shard(shared: tuple[bytes, str, Target], images: np.ndarray):
     """On a worker: (logits, cycles per run) of the program on one shard of images."""
     program_bytes, digest, target = shared
-    last = _LOADED.get("last")
-    if last is None or last[0] != digest or last[1] != target:
-        _LOADED.clear()  # free the previous program's memories before loading the next
-        loaded = LoadedProgram(program_from_bytes(program_bytes), target)
-        last = _LOADED["last"] = (digest, target, loaded)
-    loaded = last[2]
+    loaded = built_once(("program", digest, target),
+                        lambda: LoadedProgram(program_from_bytes(program_bytes), target))
     result = run_classifier(loaded.program, target, images, loaded=loaded)
     return result.logits, result.cycles_per_run

@@ -24,6 +24,8 @@ from nmc.models.registry import build_model, export_to_file
 from nmc.runtime.distributed_eval import run_classifier_sharded, shard_bounds
 from nmc.runtime.evaluate import run_classifier
 
+from cluster_helpers import raising_on_workers
+
 # the worker plugins below travel to the worker processes by value (they cannot import tests/)
 cloudpickle.register_pickle_by_value(sys.modules[__name__])
 
@@ -122,29 +124,6 @@ def test_a_worker_killed_mid_run_loses_nothing(classifier, client, tmp_path, cap
     assert json.loads(out.read_text())["predictions"] == serial.predictions.tolist()
 
 
-class FailingRuns(WorkerPlugin):
-    """Makes every run of a program on the worker raise `error`."""
-
-    def __init__(self, error):
-        self.error = error
-
-    def setup(self, worker):
-        from nmc.runtime.emulator import LoadedProgram
-
-        self.original = LoadedProgram.run
-        error = self.error
-
-        def run(*args, **kwargs):
-            raise error
-
-        LoadedProgram.run = run
-
-    def teardown(self, worker):
-        from nmc.runtime.emulator import LoadedProgram
-
-        LoadedProgram.run = self.original
-
-
 @pytest.mark.parametrize("error, message", [
     (RuntimeError("disk on fire\nsecond line"),
      "failed on a Dask worker: RuntimeError: disk on fire second line"),
@@ -155,13 +134,10 @@ def test_a_worker_error_is_one_line(classifier, client, tmp_path, capsys, error,
 
     _, prog = classifier
     error = error if error is not None else EmulatorError("input 'x' has NaN")
-    client.register_plugin(FailingRuns(error), name="failing-runs")
-    try:
-        out = tmp_path / "e.json"
+    out = tmp_path / "e.json"
+    with raising_on_workers(client, "nmc.runtime.emulator.LoadedProgram.run", error):
         status = main(["eval", str(prog), "--limit", "9", "--json", str(out),
                        "--scheduler", client.scheduler.address])
-    finally:
-        client.unregister_worker_plugin("failing-runs")
     err = capsys.readouterr().err
     assert status == 1 and not out.exists()
     assert err.startswith("nmc: error: ") and err.count("\n") == 1, err

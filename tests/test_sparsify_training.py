@@ -157,7 +157,7 @@ def test_dense_regime_is_the_plain_model():
 
 
 def test_search_with_a_whole_configuration_score_finds_the_best():
-    """With score_of, the search ranks by it, not by the layers' summed errors (which
+    """With scores_of, the search ranks by it, not by the layers' summed errors (which
     then only guide the repair): on a small space it finds the brute-force optimum
     within the budget, which the summed errors miss."""
     costs = [10.0, 6.0, 3.0]
@@ -175,7 +175,8 @@ def test_search_with_a_whole_configuration_score_finds_the_best():
     best = min(feasible, key=lambda c: (score(list(c)), sum(costs[i] for i in c)))
     assert best == (1, 1, 1, 0)
     for seed in range(3):
-        found = search(layers, 0.0, budget, "speedup", 40 / 28, score_of=score,
+        found = search(layers, 0.0, budget, "speedup", 40 / 28,
+                       scores_of=lambda choices: [score(c) for c in choices],
                        size=SearchSize(population=20, keep=5, mutations=10, crossovers=10,
                                        generations=10), seed=seed)
         assert tuple(found.choice) == best and found.error == pytest.approx(score(list(best)))

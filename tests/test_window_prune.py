@@ -323,8 +323,11 @@ def _toy_problem():
                                    {b: ("s", i % 2) for i, b in enumerate(blocks)},
                                    {b: {r: 100 * r for r in sparsevit.RATIOS} for b in blocks},
                                    {b: 16 for b in blocks})
-    error = lambda c: sum(harm[b] * (1 - c[b]) for b in blocks)  # noqa: E731
-    return blocks, model, error
+
+    def errors(configs):
+        return [sum(harm[b] * (1 - c[b]) for b in blocks) for c in configs]
+
+    return blocks, model, errors
 
 
 def test_search_is_deterministic():

@@ -11,14 +11,18 @@ Stages (each resumable, see run.py):
    `val` split (ties: val loss). Costs are the timing model's cycles of every linear layer
    (`sparsity.cost.linear_cycles`, what `nmc compile --sparsity elsa:speedup=S` budgets),
    or ELSA's MACs for flops=F. Each layer's val-loss increase alone at each pattern (the
-   others dense) orders the greedy seed and the repair moves.
+   others dense) orders the greedy seed and the repair moves. Both score configurations
+   in batches, here or over a Dask cluster (`nmc sparsify --workers N`: each worker builds
+   the supernet once, `ChoiceScores`), with the same results.
 4. finetune: the chosen configuration alone, masks still recomputed every step; then the
    masks are baked into the weights.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Callable, Iterator, Sequence
 
 import torch
 
@@ -26,13 +30,13 @@ from nmc.training.nm_supernet import FixedNM, NMSupernet
 from nmc.training.run import (
     FINETUNE_LR, Epochs, Run, TrainSettings, evaluate, held_out_error, pretrain,
 )
-from nmc.training.subject import Subject
+from nmc.training.subject import PortableModule, Subject
 from nmc.compiler.sparsity.elsa import LayerChoices, SearchSize, search
+from nmc.common.cluster import Remote, batch_scorer
 from nmc.common.nm_format import Pattern
 from nmc.compiler.transforms.assign_sparsity import Candidate, candidates
-from nmc.common.progress import progress
 from nmc.isa.target import Target
-from nmc.models.datasets import Dataset
+from nmc.models.datasets import Dataset, Split
 
 SEARCH_SIZE = SearchSize(population=24, keep=6, mutations=10, crossovers=8, generations=8)
 """Smaller than ELSA's (50 / 10 / 25 / 25 / 20): every configuration costs a pass over the
@@ -54,19 +58,40 @@ class ElsaOutcome:
         return self.dense_cost / self.cost
 
 
-def layer_sensitivity(net: NMSupernet, data: Dataset) -> list[list[float]]:
+Scores = Callable[[Sequence[list[int]]], list[tuple[float, float]]]
+"""(val accuracy, val loss) of each of a batch of configurations (`choice_scorer`)."""
+
+
+def layer_sensitivity(net: NMSupernet, scores: Scores) -> list[list[float]]:
     """Per layer and choice: the val-loss increase with that layer alone at that choice."""
-    _, base = evaluate(lambda x: net.run(x, [0] * len(net.params)), data["val"])
-    out = []
-    for layer in progress(range(len(net.params)), desc="layer sensitivity", unit="layer"):
-        row = [0.0]
-        for c in range(1, len(net.patterns[layer])):
-            choice = [0] * len(net.params)
-            choice[layer] = c
-            _, loss = evaluate(lambda x, ch=choice: net.run(x, ch), data["val"])
-            row.append(max(0.0, loss - base))
-        out.append(row)
+    dense = [0] * len(net.params)
+    alone = [(layer, c) for layer in range(len(net.params))
+             for c in range(1, len(net.patterns[layer]))]
+    choices = [dense]
+    for layer, c in alone:
+        choices.append(list(dense))
+        choices[-1][layer] = c
+    (_, base), *losses = scores(choices)
+    out: list[list[float]] = [[0.0] for _ in net.params]
+    for (layer, _), (_, loss) in zip(alone, losses):
+        out[layer].append(max(0.0, loss - base))
     return out
+
+
+class ChoiceScores:
+    """(val accuracy, val loss) of a supernet at one configuration: the scorer of
+    `choice_scorer`, here and on a Dask worker."""
+
+    def __init__(self, net: NMSupernet, split: Split):
+        self.net, self.split = net, split
+
+    def __call__(self, choice: list[int]) -> tuple[float, float]:
+        return evaluate(lambda x: self.net.run(x, choice), self.split)
+
+
+def _choice_scores_on_worker(payload) -> ChoiceScores:
+    portable, params, patterns, split = payload
+    return ChoiceScores(NMSupernet(portable.module(), params, patterns, 1), split)
 
 
 @dataclass
@@ -78,6 +103,7 @@ class Supernet:
     fixed_cost: float  # the other linear layers (the head), dense
     dense_accuracy: dict[str, float]
     sensitivity: list[list[float]] | None = None  # layer_sensitivity, once measured
+    origin: tuple = field(default=(), repr=False)  # the Subject's (PortableModule)
 
     def net(self) -> NMSupernet:
         return NMSupernet(self.module, [c.param for c in self.layers],
@@ -86,6 +112,22 @@ class Supernet:
     @property
     def dense_cost(self) -> float:
         return self.fixed_cost + sum(c.costs[0] for c in self.layers)
+
+
+@contextmanager
+def choice_scorer(supernet: Supernet, split: Split) -> Iterator[Scores]:
+    """The scores of batches of the supernet's configurations on `split` (its weights as
+    they are now), here or over the Dask cluster offered to the command."""
+    net = supernet.net()
+
+    def remote() -> Remote:
+        return Remote(_choice_scores_on_worker,
+                      (PortableModule.of(supernet.origin, supernet.module), net.params,
+                       net.patterns, split))
+
+    with batch_scorer(lambda: ChoiceScores(net, split), remote, desc="val scores",
+                      unit="configuration") as scores:
+        yield scores
 
 
 def train_supernet(run: Run, subject: Subject, data: Dataset, budget: str, target: Target,
@@ -99,29 +141,31 @@ def train_supernet(run: Run, subject: Subject, data: Dataset, budget: str, targe
     run.train("supernet", net, data["train"],
               TrainSettings(epochs=epochs.supernet, lr=FINETUNE_LR,
                             batch_size=epochs.batch_size))
-    return Supernet(module, layers, fixed, dense)
+    return Supernet(module, layers, fixed, dense, origin=subject.origin)
 
 
 def search_and_finetune(run: Run, supernet: Supernet, data: Dataset, budget: str,
                         factor: float, epochs: Epochs, log=print) -> ElsaOutcome:
     """Stages 3 and 4 on a trained supernet; its module ends with the masks baked in."""
-    net, layers, fixed = supernet.net(), supernet.layers, supernet.fixed_cost
+    layers, fixed = supernet.layers, supernet.fixed_cost
     if not run.done("search"):
-        if supernet.sensitivity is None:
-            supernet.sensitivity = layer_sensitivity(net, data)
-        sens = supernet.sensitivity
         scores: dict[tuple, tuple[float, float]] = {}
+        with choice_scorer(supernet, data["val"]) as scores_of:
+            if supernet.sensitivity is None:
+                supernet.sensitivity = layer_sensitivity(supernet.net(), scores_of)
+            sens = supernet.sensitivity
 
-        def score_of(choice: list[int]) -> float:
-            acc, loss = evaluate(lambda x: net.run(x, choice), data["val"])
-            scores[tuple(choice)] = (acc, loss)
-            return held_out_error(acc, loss)
+            def held_out(choices: Sequence[list[int]]) -> list[float]:
+                results = scores_of(choices)
+                scores.update(zip(map(tuple, choices), results))
+                return [held_out_error(acc, loss) for acc, loss in results]
 
-        choices = [LayerChoices(c.name, c.patterns, s, c.costs) for c, s in zip(layers, sens)]
-        found = search(choices, fixed, supernet.dense_cost / factor, budget, factor, score_of,
-                       SEARCH_SIZE, seed=run.seed)
-        if tuple(found.choice) not in scores:
-            score_of(found.choice)
+            choices = [LayerChoices(c.name, c.patterns, s, c.costs)
+                       for c, s in zip(layers, sens)]
+            found = search(choices, fixed, supernet.dense_cost / factor, budget, factor,
+                           held_out, SEARCH_SIZE, seed=run.seed)
+            if tuple(found.choice) not in scores:
+                held_out([found.choice])
         run.finish("search", {"choice": found.choice, "val": scores[tuple(found.choice)][0],
                               "sensitivity": sens, "evaluated": len(scores)})
     searched = run.result("search")

@@ -9,7 +9,9 @@ Stages (each resumable, see run.py):
    keep ratios whose modelled latency is at most L x dense, by their accuracy on the
    held-out `val` split (ties: val loss). The latency model is the one of `nmc compile
    --window-keep sparsevit:latency=L` (`sparsity.window_search.latency_model`: kernel
-   estimates of the window-pruned nm IR, per block and ratio).
+   estimates of the window-pruned nm IR, per block and ratio). Configurations are scored
+   in batches, here or over a Dask cluster (`nmc sparsify --workers N`: each worker builds
+   the model once, `WindowScores`), with the same results.
 4. finetune: the chosen ratios alone.
 
 The model keeps its dense form (the compiler prunes windows at run time); the ratios are
@@ -18,18 +20,20 @@ the output beside it, the JSON `nmc compile --window-keep FILE.json` reads.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Sequence
 
 import torch
 
 from nmc.training.run import (
     FINETUNE_LR, Epochs, Run, SparsifyError, TrainSettings, evaluate, held_out_error, pretrain,
 )
-from nmc.training.subject import Subject
+from nmc.training.subject import PortableModule, Subject
 from nmc.training.window_supernet import FixedWindows, WindowAdaptation
+from nmc.common.cluster import Remote, batch_scorer
 from nmc.compiler.sparsity import sparsevit
 from nmc.isa.target import Target
-from nmc.models.datasets import Dataset
+from nmc.models.datasets import Dataset, Split
 
 
 @dataclass
@@ -67,6 +71,23 @@ class Adapted:
     latency: sparsevit.LatencyModel
     stages: list[list[str]]
     dense_accuracy: dict[str, float]
+    origin: tuple = field(default=(), repr=False)  # the Subject's (PortableModule)
+
+
+class WindowScores:
+    """(val accuracy, val loss) of an adapted Swin at one configuration of keep ratios:
+    the scorer of the search, here and on a Dask worker."""
+
+    def __init__(self, runner: WindowAdaptation, split: Split):
+        self.runner, self.split = runner, split
+
+    def __call__(self, config: dict[str, float]) -> tuple[float, float]:
+        return evaluate(lambda x: self.runner.run(x, config), self.split)
+
+
+def _window_scores_on_worker(payload) -> WindowScores:
+    portable, stages, split = payload
+    return WindowScores(WindowAdaptation(portable.module(), stages), split)
 
 
 def adapt(run: Run, subject: Subject, data: Dataset, target: Target,
@@ -85,24 +106,33 @@ def adapt(run: Run, subject: Subject, data: Dataset, target: Target,
     run.train("adapt", WindowAdaptation(module, stages), data["train"],
               TrainSettings(epochs=epochs.supernet, lr=FINETUNE_LR,
                             batch_size=epochs.batch_size))
-    return Adapted(module, latency, stages, dense)
+    return Adapted(module, latency, stages, dense, origin=subject.origin)
 
 
 def search_and_finetune(run: Run, adapted: Adapted, data: Dataset, fraction: float,
                         epochs: Epochs, log=print) -> WindowOutcome:
     """Stages 3 and 4 on an adapted Swin (its module is left dense in form)."""
     latency, module = adapted.latency, adapted.module
-    runner = WindowAdaptation(module, adapted.stages)
     if not run.done("search"):
         scores: dict[tuple, float] = {}
 
-        def error_of(config: dict[str, float]) -> float:
-            acc, loss = evaluate(lambda x: runner.run(x, config), data["val"])
-            scores[tuple(sorted(config.items()))] = acc
-            return held_out_error(acc, loss)
+        def remote() -> Remote:
+            return Remote(_window_scores_on_worker,
+                          (PortableModule.of(adapted.origin, module), adapted.stages,
+                           data["val"]))
 
-        found = sparsevit.search(latency, adapted.stages, fraction * latency.dense(),
-                                 error_of, seed=run.seed)
+        with batch_scorer(lambda: WindowScores(WindowAdaptation(module, adapted.stages),
+                                               data["val"]),
+                          remote, desc="val scores", unit="configuration") as scores_of:
+
+            def errors_of(configs: Sequence[dict[str, float]]) -> list[float]:
+                results = scores_of(configs)
+                scores.update((tuple(sorted(c.items())), acc)
+                              for c, (acc, _) in zip(configs, results))
+                return [held_out_error(acc, loss) for acc, loss in results]
+
+            found = sparsevit.search(latency, adapted.stages, fraction * latency.dense(),
+                                     errors_of, seed=run.seed)
         module.set_window_keep(None)
         if found is None:
             raise SparsifyError(f"--budget latency={fraction:g}: no keep ratios meet it "

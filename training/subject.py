@@ -10,15 +10,20 @@
 
 `nm_view` is what the compiler sees of the model (the nm IR after raise-torch-to-nm and
 fuse-activations, as `nmc compile` has it when it costs sparsity): the layer names, the
-weight parameters and the shapes that the timing model costs.
+weight parameters and the shapes that the timing model costs. `PortableModule` is the
+module as another process makes it again (a Dask worker scoring search candidates, `nmc
+sparsify --workers`): how it was built (the architecture, or the file's bytes) and its
+weights now.
 """
 
 from __future__ import annotations
 
+import io
 import os
 import tempfile
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any, BinaryIO, Callable
 
 import torch
 
@@ -32,6 +37,9 @@ class Subject:
     img_size: int
     in_chans: int
     from_arch: bool
+    # how to build the module again (`PortableModule`): ("arch", arch, overrides,
+    # num_classes, seed) or ("file", path)
+    origin: tuple = field(default=(), repr=False)
 
     def example(self) -> torch.Tensor:
         return torch.zeros(1, self.in_chans, self.img_size, self.img_size)
@@ -79,21 +87,28 @@ def from_arch(arch: str, overrides: dict[str, int], num_classes: int, seed: int)
     from nmc.models.registry import build_model
 
     arch_image_size(arch, overrides)
-    overrides = {**overrides, "num_classes": num_classes}
-    module, example = build_model(arch, overrides, seed=seed)
-    return Subject(arch, module, int(example.shape[-1]), int(example.shape[1]), True)
+    module, example = build_model(arch, {**overrides, "num_classes": num_classes}, seed=seed)
+    return Subject(arch, module, int(example.shape[-1]), int(example.shape[1]), True,
+                   ("arch", arch, overrides, num_classes, seed))
 
 
 def from_file(path: Path) -> Subject:
-    from nmc.compiler.frontend.loader import _quiet_torch
-
     if not path.is_file():
         from nmc.models.registry import MODELS
 
         raise SparsifyError(f"'{path}' is neither a model file nor a built-in architecture "
                             f"({', '.join(MODELS)})")
+    subject = _from_export(lambda: open(path, "rb"), path)
+    subject.origin = ("file", str(path))
+    return subject
+
+
+def _from_export(opened: Callable[[], BinaryIO], path: Path) -> Subject:
+    """The Subject of the torch.export file `opened()` reads (`path` names it)."""
+    from nmc.compiler.frontend.loader import _quiet_torch
+
     try:
-        with _quiet_torch(), open(path, "rb") as f:
+        with _quiet_torch(), opened() as f:
             program = torch.export.load(f)
     except Exception as e:  # torch.export.load raises many types on a bad file
         raise SparsifyError(f"{path}: not a torch.export file ({type(e).__name__}); "
@@ -121,3 +136,34 @@ def from_file(path: Path) -> Subject:
     # parameters swapped; Subject.export removes it to export the traced forward
     module.forward = batched
     return Subject(path.stem, module, size, chans, False)
+
+
+@dataclass
+class PortableModule:
+    """A module made from a Subject's `origin`, as it is now (`of`): `module()` builds it
+    again, in this process or another, with the same weights and mode."""
+
+    origin: tuple  # ("arch", arch, overrides, num_classes, seed) or ("export", bytes, name)
+    state: dict[str, Any]
+    training: bool
+
+    @classmethod
+    def of(cls, origin: tuple, module: torch.nn.Module) -> PortableModule:
+        """`module` (the one a Subject of `origin` made, or a copy, perhaps trained)."""
+        if not origin:
+            raise SparsifyError("this model was not made from an architecture or a file, so "
+                                "a Dask worker cannot build it again")
+        if origin[0] == "file":  # the bytes travel: the workers need no file of their own
+            origin = ("export", Path(origin[1]).read_bytes(), Path(origin[1]).stem)
+        return cls(origin, module.state_dict(), module.training)
+
+    def module(self) -> torch.nn.Module:
+        from nmc.models.registry import set_training
+
+        if self.origin[0] == "arch":
+            subject = from_arch(*self.origin[1:])
+        else:
+            subject = _from_export(lambda: io.BytesIO(self.origin[1]), Path(self.origin[2]))
+        subject.module.load_state_dict(self.state)
+        set_training(subject.module, self.training)
+        return subject.module

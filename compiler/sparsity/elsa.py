@@ -14,13 +14,16 @@ error per cost saved, until the budget is met) seeds an evolutionary search as i
 (population 50, the best 10 kept, 25 mutations + 25 crossovers per generation, 20
 generations, fixed seed); a configuration over budget is repaired with greedy moves. The
 best feasible configuration found is the result, so it is never worse than the greedy one.
+A generation's new configurations are scored in one batch (`scores_of`), which a Dask
+cluster may spread (nmc sparsify --workers): no random choice depends on the scores of the
+generation being made, so batching changes nothing in the result.
 """
 
 from __future__ import annotations
 
 import random
 from dataclasses import dataclass
-from typing import Callable
+from typing import Callable, Sequence
 
 from nmc.common.nm_format import Pattern, pattern_text
 from nmc.compiler.sparsity.spec import SparsityError
@@ -67,15 +70,17 @@ class SearchSize:
 
 
 def search(layers: list[LayerChoices], fixed_cost: float, budget: float, what: str,
-           factor: float, score_of: Callable[[list[int]], float] | None = None,
+           factor: float,
+           scores_of: Callable[[Sequence[list[int]]], list[float]] | None = None,
            size: SearchSize = SearchSize(), seed: int = SEED) -> SearchResult:
     """The configuration of least total error with fixed_cost + sum(costs) <= budget.
     `what` and `factor` word the error when no configuration meets the budget.
 
-    With `score_of`, the evolutionary search ranks configurations by score_of(choice)
-    (lower is better; `nmc sparsify` passes the held-out error of the whole
-    configuration) instead of the sum of the layers' errors, which then only order the
-    greedy seed and the repair moves. `SearchResult.error` is the best score."""
+    With `scores_of`, the evolutionary search ranks configurations by their scores
+    (scores_of(choices): one per choice, lower is better; `nmc sparsify` passes the
+    held-out error of each whole configuration) instead of the sum of the layers' errors,
+    which then only order the greedy seed and the repair moves. `SearchResult.error` is
+    the best score."""
     dense_total = fixed_cost + sum(l.costs[0] for l in layers)
     eps = 1e-9 * max(dense_total, 1.0)
 
@@ -130,24 +135,27 @@ def search(layers: list[LayerChoices], fixed_cost: float, budget: float, what: s
         for _ in range(max(1, rng.randint(1, max(1, n_layers // 8)))):
             i = rng.randrange(n_layers)
             out[i] = rng.randrange(len(layers[i].costs))
-        return repair(out, explore=score_of is not None)
+        return repair(out, explore=scores_of is not None)
 
     def crossover(a, b):
         return repair([x if rng.random() < 0.5 else y for x, y in zip(a, b)],
-                      explore=score_of is not None)
+                      explore=scores_of is not None)
 
-    def score(choice):
-        if score_of is not None:
-            return (score_of(list(choice)), cost(choice))
-        return (error(choice), cost(choice))
-
-    seen: dict[tuple, tuple] = {}
+    seen: dict[tuple, tuple | None] = {}  # configuration -> (score, cost); None: to score
 
     def add(pop, choice):
         key = tuple(choice)
         if key not in seen:
-            seen[key] = score(choice)
+            seen[key] = None
             pop.append(key)
+
+    def score_new():
+        """Score the configurations added since the last call, in one batch."""
+        new = [k for k, v in seen.items() if v is None]
+        scores = scores_of([list(k) for k in new]) if scores_of is not None \
+            else [error(k) for k in new]
+        for key, value in zip(new, scores):
+            seen[key] = (value, cost(key))
 
     population: list[tuple] = []
     if n_layers:
@@ -157,6 +165,7 @@ def search(layers: list[LayerChoices], fixed_cost: float, budget: float, what: s
                 break
             add(population, mutate(greedy) if rng.random() < 0.5
                 else mutate([rng.randrange(len(l.costs)) for l in layers]))
+        score_new()
         for _ in progress(range(size.generations), desc="ELSA search", unit="gen"):
             parents = sorted(population, key=lambda k: seen[k])[:size.keep]
             population = list(parents)
@@ -164,10 +173,11 @@ def search(layers: list[LayerChoices], fixed_cost: float, budget: float, what: s
                 add(population, mutate(rng.choice(parents)))
             for _ in range(size.crossovers):
                 add(population, crossover(rng.choice(parents), rng.choice(parents)))
+            score_new()
         best = list(min(population + [tuple(greedy)], key=lambda k: seen[k]))
     else:
         best = []
-    best_score = seen[tuple(best)][0] if best and score_of is not None else error(best)
+    best_score = seen[tuple(best)][0] if best and scores_of is not None else error(best)
     return SearchResult(best, best_score, cost(best), dense_total)
 
 

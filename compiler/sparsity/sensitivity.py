@@ -46,13 +46,19 @@ the masked weight, as the compiler quantises a sparse layer, unless the file giv
 The model is the one the frontend loaded (the module's weight store,
 `nmc.compiler.frontend.weights`): its program as exported, run by `torch.fx`. Masking a
 weight swaps in a masked copy for the run; the store's tensors are never modified.
+
+Over a Dask cluster (`nmc compile --workers N`), the layers are measured in chunks on the
+workers (`remote`): each gets the program (torch.export's bytes), the calibration inputs
+and the int8 layers once, builds its own `Sensitivity` (the reference runs again there)
+and measures its layers with the same code as here.
 """
 
 from __future__ import annotations
 
 import hashlib
+import io
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import TYPE_CHECKING
 
@@ -66,6 +72,7 @@ from nmc.common.threads import torch_threads
 from nmc.compiler.sparsity.spec import SparsityError
 
 if TYPE_CHECKING:
+    from nmc.common.cluster import Remote
     from nmc.compiler.frontend.weights import WeightStore
     from nmc.compiler.sparsity.int8_run import Int8Layers
 
@@ -118,14 +125,18 @@ def load_calibration(calib: str, input_shape: tuple[int, ...]) -> list[torch.Ten
 class Sensitivity:
     """Measures errors on the exported model; `errors(layer_param, patterns)`."""
 
-    def __init__(self, weights: WeightStore, calib: str, input_shape: tuple[int, ...],
-                 int8: Int8Layers | None = None, observer: Observer = Observer()):
-        """`int8`: the layers an int8 target computes in int8 (`int8_run`): errors are
-        then those of the quantized model, its missing input scales calibrated with
-        `observer` (nmc.common.observer) as the quantize pass calibrates."""
+    def __init__(self, weights: WeightStore, calib: str | list[torch.Tensor],
+                 input_shape: tuple[int, ...], int8: Int8Layers | None = None,
+                 observer: Observer = Observer()):
+        """`calib`: a --calib file (`load_calibration`, inputs of `input_shape`), or the
+        calibration inputs themselves. `int8`: the layers an int8 target computes in int8
+        (`int8_run`): errors are then those of the quantized model, its missing input
+        scales calibrated with `observer` (nmc.common.observer) as the quantize pass
+        calibrates."""
         self.model_name = weights.name
         self.module = weights.program().module()
-        self.inputs = load_calibration(calib, input_shape)
+        self.inputs = load_calibration(calib, input_shape) if isinstance(calib, str) \
+            else list(calib)
         digest = hashlib.sha1()
         for x in self.inputs:
             digest.update(x.numpy().tobytes())
@@ -243,6 +254,36 @@ class Sensitivity:
                 keep = {n: v for n, v in (env or {}).items() if n not in stale}
                 outs.extend(_flat(self._run().run(x, initial_env=keep)))
             return outs
+
+
+def measurer(weights: WeightStore, inputs: list[torch.Tensor], int8: Int8Layers | None,
+             observer: Observer) -> Callable[[tuple[str, list[Pattern]]], list[float]]:
+    """The errors of (weight parameter, patterns) items (`Sensitivity.errors`): the
+    scorer of `cluster.batch_scorer`, here and on a worker (`remote`)."""
+    sens = Sensitivity(weights, inputs, (), int8, observer)
+    return lambda item: sens.errors(*item)
+
+
+def remote(weights: WeightStore, inputs: list[torch.Tensor], int8: Int8Layers | None,
+           observer: Observer) -> Remote:
+    """What a Dask worker needs to build the `measurer` (`cluster.batch_scorer`): the
+    program as torch.export writes it, the calibration inputs, the int8 layers."""
+    from nmc.common.cluster import Remote
+
+    program = io.BytesIO()
+    torch.export.save(weights.program(), program)
+    return Remote(_measurer_on_worker,
+                  (weights.name, program.getvalue(), inputs, int8, observer))
+
+
+def _measurer_on_worker(payload) -> Callable[[tuple[str, list[Pattern]]], list[float]]:
+    from nmc.compiler.frontend.pt2e import ensure_ops_registered
+    from nmc.compiler.frontend.weights import WeightStore
+
+    name, program, inputs, int8, observer = payload
+    ensure_ops_registered()  # a PT2E model's quantized_decomposed ops
+    return measurer(WeightStore.from_program(torch.export.load(io.BytesIO(program)), name),
+                    inputs, int8, observer)
 
 
 @contextmanager

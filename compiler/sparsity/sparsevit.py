@@ -26,14 +26,16 @@ calibration inputs.
   crossover (each block's ratio from either of two parents); a child is
   repaired to be non-increasing within each grid parity of a stage (the ratios of its even
   blocks sorted, and those of its odd blocks) and rejected when over budget. Fixed seed.
-  The best configuration seen is the result.
+  The best configuration seen is the result. The configurations of a population not yet
+  scored are scored in one batch (`errors_of`), which a Dask cluster may spread (--workers):
+  no random choice depends on the scores of the generation being made.
 """
 
 from __future__ import annotations
 
 import random
 from dataclasses import dataclass, field
-from typing import Callable
+from typing import Callable, Sequence
 
 import numpy as np
 
@@ -102,10 +104,10 @@ def nested(config: dict[str, float], stages: list[list[str]]) -> dict[str, float
 
 
 def search(model: LatencyModel, stages: list[list[str]], budget: float,
-           error_of: Callable[[dict[str, float]], float], seed: int = SEED
+           errors_of: Callable[[Sequence[dict[str, float]]], list[float]], seed: int = SEED
            ) -> SearchResult | None:
     """The least-error configuration with model.cycles <= budget; None if none exists
-    (the caller words the error)."""
+    (the caller words the error). `errors_of(configs)`: the error of each."""
     rng = random.Random(seed)
     names = model.blocks
     key = lambda c: tuple(c[b] for b in names)  # noqa: E731
@@ -115,10 +117,13 @@ def search(model: LatencyModel, stages: list[list[str]], budget: float,
         return model.cycles(c) <= budget * (1 + 1e-9)
 
     def score(c) -> float:
-        k = key(c)
-        if k not in errors:
-            errors[k] = error_of(c)
-        return errors[k]
+        return errors[key(c)]
+
+    def score_all(configs: list[dict[str, float]]) -> None:
+        """Score those of `configs` not yet scored, in one batch."""
+        new = {key(c): c for c in configs if key(c) not in errors}
+        if new:
+            errors.update(zip(new, errors_of(list(new.values()))))
 
     population = [c for c in ({b: r for b in names} for r in RATIOS) if feasible(c)]
     for _ in range(TRIES):
@@ -130,6 +135,7 @@ def search(model: LatencyModel, stages: list[list[str]], budget: float,
     if not population:
         return None
     for _ in progress(range(GENERATIONS), desc="SparseViT search", unit="gen"):
+        score_all(population)
         parents = sorted(population, key=score)[:PARENTS]
         children = []
         for i in range(TRIES):
@@ -151,6 +157,7 @@ def search(model: LatencyModel, stages: list[list[str]], budget: float,
             if feasible(c):
                 children.append(c)
         population = parents + children
+    score_all(population)
     best = min(population, key=score)
     return SearchResult(best, score(best), model.cycles(best), model.dense(), len(errors))
 

@@ -7,7 +7,8 @@
   overhead per stage and window grid, plus everything outside the blocks.
 - `searched_ratios`: the search, scoring each configuration by the output error of the
   pruned IR itself, interpreted with PyTorch ops (compiler/interpret.py) on the calibration
-  inputs (`sensitivity.load_calibration`, as ELSA's), and its table on stderr.
+  inputs (`sensitivity.load_calibration`, as ELSA's), and its table on stderr. Over a Dask
+  cluster the module travels as IR text, with the weights and inputs, once per worker.
 """
 
 from __future__ import annotations
@@ -76,11 +77,11 @@ def latency_model(module: ModuleOp, blocks: list[SwinBlock], target) -> sparsevi
 
 def searched_ratios(module: ModuleOp, blocks: list[SwinBlock], fraction: float, calib: str,
                     target) -> dict[str, float]:
-    """sparsevit:latency=L: the searched ratio of every block; its table on stderr."""
-    import torch
-
+    """sparsevit:latency=L: the searched ratio of every block; its table on stderr. The
+    configurations are scored here, or over the Dask cluster offered to the command (`nmc
+    compile --workers N`: `cluster.batch_scorer`), with the same results."""
+    from nmc.common.cluster import Remote, batch_scorer
     from nmc.compiler.frontend.weights import weights_of_module
-    from nmc.compiler.interpret import interpret
     from nmc.compiler.sparsity.sensitivity import load_calibration
 
     store = weights_of_module(module)
@@ -91,24 +92,17 @@ def searched_ratios(module: ModuleOp, blocks: list[SwinBlock], fraction: float, 
     if len(func.args) != 1:
         raise WindowPruneError("--window-keep sparsevit needs a model with exactly one input")
     inputs = [x.numpy() for x in load_calibration(calib, tensor_shape(func.args[0]))]
-    weights = {k: torch.tensor(np.asarray(v, np.float32))
-               for k, v in store.items()}
+    weights = {k: np.asarray(v, np.float32) for k, v in store.items()}
     in_name = input_names(func)[0]
-
-    def outputs(m: ModuleOp) -> list[np.ndarray]:
-        return [next(iter(interpret(m, {in_name: x}, weights).values())) for x in inputs]
-
-    dense = outputs(module)
-
-    def error_of(config: dict[str, float]) -> float:
-        clone = module.clone()
-        apply_ratios(swin_blocks(clone), config)
-        return sparsevit.relative_error(outputs(clone), dense)
 
     model = latency_model(module, blocks, target)
     stages = stages_of(blocks)
     budget = fraction * model.dense()
-    result = sparsevit.search(model, stages, budget, error_of)
+    with batch_scorer(lambda: WindowErrors(module, in_name, inputs, weights),
+                      lambda: Remote(_window_errors_on_worker,
+                                     (_generic_text(module), in_name, inputs, weights)),
+                      desc="window errors", unit="configuration") as errors_of:
+        result = sparsevit.search(model, stages, budget, errors_of)
     if result is None:
         raise WindowPruneError(
             f"--window-keep sparsevit:latency={fraction}: no configuration meets the budget "
@@ -116,3 +110,48 @@ def searched_ratios(module: ModuleOp, blocks: list[SwinBlock], fraction: float, 
             f"the dense latency)")
     print(sparsevit.format_table(result, model, fraction), file=sys.stderr)
     return result.config
+
+
+class WindowErrors:
+    """The output error of keep-ratio configurations: the module pruned at each,
+    interpreted on the calibration inputs, against the dense module's outputs."""
+
+    def __init__(self, module: ModuleOp, in_name: str, inputs: list[np.ndarray],
+                 weights: dict[str, np.ndarray]):
+        import torch
+
+        self.module, self.in_name, self.inputs = module, in_name, inputs
+        self.weights = {k: torch.tensor(v) for k, v in weights.items()}
+        self.dense = self.outputs(module)
+
+    def outputs(self, module: ModuleOp) -> list[np.ndarray]:
+        from nmc.compiler.interpret import interpret
+
+        return [next(iter(interpret(module, {self.in_name: x}, self.weights).values()))
+                for x in self.inputs]
+
+    def __call__(self, config: dict[str, float]) -> float:
+        clone = self.module.clone()
+        apply_ratios(swin_blocks(clone), config)
+        return sparsevit.relative_error(self.outputs(clone), self.dense)
+
+
+def _generic_text(module: ModuleOp) -> str:
+    """The module as text a worker parses back (MLIR's generic form: every op and
+    attribute as it is)."""
+    from io import StringIO
+
+    from xdsl.printer import Printer
+
+    out = StringIO()
+    Printer(stream=out, print_generic_format=True).print_op(module)
+    return out.getvalue()
+
+
+def _window_errors_on_worker(payload) -> WindowErrors:
+    from xdsl.parser import Parser
+
+    from nmc.compiler.dialects.context import make_context
+
+    text, in_name, inputs, weights = payload
+    return WindowErrors(Parser(make_context(), text).parse_module(), in_name, inputs, weights)

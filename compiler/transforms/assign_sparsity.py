@@ -193,21 +193,31 @@ def elsa_config(module: ModuleOp, budget: str, factor: float, calib: str,
                 ) -> tuple[dict[str, Pattern], list[tuple]]:
     """The ELSA search's configuration and its table rows (`quant_file`: the int8 scales
     the program will use, see `int8_layers`; `observer`: how the int8 input scales it
-    does not give are calibrated, nmc.common.observer)."""
+    does not give are calibrated, nmc.common.observer). The layers' sensitivities are
+    measured here, or over the Dask cluster offered to the command (`nmc compile
+    --workers N`: `cluster.batch_scorer`), with the same results."""
+    from nmc.common.cluster import batch_scorer
     from nmc.compiler.frontend.weights import weights_of_module
+    from nmc.compiler.sparsity import sensitivity
     from nmc.compiler.sparsity.elsa import LayerChoices, search
-    from nmc.compiler.sparsity.sensitivity import Sensitivity
 
     weights = weights_of_module(module)
     if weights is None:
         raise SparsityError("--sparsity elsa needs the model file (the module does not name "
                             "one)")
-    sens = Sensitivity(weights, calib, _input_shape(module),
-                       int8_layers(module, quant_file) if target.int8 else None,
-                       parse_observer(observer))
+    shape = _input_shape(module)
+    int8 = int8_layers(module, quant_file) if target.int8 else None
+    how = parse_observer(observer)
+    weights.program()  # an ONNX model has none: its error before the calibration's
+    inputs = sensitivity.load_calibration(calib, shape)
     cand, fixed = candidates(module, budget, target)
-    layers = [LayerChoices(c.name, c.patterns, sens.errors(c.param, c.patterns), c.costs)
-              for c in cand]
+
+    with batch_scorer(lambda: sensitivity.measurer(weights, inputs, int8, how),
+                      lambda: sensitivity.remote(weights, inputs, int8, how),
+                      desc="layer sensitivity", unit="layer",
+                      names=lambda item: item[0]) as errors_of:
+        errors = errors_of([(c.param, c.patterns) for c in cand])
+    layers = [LayerChoices(c.name, c.patterns, e, c.costs) for c, e in zip(cand, errors)]
     dense = fixed + sum(l.costs[0] for l in layers)
     result = search(layers, fixed, dense / factor, budget, factor)
     config = result.patterns(layers)
