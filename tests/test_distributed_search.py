@@ -70,6 +70,19 @@ def test_compile_elsa_with_workers_2_writes_the_serial_files(deit, capsys):
     assert any(p != "dense" for p in json.loads(serial[1]).values())
 
 
+def test_compile_int8_elsa_over_the_cluster_writes_the_serial_files(deit, client, capsys):
+    """On an int8 target the workers measure the quantized model: the int8 layers and the
+    calibration observer travel with the program."""
+    path = deit
+    calib = path.with_name("calib.npy")
+    np.save(calib, np.random.default_rng(0).standard_normal((3, 1, 3, 32, 32), np.float32))
+    options = ["--target", "sta_int8", "--calib", str(calib), "--calib-observer", "mse"]
+    serial = _compile(path, "int8-serial", *options)
+    serial_table = capsys.readouterr().out
+    spread = _compile(path, "int8-spread", *options, "--scheduler", client.scheduler.address)
+    assert spread == serial and capsys.readouterr().out == serial_table
+
+
 def _elsa_rows(path):
     ctx = make_context()
     module = import_model(path, ctx)
