@@ -29,6 +29,7 @@ import torch
 from nmc.training.nm_supernet import FixedNM, NMSupernet
 from nmc.training.run import (
     FINETUNE_LR, Epochs, Run, TrainSettings, evaluate, held_out_error, pretrain,
+    worker_threads,
 )
 from nmc.training.subject import PortableModule, Subject
 from nmc.compiler.sparsity.elsa import LayerChoices, SearchSize, search
@@ -80,18 +81,19 @@ def layer_sensitivity(net: NMSupernet, scores: Scores) -> list[list[float]]:
 
 class ChoiceScores:
     """(val accuracy, val loss) of a supernet at one configuration: the scorer of
-    `choice_scorer`, here and on a Dask worker."""
+    `choice_scorer`, here and on a Dask worker (`threads`: see `evaluate`)."""
 
-    def __init__(self, net: NMSupernet, split: Split):
-        self.net, self.split = net, split
+    def __init__(self, net: NMSupernet, split: Split, threads: int | None = None):
+        self.net, self.split, self.threads = net, split, threads
 
     def __call__(self, choice: list[int]) -> tuple[float, float]:
-        return evaluate(lambda x: self.net.run(x, choice), self.split)
+        return evaluate(lambda x: self.net.run(x, choice), self.split, threads=self.threads)
 
 
 def _choice_scores_on_worker(payload) -> ChoiceScores:
     portable, params, patterns, split = payload
-    return ChoiceScores(NMSupernet(portable.module(), params, patterns, 1), split)
+    return ChoiceScores(NMSupernet(portable.module(), params, patterns, 1), split,
+                        threads=worker_threads())
 
 
 @dataclass

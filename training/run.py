@@ -258,15 +258,28 @@ THREADS = min(2, os.cpu_count() or 1)
 make results depend on the machine's core count."""
 
 
+def worker_threads() -> int:
+    """torch threads for scoring on a Dask worker: the worker's own (Dask starts a worker
+    process with OMP_NUM_THREADS set to its task threads, 1 on nmc's LocalCluster), not
+    THREADS: N one-thread workers use N cores, where N workers of THREADS threads would
+    oversubscribe them (a `nmc sparsify --workers 2` search ran over 3x slower than one
+    process on 2 loaded cores). The scores are the same bits: the kernels of these models
+    (MKL's GEMM, oneDNN's convolution, per-row norms and softmax) gave identical outputs
+    on 1 and 2 threads (deit_digits, swin_digits, deit_small, swin_tiny), and the tests
+    compare the searches' results with one process's."""
+    return torch.get_num_threads()
+
+
 @torch.no_grad()
 def evaluate(forward: Callable[[torch.Tensor], torch.Tensor], split: Split,
-             batch_size: int = 512) -> tuple[float, float]:
-    """(top-1 accuracy, mean cross-entropy) of `forward` on a split. Under data-parallel
-    training each rank scores a contiguous part of the split and the sums are added up,
-    so every rank gets the same numbers."""
+             batch_size: int = 512, threads: int | None = None) -> tuple[float, float]:
+    """(top-1 accuracy, mean cross-entropy) of `forward` on a split, on `threads` torch
+    threads (default: THREADS, shared by the ranks of data-parallel training). Under
+    data-parallel training each rank scores a contiguous part of the split and the sums
+    are added up, so every rank gets the same numbers."""
     correct, loss = 0, 0.0
     part = data_parallel.shard(len(split))  # all of it outside data-parallel training
-    with torch_threads(data_parallel.threads(THREADS)):
+    with torch_threads(threads or data_parallel.threads(THREADS)):
         for i in range(part.start, part.stop, batch_size):
             end = min(i + batch_size, part.stop)
             logits = forward(split.images[i:end])

@@ -27,6 +27,7 @@ import torch
 
 from nmc.training.run import (
     FINETUNE_LR, Epochs, Run, SparsifyError, TrainSettings, evaluate, held_out_error, pretrain,
+    worker_threads,
 )
 from nmc.training.subject import PortableModule, Subject
 from nmc.training.window_supernet import FixedWindows, WindowAdaptation
@@ -76,18 +77,20 @@ class Adapted:
 
 class WindowScores:
     """(val accuracy, val loss) of an adapted Swin at one configuration of keep ratios:
-    the scorer of the search, here and on a Dask worker."""
+    the scorer of the search, here and on a Dask worker (`threads`: see `evaluate`)."""
 
-    def __init__(self, runner: WindowAdaptation, split: Split):
-        self.runner, self.split = runner, split
+    def __init__(self, runner: WindowAdaptation, split: Split, threads: int | None = None):
+        self.runner, self.split, self.threads = runner, split, threads
 
     def __call__(self, config: dict[str, float]) -> tuple[float, float]:
-        return evaluate(lambda x: self.runner.run(x, config), self.split)
+        return evaluate(lambda x: self.runner.run(x, config), self.split,
+                        threads=self.threads)
 
 
 def _window_scores_on_worker(payload) -> WindowScores:
     portable, stages, split = payload
-    return WindowScores(WindowAdaptation(portable.module(), stages), split)
+    return WindowScores(WindowAdaptation(portable.module(), stages), split,
+                        threads=worker_threads())
 
 
 def adapt(run: Run, subject: Subject, data: Dataset, target: Target,
