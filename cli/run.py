@@ -28,6 +28,10 @@ def register(sub) -> None:
                    help="print the cycle report (per layer, per unit, totals, speedup)")
     p.add_argument("--trace", type=Path, metavar="FILE.json",
                    help="write a Chrome trace-event file (ui.perfetto.dev, chrome://tracing)")
+    p.add_argument("--no-fuse", action="store_true",
+                   help="run every matrix tile on its own (the emulator's definition) instead "
+                        "of the larger GEMMs the footprints prove equal (the same outputs "
+                        "and cycles, slower; for checking)")
     _add_run_options(p)
     p.set_defaults(handler=cmd_run)
 
@@ -142,7 +146,7 @@ def cmd_run(args) -> int:
     baseline = _baseline(args, args.program, program) if wants_report else None
     result = run_program(program, load_inputs(args.input, program), target,
                          max_instructions=args.max_instructions,
-                         trace=wants_report or args.trace is not None)
+                         trace=wants_report or args.trace is not None, fuse=not args.no_fuse)
     if args.output is not None:
         if args.output.suffix == ".npz":
             atomic_save_npz(args.output, result.outputs)

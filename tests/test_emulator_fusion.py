@@ -230,3 +230,33 @@ def test_a_weight_the_program_writes_is_read_at_the_gemm():
     loaded = LoadedProgram(prog, INT8)
     for got in loaded.run_batch([{}, {}]):
         _assert_same(got, result)
+
+
+def test_nmc_run_no_fuse(tmp_path, monkeypatch, capsys):
+    """`nmc run --no-fuse` runs every tile (fuse=False) and writes the same output and
+    report as the default, fused run."""
+    from nmc.runtime import emulator
+
+    from robust_helpers import cli
+
+    module, example = build_model("mlp_block", {"tokens": 17}, seed=0)
+    export_to_file(module, example, tmp_path / "m.pt2")
+    np.save(tmp_path / "x.npy", example.numpy())
+    seen = []
+    real = emulator.run_program
+
+    def recording(*args, **kwargs):
+        seen.append(kwargs.get("fuse", True))
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(emulator, "run_program", recording)
+    assert cli(capsys, "compile", tmp_path / "m.pt2", "--sparsity", "2:4", "-o",
+               tmp_path / "p.bin", "-q")[0] == 0
+    for name, extra in (("fused", []), ("tiles", ["--no-fuse"])):
+        rc, _, err = cli(capsys, "run", tmp_path / "p.bin", "-i", tmp_path / "x.npy", "-o",
+                         tmp_path / f"{name}.npy", "--report-json", tmp_path / f"{name}.json",
+                         *extra)
+        assert rc == 0, err
+    assert seen == [True, False]
+    assert (tmp_path / "fused.npy").read_bytes() == (tmp_path / "tiles.npy").read_bytes()
+    assert (tmp_path / "fused.json").read_text() == (tmp_path / "tiles.json").read_text()
