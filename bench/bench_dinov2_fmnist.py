@@ -399,11 +399,11 @@ def tuned_rows(rows: dict, spec: str, steps: int) -> dict[int, dict]:
             if name.startswith(prefix) and name[len(prefix):].isdigit()}
 
 
-def mean_sd(values: list[float], scale: float = 100.0) -> str:
-    """'m ± sd' (sample standard deviation over seeds), in points."""
+def mean_sd(values: list[float], sign: str = "") -> str:
+    """'m ± sd' (sample standard deviation over seeds), in points; sign="+" shows it."""
     if len(values) == 1:
-        return f"{values[0] * scale:.1f}"
-    return f"{np.mean(values) * scale:.1f} ± {np.std(values, ddof=1) * scale:.1f}"
+        return f"{values[0] * 100:{sign}.1f}"
+    return f"{np.mean(values) * 100:{sign}.1f} ± {np.std(values, ddof=1) * 100:.1f}"
 
 
 def finetune_cell(tuned: dict[int, dict]) -> str:
@@ -459,7 +459,8 @@ def table(out: Path) -> str:
             if done:
                 agreeing = sum(r["agreeing"] or 0 for r in done)
                 agree.append(f"{agreeing}/{sum(r['images'] for r in done)} "
-                             f"(fine-tuned {steps} steps, {len(done)} seeds)")
+                             f"(fine-tuned {steps} steps, {len(done)} "
+                             f"seed{'s' if len(done) > 1 else ''})")
         lines.append(f"| {spec} | {dense['linear_cycles'] / one['linear_cycles']:.2f}x | "
                      f"{dense['cycles'] / one['cycles']:.2f}x | {pct(small)} | {pct(full)} | "
                      f"{cells} | {'; '.join(agree)} |")
@@ -497,7 +498,7 @@ def paired_table(out: Path) -> str:
                                for x in (a, b))
             lines.append(f"| {steps} steps | {a} - {b} | {speed} | {len(seeds)} | "
                          f"{' / '.join(f'{d * 100:+.1f}' for d in diffs)} | "
-                         f"{mean_sd(diffs)} |")
+                         f"{mean_sd(diffs, '+')} |")
     return "\n".join(lines) if len(lines) > 2 else ""
 
 
