@@ -191,26 +191,26 @@ def test_two_tiles_sharing_an_operand_are_fused():
     np.testing.assert_array_equal(_ints(result.outputs["y2"]), a @ w2)
 
 
-def test_a_write_to_the_operand_in_scratchpad_prevents_fusion():
-    """Between the tiles, A's scratchpad block is overwritten (a vector copy of other
-    data): the second tile's A no longer holds what a load read, so nothing fuses."""
-    copy = [I("load", mem=SPAD, local=4096, dram=A2_ADDR, rows=M, cols=K // 4, stride=K // 4),
-            I("vun", fn=VUnFn.COPY, dst_mem=SPAD, dst=0, src_mem=SPAD, src=4096,
-              rows=M, cols=K // 4)]
-    prog, a, a2, w1, w2 = _two_tiles(copy)
-    result, plan = _run_both(prog)
-    assert plan.fused_instructions == 0
-    np.testing.assert_array_equal(_ints(result.outputs["y1"]), a @ w1)
-    np.testing.assert_array_equal(_ints(result.outputs["y2"]), a2 @ w2)
+_REWRITES = {
+    # A's scratchpad block is overwritten (a vector copy of other data): the second
+    # tile's A no longer holds what a load read
+    "in scratchpad": [
+        I("load", mem=SPAD, local=4096, dram=A2_ADDR, rows=M, cols=K // 4, stride=K // 4),
+        I("vun", fn=VUnFn.COPY, dst_mem=SPAD, dst=0, src_mem=SPAD, src=4096,
+          rows=M, cols=K // 4)],
+    # A's DRAM rows are overwritten (a store) and A is loaded again: one GEMM at the
+    # first tile would read the old rows
+    "in dram": [
+        I("load", mem=SPAD, local=4096, dram=A2_ADDR, rows=M, cols=K // 4, stride=K // 4),
+        I("store", mem=SPAD, local=4096, dram=A_ADDR, rows=M, cols=K // 4, stride=K // 4),
+        I("load", mem=SPAD, local=0, dram=A_ADDR, rows=M, cols=K // 4, stride=K // 4)],
+}
 
 
-def test_a_write_to_the_operand_in_dram_prevents_fusion():
-    """Between the tiles, A's DRAM rows are overwritten (a store) and A is loaded again:
-    one GEMM at the first tile would read the old rows, so nothing fuses."""
-    rewrite = [I("load", mem=SPAD, local=4096, dram=A2_ADDR, rows=M, cols=K // 4, stride=K // 4),
-               I("store", mem=SPAD, local=4096, dram=A_ADDR, rows=M, cols=K // 4, stride=K // 4),
-               I("load", mem=SPAD, local=0, dram=A_ADDR, rows=M, cols=K // 4, stride=K // 4)]
-    prog, a, a2, w1, w2 = _two_tiles(rewrite)
+@pytest.mark.parametrize("where", sorted(_REWRITES))
+def test_a_write_to_the_operand_between_the_tiles_prevents_fusion(where):
+    """Between the tiles, the second tile's A operand is rewritten: nothing fuses."""
+    prog, a, a2, w1, w2 = _two_tiles(_REWRITES[where])
     result, plan = _run_both(prog)
     assert plan.fused_instructions == 0
     np.testing.assert_array_equal(_ints(result.outputs["y1"]), a @ w1)
