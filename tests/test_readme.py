@@ -22,6 +22,7 @@ import numpy as np
 import pytest
 
 from nmc.cli import build_parser
+from nmc.compiler.pipeline import DEFAULT_PIPELINE
 
 README = Path(__file__).resolve().parents[1] / "README.md"
 OUTPUT_LINES = ("nmc emulator report:",)
@@ -57,6 +58,16 @@ def test_the_readme_has_its_walk_through():
     assert sum(argv[0] == "python" for argv in COMMANDS) == 3  # two inputs and an ONNX file
 
 
+LAST_DUMP = f"{len(DEFAULT_PIPELINE):02d}-{DEFAULT_PIPELINE[-1]}.mlir"
+"""The last file `--dump-ir` writes: 00-input.mlir, then one per pass of the pipeline."""
+
+
+def test_the_readme_names_the_last_ir_dump():
+    """A pass added to the pipeline renumbers the dumps: the README must say so (checked
+    here, in the default suite, not only by the slow walk-through)."""
+    assert f"ir/{LAST_DUMP}" in README.read_text()
+
+
 def test_every_readme_command_parses():
     """nmc's own parser accepts every README command (a renamed or misspelt option fails
     here, in the default suite)."""
@@ -81,7 +92,7 @@ def test_every_readme_command_runs_as_written(tmp_path):
         outputs[shlex.join(argv)] = proc.stdout
     # what the README says of them
     assert (tmp_path / "ir" / "00-input.mlir").is_file()
-    assert (tmp_path / "ir" / "09-insert-tokens.mlir").is_file()
+    assert (tmp_path / "ir" / LAST_DUMP).is_file()
     assert (tmp_path / "prog2.bin").read_bytes() == (tmp_path / "prog.bin").read_bytes()
     assert "input  x                f32[1x197x192]" in outputs["nmc inspect prog.bin"]
     assert np.load(tmp_path / "x.npy").shape == (1, 197, 192)
