@@ -16,7 +16,9 @@ DeiT-base MLP input over 32 images is 19 M values): the exact maximum and a hist
 2048 equal bins over [0, 2^e), e the smallest with max < 2^e; when a value reaches 2^e the
 range doubles and pairs of bins merge, so counts stay exact integers and the result does
 not depend on how the inputs are batched. The percentile and the error are read from the
-bins (bin centres), to within a bin's width (2^e / 2048) of the raw values'.
+bins (bin centres), to within a bin's width (2^e / 2048) of the raw values'. For `max`,
+`Observer.collector` keeps only the maximum: the default calibration does no per-value
+work beyond it.
 """
 
 from __future__ import annotations
@@ -47,6 +49,10 @@ class Observer:
     def __str__(self) -> str:
         return f"percentile:{self.percentile:g}" if self.kind == "percentile" else self.kind
 
+    def collector(self) -> AbsHistogram:
+        """What calibration feeds |x| to for this observer: `max` needs no histogram."""
+        return AbsHistogram(histogram=self.kind != "max")
+
 
 def parse_observer(text: str) -> Observer:
     """`max`, `mse` or `percentile:P` (0 < P <= 100) -> Observer; ObserverError otherwise."""
@@ -66,20 +72,23 @@ def parse_observer(text: str) -> Observer:
 
 
 class AbsHistogram:
-    """|x| of everything `update` is given (module docstring)."""
+    """|x| of everything `update` is given (module docstring); with `histogram=False` only
+    its maximum (the `max` observer's calibration: no per-value work beyond it)."""
 
-    def __init__(self) -> None:
+    def __init__(self, histogram: bool = True) -> None:
         self.max = 0.0
         self.top = 0.0  # the histogram covers [0, top); 0 while nothing non-zero was seen
-        self.counts = np.zeros(BINS, np.int64)
+        self.counts = np.zeros(BINS, np.int64) if histogram else None
 
     def update(self, values: np.ndarray) -> None:
-        a = np.abs(np.asarray(values, np.float64)).ravel()
+        a = np.abs(np.asarray(values, np.float32)).ravel()  # exact: |x| of an fp32 value
         a = a[np.isfinite(a)]
         if a.size == 0:
             return
         peak = float(a.max())
         self.max = max(self.max, peak)
+        if self.counts is None:
+            return
         if peak == 0.0:
             self.counts[0] += a.size
             return
@@ -90,7 +99,8 @@ class AbsHistogram:
             self.counts[:] = 0
             self.counts[:BINS // 2] = merged
             self.top *= 2
-        index = np.minimum((a * (BINS / self.top)).astype(np.int64), BINS - 1)
+        index = np.minimum((a.astype(np.float64) * (BINS / self.top)).astype(np.int64),
+                           BINS - 1)
         self.counts += np.bincount(index, minlength=BINS)
 
     def clip(self, observer: Observer) -> float:
@@ -98,6 +108,8 @@ class AbsHistogram:
         observer chooses from the histogram (never above max |x|)."""
         if observer.kind == "max" or self.top == 0.0:
             return self.max
+        if self.counts is None:
+            raise ValueError(f"observer {observer}: this collector kept no histogram")
         width = self.top / BINS
         if observer.kind == "percentile":
             cumulative = np.cumsum(self.counts)

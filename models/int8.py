@@ -28,7 +28,7 @@ import torch.nn.functional as F
 from torch import nn
 
 # how calibration chooses a clip is shared with the compiler (calibration, not arithmetic)
-from nmc.common.observer import AbsHistogram, parse_observer
+from nmc.common.observer import parse_observer
 
 _I32_MIN, _I32_MAX = -(2 ** 31), 2 ** 31 - 1
 
@@ -131,7 +131,7 @@ def calibrate(model: nn.Module, inputs: list[torch.Tensor], layers: list[str],
     """{layer: {"input_scale": s_x}}: the clip `observer` chooses from |input| of each
     layer over `inputs` (max |x| by default; nmc.common.observer), / 127."""
     obs = parse_observer(observer)
-    seen = {name: AbsHistogram() for name in layers}
+    seen = {name: obs.collector() for name in layers}
     hooks = []
     for name in layers:
         def hook(module, args, name=name):

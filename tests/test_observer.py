@@ -135,3 +135,15 @@ def test_bad_observer_options_are_one_line(tmp_path):
     expect_process_error(run_nmc(*base, "--calib-observer", "mse"),
                          "--calib-observer", "computes in fp32")
     assert not (tmp_path / "p.bin").exists()
+
+
+def test_the_max_collector_keeps_only_the_maximum():
+    x = _heavy_tailed()
+    for obs in ("max", "mse", "percentile:99.9"):
+        collector = parse_observer(obs).collector()
+        collector.update(x[:1000])
+        collector.update(x[1000:])
+        full = AbsHistogram()
+        full.update(x)
+        assert collector.clip(parse_observer(obs)) == full.clip(parse_observer(obs))
+        assert (collector.counts is None) == (obs == "max")

@@ -24,8 +24,8 @@ from xdsl.utils.exceptions import ParseError
 
 from nmc.common.errors import NmcError
 from nmc.compiler.errors import FrontendError, UnsupportedOp, UnsupportedOpsError
-from nmc.compiler.refusals import REFUSALS
 from nmc.compiler.frontend.locations import location_info
+from nmc.compiler.refusals import REFUSALS
 
 _OPERATOR_NAME_RE = re.compile(r'"torch\.operator"\(.*?<\{name = "([^"]+)"')
 """An op torch-mlir has no definition for is a `torch.operator` named by its property."""

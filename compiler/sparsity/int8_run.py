@@ -76,8 +76,9 @@ class Int8Layers:
 
 
 class Int8Run(torch.fx.Interpreter):
-    """A run of the module with `layers` in int8; `seen` (when given) records instead |input|
-    of each of them, computed in fp32 (the calibration run)."""
+    """A run of the module with `layers` in int8; `seen` (when given: a collector per
+    layer, `Observer.collector`) records instead |input| of each of them, computed in fp32
+    (the calibration run)."""
 
     def __init__(self, module: torch.fx.GraphModule, layers: Int8Layers,
                  seen: dict[str, AbsHistogram] | None = None, **kwargs):
@@ -91,7 +92,7 @@ class Int8Run(torch.fx.Interpreter):
         args, _ = self.fetch_args_kwargs_from_env(n)
         x, w = args[0], args[1]
         if self.seen is not None:
-            self.seen.setdefault(param, AbsHistogram()).update(x.detach().float().numpy())
+            self.seen[param].update(x.detach().float().numpy())
             return super().run_node(n)
         b = args[2] if len(args) > 2 else None
         return self.layers.compute(param, x, w, b, tuple(args[3:]) if n.target == _CONV2D

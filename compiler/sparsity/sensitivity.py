@@ -67,7 +67,7 @@ import torch
 
 from nmc.common import nm_format
 from nmc.common.nm_format import Pattern
-from nmc.common.observer import AbsHistogram, Observer
+from nmc.common.observer import Observer
 from nmc.common.threads import torch_threads
 from nmc.compiler.sparsity.spec import SparsityError
 
@@ -175,9 +175,9 @@ class Sensitivity:
         model's or a --quant file's scales need none)."""
         from nmc.compiler.sparsity.int8_run import Int8Run
 
-        seen: dict[str, AbsHistogram] = {}
         if all(s is not None for s in int8.input_scales.values()):
             return {}
+        seen = {param: observer.collector() for param in int8.input_scales}
         with torch_threads(_free_cores()), torch.no_grad():
             for x in self.inputs:
                 Int8Run(self.module, int8, seen).run(x)

@@ -49,7 +49,8 @@ from xdsl.rewriter import InsertPoint, Rewriter
 from nmc.common.errors import NmcError
 from nmc.common.window_keep import num_kept
 from nmc.compiler.dialects.nm import (
-    AddOp, AttentionOp, ConcatOp, GeluOp, LayerNormOp, LinearOp, PermuteRowsOp, ReshapeOp, tensor_shape,
+    AddOp, AttentionOp, ConcatOp, GeluOp, LayerNormOp, LinearOp, PermuteRowsOp, ReshapeOp,
+    tensor_shape,
 )
 from nmc.compiler.dialects.win import GatherOp, MagnitudeOp, RankOp, ScatterOp
 

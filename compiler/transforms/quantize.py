@@ -10,8 +10,8 @@ LayerNorm, GELU, softmax, and a linear of other dimensions (a 10-class head).
 
 Scales come from calibration (`calib`: a .npy of inputs; s_x = max |x| / 127 over them,
 or the clip another `observer` chooses, nmc.common.observer; measured on the input of each
-quantized op by interpreting this nm IR, N:M masks included, as the ELSA sensitivity does) or from a file (`quant`: the JSON `out` writes,
-`{"layers": {"blocks.0.attn.qkv": {"input_scale": s, "weight_scales": [...]}}}`, keyed by
+quantized op by interpreting this nm IR, N:M masks included, as the ELSA sensitivity
+does) or from a file (`quant`: the JSON `out` writes, `{"layers": {"blocks.0.attn.qkv": {"input_scale": s, "weight_scales": [...]}}}`, keyed by
 the module path of the layer's weight), or from the model itself: a PT2E-quantized
 model carries them (module attribute `nm.model_scales`, by weight name, written by the
 frontend: compiler/frontend/pt2e.py); its int8 layers are those it quantized that nmc
@@ -32,8 +32,8 @@ from xdsl.dialects.builtin import ModuleOp
 from xdsl.dialects.func import FuncOp
 
 from nmc.common import nm_format, quant
-from nmc.common.observer import AbsHistogram, Observer, parse_observer
 from nmc.common.errors import NmcError
+from nmc.common.observer import Observer, parse_observer
 from nmc.compiler.dialects.nm import LinearOp, ParamOp, PatchEmbedOp, tensor_shape
 from nmc.compiler.dialects.nm_attrs import (
     I8, TRANSPOSE, LayoutAttr, input_names, model_scales, module_target, set_layout,
@@ -93,7 +93,7 @@ def calibrate(module: ModuleOp, ops: list, calib: str,
         raise QuantError("int8 calibration needs a model with exactly one input")
     inputs = load_calibration(calib, tensor_shape(func.body.block.args[0]))
     wanted = {id(op): layer_key(op) for op in ops}
-    seen = {key: AbsHistogram() for key in wanted.values()}
+    seen = {key: observer.collector() for key in wanted.values()}
 
     def observe(op, operands) -> None:
         key = wanted.get(id(op))
