@@ -265,9 +265,7 @@ class Bench:
 
         state = torch.export.load(str(model_file)).state_dict
         model = self.classifier_module({k: v.clone() for k, v in state.items()})
-        config = {k: tuple(int(x) for x in v.split(":")) for k, v in
-                  json.loads(cfg.read_text()).items() if v != "dense"}
-        pruned = apply_nm(model, config)
+        pruned = apply_nm(model, sparse_layers(cfg))
         export_to_file(pruned, torch.zeros(1, 3, IMG, IMG), out)
 
     def oneshot(self, specs: list[str]) -> list[dict]:
@@ -312,10 +310,13 @@ class Bench:
         folder = self.out / "rows" / name
         folder.mkdir(parents=True, exist_ok=True)
         model_file, cfg = folder / "model.pt2", folder / "config.json"
-        source = self.out / "rows" / f"oneshot-{slug(spec)}" / "sparsity.json"
-        if not source.exists():
-            raise SystemExit(f"fine-tune {spec}: run the one-shot row first ({source})")
-        cfg.write_text(source.read_text())
+        if spec == "dense":  # the whole dense classifier fine-tuned: does it gain?
+            cfg.write_text("{}\n")
+        else:
+            source = self.out / "rows" / f"oneshot-{slug(spec)}" / "sparsity.json"
+            if not source.exists():
+                raise SystemExit(f"fine-tune {spec}: run the one-shot row first ({source})")
+            cfg.write_text(source.read_text())
         if not model_file.exists():
             config = {k: v for k, v in json.loads(cfg.read_text()).items() if v != "dense"}
             model = self.classifier_module()
@@ -359,8 +360,71 @@ class Bench:
             model.eval()
             net.bake([0] * len(net.params))
             export_to_file(model, torch.zeros(1, 3, IMG, IMG), model_file)
+        # the optimizer's state made the checkpoint 3x the model: only a resume needs it
+        (folder / "ckpt.pt").unlink(missing_ok=True)
+        dense = spec == "dense"
         return self.row(name, f"{spec} + fine-tune ({steps} steps, seed {seed})",
-                        model_file, None, str(cfg))
+                        model_file, model_file if dense else None,
+                        None if dense else str(cfg), limit=N_EVAL)
+
+    # ---------------------------------------------------------------- diagnosis
+
+    def diagnose(self) -> list[dict]:
+        """Why ELSA's one-shot choice does or does not win. Per one-shot configuration,
+        on the CALIB train images `nmc compile --calib` ranked configurations on:
+        - proxy: what ELSA's search minimises, the sum over layers of each layer's output
+          error alone (nmc's `Sensitivity`, the compiler's code, dense + the target's
+          patterns per layer as `assign-sparsity` asks for them);
+        - joint: the output error of the whole configuration at once (every layer masked,
+          one exact forward), ||y_masked - y|| / ||y|| over the logits;
+        - pruned energy: the share of the sparsified weights' sum of squares the masks
+          remove (over the 48 block linears), and the largest share of one layer."""
+        from nmc.compiler.frontend.weights import WeightStore
+        from nmc.compiler.sparsity.sensitivity import Sensitivity
+        from nmc.isa.target import load_target
+        from nmc.models.nm_sparsity import apply_nm, nm_mask
+
+        path = self.out / "diagnosis.json"
+        if path.exists():
+            return json.loads(path.read_text())
+        patterns = [None, *load_target("sta_ref").sparse_patterns]
+        sens = Sensitivity(WeightStore.from_file(self.classifier), str(self.calib()),
+                           (1, 3, IMG, IMG))
+        inputs = torch.from_numpy(np.load(self.calib()))[:, 0]
+        weights = dict(self.classifier_module().named_parameters())
+        with torch.no_grad(), torch_threads(THREADS):
+            reference = self.classifier_module()(inputs)
+        results = []
+        for spec in TABLE_ORDER:
+            config = self.oneshot_config(spec)
+            proxy = sum(sens.errors(f"{layer}.weight", patterns)[patterns.index(p)]
+                        for layer, p in config.items())
+            with torch.no_grad(), torch_threads(THREADS):
+                masked = apply_nm(self.classifier_module(), config)(inputs)
+            joint = float((masked - reference).norm() / reference.norm())
+            removed, total, worst = 0.0, 0.0, 0.0
+            for name, w in weights.items():
+                layer = name[:-len(".weight")]
+                if not (name.startswith("blocks.") and name.endswith(".weight")
+                        and w.dim() == 2):
+                    continue
+                energy = float((w.detach() ** 2).sum())
+                cut = 0.0
+                if layer in config:
+                    keep = nm_mask(w.detach(), *config[layer]).to(w.dtype)
+                    cut = float(((w.detach() * (1 - keep)) ** 2).sum())
+                removed, total, worst = removed + cut, total + energy, max(worst, cut / energy)
+            results.append({"spec": spec, "proxy": proxy, "joint": joint,
+                            "pruned_energy": removed / total, "worst_layer_energy": worst})
+            log(f"diagnosis {results[-1]}")
+        write_json(path, results)
+        return results
+
+    def oneshot_config(self, spec: str) -> dict[str, tuple[int, int]]:
+        """The sparse layers of a one-shot row's configuration (its --sparsity-out)."""
+        if spec == "dense":
+            return {}
+        return sparse_layers(self.out / "rows" / f"oneshot-{slug(spec)}" / "sparsity.json")
 
     # ---------------------------------------------------------------- dense test
 
@@ -376,6 +440,30 @@ class Bench:
                   "top1_first_n_eval": float((pred[:N_EVAL] == y[:N_EVAL]).mean())}
         write_json(path, result)
         return result
+
+
+def sparse_layers(cfg: Path) -> dict[str, tuple[int, int]]:
+    """The sparse layers of a configuration file (`--sparsity-out`): layer -> (N, M)."""
+    return {k: tuple(int(x) for x in v.split(":"))
+            for k, v in json.loads(cfg.read_text()).items() if v != "dense"}
+
+
+def diagnosis_table(results: list[dict], out: Path) -> str:
+    """The diagnosis beside each configuration's speed-up and accuracies."""
+    rows = load_rows(out)
+    dense = rows["oneshot-dense"]
+    lines = ["| configuration | linear speed-up | ELSA's proxy (sum of single-layer errors) | "
+             "joint error (all layers at once) | weight energy pruned (worst layer) | "
+             f"top-1 one-shot, first {N_EVAL} | top-1 after fine-tune, {FINETUNE_STEPS} "
+             "steps (mean over seeds) |", "|---|---|---|---|---|---|---|"]
+    for r in results:
+        one = rows[f"oneshot-{slug(r['spec'])}"]
+        tuned = [t["top1"] for t in tuned_rows(rows, r["spec"], FINETUNE_STEPS).values()]
+        after = f"{np.mean(tuned):.1%} ({len(tuned)})" if tuned else "not run"
+        lines.append(f"| {r['spec']} | {dense['linear_cycles'] / one['linear_cycles']:.2f}x | "
+                     f"{r['proxy']:.2f} | {r['joint']:.2f} | {r['pruned_energy']:.1%} "
+                     f"({r['worst_layer_energy']:.1%}) | {one['top1']:.1%} | {after} |")
+    return "\n".join(lines)
 
 
 def load_rows(out: Path) -> dict[str, dict]:
@@ -450,8 +538,8 @@ def table(out: Path) -> str:
         small = one["top1"] if one["images"] == N_SMALL else one.get("top1_small")
         full = one["top1"] if one["images"] == N_EVAL else None
         tuned = {steps: tuned_rows(rows, spec, steps) for steps in lengths}
-        cells = " | ".join("-" if spec == "dense" else finetune_cell(tuned[steps])
-                           for steps in lengths)
+        cells = " | ".join("-" if spec == "dense" and not tuned[steps]
+                           else finetune_cell(tuned[steps]) for steps in lengths)
         agree = [f"{one['agreeing']}/{one['images']}" if one["agreeing"] is not None
                  else "not compared"]
         for steps in lengths:
@@ -568,6 +656,8 @@ def main() -> int:
             text = table(args.out) + "\n\n" + paired_table(args.out)
             (args.out / "results.md").write_text(text + "\n")
             print(text)
+        elif stage == "diagnose":
+            print(diagnosis_table(bench.diagnose(), args.out))
         elif stage == "test":
             log(f"dense on the test set: {bench.dense_test()}")
         else:
