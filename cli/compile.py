@@ -45,7 +45,8 @@ def register(sub) -> None:
                    help="N:M sparsity of the linear layers: N:M (every linear of a "
                         "transformer block: qkv, proj, fc1, fc2; not the head nor Swin's "
                         "patch merging), FILE.json (per layer, any linear), elsa:speedup=S "
-                        "or elsa:flops=F (search among the block linears)")
+                        "or elsa:flops=F (search among the block linears; add ,rank=joint "
+                        "to rank by each whole configuration's output error)")
     p.add_argument("--calib", type=Path, metavar="FILE.npy",
                    help="calibration inputs: of the int8 scales on an int8 target (required "
                         "there unless --quant), and of the ELSA / SparseViT searches "

@@ -6,6 +6,7 @@ an unreachable budget, and (when the sparse backend is there) the compiled progr
 from __future__ import annotations
 
 import json
+import re
 
 import numpy as np
 import pytest
@@ -106,11 +107,18 @@ def test_fragile_layer_is_kept_denser(fragile):
 def _full_forward_error(path, param, pattern, inputs):
     """The sensitivity's definition, computed the slow way: the whole model re-run with
     the weight masked."""
+    return _masked_forward_error(path, {param: pattern}, inputs)
+
+
+def _masked_forward_error(path, config, inputs):
+    """The output error of the model with every weight of `config` (parameter ->
+    pattern) masked at once, the whole model re-run."""
     module = torch.export.load(str(path)).module()
-    w = dict(module.named_parameters())[param]
+    weights = dict(module.named_parameters())
     with torch.no_grad():
         ref = [module(x) for x in inputs]
-        w.mul_(nm_mask(w, *pattern).float())
+        for param, pattern in config.items():
+            weights[param].mul_(nm_mask(weights[param], *pattern).float())
         got = [module(x) for x in inputs]
     diff = sum(float(((a.double() - b.double()) ** 2).sum()) for a, b in zip(got, ref))
     return (diff / sum(float((b.double() ** 2).sum()) for b in ref)) ** 0.5
@@ -130,6 +138,39 @@ def test_sensitivity_probe_is_exact_and_others_scale_with_local_error(deit):
     assert errs[probe] == pytest.approx(want, rel=1e-5)
     for e, l in zip(errs[1:], local):
         assert e / errs[probe] == pytest.approx(l / max(local), rel=1e-9)
+
+
+def test_joint_error_masks_every_layer_at_once(deit):
+    from nmc.compiler.sparsity.sensitivity import Sensitivity
+
+    sens = Sensitivity(WeightStore.from_file(deit[0]), "", (1, 3, 32, 32))
+    one = {"blocks.0.mlp.fc1.weight": (1, 4)}
+    assert sens.joint_error(one) == pytest.approx(
+        sens.error("blocks.0.mlp.fc1.weight", (1, 4)), rel=1e-9)
+    config = {**one, "blocks.1.attn.qkv.weight": (2, 8), "blocks.1.mlp.fc2.weight": (2, 4),
+              "blocks.0.attn.proj.weight": None}
+    sparse = {k: v for k, v in config.items() if v is not None}
+    want = _masked_forward_error(deit[0], sparse, sens.inputs)
+    assert sens.joint_error(config) == pytest.approx(want, rel=1e-5)
+    # the errors of layers together are not the sum of their errors alone
+    alone = sum(sens.error(k, v) for k, v in sparse.items())
+    assert want != pytest.approx(alone, rel=0.05)
+
+
+def test_rank_joint_reports_the_error_of_its_whole_configuration(deit, capsys):
+    """elsa:...,rank=joint meets its budget, and the error it ranked by is that of its
+    chosen configuration measured the slow way (every chosen layer masked, the model
+    re-run on the same calibration inputs)."""
+    from nmc.compiler.sparsity.sensitivity import load_calibration
+
+    module, config = assign(deit[0], "elsa:speedup=2,rank=joint", report=True)
+    speedup, _ = totals(module, config)
+    assert speedup >= 2.0 - 1e-9 and _supported(config)
+    line = capsys.readouterr().out.strip().splitlines()[-1]
+    reported = float(re.search(r"joint error ([-+0-9.e]+)", line).group(1))
+    sparse = {f"{k}.weight": v for k, v in config.items() if v is not None}
+    want = _masked_forward_error(deit[0], sparse, load_calibration("", (1, 3, 32, 32)))
+    assert reported == pytest.approx(want, rel=2e-3)  # printed to 4 digits
 
 
 def test_sensitivity_masks_are_the_reference_masks():

@@ -58,8 +58,8 @@ from __future__ import annotations
 import hashlib
 import io
 import os
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import ExitStack, contextmanager
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -149,6 +149,7 @@ class Sensitivity:
         self.envs: list[dict | None] = []  # every node's value per input, while they fit
         self.reference: list[torch.Tensor] = []
         self.linear_inputs: dict[str, list[torch.Tensor]] = {}
+        self._masks: dict[tuple[str, Pattern], torch.Tensor] = {}
         kept = 0
         with torch_threads(_free_cores()), torch.no_grad():
             for x in self.inputs:
@@ -206,7 +207,30 @@ class Sensitivity:
         if nm_format.is_dense(pattern):
             return 0.0
         with torch.no_grad():
-            outs = self._masked_outputs(param, pattern)
+            return self._relative_error(self._masked_outputs(param, pattern))
+
+    def joint_error(self, config: Mapping[str, Pattern]) -> float:
+        """The model-output error with every weight of `config` (parameter -> pattern)
+        masked at once: what a whole configuration does, where `errors` measures each
+        layer alone. Full runs of the model, one per calibration input."""
+        with ExitStack() as swaps, torch_threads(_free_cores()), torch.no_grad():
+            for param, pattern in config.items():
+                if not nm_format.is_dense(pattern):
+                    w = self.weight(param)
+                    swaps.enter_context(_swapped(self.module, param,
+                                                 w * self._mask(param, pattern).to(w.dtype)))
+            return self._relative_error([y for x in self.inputs
+                                         for y in _flat(self._run().run(x))])
+
+    def _mask(self, param: str, pattern: Pattern) -> torch.Tensor:
+        """The N:M mask of a weight, kept (a search asks for the same ones many times)."""
+        key = (param, pattern)
+        if key not in self._masks:
+            (self._masks[key],) = _masks(self.weight(param), [pattern])
+        return self._masks[key]
+
+    def _relative_error(self, outs: list[torch.Tensor]) -> float:
+        """||outs - reference|| / ||reference|| over all calibration outputs."""
         diff = torch.sqrt(sum(((a.double() - b.double()) ** 2).sum()
                               for a, b in zip(outs, self.reference)))
         return float(diff) / max(self.ref_norm, 1e-30)
@@ -247,8 +271,7 @@ class Sensitivity:
         kept reference values of every node that does not depend on the weight."""
         w = self.weight(param)
         stale = _depends_on(self.graph, param)
-        (mask,) = _masks(w, [pattern])
-        with _swapped(self.module, param, w * mask.to(w.dtype)):
+        with _swapped(self.module, param, w * self._mask(param, pattern).to(w.dtype)):
             outs = []
             for x, env in zip(self.inputs, self.envs):
                 keep = {n: v for n, v in (env or {}).items() if n not in stale}

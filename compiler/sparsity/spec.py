@@ -6,6 +6,9 @@
     elsa:speedup=S         ELSA search: the least predicted accuracy loss whose linear
                            layers run at least S times faster than dense (cycles)
     elsa:flops=F           ... whose linear layers need at most 1/F of the dense MACs
+    elsa:...,rank=joint    ... ranking configurations by the output error of each whole
+                           configuration (measured on the calibration inputs), not by the
+                           sum of its layers' errors alone (`rank=sum`, the default)
 
 Sparsifiable layers (the uniform and ELSA forms) are ELSA's: the linears of every
 transformer block (qkv, proj, fc1, fc2 in timm's names), found by structure, the linears
@@ -47,7 +50,12 @@ class SparsitySpec:
     path: str = ""  # file
     budget: str = ""  # elsa: "speedup" or "flops"
     value: float = 0.0  # elsa
+    rank: str = "sum"  # elsa: what its search ranks configurations by (ELSA_RANKS)
 
+
+ELSA_RANKS = ("sum", "joint")
+"""sum: the sum of the layers' errors alone (one measure per layer and pattern, then free);
+joint: the error of the whole configuration, one model run per configuration searched."""
 
 _PATTERN = re.compile(r"\s*(\d+)\s*:\s*(\d+)\s*")
 
@@ -94,11 +102,18 @@ def parse_spec(text: str) -> SparsitySpec:
         raise SparsityError(f"{shown}: empty; expected N:M, FILE.json, elsa:speedup=S or "
                             f"elsa:flops=F")
     if t.lower().startswith("elsa"):
-        rest = t[4:]
+        rest, *options = t[4:].split(",")
         key, sep, value = rest.removeprefix(":").partition("=")
         key = key.strip().lower()
         if not rest.startswith(":") or not sep or key not in ("speedup", "flops"):
             raise SparsityError(f"{shown}: expected elsa:speedup=S or elsa:flops=F")
+        rank = "sum"
+        for option in options:
+            name, sep, choice = (x.strip().lower() for x in option.partition("="))
+            if name != "rank" or not sep or choice not in ELSA_RANKS:
+                raise SparsityError(f"{shown}: unknown option '{option.strip()}'; expected "
+                                    f"rank=" + " or rank=".join(ELSA_RANKS))
+            rank = choice
         try:
             v = float(value)
         except ValueError:
@@ -106,7 +121,7 @@ def parse_spec(text: str) -> SparsitySpec:
         if not (math.isfinite(v) and v >= 1.0):
             raise SparsityError(f"{shown}: {key} must be a number >= 1 (a factor over dense), "
                                 f"got {value.strip()}")
-        return SparsitySpec("elsa", budget=key, value=v)
+        return SparsitySpec("elsa", budget=key, value=v, rank=rank)
     if _PATTERN.fullmatch(t) or ":" in t and not t.lower().endswith(".json") \
             and not os.path.exists(t):
         return SparsitySpec("uniform", pattern=parse_pattern(t, "--sparsity"))
