@@ -67,6 +67,7 @@ WORKERS = 1
 # the rows evaluated before `nmc eval --json` recorded predictions (first_small)
 FULL_ROWS = ("dense", "2:4")
 CALIB = 8  # train images ELSA's sensitivity calibrates on
+HELD_OUT = 64  # val images the diagnosis measures whole configurations' errors on too
 CHUNK = 250
 THREADS = 2
 L2_GRID = (1e-4, 1e-3, 1e-2)
@@ -379,7 +380,8 @@ class Bench:
           patterns per layer as `assign-sparsity` asks for them), and the root of the sum
           of their squares (how independent errors add);
         - joint: the output error of the whole configuration at once (every layer masked,
-          one exact forward), ||y_masked - y|| / ||y|| over the logits;
+          one exact forward), ||y_masked - y|| / ||y|| over the logits, on those images
+          (what `rank=joint` ranks by) and on HELD_OUT val images the searches never saw;
         - pruned energy: the share of the sparsified weights' sum of squares the masks
           remove (over the 48 block linears), and the largest share of one layer."""
         from nmc.compiler.frontend.weights import WeightStore
@@ -397,16 +399,21 @@ class Bench:
         sens = Sensitivity(WeightStore.from_file(self.classifier), str(self.calib()),
                            (1, 3, IMG, IMG))
         inputs = torch.from_numpy(np.load(self.calib()))[:, 0]
+        held_out = self.data["val"].images[:HELD_OUT]
         weights = dict(self.classifier_module().named_parameters())
         with torch.no_grad(), torch_threads(THREADS):
             reference = self.classifier_module()(inputs)
+            reference_held_out = self.classifier_module()(held_out)
         for spec in todo:
             config = self.oneshot_config(spec)
             errors = [sens.errors(f"{layer}.weight", patterns)[patterns.index(p)]
                       for layer, p in config.items()]
             with torch.no_grad(), torch_threads(THREADS):
-                masked = apply_nm(self.classifier_module(), config)(inputs)
+                pruned = apply_nm(self.classifier_module(), config)
+                masked, masked_held_out = pruned(inputs), pruned(held_out)
             joint = float((masked - reference).norm() / reference.norm())
+            joint_held_out = float((masked_held_out - reference_held_out).norm()
+                                   / reference_held_out.norm())
             removed, total, worst = 0.0, 0.0, 0.0
             for name, w in weights.items():
                 layer = name[:-len(".weight")]
@@ -421,7 +428,7 @@ class Bench:
                 removed, total, worst = removed + cut, total + energy, max(worst, cut / energy)
             results.append({"spec": spec, "proxy": sum(errors),
                             "proxy_rss": float(np.sqrt(np.sum(np.square(errors)))),
-                            "joint": joint,
+                            "joint": joint, "joint_held_out": joint_held_out,
                             "pruned_energy": removed / total, "worst_layer_energy": worst})
             log(f"diagnosis {results[-1]}")
             results.sort(key=lambda r: TABLE_ORDER.index(r["spec"]))
@@ -463,15 +470,18 @@ def diagnosis_table(results: list[dict], out: Path) -> str:
     rows = load_rows(out)
     dense = rows["oneshot-dense"]
     lines = ["| configuration | linear speed-up | ELSA's proxy (sum of single-layer errors) | "
-             "root sum of squares | joint error (all layers at once) | weight energy pruned (worst layer) | "
+             "root sum of squares | joint error (all layers at once, the 8 calibration images) | "
+             "joint error, "
+             f"{HELD_OUT} val images | weight energy pruned (worst layer) | "
              f"top-1 one-shot, first {N_EVAL} | top-1 after fine-tune, {FINETUNE_STEPS} "
-             "steps (mean over seeds) |", "|---|---|---|---|---|---|---|---|"]
+             "steps (mean over seeds) |", "|---|---|---|---|---|---|---|---|---|"]
     for r in results:
         one = rows[f"oneshot-{slug(r['spec'])}"]
         tuned = [t["top1"] for t in tuned_rows(rows, r["spec"], FINETUNE_STEPS).values()]
         after = f"{np.mean(tuned):.1%} ({len(tuned)})" if tuned else "not run"
         lines.append(f"| {r['spec']} | {dense['linear_cycles'] / one['linear_cycles']:.2f}x | "
-                     f"{r['proxy']:.2f} | {r['proxy_rss']:.2f} | {r['joint']:.2f} | {r['pruned_energy']:.1%} "
+                     f"{r['proxy']:.2f} | {r['proxy_rss']:.2f} | {r['joint']:.2f} | "
+                     f"{r['joint_held_out']:.2f} | {r['pruned_energy']:.1%} "
                      f"({r['worst_layer_energy']:.1%}) | {one['top1']:.1%} | {after} |")
     return "\n".join(lines)
 
