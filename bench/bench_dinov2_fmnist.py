@@ -29,8 +29,11 @@ bench-out/dinov2_fmnist/, which git ignores, so a rerun or a killed run resumes)
 - finetune: the sparse rows (--finetune SPEC ...) fine-tuned briefly with distillation
   from the dense classifier (FINETUNE_* below; --steps, one row per --seeds seed, which
   fixes the order of the fine-tune's batches), then compiled and evaluated as above.
+- diagnose: why ELSA's choice does or does not win (`Bench.diagnose`): per one-shot
+  configuration, ELSA's proxy, the errors of the whole configuration, the weight energy
+  its masks remove.
 - table: the Markdown table of every finished row, and the fine-tuned pairs of nearly
-  equal modelled speed-up compared seed by seed (results.md).
+  equal modelled speed-up compared seed by seed, and the diagnosis (results.md).
 """
 
 from __future__ import annotations
@@ -677,6 +680,8 @@ def main() -> int:
             bench.first_small()
         elif stage == "table":
             text = table(args.out) + "\n\n" + paired_table(args.out)
+            if (args.out / "diagnosis.json").exists():  # the diagnose stage's, refreshed
+                text += "\n\n" + diagnosis_table(bench.diagnose(), args.out)
             (args.out / "results.md").write_text(text + "\n")
             print(text)
         elif stage == "diagnose":
