@@ -383,14 +383,15 @@ class Bench:
           patterns per layer as `assign-sparsity` asks for them), and the root of the sum
           of their squares (how independent errors add);
         - joint: the output error of the whole configuration at once (every layer masked,
-          one exact forward), ||y_masked - y|| / ||y|| over the logits, on those images
-          (what `rank=joint` ranks by) and on HELD_OUT val images the searches never saw;
+          `Sensitivity.joint_error`), ||y_masked - y|| / ||y|| over the logits, on those
+          images (what `rank=joint` ranks by) and on HELD_OUT val images the searches
+          never saw;
         - pruned energy: the share of the sparsified weights' sum of squares the masks
           remove (over the 48 block linears), and the largest share of one layer."""
         from nmc.compiler.frontend.weights import WeightStore
         from nmc.compiler.sparsity.sensitivity import Sensitivity
         from nmc.isa.target import load_target
-        from nmc.models.nm_sparsity import apply_nm, nm_mask
+        from nmc.models.nm_sparsity import nm_mask
 
         path = self.out / "diagnosis.json"
         results = json.loads(path.read_text()) if path.exists() else []
@@ -399,24 +400,17 @@ class Bench:
         if not todo:
             return results
         patterns = [None, *load_target("sta_ref").sparse_patterns]
-        sens = Sensitivity(WeightStore.from_file(self.classifier), str(self.calib()),
-                           (1, 3, IMG, IMG))
-        inputs = torch.from_numpy(np.load(self.calib()))[:, 0]
-        held_out = self.data["val"].images[:HELD_OUT]
+        store = WeightStore.from_file(self.classifier)
+        sens = Sensitivity(store, str(self.calib()), (1, 3, IMG, IMG))
+        held_out = Sensitivity(store, [x[None] for x in self.data["val"].images[:HELD_OUT]],
+                               (), keep=False)
         weights = dict(self.classifier_module().named_parameters())
-        with torch.no_grad(), torch_threads(THREADS):
-            reference = self.classifier_module()(inputs)
-            reference_held_out = self.classifier_module()(held_out)
         for spec in todo:
             config = self.oneshot_config(spec)
-            errors = [sens.errors(f"{layer}.weight", patterns)[patterns.index(p)]
-                      for layer, p in config.items()]
-            with torch.no_grad(), torch_threads(THREADS):
-                pruned = apply_nm(self.classifier_module(), config)
-                masked, masked_held_out = pruned(inputs), pruned(held_out)
-            joint = float((masked - reference).norm() / reference.norm())
-            joint_held_out = float((masked_held_out - reference_held_out).norm()
-                                   / reference_held_out.norm())
+            params = {f"{layer}.weight": p for layer, p in config.items()}
+            errors = [sens.errors(param, patterns)[patterns.index(p)]
+                      for param, p in params.items()]
+            joint, joint_held_out = sens.joint_error(params), held_out.joint_error(params)
             removed, total, worst = 0.0, 0.0, 0.0
             for name, w in weights.items():
                 layer = name[:-len(".weight")]
@@ -464,8 +458,10 @@ class Bench:
 
 def sparse_layers(cfg: Path) -> dict[str, tuple[int, int]]:
     """The sparse layers of a configuration file (`--sparsity-out`): layer -> (N, M)."""
-    return {k: tuple(int(x) for x in v.split(":"))
-            for k, v in json.loads(cfg.read_text()).items() if v != "dense"}
+    from nmc.compiler.sparsity.spec import parse_pattern, read_config
+
+    config = {k: parse_pattern(v, str(cfg)) for k, v in read_config(str(cfg)).items()}
+    return {k: p for k, p in config.items() if p is not None}
 
 
 def diagnosis_table(results: list[dict], out: Path) -> str:

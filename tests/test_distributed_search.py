@@ -53,9 +53,9 @@ def deit(tmp_path_factory):
     return path
 
 
-def _compile(path, name, *extra):
+def _compile(path, name, *extra, spec="elsa:speedup=1.5"):
     prog, cfg = path.with_name(f"{name}.bin"), path.with_name(f"{name}.json")
-    assert main(["compile", str(path), "-o", str(prog), "--sparsity", "elsa:speedup=1.5",
+    assert main(["compile", str(path), "-o", str(prog), "--sparsity", spec,
                  "--sparsity-out", str(cfg), "-q", *extra]) == 0
     return prog.read_bytes(), cfg.read_text()
 
@@ -81,6 +81,18 @@ def test_compile_int8_elsa_over_the_cluster_writes_the_serial_files(deit, client
     serial_table = capsys.readouterr().out
     spread = _compile(path, "int8-spread", *options, "--scheduler", client.scheduler.address)
     assert spread == serial and capsys.readouterr().out == serial_table
+
+
+def test_compile_elsa_rank_joint_over_the_cluster_writes_the_serial_files(deit, client,
+                                                                          capsys):
+    """rank=joint: the workers score whole configurations (joint errors), a generation
+    at a time; the search's choice, and so the files, are the serial ones."""
+    serial = _compile(deit, "joint-serial", spec="elsa:speedup=1.5,rank=joint")
+    serial_table = capsys.readouterr().out
+    spread = _compile(deit, "joint-spread", "--scheduler", client.scheduler.address,
+                      spec="elsa:speedup=1.5,rank=joint")
+    assert spread == serial and capsys.readouterr().out == serial_table
+    assert "joint error" in serial_table
 
 
 def _elsa_rows(path):

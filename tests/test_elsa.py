@@ -167,10 +167,26 @@ def test_rank_joint_reports_the_error_of_its_whole_configuration(deit, capsys):
     speedup, _ = totals(module, config)
     assert speedup >= 2.0 - 1e-9 and _supported(config)
     line = capsys.readouterr().out.strip().splitlines()[-1]
-    reported = float(re.search(r"joint error ([-+0-9.e]+)", line).group(1))
+    found = re.search(r"joint error ([-+0-9.e]+)", line)
+    assert found is not None, line
+    reported = float(found.group(1))
     sparse = {f"{k}.weight": v for k, v in config.items() if v is not None}
     want = _masked_forward_error(deit[0], sparse, load_calibration("", (1, 3, 32, 32)))
     assert reported == pytest.approx(want, rel=2e-3)  # printed to 4 digits
+
+
+def test_rank_joint_ranks_by_the_whole_configurations_score(fragile, monkeypatch):
+    """The search ranks by joint_error's scores: made to favour FRAGILE at 1:8 (which the
+    sum of single-layer errors keeps dense), it chooses that."""
+    from nmc.compiler.sparsity.sensitivity import Sensitivity
+
+    def favour_fragile_sparse(self, config):
+        return 0.0 if config[f"{FRAGILE}.weight"] == (1, 8) else 1.0
+
+    _, by_sum = assign(fragile, "elsa:speedup=1.5")
+    monkeypatch.setattr(Sensitivity, "joint_error", favour_fragile_sparse)
+    _, by_joint = assign(fragile, "elsa:speedup=1.5,rank=joint")
+    assert by_sum[FRAGILE] != (1, 8) and by_joint[FRAGILE] == (1, 8)
 
 
 def test_sensitivity_masks_are_the_reference_masks():

@@ -32,16 +32,15 @@ from nmc.training.run import (
     worker_threads,
 )
 from nmc.training.subject import PortableModule, Subject
-from nmc.compiler.sparsity.elsa import LayerChoices, SearchSize, search
+from nmc.compiler.sparsity.elsa import SMALL_SEARCH, LayerChoices, search
 from nmc.common.cluster import Remote, batch_scorer
 from nmc.common.nm_format import Pattern
 from nmc.compiler.transforms.assign_sparsity import Candidate, candidates
 from nmc.isa.target import Target
 from nmc.models.datasets import Dataset, Split
 
-SEARCH_SIZE = SearchSize(population=24, keep=6, mutations=10, crossovers=8, generations=8)
-"""Smaller than ELSA's (50 / 10 / 25 / 25 / 20): every configuration costs a pass over the
-val split, and the small models nmc sparsifies have few layers."""
+SEARCH_SIZE = SMALL_SEARCH
+"""Every configuration costs a pass over the val split (elsa.SMALL_SEARCH)."""
 
 
 @dataclass

@@ -2,7 +2,10 @@
 
 Every sparsifiable layer takes one choice among dense and the target's N:M patterns (those
 whose M divides the layer's input dimension K). A configuration's predicted accuracy loss is
-the sum of its layers' sensitivities (`sensitivity.py`); its cost is either
+the sum of its layers' sensitivities (`sensitivity.py`), or a score of the whole
+configuration (`scores_of`: `nmc compile --sparsity elsa:...,rank=joint` its output error
+on the calibration inputs, `nmc sparsify` its held-out error in the supernet); its cost is
+either
 
 - speedup: the predicted cycles of all the model's `nm.linear` layers (the head and other
   dense ones included, at their dense cost; `cost.linear_cycles`), which must be at most
@@ -69,6 +72,13 @@ class SearchSize:
     generations: int = GENERATIONS
 
 
+SMALL_SEARCH = SearchSize(population=24, keep=6, mutations=10, crossovers=8, generations=8)
+"""Smaller than ELSA's (50 / 10 / 25 / 25 / 20): for the searches whose every configuration
+costs runs of a model (`scores_of`: a pass over the val split in `nmc sparsify`, one run
+per calibration input with rank=joint); ~170 configurations, where ELSA's sizes score
+~1,000."""
+
+
 def search(layers: list[LayerChoices], fixed_cost: float, budget: float, what: str,
            factor: float,
            scores_of: Callable[[Sequence[list[int]]], list[float]] | None = None,
@@ -78,7 +88,8 @@ def search(layers: list[LayerChoices], fixed_cost: float, budget: float, what: s
 
     With `scores_of`, the evolutionary search ranks configurations by their scores
     (scores_of(choices): one per choice, lower is better; `nmc sparsify` passes the
-    held-out error of each whole configuration) instead of the sum of the layers' errors,
+    held-out error of each whole configuration, rank=joint its output error on the
+    calibration inputs) instead of the sum of the layers' errors,
     which then only order the greedy seed and the repair moves. `SearchResult.error` is
     the best score."""
     dense_total = fixed_cost + sum(l.costs[0] for l in layers)

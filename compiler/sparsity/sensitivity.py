@@ -51,6 +51,11 @@ Over a Dask cluster (`nmc compile --workers N`), the layers are measured in chun
 workers (`remote`): each gets the program (torch.export's bytes), the calibration inputs
 and the int8 layers once, builds its own `Sensitivity` (the reference runs again there)
 and measures its layers with the same code as here.
+
+Whole configurations (`joint_error`, what `--sparsity elsa:...,rank=joint` ranks by): the
+same error with every chosen layer masked at once, full runs of the model; the errors of
+many layers do not add up (their sum overstates it, several times over on a pretrained
+ViT), so the sum of single-layer errors can rank two configurations the wrong way round.
 """
 
 from __future__ import annotations
@@ -127,12 +132,14 @@ class Sensitivity:
 
     def __init__(self, weights: WeightStore, calib: str | list[torch.Tensor],
                  input_shape: tuple[int, ...], int8: Int8Layers | None = None,
-                 observer: Observer = Observer()):
+                 observer: Observer = Observer(), keep: bool = True):
         """`calib`: a --calib file (`load_calibration`, inputs of `input_shape`), or the
         calibration inputs themselves. `int8`: the layers an int8 target computes in int8
         (`int8_run`): errors are then those of the quantized model, its missing input
         scales calibrated with `observer` (nmc.common.observer) as the quantize pass
-        calibrates."""
+        calibrates. `keep`: keep the reference runs' node values and layer inputs, what
+        `errors` computes fast from (`joint_error` needs none: without them `errors`
+        takes full forwards)."""
         self.model_name = weights.name
         self.module = weights.program().module()
         self.inputs = load_calibration(calib, input_shape) if isinstance(calib, str) \
@@ -153,8 +160,11 @@ class Sensitivity:
         kept = 0
         with torch_threads(_free_cores()), torch.no_grad():
             for x in self.inputs:
-                run = self._run(garbage_collect_values=False)
+                run = self._run(garbage_collect_values=not keep)
                 self.reference.extend(_flat(run.run(x)))
+                if not keep:
+                    self.envs.append(None)
+                    continue
                 for param, x_in in _linear_inputs(self.graph, run.env).items():
                     self.linear_inputs.setdefault(param, []).append(x_in)
                 kept += _env_bytes(run.env)
@@ -212,7 +222,11 @@ class Sensitivity:
     def joint_error(self, config: Mapping[str, Pattern]) -> float:
         """The model-output error with every weight of `config` (parameter -> pattern)
         masked at once: what a whole configuration does, where `errors` measures each
-        layer alone. Full runs of the model, one per calibration input."""
+        layer alone. Full runs of the model, one per calibration input; the masks are
+        kept (a search asks for the same ones many times: one byte per weight and
+        pattern)."""
+        if all(nm_format.is_dense(pattern) for pattern in config.values()):
+            return 0.0
         with ExitStack() as swaps, torch_threads(_free_cores()), torch.no_grad():
             for param, pattern in config.items():
                 if not nm_format.is_dense(pattern):
@@ -223,7 +237,7 @@ class Sensitivity:
                                          for y in _flat(self._run().run(x))])
 
     def _mask(self, param: str, pattern: Pattern) -> torch.Tensor:
-        """The N:M mask of a weight, kept (a search asks for the same ones many times)."""
+        """The N:M mask of a weight, kept for the next `joint_error`."""
         key = (param, pattern)
         if key not in self._masks:
             (self._masks[key],) = _masks(self.weight(param), [pattern])
@@ -271,7 +285,8 @@ class Sensitivity:
         kept reference values of every node that does not depend on the weight."""
         w = self.weight(param)
         stale = _depends_on(self.graph, param)
-        with _swapped(self.module, param, w * self._mask(param, pattern).to(w.dtype)):
+        (mask,) = _masks(w, [pattern])
+        with _swapped(self.module, param, w * mask.to(w.dtype)):
             outs = []
             for x, env in zip(self.inputs, self.envs):
                 keep = {n: v for n, v in (env or {}).items() if n not in stale}
@@ -280,15 +295,16 @@ class Sensitivity:
 
 
 def measurer(weights: WeightStore, inputs: list[torch.Tensor], int8: Int8Layers | None,
-             observer: Observer) -> Callable[[tuple[str, list[Pattern]]], list[float]]:
-    """The errors of (weight parameter, patterns) items (`Sensitivity.errors`): the
-    scorer of `cluster.batch_scorer`, here and on a worker (`remote`)."""
-    sens = Sensitivity(weights, inputs, (), int8, observer)
-    return lambda item: sens.errors(*item)
+             observer: Observer, joint: bool = False) -> Callable[[object], object]:
+    """The scorer of `cluster.batch_scorer`, here and on a worker (`remote`): the errors
+    of (weight parameter, patterns) items (`Sensitivity.errors`), or with `joint` the
+    error of {weight parameter: pattern} configurations (`Sensitivity.joint_error`)."""
+    sens = Sensitivity(weights, inputs, (), int8, observer, keep=not joint)
+    return sens.joint_error if joint else lambda item: sens.errors(*item)
 
 
 def remote(weights: WeightStore, inputs: list[torch.Tensor], int8: Int8Layers | None,
-           observer: Observer) -> Remote:
+           observer: Observer, joint: bool = False) -> Remote:
     """What a Dask worker needs to build the `measurer` (`cluster.batch_scorer`): the
     program as torch.export writes it, the calibration inputs, the int8 layers."""
     from nmc.common.cluster import Remote
@@ -296,17 +312,17 @@ def remote(weights: WeightStore, inputs: list[torch.Tensor], int8: Int8Layers | 
     program = io.BytesIO()
     torch.export.save(weights.program(), program)
     return Remote(_measurer_on_worker,
-                  (weights.name, program.getvalue(), inputs, int8, observer))
+                  (weights.name, program.getvalue(), inputs, int8, observer, joint))
 
 
-def _measurer_on_worker(payload) -> Callable[[tuple[str, list[Pattern]]], list[float]]:
+def _measurer_on_worker(payload) -> Callable[[object], object]:
     from nmc.compiler.frontend.pt2e import ensure_ops_registered
     from nmc.compiler.frontend.weights import WeightStore
 
-    name, program, inputs, int8, observer = payload
+    name, program, inputs, int8, observer, joint = payload
     ensure_ops_registered()  # a PT2E model's quantized_decomposed ops
     return measurer(WeightStore.from_program(torch.export.load(io.BytesIO(program)), name),
-                    inputs, int8, observer)
+                    inputs, int8, observer, joint)
 
 
 @contextmanager

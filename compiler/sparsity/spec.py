@@ -107,12 +107,17 @@ def parse_spec(text: str) -> SparsitySpec:
         key = key.strip().lower()
         if not rest.startswith(":") or not sep or key not in ("speedup", "flops"):
             raise SparsityError(f"{shown}: expected elsa:speedup=S or elsa:flops=F")
-        rank = "sum"
+        rank = None
         for option in options:
             name, sep, choice = (x.strip().lower() for x in option.partition("="))
-            if name != "rank" or not sep or choice not in ELSA_RANKS:
-                raise SparsityError(f"{shown}: unknown option '{option.strip()}'; expected "
-                                    f"rank=" + " or rank=".join(ELSA_RANKS))
+            if name != "rank" or not sep:
+                raise SparsityError(f"{shown}: unknown option '{option.strip()}' after ','; "
+                                    f"expected rank=" + " or rank=".join(ELSA_RANKS))
+            if choice not in ELSA_RANKS:
+                raise SparsityError(f"{shown}: rank must be {' or '.join(ELSA_RANKS)}, got "
+                                    f"'{option.partition('=')[2].strip()}'")
+            if rank is not None:
+                raise SparsityError(f"{shown}: rank is given twice")
             rank = choice
         try:
             v = float(value)
@@ -121,7 +126,7 @@ def parse_spec(text: str) -> SparsitySpec:
         if not (math.isfinite(v) and v >= 1.0):
             raise SparsityError(f"{shown}: {key} must be a number >= 1 (a factor over dense), "
                                 f"got {value.strip()}")
-        return SparsitySpec("elsa", budget=key, value=v, rank=rank)
+        return SparsitySpec("elsa", budget=key, value=v, rank=rank or "sum")
     if _PATTERN.fullmatch(t) or ":" in t and not t.lower().endswith(".json") \
             and not os.path.exists(t):
         return SparsitySpec("uniform", pattern=parse_pattern(t, "--sparsity"))

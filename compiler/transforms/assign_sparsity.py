@@ -30,8 +30,6 @@ from nmc.compiler.dialects.nm import LinearOp, ParamOp, tensor_shape
 from nmc.compiler.kernels.linear import LinearProblem
 from nmc.compiler.sparsity.block_linears import block_linears
 from nmc.compiler.sparsity.cost import linear_cycles, linear_macs
-from nmc.compiler.sparsity.elsa import SearchSize
-from nmc.common.progress import progress
 from nmc.common.nm_format import Pattern, pattern_text
 from nmc.compiler.sparsity.spec import (
     SparsityError, check_supported, config_to_json, parse_pattern, parse_spec, read_config,
@@ -190,27 +188,20 @@ def int8_layers(module: ModuleOp, quant_file: str = ""):  # noqa: ANN201 - Int8L
                       {n: given[n][1] for n in names if given and given[n][1] is not None})
 
 
-JOINT_SEARCH_SIZE = SearchSize(population=24, keep=6, mutations=10, crossovers=8,
-                               generations=8)
-"""The search of rank=joint, smaller than ELSA's (50 / 10 / 25 / 25 / 20): each of its
-configurations costs one run of the model per calibration input (~170 runs in all, where
-ELSA's sizes would take ~1,000)."""
-
-
 def elsa_config(module: ModuleOp, budget: str, factor: float, calib: str,
                 target: Target, quant_file: str = "", observer: str = "max",
-                rank: str = "sum") -> tuple[dict[str, Pattern], list[tuple], str]:
-    """The ELSA search's configuration, its table rows and a note on what it ranked by
-    (`quant_file`: the int8 scales the program will use, see `int8_layers`; `observer`:
-    how the int8 input scales it does not give are calibrated, nmc.common.observer;
-    `rank`: sum or joint, `spec.ELSA_RANKS`). The layers' sensitivities are measured
-    here, or over the Dask cluster offered to the command (`nmc compile --workers N`:
-    `cluster.batch_scorer`), with the same results; rank=joint's runs of whole
-    configurations are here."""
+                rank: str = "sum") -> tuple[dict[str, Pattern], list[tuple], float | None]:
+    """The ELSA search's configuration, its table rows and, with rank=joint, the error of
+    the whole configuration it ranked by (`quant_file`: the int8 scales the program will
+    use, see `int8_layers`; `observer`: how the int8 input scales it does not give are
+    calibrated, nmc.common.observer; `rank`: `spec.ELSA_RANKS`). The layers'
+    sensitivities, and rank=joint's errors of whole configurations, are measured here or
+    over the Dask cluster offered to the command (`nmc compile --workers N`:
+    `cluster.batch_scorer`), with the same results."""
     from nmc.common.cluster import batch_scorer
     from nmc.compiler.frontend.weights import weights_of_module
     from nmc.compiler.sparsity import sensitivity
-    from nmc.compiler.sparsity.elsa import LayerChoices, search
+    from nmc.compiler.sparsity.elsa import SMALL_SEARCH, LayerChoices, search
 
     weights = weights_of_module(module)
     if weights is None:
@@ -230,18 +221,17 @@ def elsa_config(module: ModuleOp, budget: str, factor: float, calib: str,
         errors = errors_of([(c.param, c.patterns) for c in cand])
     layers = [LayerChoices(c.name, c.patterns, e, c.costs) for c, e in zip(cand, errors)]
     dense = fixed + sum(l.costs[0] for l in layers)
-    note = ""
+    joint = None
     if rank == "joint":
-        joint = sensitivity.Sensitivity(weights, inputs, (), int8, how)
-
-        def joint_errors(choices):
-            with progress(choices, desc="joint errors", unit="configuration") as bar:
-                return [joint.joint_error({c.param: c.patterns[i] for c, i in zip(cand, ch)})
-                        for ch in bar]
-
-        result = search(layers, fixed, dense / factor, budget, factor, joint_errors,
-                        JOINT_SEARCH_SIZE)
-        note = f", joint error {result.error:.3e} (what the search ranked by)"
+        with batch_scorer(lambda: sensitivity.measurer(weights, inputs, int8, how, True),
+                          lambda: sensitivity.remote(weights, inputs, int8, how, True),
+                          desc="joint errors", unit="configuration") as joint_errors:
+            result = search(layers, fixed, dense / factor, budget, factor,
+                            lambda choices: joint_errors(
+                                [{c.param: c.patterns[i] for c, i in zip(cand, choice)}
+                                 for choice in choices]),
+                            SMALL_SEARCH)
+        joint = result.error
     else:
         result = search(layers, fixed, dense / factor, budget, factor)
     config = result.patterns(layers)
@@ -253,7 +243,7 @@ def elsa_config(module: ModuleOp, budget: str, factor: float, calib: str,
             if op.layer_name in by_name else None
         rows.append((op.layer_name, pattern, linear_cycles(linear_dims(op), pattern, target),
                      err))
-    return config, rows, note
+    return config, rows, joint
 
 
 @dataclass(frozen=True)
@@ -280,26 +270,26 @@ class AssignSparsity(TargetedPass):
 
     def assign(self, op: ModuleOp, target: Target) -> None:
         spec = parse_spec(self.spec)
-        rows, note = None, ""
+        rows, joint = None, None
         if spec.kind == "uniform":
             config = uniform_config(op, spec.pattern, target)
         elif spec.kind == "file":
             config = file_config(op, spec.path, target)
         else:
-            config, rows, note = elsa_config(op, spec.budget, spec.value, self.calib,
-                                             target, self.quant, self.observer, spec.rank)
+            config, rows, joint = elsa_config(op, spec.budget, spec.value, self.calib,
+                                              target, self.quant, self.observer, spec.rank)
         for linear in linear_ops(op):
             if linear.layer_name in config:
                 linear.set_sparsity(config[linear.layer_name])
         if self.report:
-            print(self.table(op, config, rows, target, note), file=sys.stdout, flush=True)
+            print(self.table(op, config, rows, target, joint), file=sys.stdout, flush=True)
         if self.out:
             from nmc.common.fileio import atomic_write_text
 
             atomic_write_text(self.out, config_to_json(config))
 
     def table(self, module: ModuleOp, config: dict[str, Pattern], rows, target: Target,
-              note: str = "") -> str:
+              joint: float | None = None) -> str:
         from nmc.compiler.sparsity.elsa import format_table
 
         if rows is None:
@@ -315,5 +305,7 @@ class AssignSparsity(TargetedPass):
         err = f", predicted error {sum(errs):.3e}" if errs else ""
         line = (f"linear layers: {int(total)} cycles ({dense / max(total, 1):.3f}x faster "
                 f"than dense), {macs / 1e6:.3f} M MACs ({dense_macs / max(macs, 1):.3f}x "
-                f"fewer){err}{note}")
+                f"fewer){err}")
+        if joint is not None:
+            line += f", joint error {joint:.3e} (what the search ranked by)"
         return format_table(rows, line)
