@@ -21,10 +21,8 @@ bench-out/dinov2_fmnist/, which git ignores, so a rerun or a killed run resumes)
   --workers`) on the first N_EVAL test images, for REFERENCE_ROWS its predictions compared
   one by one with PyTorch's for the same pruned model (`--reference`, the weights masked
   with models/nm_sparsity), its modelled cycles per layer from `nmc run --report-json`. A
-  row cached from a run on fewer images (an earlier N_SMALL) reruns its evaluation alone.
-- small: the first-N_SMALL top-1 of the N_EVAL rows evaluated before `nmc eval --json`
-  recorded predictions (PyTorch's, equal to the emulator's there when all their
-  predictions agreed; the others read theirs from their predictions).
+  row cached from a run on fewer images (the fine-tuned rows first ran on 500) reruns its
+  evaluation alone.
 - test: the dense classifier's PyTorch top-1 on all 10,000 test images (features).
 - finetune: the sparse rows (--finetune SPEC ...) fine-tuned briefly with distillation
   from the dense classifier (FINETUNE_* below; --steps, one row per --seeds seed, which
@@ -60,15 +58,11 @@ IMG = 112  # 8x8 patches of 14 + the class token: 65 tokens (224 would be 257)
 DATA = ["--data", "fashion-mnist", "--normalize", "imagenet"]
 N_TRAIN = 4000  # train-split images the head is trained on (first of the split)
 N_VAL = 1000  # val-split images that choose its L2 strength
-N_EVAL = 2000  # test images every one-shot row runs on the emulator (the first of test)
-N_SMALL = 500  # ... and the fine-tuned rows; the one-shot rows' top-1 on these first
-# N_SMALL too, for comparisons on the same images
+N_EVAL = 2000  # test images every row runs on the emulator (the first of test)
 # processes `nmc eval --workers` shards the images over: on 2 shared cores one worker
 # beat two (Dask's start and the program's transfer outweigh a second, busy core), so
 # two rows side by side, each on one, is how to use both
 WORKERS = 1
-# the rows evaluated before `nmc eval --json` recorded predictions (first_small)
-FULL_ROWS = ("dense", "2:4")
 CALIB = 8  # train images ELSA's sensitivity calibrates on
 HELD_OUT = 64  # val images the diagnosis measures whole configurations' errors on too
 CHUNK = 250
@@ -82,8 +76,6 @@ CONFIGS = ["dense", "2:4", "elsa:speedup=2.5", "1:4", "elsa:speedup=2", "4:8", "
 # (the fine-tuned rows always are); the others skip that second pass (it costs as much as
 # the emulator's) to fit the time on 2 shared cores
 REFERENCE_ROWS = ("dense", "2:4", "elsa:speedup=2.5")
-# first images of the test split of the rows that ran on N_EVAL, when their predictions
-# all agreed with PyTorch's: their top-1 on the first N_SMALL is PyTorch's there
 TABLE_ORDER = ["dense", "2:4", "4:8", "1:4", "2:8", "1:8", "elsa:speedup=1.5",
                "elsa:speedup=2", "elsa:speedup=2.5", "elsa:speedup=3",
                "elsa:speedup=2,rank=joint", "elsa:speedup=2.5,rank=joint"]
@@ -204,7 +196,7 @@ class Bench:
         return path
 
     def row(self, name: str, spec: str, model_file: Path, reference: Path | None,
-            sparsity: str | None, with_reference: bool = True, limit: int = N_SMALL
+            sparsity: str | None, with_reference: bool = True, limit: int = N_EVAL
             ) -> dict:
         """Compile `model_file` with `spec` (None: dense, or a FILE.json), run it on the
         emulator on the N_EVAL test images against the PyTorch `reference` (None: the
@@ -215,7 +207,7 @@ class Bench:
         if cached is not None:
             if cached["images"] >= limit:
                 return cached
-            # evaluated on fewer images (an earlier N_SMALL): the evaluation alone reruns
+            # evaluated on fewer images (an earlier run): the evaluation alone reruns
             # (program and report are kept); the smaller one stays beside it
             if (folder / "eval.json").exists():
                 (folder / "eval.json").replace(folder / f"eval-{cached['images']}.json")
@@ -255,10 +247,6 @@ class Bench:
                   "compile_s": cached["compile_s"] if cached else round(compile_s, 1),
                   "eval_s": round(time.time() - t1, 1),
                   "config": json.loads(cfg.read_text()) if cfg.exists() else None}
-        predictions = evaluation.get("predictions")
-        if predictions is not None and len(predictions) > N_SMALL:
-            labels = self.data["test"].labels[:N_SMALL].numpy()
-            result["top1_small"] = float(np.mean(np.array(predictions[:N_SMALL]) == labels))
         write_json(done, result)
         log(f"row {name}: {result}")
         return result
@@ -282,27 +270,6 @@ class Bench:
             rows.append(self.row(f"oneshot-{slug(spec)}", spec, self.classifier, reference,
                                  sparsity, spec in REFERENCE_ROWS, N_EVAL))
         return rows
-
-    def first_small(self) -> None:
-        """The N_SMALL-image top-1 of the FULL_ROWS, which ran on N_EVAL images with every
-        prediction equal to PyTorch's before eval.json recorded the predictions: PyTorch's
-        (the emulator's there, image by image)."""
-        from nmc.training.subject import from_file
-
-        for spec in FULL_ROWS:
-            path = self.out / "rows" / f"oneshot-{slug(spec)}" / "row.json"
-            row = json.loads(path.read_text())
-            if "top1_small" in row or row["agreeing"] != row["images"]:
-                continue
-            reference = self.classifier if spec == "dense" else path.parent / "reference.pt2"
-            module = from_file(reference).module
-            with torch.no_grad(), torch_threads(THREADS):
-                logits = torch.cat([module(self.data["test"].images[i:i + 50])
-                                    for i in range(0, N_SMALL, 50)])
-            labels = self.data["test"].labels[:N_SMALL]
-            row["top1_small"] = float((logits.argmax(-1) == labels).float().mean())
-            write_json(path, row)
-            log(f"{spec}: top-1 on the first {N_SMALL}: {row['top1_small']:.2%}")
 
     # ---------------------------------------------------------------- fine-tune
 
@@ -371,7 +338,7 @@ class Bench:
         dense = spec == "dense"
         return self.row(name, f"{spec} + fine-tune ({steps} steps, seed {seed})",
                         model_file, model_file if dense else None,
-                        None if dense else str(cfg), limit=N_EVAL)
+                        None if dense else str(cfg))
 
     # ---------------------------------------------------------------- diagnosis
 
@@ -542,9 +509,8 @@ def table(out: Path) -> str:
     after = " | ".join(f"top-1 after fine-tune, {steps} steps (mean ± sd over seeds)"
                        for steps in lengths)
     lines = [f"| configuration | linear speed-up | end-to-end speed-up | top-1 one-shot, "
-             f"first {N_SMALL} | top-1 one-shot, first {N_EVAL} | {after} | "
-             f"agreement with PyTorch |",
-             "|---|---|---|---|---|" + "---|" * len(lengths) + "---|"]
+             f"first {N_EVAL} | {after} | agreement with PyTorch |",
+             "|---|---|---|---|" + "---|" * len(lengths) + "---|"]
 
     def pct(value) -> str:
         return f"{value:.1%}" if value is not None else ""
@@ -552,9 +518,8 @@ def table(out: Path) -> str:
     for spec in TABLE_ORDER:
         one = rows.get(f"oneshot-{slug(spec)}")
         if one is None:
-            lines.append(f"| {spec} | | | not run | |" + " |" * len(lengths) + " |")
+            lines.append(f"| {spec} | | | not run |" + " |" * len(lengths) + " |")
             continue
-        small = one["top1"] if one["images"] == N_SMALL else one.get("top1_small")
         full = one["top1"] if one["images"] == N_EVAL else None
         tuned = {steps: tuned_rows(rows, spec, steps) for steps in lengths}
         cells = " | ".join("-" if spec == "dense" and not tuned[steps]
@@ -569,7 +534,7 @@ def table(out: Path) -> str:
                              f"(fine-tuned {steps} steps, {len(done)} "
                              f"seed{'s' if len(done) > 1 else ''})")
         lines.append(f"| {spec} | {dense['linear_cycles'] / one['linear_cycles']:.2f}x | "
-                     f"{dense['cycles'] / one['cycles']:.2f}x | {pct(small)} | {pct(full)} | "
+                     f"{dense['cycles'] / one['cycles']:.2f}x | {pct(full)} | "
                      f"{cells} | {'; '.join(agree)} |")
     return "\n".join(lines)
 
@@ -672,8 +637,6 @@ def main() -> int:
             for seed in args.seeds:
                 for spec in args.finetune:
                     bench.finetune(spec, seed, args.steps)
-        elif stage == "small":
-            bench.first_small()
         elif stage == "table":
             text = table(args.out) + "\n\n" + paired_table(args.out)
             if (args.out / "diagnosis.json").exists():  # the diagnose stage's, refreshed
