@@ -449,6 +449,29 @@ def diagnosis_table(results: list[dict], out: Path) -> str:
                      f"{r['proxy']:.2f} | {r['proxy_rss']:.2f} | {r['joint']:.2f} | "
                      f"{r['joint_held_out']:.2f} | {r['pruned_energy']:.1%} "
                      f"({r['worst_layer_energy']:.1%}) | {one['top1']:.1%} | {after} |")
+    return "\n".join(lines) + "\n\n" + rank_correlations(results, rows)
+
+
+def rank_correlations(results: list[dict], rows: dict) -> str:
+    """Spearman's rank correlation of each diagnosis measure with the top-1, one-shot and
+    after fine-tune (mean over seeds), over the sparse configurations that have both."""
+    def spearman(x, y) -> float:
+        rx, ry = (np.argsort(np.argsort(v)).astype(float) for v in (x, y))
+        return float(np.corrcoef(rx, ry)[0, 1])
+
+    measures = [("ELSA's proxy", "proxy"), ("root sum of squares", "proxy_rss"),
+                ("joint error", "joint"), ("joint error, held out", "joint_held_out"),
+                ("weight energy pruned", "pruned_energy")]
+    lines = ["| measure | with top-1 one-shot | with top-1 after fine-tune |", "|---|---|---|"]
+    sparse = [r for r in results if r["spec"] != "dense"]
+    tuned = [r for r in sparse if tuned_rows(rows, r["spec"], FINETUNE_STEPS)]
+    oneshot = [rows[f"oneshot-{slug(r['spec'])}"]["top1"] for r in sparse]
+    after = [np.mean([t["top1"] for t in tuned_rows(rows, r["spec"], FINETUNE_STEPS).values()])
+             for r in tuned]
+    for label, key in measures:
+        lines.append(f"| {label} | {spearman([r[key] for r in sparse], oneshot):+.2f} "
+                     f"({len(sparse)}) | {spearman([r[key] for r in tuned], after):+.2f} "
+                     f"({len(tuned)}) |")
     return "\n".join(lines)
 
 
