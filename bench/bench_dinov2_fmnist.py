@@ -71,14 +71,16 @@ L2_GRID = (1e-4, 1e-3, 1e-2)
 # in the order they are run (the most telling first, in case time runs out)
 CONFIGS = ["dense", "2:4", "elsa:speedup=2.5", "1:4", "elsa:speedup=2", "4:8", "2:8", "1:8",
            "elsa:speedup=1.5", "elsa:speedup=3", "elsa:speedup=2,rank=joint",
-           "elsa:speedup=2.5,rank=joint"]
+           "elsa:speedup=2.5,rank=joint", "elsa:speedup=2,rank=energy",
+           "elsa:speedup=2.5,rank=energy"]
 # one-shot rows whose emulator predictions are compared with PyTorch's on all N_EVAL images
 # (the fine-tuned rows always are); the others skip that second pass (it costs as much as
 # the emulator's) to fit the time on 2 shared cores
 REFERENCE_ROWS = ("dense", "2:4", "elsa:speedup=2.5")
 TABLE_ORDER = ["dense", "2:4", "4:8", "1:4", "2:8", "1:8", "elsa:speedup=1.5",
                "elsa:speedup=2", "elsa:speedup=2.5", "elsa:speedup=3",
-               "elsa:speedup=2,rank=joint", "elsa:speedup=2.5,rank=joint"]
+               "elsa:speedup=2,rank=joint", "elsa:speedup=2.5,rank=joint",
+               "elsa:speedup=2,rank=energy", "elsa:speedup=2.5,rank=energy"]
 # the fine-tune: whole model (head included), masks recomputed every step (straight-
 # through, nmc's FixedNM), AdamW, cosine learning rate, on the first N_TRAIN train images;
 # loss: KL to the dense classifier's softened logits (temperature KD_T, cached from the
@@ -570,7 +572,10 @@ PAIRS = [("elsa:speedup=2", "2:4"), ("elsa:speedup=2", "4:8"), ("4:8", "2:4"),
          ("elsa:speedup=2.5", "4:8"), ("elsa:speedup=2.5", "2:4"),
          ("elsa:speedup=2,rank=joint", "4:8"), ("elsa:speedup=2,rank=joint", "elsa:speedup=2"),
          ("elsa:speedup=2.5,rank=joint", "4:8"),
-         ("elsa:speedup=2.5,rank=joint", "elsa:speedup=2.5")]
+         ("elsa:speedup=2.5,rank=joint", "elsa:speedup=2.5"),
+         ("elsa:speedup=2,rank=energy", "4:8"), ("elsa:speedup=2,rank=energy", "elsa:speedup=2"),
+         ("elsa:speedup=2.5,rank=energy", "4:8"),
+         ("elsa:speedup=2.5,rank=energy", "elsa:speedup=2.5")]
 
 
 def paired_table(out: Path) -> str:

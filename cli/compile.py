@@ -46,7 +46,8 @@ def register(sub) -> None:
                         "transformer block: qkv, proj, fc1, fc2; not the head nor Swin's "
                         "patch merging), FILE.json (per layer, any linear), elsa:speedup=S "
                         "or elsa:flops=F (search among the block linears; add ,rank=joint "
-                        "to rank by each whole configuration's output error)")
+                        "to rank by each whole configuration's output error, ,rank=energy "
+                        "by the weight energy its masks remove)")
     p.add_argument("--calib", type=Path, metavar="FILE.npy",
                    help="calibration inputs: of the int8 scales on an int8 target (required "
                         "there unless --quant), and of the ELSA / SparseViT searches "

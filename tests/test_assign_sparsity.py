@@ -118,9 +118,9 @@ def test_verifier_checks_n_and_m(deit):
     ("elsa:speed=2", ["expected elsa:speedup=S or elsa:flops=F"]),
     ("elsa:speedup=0.5", ["speedup must be a number >= 1"]),
     ("elsa:flops=abc", ["flops must be a number >= 1, got 'abc'"]),
-    ("elsa:speedup=2,rank=best", ["rank must be sum or joint, got 'best'"]),
+    ("elsa:speedup=2,rank=best", ["rank must be sum or joint or energy, got 'best'"]),
     ("elsa:speedup=2,2:4", ["unknown option '2:4' after ','; expected rank=sum or "
-                            "rank=joint"]),
+                            "rank=joint or rank=energy"]),
     ("elsa:speedup=2,", ["unknown option '' after ','"]),
     ("elsa:speedup=2,rank=joint,rank=sum", ["rank is given twice"]),
 ])

@@ -189,6 +189,33 @@ def test_rank_joint_ranks_by_the_whole_configurations_score(fragile, monkeypatch
     assert by_sum[FRAGILE] != (1, 8) and by_joint[FRAGILE] == (1, 8)
 
 
+def _energy_pruned(module, config):
+    """The share of the block linears' sum of w^2 that `config`'s masks remove."""
+    linears = {n: m.weight.detach().double() for n, m in module.named_modules()
+               if isinstance(m, torch.nn.Linear) and n.startswith("blocks.")}
+    removed = sum(float((w ** 2 * ~nm_mask(w, *config[n])).sum())
+                  for n, w in linears.items() if config.get(n))
+    return removed / sum(float((w ** 2).sum()) for w in linears.values())
+
+
+def test_rank_energy_keeps_the_most_weight_energy_within_the_budget(deit, capsys):
+    """elsa:...,rank=energy: the budget met, the energy it reports is the one its masks
+    remove (computed here from the PyTorch weights), and no more than a uniform pattern
+    that also meets the budget removes."""
+    module, config = assign(deit[0], "elsa:speedup=1.2,rank=energy", report=True)
+    assert totals(module, config)[0] >= 1.2 - 1e-9 and _supported(config)
+    line = capsys.readouterr().out.strip().splitlines()[-1]
+    assert "predicted error" not in line
+    found = re.search(r"weight energy pruned ([-+0-9.e]+)", line)
+    assert found is not None, line
+    chosen = _energy_pruned(deit[1], config)
+    assert float(found.group(1)) == pytest.approx(chosen, rel=2e-3)  # printed to 4 digits
+    for pattern in ("4:8", "2:4"):
+        uniform_module, uniform = assign(deit[0], pattern)
+        assert totals(uniform_module, uniform)[0] >= 1.2  # so a candidate of the search
+        assert chosen <= _energy_pruned(deit[1], uniform) + 1e-12
+
+
 def test_sensitivity_masks_are_the_reference_masks():
     from nmc.compiler.sparsity.sensitivity import _masks
 

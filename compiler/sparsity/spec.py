@@ -9,6 +9,7 @@
     elsa:...,rank=joint    ... ranking configurations by the output error of each whole
                            configuration (measured on the calibration inputs), not by the
                            sum of its layers' errors alone (`rank=sum`, the default)
+    elsa:...,rank=energy   ... by the share of the weights' energy the masks remove
 
 Sparsifiable layers (the uniform and ELSA forms) are ELSA's: the linears of every
 transformer block (qkv, proj, fc1, fc2 in timm's names), found by structure, the linears
@@ -53,9 +54,10 @@ class SparsitySpec:
     rank: str = "sum"  # elsa: what its search ranks configurations by (ELSA_RANKS)
 
 
-ELSA_RANKS = ("sum", "joint")
+ELSA_RANKS = ("sum", "joint", "energy")
 """sum: the sum of the layers' errors alone (one measure per layer and pattern, then free);
-joint: the error of the whole configuration, one model run per configuration searched."""
+joint: the error of the whole configuration, one model run per configuration searched;
+energy: the share of the weights' energy (sum of w^2) the masks remove, no model run."""
 
 _PATTERN = re.compile(r"\s*(\d+)\s*:\s*(\d+)\s*")
 

@@ -3,7 +3,7 @@
 Sets (or removes) the `sparsity` property of `nm.linear` ops from the `spec` option, in
 one of the forms of `nmc compile --sparsity` (see `nmc.compiler.sparsity.spec`):
 
-    N:M | FILE.json | elsa:speedup=S | elsa:flops=F   (elsa: optionally ,rank=joint)
+    N:M | FILE.json | elsa:speedup=S | elsa:flops=F   (elsa: optionally ,rank=joint|energy)
 
 With an empty `spec` (the default) the pass changes nothing, so it sits in the default
 pipeline after raise-torch-to-nm. Every pattern must be supported by `target` (the
@@ -21,6 +21,7 @@ from __future__ import annotations
 import sys
 from dataclasses import dataclass, replace
 
+import numpy as np
 from xdsl.context import Context
 from xdsl.dialects.builtin import ModuleOp
 from xdsl.dialects.func import FuncOp, ReturnOp
@@ -190,14 +191,15 @@ def int8_layers(module: ModuleOp, quant_file: str = ""):  # noqa: ANN201 - Int8L
 
 def elsa_config(module: ModuleOp, budget: str, factor: float, calib: str,
                 target: Target, quant_file: str = "", observer: str = "max",
-                rank: str = "sum") -> tuple[dict[str, Pattern], list[tuple], float | None]:
-    """The ELSA search's configuration, its table rows and, with rank=joint, the error of
-    the whole configuration it ranked by (`quant_file`: the int8 scales the program will
-    use, see `int8_layers`; `observer`: how the int8 input scales it does not give are
-    calibrated, nmc.common.observer; `rank`: `spec.ELSA_RANKS`). The layers'
-    sensitivities, and rank=joint's errors of whole configurations, are measured here or
-    over the Dask cluster offered to the command (`nmc compile --workers N`:
-    `cluster.batch_scorer`), with the same results."""
+                rank: str = "sum"
+                ) -> tuple[dict[str, Pattern], list[tuple], tuple[str, float] | None]:
+    """The ELSA search's configuration, its table rows and, with rank=joint or energy,
+    what it ranked by and its value for that configuration (`quant_file`: the int8 scales
+    the program will use, see `int8_layers`; `observer`: how the int8 input scales it
+    does not give are calibrated, nmc.common.observer; `rank`: `spec.ELSA_RANKS`). The
+    layers' sensitivities, and rank=joint's errors of whole configurations, are measured
+    here or over the Dask cluster offered to the command (`nmc compile --workers N`:
+    `cluster.batch_scorer`), with the same results; rank=energy measures nothing."""
     from nmc.common.cluster import batch_scorer
     from nmc.compiler.frontend.weights import weights_of_module
     from nmc.compiler.sparsity import sensitivity
@@ -211,8 +213,15 @@ def elsa_config(module: ModuleOp, budget: str, factor: float, calib: str,
     int8 = int8_layers(module, quant_file) if target.int8 else None
     how = parse_observer(observer)
     weights.program()  # an ONNX model has none: its error before the calibration's
-    inputs = sensitivity.load_calibration(calib, shape)
     cand, fixed = candidates(module, budget, target)
+    if rank == "energy":
+        layers = [LayerChoices(c.name, c.patterns, e, c.costs)
+                  for c, e in zip(cand, pruned_energy(weights, cand))]
+        dense = fixed + sum(l.costs[0] for l in layers)
+        result = search(layers, fixed, dense / factor, budget, factor)
+        return _result(module, layers, result, target, ("weight energy pruned",
+                                                        result.error))
+    inputs = sensitivity.load_calibration(calib, shape)
 
     with batch_scorer(lambda: sensitivity.measurer(weights, inputs, int8, how),
                       lambda: sensitivity.remote(weights, inputs, int8, how),
@@ -221,7 +230,7 @@ def elsa_config(module: ModuleOp, budget: str, factor: float, calib: str,
         errors = errors_of([(c.param, c.patterns) for c in cand])
     layers = [LayerChoices(c.name, c.patterns, e, c.costs) for c, e in zip(cand, errors)]
     dense = fixed + sum(l.costs[0] for l in layers)
-    joint = None
+    ranked = None
     if rank == "joint":
         with batch_scorer(lambda: sensitivity.measurer(weights, inputs, int8, how, True),
                           lambda: sensitivity.remote(weights, inputs, int8, how, True),
@@ -231,9 +240,33 @@ def elsa_config(module: ModuleOp, budget: str, factor: float, calib: str,
                                 [{c.param: c.patterns[i] for c, i in zip(cand, choice)}
                                  for choice in choices]),
                             SMALL_SEARCH)
-        joint = result.error
+        ranked = ("joint error", result.error)
     else:
         result = search(layers, fixed, dense / factor, budget, factor)
+    return _result(module, layers, result, target, ranked)
+
+
+def pruned_energy(weights, cand: list[Candidate]) -> list[list[float]]:
+    """rank=energy's per-layer cost of each choice: the share of the sparsifiable layers'
+    weight energy (sum of w^2) its mask removes. Additive over layers, so the search's sum
+    is exact; what a magnitude criterion over the whole model keeps (see
+    docs/ARCHITECTURE.md: after a fine-tune it predicted accuracy where the output errors
+    did not)."""
+    from nmc.common import nm_format
+
+    arrays = [np.asarray(weights[c.param], np.float64) for c in cand]
+    total = sum(float((w * w).sum()) for w in arrays) or 1.0
+    out = []
+    for c, w in zip(cand, arrays):
+        sparse = [p for p in c.patterns if p is not None]
+        removed = {p: float((w * w * ~m).sum()) / total
+                   for p, m in zip(sparse, nm_format.nm_masks(w, sparse))}
+        out.append([0.0 if p is None else removed[p] for p in c.patterns])
+    return out
+
+
+def _result(module: ModuleOp, layers, result, target: Target, ranked):
+    """elsa_config's (configuration, table rows, ranked) of a search's result."""
     config = result.patterns(layers)
     rows = []
     by_name = {l.name: (l, c) for l, c in zip(layers, result.choice)}
@@ -243,7 +276,7 @@ def elsa_config(module: ModuleOp, budget: str, factor: float, calib: str,
             if op.layer_name in by_name else None
         rows.append((op.layer_name, pattern, linear_cycles(linear_dims(op), pattern, target),
                      err))
-    return config, rows, joint
+    return config, rows, ranked
 
 
 @dataclass(frozen=True)
@@ -270,26 +303,26 @@ class AssignSparsity(TargetedPass):
 
     def assign(self, op: ModuleOp, target: Target) -> None:
         spec = parse_spec(self.spec)
-        rows, joint = None, None
+        rows, ranked = None, None
         if spec.kind == "uniform":
             config = uniform_config(op, spec.pattern, target)
         elif spec.kind == "file":
             config = file_config(op, spec.path, target)
         else:
-            config, rows, joint = elsa_config(op, spec.budget, spec.value, self.calib,
-                                              target, self.quant, self.observer, spec.rank)
+            config, rows, ranked = elsa_config(op, spec.budget, spec.value, self.calib,
+                                               target, self.quant, self.observer, spec.rank)
         for linear in linear_ops(op):
             if linear.layer_name in config:
                 linear.set_sparsity(config[linear.layer_name])
         if self.report:
-            print(self.table(op, config, rows, target, joint), file=sys.stdout, flush=True)
+            print(self.table(op, config, rows, target, ranked), file=sys.stdout, flush=True)
         if self.out:
             from nmc.common.fileio import atomic_write_text
 
             atomic_write_text(self.out, config_to_json(config))
 
     def table(self, module: ModuleOp, config: dict[str, Pattern], rows, target: Target,
-              joint: float | None = None) -> str:
+              ranked: tuple[str, float] | None = None) -> str:
         from nmc.compiler.sparsity.elsa import format_table
 
         if rows is None:
@@ -306,6 +339,9 @@ class AssignSparsity(TargetedPass):
         line = (f"linear layers: {int(total)} cycles ({dense / max(total, 1):.3f}x faster "
                 f"than dense), {macs / 1e6:.3f} M MACs ({dense_macs / max(macs, 1):.3f}x "
                 f"fewer){err}")
-        if joint is not None:
-            line += f", joint error {joint:.3e} (what the search ranked by)"
+        if ranked is not None:
+            what, value = ranked
+            if what == "weight energy pruned":  # the rows' errors are energies, not errors
+                line = line.removesuffix(err)
+            line += f", {what} {value:.3e} (what the search ranked by)"
         return format_table(rows, line)
