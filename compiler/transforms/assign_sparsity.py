@@ -40,6 +40,8 @@ from nmc.compiler.transforms.target_option import TargetedPass
 from nmc.isa.target import Target
 
 HEAD_NAMES = ("head", "classifier")
+JOINT, ENERGY = "joint error", "weight energy pruned"
+"""How the table names what rank=joint / rank=energy ranked by."""
 
 
 def linear_dims(op: LinearOp) -> LinearProblem:
@@ -215,19 +217,14 @@ def elsa_config(module: ModuleOp, budget: str, factor: float, calib: str,
     weights.program()  # an ONNX model has none: its error before the calibration's
     cand, fixed = candidates(module, budget, target)
     if rank == "energy":
-        layers = [LayerChoices(c.name, c.patterns, e, c.costs)
-                  for c, e in zip(cand, pruned_energy(weights, cand))]
-        dense = fixed + sum(l.costs[0] for l in layers)
-        result = search(layers, fixed, dense / factor, budget, factor)
-        return _result(module, layers, result, target, ("weight energy pruned",
-                                                        result.error))
-    inputs = sensitivity.load_calibration(calib, shape)
-
-    with batch_scorer(lambda: sensitivity.measurer(weights, inputs, int8, how),
-                      lambda: sensitivity.remote(weights, inputs, int8, how),
-                      desc="layer sensitivity", unit="layer",
-                      names=lambda item: item[0]) as errors_of:
-        errors = errors_of([(c.param, c.patterns) for c in cand])
+        errors = pruned_energy(weights, cand)
+    else:
+        inputs = sensitivity.load_calibration(calib, shape)
+        with batch_scorer(lambda: sensitivity.measurer(weights, inputs, int8, how),
+                          lambda: sensitivity.remote(weights, inputs, int8, how),
+                          desc="layer sensitivity", unit="layer",
+                          names=lambda item: item[0]) as errors_of:
+            errors = errors_of([(c.param, c.patterns) for c in cand])
     layers = [LayerChoices(c.name, c.patterns, e, c.costs) for c, e in zip(cand, errors)]
     dense = fixed + sum(l.costs[0] for l in layers)
     ranked = None
@@ -240,10 +237,21 @@ def elsa_config(module: ModuleOp, budget: str, factor: float, calib: str,
                                 [{c.param: c.patterns[i] for c, i in zip(cand, choice)}
                                  for choice in choices]),
                             SMALL_SEARCH)
-        ranked = ("joint error", result.error)
+        ranked = (JOINT, result.error)
     else:
         result = search(layers, fixed, dense / factor, budget, factor)
-    return _result(module, layers, result, target, ranked)
+        if rank == "energy":
+            ranked = (ENERGY, result.error)
+    config = result.patterns(layers)
+    rows = []
+    by_name = {l.name: (l, c) for l, c in zip(layers, result.choice)}
+    for op in linear_ops(module):
+        pattern = config.get(op.layer_name)
+        err = by_name[op.layer_name][0].errors[by_name[op.layer_name][1]] \
+            if op.layer_name in by_name else None
+        rows.append((op.layer_name, pattern, linear_cycles(linear_dims(op), pattern, target),
+                     err))
+    return config, rows, ranked
 
 
 def pruned_energy(weights, cand: list[Candidate]) -> list[list[float]]:
@@ -263,20 +271,6 @@ def pruned_energy(weights, cand: list[Candidate]) -> list[list[float]]:
                    for p, m in zip(sparse, nm_format.nm_masks(w, sparse))}
         out.append([0.0 if p is None else removed[p] for p in c.patterns])
     return out
-
-
-def _result(module: ModuleOp, layers, result, target: Target, ranked):
-    """elsa_config's (configuration, table rows, ranked) of a search's result."""
-    config = result.patterns(layers)
-    rows = []
-    by_name = {l.name: (l, c) for l, c in zip(layers, result.choice)}
-    for op in linear_ops(module):
-        pattern = config.get(op.layer_name)
-        err = by_name[op.layer_name][0].errors[by_name[op.layer_name][1]] \
-            if op.layer_name in by_name else None
-        rows.append((op.layer_name, pattern, linear_cycles(linear_dims(op), pattern, target),
-                     err))
-    return config, rows, ranked
 
 
 @dataclass(frozen=True)
@@ -335,13 +329,12 @@ class AssignSparsity(TargetedPass):
                    for op in linear_ops(module))
         dense_macs = sum(linear_dims(op).macs for op in linear_ops(module))
         errs = [r[3] for r in rows if r[3] is not None]
-        err = f", predicted error {sum(errs):.3e}" if errs else ""
+        # with rank=energy the rows hold energies, whose sum is what `ranked` gives
+        err = f", predicted error {sum(errs):.3e}" if errs and (ranked is None or
+                                                               ranked[0] != ENERGY) else ""
         line = (f"linear layers: {int(total)} cycles ({dense / max(total, 1):.3f}x faster "
                 f"than dense), {macs / 1e6:.3f} M MACs ({dense_macs / max(macs, 1):.3f}x "
                 f"fewer){err}")
         if ranked is not None:
-            what, value = ranked
-            if what == "weight energy pruned":  # the rows' errors are energies, not errors
-                line = line.removesuffix(err)
-            line += f", {what} {value:.3e} (what the search ranked by)"
+            line += f", {ranked[0]} {ranked[1]:.3e} (what the search ranked by)"
         return format_table(rows, line)

@@ -11,13 +11,14 @@ LayerNorm, GELU, softmax, and a linear of other dimensions (a 10-class head).
 Scales come from calibration (`calib`: a .npy of inputs; s_x = max |x| / 127 over them,
 or the clip another `observer` chooses, nmc.common.observer; measured on the input of each
 quantized op by interpreting this nm IR, N:M masks included, as the ELSA sensitivity
-does) or from a file (`quant`: the JSON `out` writes, `{"layers": {"blocks.0.attn.qkv": {"input_scale": s, "weight_scales": [...]}}}`, keyed by
-the module path of the layer's weight), or from the model itself: a PT2E-quantized
+does) or from a file (`quant`: the JSON `out` writes,
+`{"layers": {"blocks.0.attn.qkv": {"input_scale": s, "weight_scales": [...]}}}`, keyed
+by the module path of the layer's weight), or from the model itself: a PT2E-quantized
 model carries them (module attribute `nm.model_scales`, by weight name, written by the
 frontend: compiler/frontend/pt2e.py); its int8 layers are those it quantized that nmc
 can run in int8, and --calib / --quant are refused. Weight scales are computed from the
-(masked) weight unless the file or the model gives them. On an fp32 target the pass does nothing, and refuses
-`calib` / `quant` (they would be silently ignored).
+(masked) weight unless the file or the model gives them. On an fp32 target the pass does
+nothing, and refuses `calib` / `quant` (they would be silently ignored).
 """
 
 from __future__ import annotations
