@@ -27,6 +27,9 @@ bench-out/dinov2_fmnist/, which git ignores, so a rerun or a killed run resumes)
 - finetune: the sparse rows (--finetune SPEC ...) fine-tuned briefly with distillation
   from the dense classifier (FINETUNE_* below; --steps, one row per --seeds seed, which
   fixes the order of the fine-tune's batches), then compiled and evaluated as above.
+- supernet: ELSA's whole flow, `nmc sparsify --budget speedup=2.5` from the classifier
+  (supernet, search, fine-tune of the chosen configuration; SPARSIFY, a reduced scale), one
+  row per --seeds seed, its model compiled and evaluated as the other rows.
 - diagnose: why ELSA's choice does or does not win (`Bench.diagnose`): per one-shot
   configuration, ELSA's proxy, the errors of the whole configuration, the weight energy
   its masks remove.
@@ -91,6 +94,15 @@ FINETUNE_LR = 3e-5
 KD_T = 2.0
 KD_CE = 0.5
 SAVE_EVERY = 10
+# ELSA's whole flow, `nmc sparsify` on the classifier (stage "supernet"), at a stated reduced
+# scale to fit ~1 h on 2 cores: the supernet and the chosen configuration's fine-tune on a
+# stratified subset of SPARSIFY_TRAIN train images (cross-entropy with labels, nmc
+# sparsify's own loss; no distillation), the search scored on SPARSIFY_VAL val images (each
+# of its ~410 configurations, 48 layers x 5 patterns alone and then the evolutionary
+# search's, costs a pass over them), the fine-tune at half the supernet's learning rate
+SPARSIFY = {"epochs": 4, "finetune-epochs": 2, "batch-size": 32, "lr": 3e-5}
+SPARSIFY_TRAIN = 2000
+SPARSIFY_VAL = 200
 
 
 def log(text: str) -> None:
@@ -341,6 +353,28 @@ class Bench:
         return self.row(name, f"{spec} + fine-tune ({steps} steps, seed {seed})",
                         model_file, model_file if dense else None,
                         None if dense else str(cfg))
+
+    def sparsify(self, budget: str, seed: int) -> dict:
+        """ELSA's flow (`nmc sparsify --budget BUDGET`, SPARSIFY) from the classifier, its
+        result compiled with the configuration it chose and evaluated as the other rows."""
+        name = f"sparsify-{slug(budget)}-s{seed}"
+        folder = self.out / "rows" / name
+        folder.mkdir(parents=True, exist_ok=True)
+        model_file = folder / "model.pt2"
+        if not model_file.exists():
+            options = [a for k, v in SPARSIFY.items() for a in (f"--{k}", str(v))]
+            cmd = [*NMC, "sparsify", str(self.classifier), *DATA, "--budget", budget,
+                   *options, "--subset", f"train={SPARSIFY_TRAIN}", "--subset",
+                   f"val={SPARSIFY_VAL}", "--subset", f"test={N_EVAL}", "--seed", str(seed),
+                   "-o", str(model_file), "--report-json", str(folder / "sparsify.json"),
+                   "-q"]
+            log("$ " + " ".join(cmd[2:]) + f"  (log: {folder / 'sparsify.log'})")
+            with open(folder / "sparsify.log", "a") as out:  # resumes from its checkpoint
+                if subprocess.run(cmd, stdout=out, stderr=out, cwd=ROOT).returncode != 0:
+                    raise SystemExit(f"{name}: nmc sparsify failed, see {out.name}")
+            (folder / "model.ckpt").unlink(missing_ok=True)  # ~3x the model; done with
+        return self.row(name, f"`nmc sparsify --budget {budget}` (seed {seed})", model_file,
+                        None, str(folder / "model.sparsity.json"))
 
     # ---------------------------------------------------------------- diagnosis
 
@@ -671,6 +705,9 @@ def main() -> int:
                 text += "\n\n" + diagnosis_table(bench.diagnose(), args.out)
             (args.out / "results.md").write_text(text + "\n")
             print(text)
+        elif stage == "supernet":
+            for seed in args.seeds:
+                bench.sparsify("speedup=2.5", seed)
         elif stage == "diagnose":
             print(diagnosis_table(bench.diagnose(), args.out))
         elif stage == "test":

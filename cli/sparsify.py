@@ -64,6 +64,29 @@ def parse_budget(text: str) -> Budget:
     return Budget(key, v)
 
 
+def parse_subsets(texts: list[str]) -> dict[str, int]:
+    """--subset SPLIT=N ... -> {split: N}."""
+    from nmc.models.datasets import SPLITS
+
+    sizes: dict[str, int] = {}
+    for text in texts:
+        split, sep, value = text.partition("=")
+        split = split.strip()
+        if not sep or split not in SPLITS:
+            raise SparsifyError(f"--subset '{text}': expected SPLIT=N with SPLIT one of "
+                                f"{', '.join(SPLITS)}")
+        if split in sizes:
+            raise SparsifyError(f"--subset {split} given twice")
+        try:
+            sizes[split] = int(value)
+        except ValueError:
+            raise SparsifyError(f"--subset '{text}': '{value}' is not a whole number") \
+                from None
+        if sizes[split] < 1:
+            raise SparsifyError(f"--subset '{text}': N must be at least 1")
+    return sizes
+
+
 def config_path(output: Path, budget: Budget) -> Path:
     suffix = ".window-keep.json" if budget.method == "sparsevit" else ".sparsity.json"
     return output.with_name(output.stem + suffix)
@@ -98,6 +121,15 @@ def register(sub) -> None:
     p.add_argument("--finetune-epochs", type=int, default=20,
                    help="epochs of the chosen configuration (default: %(default)s)")
     p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--lr", type=float, metavar="LR",
+                   help="peak learning rate of the supernet / adaptation (cosine schedule); "
+                        "the chosen configuration fine-tunes at half of it (default: 5e-4, "
+                        "for models nmc trains from scratch; a pretrained model wants about "
+                        "1e-5 to 5e-5)")
+    p.add_argument("--subset", action="append", default=[], metavar="SPLIT=N",
+                   help="use N images of SPLIT (train, val or test; every class in its "
+                        "proportion) instead of all: a shorter run at a stated scale; "
+                        "repeat for several splits")
     add_architecture_options(p, seed_help="seed of weights, data order and searches "
                                           "(default: %(default)s)")
     p.add_argument("--config-out", type=Path, metavar="FILE.json",
@@ -187,7 +219,7 @@ def _sparsify(args, check_only: bool = False) -> int:
     from nmc.training.data_parallel import is_main
     from nmc.training.elsa_flow import elsa
     from nmc.training.elsa_flow import format_outcome as format_elsa
-    from nmc.training.run import Epochs, Run
+    from nmc.training.run import FINETUNE_LR, Epochs, Run
     from nmc.training.sparsevit_flow import format_outcome as format_windows
     from nmc.training.sparsevit_flow import sparsevit_flow
     from nmc.training.subject import arch_image_size, from_arch, from_file
@@ -199,6 +231,9 @@ def _sparsify(args, check_only: bool = False) -> int:
             raise SparsifyError(f"--{name.replace('_', '-')} must be >= 0, got {value}")
     if args.batch_size < 1:
         raise SparsifyError(f"--batch-size must be >= 1, got {args.batch_size}")
+    if args.lr is not None and not (math.isfinite(args.lr) and args.lr > 0):
+        raise SparsifyError(f"--lr must be a positive number, got {args.lr}")
+    subsets = parse_subsets(args.subset)
     target = load_target(args.target)
     output = args.output
     config_out = args.config_out or config_path(output, budget)
@@ -224,14 +259,20 @@ def _sparsify(args, check_only: bool = False) -> int:
             raise SparsifyError("--set applies to a built-in architecture, not a model file")
         subject = from_file(Path(args.model))
         data = load_dataset(args.data, subject.img_size, args.normalize)
+    data = data.subsets(subsets)
     _check_fits(subject, data)
     pretrain = args.pretrain_epochs if args.pretrain_epochs is not None else \
         (DEFAULT_PRETRAIN if is_arch else 0)
-    epochs = Epochs(pretrain, args.epochs, args.finetune_epochs, args.batch_size)
+    epochs = Epochs(pretrain, args.epochs, args.finetune_epochs, args.batch_size,
+                    *([args.lr] if args.lr is not None else []))
     options = {"model": _model_key(args.model), "set": overrides, "data": args.data,
                "normalize": args.normalize,
                "method": budget.method, "epochs": [epochs.pretrain, epochs.supernet],
                "batch": epochs.batch_size, "target": target.name}
+    if subsets:  # (only when given: checkpoints made before these options still resume)
+        options["subset"] = subsets
+    if epochs.lr != FINETUNE_LR:
+        options["lr"] = epochs.lr
     budget_options = {"budget": [budget.kind, budget.value], "finetune": epochs.finetune}
     log = (lambda text: print(text, file=sys.stderr))
     run = Run(subject.module, checkpoint, options, args.seed, budget_options=budget_options,

@@ -93,6 +93,10 @@ class LazyImages:
             batch = batch[None]
         return (_resize(batch.numpy(), self.img_size) - self.mean) / self.std
 
+    def select(self, index: torch.Tensor) -> LazyImages:
+        """The images at `index`, still resized when read."""
+        return LazyImages(self.raw[index], self.img_size, self.mean, self.std)
+
 
 @dataclass
 class Split:
@@ -101,6 +105,24 @@ class Split:
 
     def __len__(self) -> int:
         return int(self.labels.shape[0])
+
+    def subset(self, n: int) -> Split:
+        """n of the split's images (all of them if it has fewer), every class in its
+        proportion (largest remainders): of each class its first images, in the split's
+        order. Not a plain prefix: a folder of class sub-folders is ordered by class."""
+        if n >= len(self):
+            return self
+        labels = self.labels.numpy()
+        classes, counts = np.unique(labels, return_counts=True)
+        quota = counts * n / len(labels)
+        take = np.floor(quota).astype(np.int64)
+        by_remainder = np.argsort(-(quota - take), kind="stable")
+        take[by_remainder[:n - int(take.sum())]] += 1
+        index = torch.from_numpy(np.sort(np.concatenate(
+            [np.flatnonzero(labels == c)[:k] for c, k in zip(classes, take)])))
+        images = self.images.select(index) if isinstance(self.images, LazyImages) else \
+            self.images[index]
+        return Split(images, self.labels[index])
 
 
 @dataclass
@@ -116,6 +138,14 @@ class Dataset:
 
     def __getitem__(self, split: str) -> Split:
         return self.splits[split]
+
+    def subsets(self, sizes: dict[str, int]) -> Dataset:
+        """The data set with sizes[s] images of split s (`Split.subset`; `nmc sparsify
+        --subset`): a shorter run at a stated scale. The normalisation stays the whole
+        set's."""
+        return Dataset(self.name, self.classes, self.img_size,
+                       {s: split.subset(sizes[s]) if s in sizes else split
+                        for s, split in self.splits.items()})
 
 
 def load_dataset(source: str | os.PathLike = DEFAULT_DATASET, img_size: int = 16,

@@ -112,3 +112,31 @@ def test_empty_image_folder(tmp_path):
         load_dataset(tmp_path, img_size=8)
     with pytest.raises(DatasetError, match="no class sub-folders"):
         load_dataset(tmp_path / "a", img_size=8)
+
+
+@pytest.mark.parametrize("lazy", [False, True])
+def test_subset_keeps_each_class_in_proportion_and_order(tmp_path, monkeypatch, lazy):
+    """`Dataset.subsets` (`nmc sparsify --subset`): per class, its first images in the
+    split's order, in the class's share of n; counted here from the labels alone. A class-
+    sorted set shows why a plain prefix would not do."""
+    import nmc.models.datasets as datasets
+
+    labels = np.repeat([0, 1, 2], (12, 6, 3))  # sorted by class, as a folder of classes is
+    images = np.arange(len(labels) * 16, dtype=np.uint8).reshape(-1, 4, 4)
+    np.savez(tmp_path / "set.npz", images=images, labels=labels)
+    if lazy:
+        monkeypatch.setattr(datasets, "MAX_RESIZED_BYTES", 0)
+    d = load_dataset(str(tmp_path / "set.npz"), img_size=4)
+    train = d["train"]
+    labels = train.labels.numpy()
+    small = d.subsets({"train": 7, "test": 1000})
+    assert small["test"] is d["test"] and small["val"] is d["val"]  # n >= size: unchanged
+    got = small["train"]
+    assert len(got) == 7 and isinstance(got.images, datasets.LazyImages) == lazy
+    shares = np.bincount(labels) * 7 / len(labels)
+    counts = np.bincount(got.labels.numpy(), minlength=3)
+    assert counts.sum() == 7 and (np.abs(counts - shares) < 1).all()
+    want = np.sort(np.concatenate([np.flatnonzero(labels == c)[:k]
+                                   for c, k in enumerate(counts)]))
+    np.testing.assert_array_equal(got.labels.numpy(), labels[want])
+    np.testing.assert_array_equal(got.images[:].numpy(), train.images[:][want].numpy())

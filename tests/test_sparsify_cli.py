@@ -187,6 +187,32 @@ def test_a_model_file_is_sparsified_as_it_is(tmp_path, capsys):
                  "-o", str(tmp_path / "p.bin"), "-q"]) == 0
 
 
+def test_lr_and_subset_shape_the_run(tmp_path, capsys):
+    """--subset: the stated numbers of images; --lr: a learning rate of ~0 leaves the kept
+    weights as they were (the default one moves them: the test above), so the option
+    reaches both training stages."""
+    model_pt = tmp_path / "m.pt"
+    assert main(["export", "deit_digits", *DEIT, "-o", str(model_pt)]) == 0
+    before = _weights(model_pt)
+    out = tmp_path / "o.pt"
+    assert main(["sparsify", str(model_pt), "--budget", "flops=2", "--epochs", "1",
+                 "--finetune-epochs", "1", "--lr", "1e-12", "--subset", "train=50",
+                 "--subset", "val=20", "--subset", "test=30", "-o", str(out)]) == 0
+    assert "(50 train / 20 val / 30 test images" in capsys.readouterr().err
+    after = _weights(out)
+    config = json.loads((tmp_path / "o.sparsity.json").read_text())
+    assert any(p != "dense" for p in config.values())
+    for layer in config:
+        w0, w1 = before[f"{layer}.weight"], after[f"{layer}.weight"]
+        kept = w1 != 0
+        torch.testing.assert_close(w1[kept], w0[kept], rtol=0, atol=1e-9)
+    # another learning rate or subset is another run: the checkpoint is not reused
+    assert main(["sparsify", str(model_pt), "--budget", "flops=2", "--epochs", "1",
+                 "--finetune-epochs", "1", "--lr", "1e-3", "--subset", "train=50",
+                 "--subset", "val=20", "--subset", "test=30", "-o", str(out)]) == 1
+    assert "made with other options" in capsys.readouterr().err
+
+
 @pytest.mark.parametrize("args, message", [
     (["deit_digits", "--budget", "speed=2"], "expected speedup=S or flops=F"),
     (["deit_digits", "--budget", "speedup=0.5"], "must be a number >= 1"),
@@ -197,6 +223,14 @@ def test_a_model_file_is_sparsified_as_it_is(tmp_path, capsys):
     (["deit_digits", "--budget", "speedup=2", "--data", "nowhere.npz"],
      "no such file or folder"),
     (["deit_digits", "--budget", "speedup=2", "--epochs", "-1"], "must be >= 0"),
+    (["deit_digits", "--budget", "speedup=2", "--lr", "0"], "--lr must be a positive number"),
+    (["deit_digits", "--budget", "speedup=2", "--lr", "nan"], "--lr must be a positive number"),
+    (["deit_digits", "--budget", "speedup=2", "--subset", "trian=5"],
+     "expected SPLIT=N with SPLIT one of train, val, test"),
+    (["deit_digits", "--budget", "speedup=2", "--subset", "train=0"], "at least 1"),
+    (["deit_digits", "--budget", "speedup=2", "--subset", "val=1.5"], "not a whole number"),
+    (["deit_digits", "--budget", "speedup=2", "--subset", "val=5", "--subset", "val=6"],
+     "--subset val given twice"),
     (["deit_digits", *DEIT, "--budget", "latency=0.5", *SHORT], "deit_digits is not a Swin"),
     (["deit_digits", *DEIT, "--budget", "speedup=50", *SHORT], "no configuration"),
 ])

@@ -28,7 +28,7 @@ import torch
 
 from nmc.training.nm_supernet import FixedNM, NMSupernet
 from nmc.training.run import (
-    FINETUNE_LR, Epochs, Run, TrainSettings, evaluate, held_out_error, pretrain,
+    Epochs, Run, TrainSettings, evaluate, held_out_error, pretrain,
     worker_threads,
 )
 from nmc.training.subject import PortableModule, Subject
@@ -140,7 +140,7 @@ def train_supernet(run: Run, subject: Subject, data: Dataset, budget: str, targe
     steps = -(-len(data["train"]) // epochs.batch_size) * epochs.supernet
     net = NMSupernet(module, [c.param for c in layers], [c.patterns for c in layers], steps)
     run.train("supernet", net, data["train"],
-              TrainSettings(epochs=epochs.supernet, lr=FINETUNE_LR,
+              TrainSettings(epochs=epochs.supernet, lr=epochs.lr,
                             batch_size=epochs.batch_size))
     return Supernet(module, layers, fixed, dense, origin=subject.origin)
 
@@ -188,7 +188,7 @@ def finetune(run: Run, module: torch.nn.Module, params: list[str], patterns: lis
     into the weights; the val and test accuracy of the result."""
     fixed_net = FixedNM(module, params, patterns)
     run.train("finetune", fixed_net, data["train"],
-              TrainSettings(epochs=epochs.finetune, lr=FINETUNE_LR / 2,
+              TrainSettings(epochs=epochs.finetune, lr=epochs.lr / 2,
                             batch_size=epochs.batch_size))
     fixed_net.bake([0] * len(params))
     return {s: evaluate(module, data[s])[0] for s in ("val", "test")}

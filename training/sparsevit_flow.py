@@ -26,7 +26,7 @@ from typing import Sequence
 import torch
 
 from nmc.training.run import (
-    FINETUNE_LR, Epochs, Run, SparsifyError, TrainSettings, evaluate, held_out_error, pretrain,
+    Epochs, Run, SparsifyError, TrainSettings, evaluate, held_out_error, pretrain,
     worker_threads,
 )
 from nmc.training.subject import PortableModule, Subject
@@ -107,7 +107,7 @@ def adapt(run: Run, subject: Subject, data: Dataset, target: Target,
     latency, stages = window_latency(subject, target)
     dense = pretrain(run, module, data.splits, epochs.pretrain, epochs.batch_size)
     run.train("adapt", WindowAdaptation(module, stages), data["train"],
-              TrainSettings(epochs=epochs.supernet, lr=FINETUNE_LR,
+              TrainSettings(epochs=epochs.supernet, lr=epochs.lr,
                             batch_size=epochs.batch_size))
     return Adapted(module, latency, stages, dense, origin=subject.origin)
 
@@ -159,7 +159,7 @@ def finetune(run: Run, module: torch.nn.Module, config: dict[str, float], data: 
     of the pruned model (the module is left dense in form)."""
     fixed = FixedWindows(module, config)
     run.train("finetune", fixed, data["train"],
-              TrainSettings(epochs=epochs.finetune, lr=FINETUNE_LR / 2,
+              TrainSettings(epochs=epochs.finetune, lr=epochs.lr / 2,
                             batch_size=epochs.batch_size))
     accuracy = {s: evaluate(lambda x: fixed.run(x, config), data[s])[0]
                 for s in ("val", "test")}
