@@ -27,6 +27,9 @@ bench-out/dinov2_fmnist/, which git ignores, so a rerun or a killed run resumes)
 - finetune: the sparse rows (--finetune SPEC ...) fine-tuned briefly with distillation
   from the dense classifier (FINETUNE_* below; --steps, one row per --seeds seed, which
   fixes the order of the fine-tune's batches), then compiled and evaluated as above.
+- recipe: the dense classifier fine-tuned with each of RECIPES (--seeds, --steps), its
+  PyTorch top-1 on the first N_EVAL test images (recipes.json): what in the fine-tune
+  costs the dense model accuracy.
 - supernet: ELSA's whole flow, `nmc sparsify --budget speedup=2.5` from the classifier
   (supernet, search, fine-tune of the chosen configuration; SPARSIFY, a reduced scale), one
   row per --seeds seed, its model compiled and evaluated as the other rows.
@@ -44,6 +47,7 @@ import json
 import subprocess
 import sys
 import time
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
@@ -94,6 +98,21 @@ FINETUNE_LR = 3e-5
 KD_T = 2.0
 KD_CE = 0.5
 SAVE_EVERY = 10
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """What the fine-tune can vary: the peak learning rate, the weight of the cross-entropy
+    beside the distillation, AdamW's weight decay (FINETUNE_* by default)."""
+
+    lr: float = FINETUNE_LR
+    ce: float = KD_CE
+    weight_decay: float = 0.05
+
+
+# the recipe stage: the dense classifier fine-tuned with each (does the recipe cost it?)
+RECIPES = [Recipe(), Recipe(lr=1e-5), Recipe(lr=3e-6), Recipe(ce=0.0),
+           Recipe(weight_decay=0.0)]
 # ELSA's whole flow, `nmc sparsify` on the classifier (stage "supernet"), at a stated reduced
 # scale to fit ~1 h on 2 cores: the supernet and the chosen configuration's fine-tune on a
 # stratified subset of SPARSIFY_TRAIN train images (cross-entropy with labels, nmc
@@ -309,42 +328,7 @@ class Bench:
             model = self.classifier_module()
             net = FixedNM(model, [f"{k}.weight" for k in config],
                           [tuple(int(x) for x in v.split(":")) for v in config.values()])
-            feats, labels = self.features("train", N_TRAIN)
-            head = torch.load(self.out / "classifier.pth", map_location="cpu",
-                              weights_only=True)
-            teacher = torch.from_numpy(feats) @ head["head.weight"].T + head["head.bias"]
-            opt = torch.optim.AdamW(model.parameters(), lr=FINETUNE_LR, weight_decay=0.05)
-            ckpt, step = folder / "ckpt.pt", 0
-            if ckpt.exists():
-                state = torch.load(ckpt, map_location="cpu", weights_only=True)
-                model.load_state_dict(state["model"])
-                opt.load_state_dict(state["opt"])
-                step = state["step"]
-            model.train()
-            losses = []
-            with torch_threads(THREADS):
-                while step < steps:
-                    gen = torch.Generator().manual_seed(seed * 100003 + step)
-                    idx = torch.randperm(N_TRAIN, generator=gen)[:FINETUNE_BATCH]
-                    for group in opt.param_groups:
-                        group["lr"] = FINETUNE_LR * 0.5 * (1 + np.cos(np.pi * step /
-                                                                      steps))
-                    logits = net.forward(self.data["train"].images[idx])
-                    soft = F.log_softmax(teacher[idx] / KD_T, -1)
-                    kd = F.kl_div(F.log_softmax(logits / KD_T, -1), soft, log_target=True,
-                                  reduction="batchmean") * KD_T ** 2
-                    loss = kd + KD_CE * F.cross_entropy(logits, torch.from_numpy(labels)[idx])
-                    opt.zero_grad(set_to_none=True)
-                    loss.backward()
-                    opt.step()
-                    step += 1
-                    losses.append(float(loss.detach()))
-                    if step % SAVE_EVERY == 0 or step == steps:
-                        torch.save({"model": model.state_dict(), "opt": opt.state_dict(),
-                                    "step": step}, ckpt)
-                        log(f"{name}: step {step}/{steps}, loss "
-                            f"{np.mean(losses[-SAVE_EVERY:]):.3f}")
-            model.eval()
+            self.distill(model, net, seed, steps, Recipe(), folder / "ckpt.pt", name)
             net.bake([0] * len(net.params))
             export_to_file(model, torch.zeros(1, 3, IMG, IMG), model_file)
         # the optimizer's state made the checkpoint 3x the model: only a resume needs it
@@ -368,13 +352,79 @@ class Bench:
                    f"val={SPARSIFY_VAL}", "--subset", f"test={N_EVAL}", "--seed", str(seed),
                    "-o", str(model_file), "--report-json", str(folder / "sparsify.json"),
                    "-q"]
-            log("$ " + " ".join(cmd[2:]) + f"  (log: {folder / 'sparsify.log'})")
+            log("$ nmc " + " ".join(cmd[3:]) + f"  (log: {folder / 'sparsify.log'})")
             with open(folder / "sparsify.log", "a") as out:  # resumes from its checkpoint
                 if subprocess.run(cmd, stdout=out, stderr=out, cwd=ROOT).returncode != 0:
                     raise SystemExit(f"{name}: nmc sparsify failed, see {out.name}")
             (folder / "model.ckpt").unlink(missing_ok=True)  # ~3x the model; done with
         return self.row(name, f"`nmc sparsify --budget {budget}` (seed {seed})", model_file,
                         None, str(folder / "model.sparsity.json"))
+
+    def distill(self, model: torch.nn.Module, net, seed: int, steps: int, recipe: Recipe,
+                ckpt: Path | None = None, name: str = "") -> None:
+        """`steps` steps of the fine-tune (FINETUNE_*, `recipe`) of `model` run as `net`
+        (FixedNM: masks recomputed every step), resumable from `ckpt`; ends in eval mode."""
+        feats, labels = self.features("train", N_TRAIN)
+        head = torch.load(self.out / "classifier.pth", map_location="cpu", weights_only=True)
+        teacher = torch.from_numpy(feats) @ head["head.weight"].T + head["head.bias"]
+        opt = torch.optim.AdamW(model.parameters(), lr=recipe.lr,
+                                weight_decay=recipe.weight_decay)
+        step = 0
+        if ckpt is not None and ckpt.exists():
+            state = torch.load(ckpt, map_location="cpu", weights_only=True)
+            model.load_state_dict(state["model"])
+            opt.load_state_dict(state["opt"])
+            step = state["step"]
+        model.train()
+        losses = []
+        with torch_threads(THREADS):
+            while step < steps:
+                gen = torch.Generator().manual_seed(seed * 100003 + step)
+                idx = torch.randperm(N_TRAIN, generator=gen)[:FINETUNE_BATCH]
+                for group in opt.param_groups:
+                    group["lr"] = recipe.lr * 0.5 * (1 + np.cos(np.pi * step / steps))
+                logits = net.forward(self.data["train"].images[idx])
+                soft = F.log_softmax(teacher[idx] / KD_T, -1)
+                kd = F.kl_div(F.log_softmax(logits / KD_T, -1), soft, log_target=True,
+                              reduction="batchmean") * KD_T ** 2
+                loss = kd + recipe.ce * F.cross_entropy(logits,
+                                                        torch.from_numpy(labels)[idx])
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                opt.step()
+                step += 1
+                losses.append(float(loss.detach()))
+                if ckpt is not None and (step % SAVE_EVERY == 0 or step == steps):
+                    torch.save({"model": model.state_dict(), "opt": opt.state_dict(),
+                                "step": step}, ckpt)
+                    log(f"{name}: step {step}/{steps}, loss "
+                        f"{np.mean(losses[-SAVE_EVERY:]):.3f}")
+        model.eval()
+
+    def recipes(self, seeds: list[int], steps: int) -> list[dict]:
+        """Why the fine-tune costs the dense classifier points: the dense model fine-tuned
+        with each of RECIPES (PyTorch only: a diagnosis, not a row; the emulator equals
+        PyTorch on every row), top-1 on the first N_EVAL test images."""
+        from nmc.training.nm_supernet import FixedNM
+
+        path = self.out / "recipes.json"
+        done = json.loads(path.read_text()) if path.exists() else []
+        test = self.data["test"]
+        for recipe in RECIPES:
+            for seed in seeds:
+                key = {**asdict(recipe), "seed": seed, "steps": steps}
+                if any(r["recipe"] == key for r in done):
+                    continue
+                model = self.classifier_module()
+                self.distill(model, FixedNM(model, [], []), seed, steps, recipe)
+                with torch.no_grad(), torch_threads(THREADS):
+                    pred = torch.cat([model(test.images[i:i + CHUNK]).argmax(-1)
+                                      for i in range(0, N_EVAL, CHUNK)])
+                top1 = float((pred == test.labels[:N_EVAL]).float().mean())
+                done.append({"recipe": key, "top1": top1})
+                write_json(path, done)
+                log(f"recipe {key}: top-1 {top1:.1%}")
+        return done
 
     # ---------------------------------------------------------------- diagnosis
 
@@ -595,6 +645,19 @@ def table(out: Path) -> str:
         lines.append(f"| {spec} | {dense['linear_cycles'] / one['linear_cycles']:.2f}x | "
                      f"{dense['cycles'] / one['cycles']:.2f}x | {pct(full)} | "
                      f"{cells} | {'; '.join(agree)} |")
+    flows = {int(name.rsplit("-s", 1)[1]): r for name, r in rows.items()
+             if name.startswith("sparsify-speedup-2.5-s")}
+    if flows:  # ELSA's whole flow: trained throughout, no one-shot column
+        one = next(iter(flows.values()))
+        done = list(flows.values())
+        agreeing = sum(r["agreeing"] or 0 for r in done)
+        lines.append(f"| `nmc sparsify --budget speedup=2.5` (supernet {SPARSIFY['epochs']} "
+                     f"epochs + search + fine-tune {SPARSIFY['finetune-epochs']} epochs on "
+                     f"{SPARSIFY_TRAIN} train images) | "
+                     f"{dense['linear_cycles'] / one['linear_cycles']:.2f}x | "
+                     f"{dense['cycles'] / one['cycles']:.2f}x | - | "
+                     f"{finetune_cell(flows)} |" + " |" * (len(lengths) - 1) +
+                     f" {agreeing}/{sum(r['images'] for r in done)} |")
     return "\n".join(lines)
 
 
@@ -705,6 +768,9 @@ def main() -> int:
                 text += "\n\n" + diagnosis_table(bench.diagnose(), args.out)
             (args.out / "results.md").write_text(text + "\n")
             print(text)
+        elif stage == "recipe":
+            for r in bench.recipes(args.seeds, args.steps):
+                print(json.dumps(r))
         elif stage == "supernet":
             for seed in args.seeds:
                 bench.sparsify("speedup=2.5", seed)
