@@ -27,9 +27,10 @@ bench-out/dinov2_fmnist/, which git ignores, so a rerun or a killed run resumes)
 - finetune: the sparse rows (--finetune SPEC ...) fine-tuned briefly with distillation
   from the dense classifier (FINETUNE_* below; --steps, one row per --seeds seed, which
   fixes the order of the fine-tune's batches), then compiled and evaluated as above.
-- recipe: the dense classifier fine-tuned with each of RECIPES (--seeds, --steps), its
-  PyTorch top-1 on the first N_EVAL test images (recipes.json): what in the fine-tune
-  costs the dense model accuracy.
+- recipe: the configurations of --finetune (default: dense) fine-tuned with each --recipe
+  (default: RECIPES; --seeds, --steps), their PyTorch top-1 on the first N_EVAL test images
+  (recipes.json): what in the fine-tune costs the dense model accuracy, and whether a
+  gentler recipe changes how the configurations compare.
 - supernet: ELSA's whole flow, `nmc sparsify --budget speedup=2.5` from the classifier
   (supernet, search, fine-tune of the chosen configuration; SPARSIFY, a reduced scale), one
   row per --seeds seed, its model compiled and evaluated as the other rows.
@@ -110,9 +111,18 @@ class Recipe:
     weight_decay: float = 0.05
 
 
-# the recipe stage: the dense classifier fine-tuned with each (does the recipe cost it?)
-RECIPES = [Recipe(), Recipe(lr=1e-5), Recipe(lr=3e-6), Recipe(ce=0.0),
-           Recipe(weight_decay=0.0)]
+# the recipe stage's default recipes (`--recipe lr=1e-5,ce=0`): does the recipe cost the
+# dense model accuracy, and is it the learning rate or the cross-entropy with the labels?
+RECIPES = [Recipe(), Recipe(lr=1e-5), Recipe(lr=3e-6), Recipe(ce=0.0)]
+
+
+def parse_recipe(text: str) -> Recipe:
+    """'lr=1e-5,ce=0' -> Recipe(lr=1e-5, ce=0.0) (field=value, comma-separated)."""
+    fields = {}
+    for part in text.split(","):
+        key, _, value = part.partition("=")
+        fields[key.strip().replace("-", "_")] = float(value)
+    return Recipe(**fields)
 # ELSA's whole flow, `nmc sparsify` on the classifier (stage "supernet"), at a stated reduced
 # scale to fit ~1 h on 2 cores: the supernet and the chosen configuration's fine-tune on a
 # stratified subset of SPARSIFY_TRAIN train images (cross-entropy with labels, nmc
@@ -310,24 +320,15 @@ class Bench:
         """The one-shot configuration of `spec`, fine-tuned for `steps` steps (FINETUNE_*),
         compiled with that configuration and evaluated as the one-shot rows."""
         from nmc.models.registry import export_to_file
-        from nmc.training.nm_supernet import FixedNM
 
         name = finetune_name(spec, seed, steps)
         folder = self.out / "rows" / name
         folder.mkdir(parents=True, exist_ok=True)
         model_file, cfg = folder / "model.pt2", folder / "config.json"
-        if spec == "dense":  # the whole dense classifier fine-tuned: does it gain?
-            cfg.write_text("{}\n")
-        else:
-            source = self.out / "rows" / f"oneshot-{slug(spec)}" / "sparsity.json"
-            if not source.exists():
-                raise SystemExit(f"fine-tune {spec}: run the one-shot row first ({source})")
-            cfg.write_text(source.read_text())
+        cfg.write_text(json.dumps(self.oneshot_choice(spec), indent=1) + "\n")
         if not model_file.exists():
-            config = {k: v for k, v in json.loads(cfg.read_text()).items() if v != "dense"}
             model = self.classifier_module()
-            net = FixedNM(model, [f"{k}.weight" for k in config],
-                          [tuple(int(x) for x in v.split(":")) for v in config.values()])
+            net = self.fixed_nm(model, spec)
             self.distill(model, net, seed, steps, Recipe(), folder / "ckpt.pt", name)
             net.bake([0] * len(net.params))
             export_to_file(model, torch.zeros(1, 3, IMG, IMG), model_file)
@@ -359,6 +360,24 @@ class Bench:
             (folder / "model.ckpt").unlink(missing_ok=True)  # ~3x the model; done with
         return self.row(name, f"`nmc sparsify --budget {budget}` (seed {seed})", model_file,
                         None, str(folder / "model.sparsity.json"))
+
+    def oneshot_choice(self, spec: str) -> dict[str, str]:
+        """The per-layer patterns the one-shot row of `spec` compiled with ({} for dense:
+        the whole dense classifier fine-tuned, does it gain?)."""
+        if spec == "dense":
+            return {}
+        source = self.out / "rows" / f"oneshot-{slug(spec)}" / "sparsity.json"
+        if not source.exists():
+            raise SystemExit(f"fine-tune {spec}: run the one-shot row first ({source})")
+        return json.loads(source.read_text())
+
+    def fixed_nm(self, model: torch.nn.Module, spec: str):
+        """`model` run at the one-shot configuration of `spec` (FixedNM)."""
+        from nmc.training.nm_supernet import FixedNM
+
+        config = {k: v for k, v in self.oneshot_choice(spec).items() if v != "dense"}
+        return FixedNM(model, [f"{k}.weight" for k in config],
+                       [tuple(int(x) for x in v.split(":")) for v in config.values()])
 
     def distill(self, model: torch.nn.Module, net, seed: int, steps: int, recipe: Recipe,
                 ckpt: Path | None = None, name: str = "") -> None:
@@ -401,29 +420,37 @@ class Bench:
                         f"{np.mean(losses[-SAVE_EVERY:]):.3f}")
         model.eval()
 
-    def recipes(self, seeds: list[int], steps: int) -> list[dict]:
-        """Why the fine-tune costs the dense classifier points: the dense model fine-tuned
-        with each of RECIPES (PyTorch only: a diagnosis, not a row; the emulator equals
-        PyTorch on every row), top-1 on the first N_EVAL test images."""
-        from nmc.training.nm_supernet import FixedNM
-
+    def recipes(self, specs: list[str], recipes: list[Recipe], seeds: list[int],
+                steps: int) -> list[dict]:
+        """What the fine-tune's recipe does: each configuration of `specs` fine-tuned with
+        each recipe (PyTorch only: a diagnosis, not a row; the emulator equals PyTorch on
+        every row), top-1 on the first N_EVAL test images. The default recipe's result is
+        the fine-tuned row's PyTorch top-1 where that row exists."""
         path = self.out / "recipes.json"
         done = json.loads(path.read_text()) if path.exists() else []
+        rows = load_rows(self.out)
         test = self.data["test"]
-        for recipe in RECIPES:
-            for seed in seeds:
-                key = {**asdict(recipe), "seed": seed, "steps": steps}
-                if any(r["recipe"] == key for r in done):
-                    continue
-                model = self.classifier_module()
-                self.distill(model, FixedNM(model, [], []), seed, steps, recipe)
-                with torch.no_grad(), torch_threads(THREADS):
-                    pred = torch.cat([model(test.images[i:i + CHUNK]).argmax(-1)
-                                      for i in range(0, N_EVAL, CHUNK)])
-                top1 = float((pred == test.labels[:N_EVAL]).float().mean())
-                done.append({"recipe": key, "top1": top1})
-                write_json(path, done)
-                log(f"recipe {key}: top-1 {top1:.1%}")
+        for spec in specs:
+            for recipe in recipes:
+                for seed in seeds:
+                    key = {"spec": spec, **asdict(recipe), "seed": seed, "steps": steps}
+                    if any(r["recipe"] == key for r in done):
+                        continue
+                    row = rows.get(finetune_name(spec, seed, steps))
+                    if recipe == Recipe() and row is not None and row["images"] == N_EVAL:
+                        top1 = row["pytorch_top1"]
+                    else:
+                        model = self.classifier_module()
+                        net = self.fixed_nm(model, spec)
+                        self.distill(model, net, seed, steps, recipe)
+                        net.bake([0] * len(net.params))
+                        with torch.no_grad(), torch_threads(THREADS):
+                            pred = torch.cat([model(test.images[i:i + CHUNK]).argmax(-1)
+                                              for i in range(0, N_EVAL, CHUNK)])
+                        top1 = float((pred == test.labels[:N_EVAL]).float().mean())
+                    done.append({"recipe": key, "top1": top1})
+                    write_json(path, done)
+                    log(f"recipe {key}: top-1 {top1:.1%}")
         return done
 
     # ---------------------------------------------------------------- diagnosis
@@ -746,8 +773,12 @@ def main() -> int:
     ap.add_argument("--workers", type=int, default=WORKERS,
                     help="nmc eval --workers: processes the images are sharded over "
                          "(default: %(default)s)")
+    ap.add_argument("--recipe", action="append", metavar="FIELD=V,...",
+                    help="recipe stage: a fine-tune recipe (lr, ce, weight_decay; repeat; "
+                         "default: RECIPES)")
     args = ap.parse_args()
-    args.finetune = args.finetune or ["2:4", "elsa:speedup=2"]
+    args.finetune = args.finetune or (["dense"] if "recipe" in args.stages
+                                      else ["2:4", "elsa:speedup=2"])
     bench = Bench(args.out, args.weights, args.workers)
     for stage in args.stages:
         if stage == "features":
@@ -769,7 +800,8 @@ def main() -> int:
             (args.out / "results.md").write_text(text + "\n")
             print(text)
         elif stage == "recipe":
-            for r in bench.recipes(args.seeds, args.steps):
+            recipes = [parse_recipe(r) for r in args.recipe] if args.recipe else RECIPES
+            for r in bench.recipes(args.finetune, recipes, args.seeds, args.steps):
                 print(json.dumps(r))
         elif stage == "supernet":
             for seed in args.seeds:
