@@ -45,6 +45,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import subprocess
 import sys
 import time
@@ -99,6 +100,31 @@ FINETUNE_LR = 3e-5
 KD_T = 2.0
 KD_CE = 0.5
 SAVE_EVERY = 10
+
+
+@dataclass(frozen=True)
+class Column:
+    """A fine-tune's length and learning rate (the rest is FINETUNE_*): a column of the
+    table, a part of its rows' names (none for the default, the first run's names)."""
+
+    steps: int = FINETUNE_STEPS
+    lr: float = FINETUNE_LR
+
+    def tag(self) -> str:
+        length = "" if self.steps == FINETUNE_STEPS else str(self.steps)
+        # 1e-05 -> _lr1em5: no '-', which separates the parts of a row's name
+        rate = "" if self.lr == FINETUNE_LR else \
+            "_lr" + f"{self.lr:.0e}".replace("e-0", "em").replace("e-", "em")
+        return length + rate
+
+    @staticmethod
+    def of(name: str) -> Column:
+        m = re.match(r"finetune(\d*)(?:_lr(\d)em(\d+))?-", name)
+        return Column(int(m[1]) if m[1] else FINETUNE_STEPS,
+                      float(f"{m[2]}e-{m[3]}") if m[2] else FINETUNE_LR)
+
+    def label(self) -> str:
+        return f"{self.steps} steps" + (f", lr {self.lr:g}" if self.lr != FINETUNE_LR else "")
 
 
 @dataclass(frozen=True)
@@ -316,12 +342,13 @@ class Bench:
 
     # ---------------------------------------------------------------- fine-tune
 
-    def finetune(self, spec: str, seed: int, steps: int = FINETUNE_STEPS) -> dict:
-        """The one-shot configuration of `spec`, fine-tuned for `steps` steps (FINETUNE_*),
-        compiled with that configuration and evaluated as the one-shot rows."""
+    def finetune(self, spec: str, seed: int, column: Column = Column()) -> dict:
+        """The one-shot configuration of `spec`, fine-tuned (FINETUNE_*, `column`'s
+        steps and learning rate), compiled with that configuration and evaluated as the
+        one-shot rows."""
         from nmc.models.registry import export_to_file
 
-        name = finetune_name(spec, seed, steps)
+        name = finetune_name(spec, seed, column)
         folder = self.out / "rows" / name
         folder.mkdir(parents=True, exist_ok=True)
         model_file, cfg = folder / "model.pt2", folder / "config.json"
@@ -329,13 +356,14 @@ class Bench:
         if not model_file.exists():
             model = self.classifier_module()
             net = self.fixed_nm(model, spec)
-            self.distill(model, net, seed, steps, Recipe(), folder / "ckpt.pt", name)
+            self.distill(model, net, seed, column.steps, Recipe(lr=column.lr),
+                         folder / "ckpt.pt", name)
             net.bake([0] * len(net.params))
             export_to_file(model, torch.zeros(1, 3, IMG, IMG), model_file)
         # the optimizer's state made the checkpoint 3x the model: only a resume needs it
         (folder / "ckpt.pt").unlink(missing_ok=True)
         dense = spec == "dense"
-        return self.row(name, f"{spec} + fine-tune ({steps} steps, seed {seed})",
+        return self.row(name, f"{spec} + fine-tune ({column.label()}, seed {seed})",
                         model_file, model_file if dense else None,
                         None if dense else str(cfg))
 
@@ -436,8 +464,9 @@ class Bench:
                     key = {"spec": spec, **asdict(recipe), "seed": seed, "steps": steps}
                     if any(r["recipe"] == key for r in done):
                         continue
-                    row = rows.get(finetune_name(spec, seed, steps))
-                    if recipe == Recipe() and row is not None and row["images"] == N_EVAL:
+                    row = rows.get(finetune_name(spec, seed, Column(steps, recipe.lr)))
+                    if (recipe.ce, recipe.weight_decay) == (Recipe().ce, Recipe().weight_decay) \
+                            and row is not None and row["images"] == N_EVAL:
                         top1 = row["pytorch_top1"]
                     else:
                         model = self.classifier_module()
@@ -556,7 +585,7 @@ def diagnosis_table(results: list[dict], out: Path) -> str:
              "steps (mean over seeds) |", "|---|---|---|---|---|---|---|---|---|"]
     for r in results:
         one = rows[f"oneshot-{slug(r['spec'])}"]
-        tuned = [t["top1"] for t in tuned_rows(rows, r["spec"], FINETUNE_STEPS).values()]
+        tuned = [t["top1"] for t in tuned_rows(rows, r["spec"]).values()]
         after = f"{np.mean(tuned):.1%} ({len(tuned)})" if tuned else "not run"
         lines.append(f"| {r['spec']} | {dense['linear_cycles'] / one['linear_cycles']:.2f}x | "
                      f"{r['proxy']:.2f} | {r['proxy_rss']:.2f} | {r['joint']:.2f} | "
@@ -577,9 +606,9 @@ def rank_correlations(results: list[dict], rows: dict) -> str:
                 ("weight energy pruned", "pruned_energy")]
     lines = ["| measure | with top-1 one-shot | with top-1 after fine-tune |", "|---|---|---|"]
     sparse = [r for r in results if r["spec"] != "dense"]
-    tuned = [r for r in sparse if tuned_rows(rows, r["spec"], FINETUNE_STEPS)]
+    tuned = [r for r in sparse if tuned_rows(rows, r["spec"])]
     oneshot = [rows[f"oneshot-{slug(r['spec'])}"]["top1"] for r in sparse]
-    after = [np.mean([t["top1"] for t in tuned_rows(rows, r["spec"], FINETUNE_STEPS).values()])
+    after = [np.mean([t["top1"] for t in tuned_rows(rows, r["spec"]).values()])
              for r in tuned]
     for label, key in measures:
         lines.append(f"| {label} | {spearman([r[key] for r in sparse], oneshot):+.2f} "
@@ -596,15 +625,14 @@ def load_rows(out: Path) -> dict[str, dict]:
     return rows
 
 
-def finetune_name(spec: str, seed: int, steps: int = FINETUNE_STEPS) -> str:
-    """The row of a fine-tune: the default length keeps the first run's names."""
-    length = "" if steps == FINETUNE_STEPS else str(steps)
-    return f"finetune{length}-{slug(spec)}-s{seed}"
+def finetune_name(spec: str, seed: int, column: Column = Column()) -> str:
+    """The row of a fine-tune: the default column keeps the first run's names."""
+    return f"finetune{column.tag()}-{slug(spec)}-s{seed}"
 
 
-def tuned_rows(rows: dict, spec: str, steps: int) -> dict[int, dict]:
-    """The fine-tuned rows of `spec` at `steps` steps, by seed."""
-    prefix = finetune_name(spec, 0, steps)[:-1]
+def tuned_rows(rows: dict, spec: str, column: Column = Column()) -> dict[int, dict]:
+    """The fine-tuned rows of `spec` in `column`, by seed."""
+    prefix = finetune_name(spec, 0, column)[:-1]
     return {int(name[len(prefix):]): r for name, r in rows.items()
             if name.startswith(prefix) and name[len(prefix):].isdigit()}
 
@@ -628,11 +656,10 @@ def finetune_cell(tuned: dict[int, dict]) -> str:
     return f"**{mean_sd(accs)} %** ({len(accs)} seeds: {seeds}; {n})"
 
 
-def fine_tune_lengths(rows: dict) -> list[int]:
-    """The fine-tune lengths that have rows, the default first."""
-    longer = sorted({int(name.split("-")[0][len("finetune"):]) for name in rows
-                     if name.startswith("finetune") and name.split("-")[0] != "finetune"})
-    return [FINETUNE_STEPS, *longer]
+def fine_tune_columns(rows: dict) -> list[Column]:
+    """The fine-tune columns that have rows, the default first."""
+    found = {Column.of(name) for name in rows if name.startswith("finetune")}
+    return [Column(), *sorted(found - {Column()}, key=lambda c: (c.steps, -c.lr))]
 
 
 def table(out: Path) -> str:
@@ -641,12 +668,12 @@ def table(out: Path) -> str:
     dense = rows.get("oneshot-dense")
     if dense is None:
         return "(no dense row yet)"
-    lengths = fine_tune_lengths(rows)
-    after = " | ".join(f"top-1 after fine-tune, {steps} steps (mean ± sd over seeds)"
-                       for steps in lengths)
+    columns = fine_tune_columns(rows)
+    after = " | ".join(f"top-1 after fine-tune, {c.label()} (mean ± sd over seeds)"
+                       for c in columns)
     lines = [f"| configuration | linear speed-up | end-to-end speed-up | top-1 one-shot, "
              f"first {N_EVAL} | {after} | agreement with PyTorch |",
-             "|---|---|---|---|" + "---|" * len(lengths) + "---|"]
+             "|---|---|---|---|" + "---|" * len(columns) + "---|"]
 
     def pct(value) -> str:
         return f"{value:.1%}" if value is not None else ""
@@ -654,20 +681,20 @@ def table(out: Path) -> str:
     for spec in TABLE_ORDER:
         one = rows.get(f"oneshot-{slug(spec)}")
         if one is None:
-            lines.append(f"| {spec} | | | not run |" + " |" * len(lengths) + " |")
+            lines.append(f"| {spec} | | | not run |" + " |" * len(columns) + " |")
             continue
         full = one["top1"] if one["images"] == N_EVAL else None
-        tuned = {steps: tuned_rows(rows, spec, steps) for steps in lengths}
-        cells = " | ".join("-" if spec == "dense" and not tuned[steps]
-                           else finetune_cell(tuned[steps]) for steps in lengths)
+        tuned = {c: tuned_rows(rows, spec, c) for c in columns}
+        cells = " | ".join("-" if spec == "dense" and not tuned[c]
+                           else finetune_cell(tuned[c]) for c in columns)
         agree = [f"{one['agreeing']}/{one['images']}" if one["agreeing"] is not None
                  else "not compared"]
-        for steps in lengths:
-            done = list(tuned[steps].values())
+        for c in columns:
+            done = list(tuned[c].values())
             if done:
                 agreeing = sum(r["agreeing"] or 0 for r in done)
                 agree.append(f"{agreeing}/{sum(r['images'] for r in done)} "
-                             f"(fine-tuned {steps} steps, {len(done)} "
+                             f"(fine-tuned {c.label()}, {len(done)} "
                              f"seed{'s' if len(done) > 1 else ''})")
         lines.append(f"| {spec} | {dense['linear_cycles'] / one['linear_cycles']:.2f}x | "
                      f"{dense['cycles'] / one['cycles']:.2f}x | {pct(full)} | "
@@ -683,7 +710,7 @@ def table(out: Path) -> str:
                      f"{SPARSIFY_TRAIN} train images) | "
                      f"{dense['linear_cycles'] / one['linear_cycles']:.2f}x | "
                      f"{dense['cycles'] / one['cycles']:.2f}x | - | "
-                     f"{finetune_cell(flows)} |" + " |" * (len(lengths) - 1) +
+                     f"{finetune_cell(flows)} |" + " |" * (len(columns) - 1) +
                      f" {agreeing}/{sum(r['images'] for r in done)} |")
     return "\n".join(lines)
 
@@ -714,16 +741,16 @@ def paired_table(out: Path) -> str:
 
     lines = ["| fine-tune | A - B | linear speed-up A / B | seeds | A - B per seed (pt) | "
              "mean ± sd (pt) |", "|---|---|---|---|---|---|"]
-    for steps in fine_tune_lengths(rows):
+    for column in fine_tune_columns(rows):
         for a, b in PAIRS:
-            ta, tb = tuned_rows(rows, a, steps), tuned_rows(rows, b, steps)
+            ta, tb = tuned_rows(rows, a, column), tuned_rows(rows, b, column)
             seeds = sorted(set(ta) & set(tb))
             if not seeds:
                 continue
             diffs = [ta[s]["top1"] - tb[s]["top1"] for s in seeds]
             speed = " / ".join(f"{dense['linear_cycles'] / linear_cycles(x):.2f}x"
                                for x in (a, b))
-            lines.append(f"| {steps} steps | {a} - {b} | {speed} | {len(seeds)} | "
+            lines.append(f"| {column.label()} | {a} - {b} | {speed} | {len(seeds)} | "
                          f"{' / '.join(f'{d * 100:+.1f}' for d in diffs)} | "
                          f"{mean_sd(diffs, '+')} |")
     return "\n".join(lines) if len(lines) > 2 else ""
@@ -773,6 +800,9 @@ def main() -> int:
     ap.add_argument("--workers", type=int, default=WORKERS,
                     help="nmc eval --workers: processes the images are sharded over "
                          "(default: %(default)s)")
+    ap.add_argument("--lr", type=float, default=FINETUNE_LR,
+                    help="fine-tune peak learning rate (default: %(default)s; another one "
+                         "makes rows of its own, a column of the table)")
     ap.add_argument("--recipe", action="append", metavar="FIELD=V,...",
                     help="recipe stage: a fine-tune recipe (lr, ce, weight_decay; repeat; "
                          "default: RECIPES)")
@@ -792,7 +822,7 @@ def main() -> int:
             # seed by seed, so an interrupted run leaves whole pairs
             for seed in args.seeds:
                 for spec in args.finetune:
-                    bench.finetune(spec, seed, args.steps)
+                    bench.finetune(spec, seed, Column(args.steps, args.lr))
         elif stage == "table":
             text = table(args.out) + "\n\n" + paired_table(args.out)
             if (args.out / "diagnosis.json").exists():  # the diagnose stage's, refreshed
