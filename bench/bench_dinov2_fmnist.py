@@ -699,19 +699,26 @@ def table(out: Path) -> str:
         lines.append(f"| {spec} | {dense['linear_cycles'] / one['linear_cycles']:.2f}x | "
                      f"{dense['cycles'] / one['cycles']:.2f}x | {pct(full)} | "
                      f"{cells} | {'; '.join(agree)} |")
-    flows = {int(name.rsplit("-s", 1)[1]): r for name, r in rows.items()
-             if name.startswith("sparsify-speedup-2.5-s")}
-    if flows:  # ELSA's whole flow: trained throughout, no one-shot column
-        one = next(iter(flows.values()))
-        done = list(flows.values())
-        agreeing = sum(r["agreeing"] or 0 for r in done)
-        lines.append(f"| `nmc sparsify --budget speedup=2.5` (supernet {SPARSIFY['epochs']} "
-                     f"epochs + search + fine-tune {SPARSIFY['finetune-epochs']} epochs on "
-                     f"{SPARSIFY_TRAIN} train images) | "
-                     f"{dense['linear_cycles'] / one['linear_cycles']:.2f}x | "
-                     f"{dense['cycles'] / one['cycles']:.2f}x | - | "
-                     f"{finetune_cell(flows)} |" + " |" * (len(columns) - 1) +
-                     f" {agreeing}/{sum(r['images'] for r in done)} |")
+    return "\n".join(lines)
+
+
+def flow_table(out: Path) -> str:
+    """ELSA's whole flow (stage supernet): trained throughout, so a table of its own."""
+    rows = load_rows(out)
+    dense = rows.get("oneshot-dense")
+    flows = {name: r for name, r in rows.items() if name.startswith("sparsify-")}
+    if dense is None or not flows:
+        return ""
+    lines = ["| run | linear speed-up | end-to-end speed-up | training | top-1, first "
+             f"{N_EVAL} | agreement with PyTorch |", "|---|---|---|---|---|---|"]
+    for name, r in sorted(flows.items()):
+        lines.append(
+            f"| {r['spec']} | {dense['linear_cycles'] / r['linear_cycles']:.2f}x | "
+            f"{dense['cycles'] / r['cycles']:.2f}x | supernet {SPARSIFY['epochs']} epochs + "
+            f"search on {SPARSIFY_VAL} val images + fine-tune {SPARSIFY['finetune-epochs']} "
+            f"epochs, of {SPARSIFY_TRAIN} train images in batches of "
+            f"{SPARSIFY['batch-size']}, lr {SPARSIFY['lr']:g} | {r['top1']:.1%} | "
+            f"{r['agreeing']}/{r['images']} |")
     return "\n".join(lines)
 
 
@@ -824,7 +831,8 @@ def main() -> int:
                 for spec in args.finetune:
                     bench.finetune(spec, seed, Column(args.steps, args.lr))
         elif stage == "table":
-            text = table(args.out) + "\n\n" + paired_table(args.out)
+            text = "\n\n".join(t for t in (table(args.out), paired_table(args.out),
+                                             flow_table(args.out)) if t)
             if (args.out / "diagnosis.json").exists():  # the diagnose stage's, refreshed
                 text += "\n\n" + diagnosis_table(bench.diagnose(), args.out)
             (args.out / "results.md").write_text(text + "\n")
