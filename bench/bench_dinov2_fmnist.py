@@ -722,6 +722,24 @@ def flow_table(out: Path) -> str:
     return "\n".join(lines)
 
 
+def recipe_table(out: Path) -> str:
+    """The recipe stage's results (recipes.json): PyTorch top-1 by configuration and
+    recipe, seeds side by side."""
+    path = out / "recipes.json"
+    if not path.exists():
+        return ""
+    cells: dict[tuple, list[str]] = {}
+    for r in json.loads(path.read_text()):
+        k = r["recipe"]
+        key = (k["spec"], k["steps"], k["lr"], k["ce"], k["weight_decay"])
+        cells.setdefault(key, []).append(f"{r['top1']:.1%} (seed {k['seed']})")
+    lines = [f"| configuration | steps | lr | cross-entropy weight | weight decay | PyTorch "
+             f"top-1, first {N_EVAL} |", "|---|---|---|---|---|---|"]
+    for (spec, steps, lr, ce, wd), tops in cells.items():
+        lines.append(f"| {spec} | {steps} | {lr:g} | {ce:g} | {wd:g} | {' / '.join(tops)} |")
+    return "\n".join(lines)
+
+
 # fine-tuned pairs compared seed by seed (a seed fixes the fine-tune's batches, so the two
 # rows of a seed saw the same images in the same order): ELSA against the uniform patterns
 # of nearly equal modelled speed-up, and ELSA 2.5x against the nearest uniform (2:4 / 4:8,
@@ -832,7 +850,8 @@ def main() -> int:
                     bench.finetune(spec, seed, Column(args.steps, args.lr))
         elif stage == "table":
             text = "\n\n".join(t for t in (table(args.out), paired_table(args.out),
-                                             flow_table(args.out)) if t)
+                                             flow_table(args.out),
+                                             recipe_table(args.out)) if t)
             if (args.out / "diagnosis.json").exists():  # the diagnose stage's, refreshed
                 text += "\n\n" + diagnosis_table(bench.diagnose(), args.out)
             (args.out / "results.md").write_text(text + "\n")
