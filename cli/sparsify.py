@@ -264,7 +264,7 @@ def _sparsify(args, check_only: bool = False) -> int:
     pretrain = args.pretrain_epochs if args.pretrain_epochs is not None else \
         (DEFAULT_PRETRAIN if is_arch else 0)
     epochs = Epochs(pretrain, args.epochs, args.finetune_epochs, args.batch_size,
-                    *([args.lr] if args.lr is not None else []))
+                    lr=args.lr or FINETUNE_LR)
     options = {"model": _model_key(args.model), "set": overrides, "data": args.data,
                "normalize": args.normalize,
                "method": budget.method, "epochs": [epochs.pretrain, epochs.supernet],
