@@ -164,10 +164,16 @@ def log(text: str) -> None:
     print(f"[{time.strftime('%H:%M:%S')}] {text}", flush=True)
 
 
-def nmc(*args: str) -> str:
-    """Run `nmc ARGS` (the CLI, as a user would); its stdout."""
+def nmc(*args: str, log_file: Path | None = None) -> str:
+    """Run `nmc ARGS` (the CLI, as a user would); its stdout, or with `log_file` (for a
+    long command, to follow as it runs) nothing: its stdout and stderr go there."""
     cmd = [*NMC, *args]
-    log("$ nmc " + " ".join(args))
+    log("$ nmc " + " ".join(args) + (f"  (log: {log_file})" if log_file else ""))
+    if log_file is not None:
+        with open(log_file, "a") as out:
+            if subprocess.run(cmd, stdout=out, stderr=out, cwd=ROOT).returncode != 0:
+                raise SystemExit(f"nmc {' '.join(args)} failed, see {log_file}")
+        return ""
     done = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT)
     if done.returncode != 0:
         raise SystemExit(f"nmc {' '.join(args)} failed:\n{done.stderr[-3000:]}")
@@ -376,15 +382,12 @@ class Bench:
         model_file = folder / "model.pt2"
         if not model_file.exists():
             options = [a for k, v in SPARSIFY.items() for a in (f"--{k}", str(v))]
-            cmd = [*NMC, "sparsify", str(self.classifier), *DATA, "--budget", budget,
-                   *options, "--subset", f"train={SPARSIFY_TRAIN}", "--subset",
-                   f"val={SPARSIFY_VAL}", "--subset", f"test={N_EVAL}", "--seed", str(seed),
-                   "-o", str(model_file), "--report-json", str(folder / "sparsify.json"),
-                   "-q"]
-            log("$ nmc " + " ".join(cmd[3:]) + f"  (log: {folder / 'sparsify.log'})")
-            with open(folder / "sparsify.log", "a") as out:  # resumes from its checkpoint
-                if subprocess.run(cmd, stdout=out, stderr=out, cwd=ROOT).returncode != 0:
-                    raise SystemExit(f"{name}: nmc sparsify failed, see {out.name}")
+            # resumes from its checkpoint (model.ckpt) if killed
+            nmc("sparsify", str(self.classifier), *DATA, "--budget", budget, *options,
+                "--subset", f"train={SPARSIFY_TRAIN}", "--subset", f"val={SPARSIFY_VAL}",
+                "--subset", f"test={N_EVAL}", "--seed", str(seed), "-o", str(model_file),
+                "--report-json", str(folder / "sparsify.json"), "-q",
+                log_file=folder / "sparsify.log")
             (folder / "model.ckpt").unlink(missing_ok=True)  # ~3x the model; done with
         return self.row(name, f"`nmc sparsify --budget {budget}` (seed {seed})", model_file,
                         None, str(folder / "model.sparsity.json"))
@@ -465,8 +468,9 @@ class Bench:
                     if any(r["recipe"] == key for r in done):
                         continue
                     row = rows.get(finetune_name(spec, seed, Column(steps, recipe.lr)))
-                    if (recipe.ce, recipe.weight_decay) == (Recipe().ce, Recipe().weight_decay) \
-                            and row is not None and row["images"] == N_EVAL:
+                    # that row was fine-tuned with Recipe(lr=its column's lr)
+                    if recipe == Recipe(lr=recipe.lr) and row is not None \
+                            and row["images"] == N_EVAL:
                         top1 = row["pytorch_top1"]
                     else:
                         model = self.classifier_module()

@@ -56,6 +56,12 @@ class TrainSettings:
     warmup_epochs: int = 0
 
 
+FINETUNE_LR = 5e-4
+"""The sparse stages' default peak learning rate: right for the models nmc trains from
+scratch on small data sets; a pretrained model fine-tunes at about 1e-5 to 5e-5 (`nmc
+sparsify --lr`), or its features are overwritten within the first epoch."""
+
+
 @dataclass(frozen=True)
 class Epochs:
     """The epochs of each stage of `nmc sparsify`, its batch size, and the peak learning
@@ -66,7 +72,7 @@ class Epochs:
     supernet: int  # ELSA's supernet, or SparseViT's adaptation
     finetune: int  # the chosen configuration
     batch_size: int = 64
-    lr: float = 5e-4  # FINETUNE_LR
+    lr: float = FINETUNE_LR
 
 
 class Regime(Protocol):
@@ -327,10 +333,6 @@ def held_out_error(accuracy: float, loss: float) -> float:
 
 
 PRETRAIN_LR = 1e-3
-FINETUNE_LR = Epochs.lr
-"""The sparse stages' default peak learning rate: right for the models nmc trains from
-scratch on small data sets; a pretrained model fine-tunes at about 1e-5 to 5e-5 (`nmc
-sparsify --lr`), or its features are overwritten within the first epoch."""
 
 
 def pretrain(run: Run, module: torch.nn.Module, splits: dict[str, Split], epochs: int,
