@@ -27,6 +27,9 @@ bench-out/dinov2_fmnist/, which git ignores, so a rerun or a killed run resumes)
 - finetune: the sparse rows (--finetune SPEC ...) fine-tuned briefly with distillation
   from the dense classifier (FINETUNE_* below; --steps, one row per --seeds seed, which
   fixes the order of the fine-tune's batches), then compiled and evaluated as above.
+  SPEC "flow:speedup=2.5" is the configuration the supernet stage's flow chose (its one-
+  shot row first: `oneshot --configs flow:speedup=2.5`): that configuration given the
+  rows' training, to tell its choice from its training.
 - recipe: the configurations of --finetune (default: dense) fine-tuned with each --recipe
   (default: RECIPES; --seeds, --steps), their PyTorch top-1 on the first N_EVAL test images
   (recipes.json): what in the fine-tune costs the dense model accuracy, and whether a
@@ -89,7 +92,13 @@ REFERENCE_ROWS = ("dense", "2:4", "elsa:speedup=2.5")
 TABLE_ORDER = ["dense", "2:4", "4:8", "1:4", "2:8", "1:8", "elsa:speedup=1.5",
                "elsa:speedup=2", "elsa:speedup=2.5", "elsa:speedup=3",
                "elsa:speedup=2,rank=joint", "elsa:speedup=2.5,rank=joint",
-               "elsa:speedup=2,rank=energy", "elsa:speedup=2.5,rank=energy"]
+               "elsa:speedup=2,rank=energy", "elsa:speedup=2.5,rank=energy",
+               "flow:speedup=2.5"]
+# "flow:BUDGET": the configuration ELSA's whole flow chose (`nmc sparsify --budget BUDGET`,
+# stage supernet, its seed FLOW_SEED), applied one-shot to the classifier and fine-tuned as
+# the other rows: what that configuration is worth given the rows' training instead of
+# the flow's own (not in CONFIGS: it needs the supernet stage's row first)
+FLOW_SEED = 0
 # the fine-tune: whole model (head included), masks recomputed every step (straight-
 # through, nmc's FixedNM), AdamW, cosine learning rate, on the first N_TRAIN train images;
 # loss: KL to the dense classifier's softened logits (temperature KD_T, cached from the
@@ -337,10 +346,20 @@ class Bench:
         pruned = apply_nm(model, sparse_layers(cfg))
         export_to_file(pruned, torch.zeros(1, 3, IMG, IMG), out)
 
+    def flow_config(self, spec: str) -> Path:
+        """The configuration file of "flow:BUDGET" (FLOW_SEED's flow row)."""
+        budget = spec[len("flow:"):]
+        path = self.out / "rows" / f"sparsify-{slug(budget)}-s{FLOW_SEED}" / "model.sparsity.json"
+        if not path.exists():
+            raise SystemExit(f"{spec}: run the supernet stage first ({path})")
+        return path
+
     def oneshot(self, specs: list[str]) -> list[dict]:
         rows = []
         for spec in specs:
             sparsity = None if spec == "dense" else spec
+            if spec.startswith("flow:"):
+                sparsity = str(self.flow_config(spec))
             reference = self.classifier if spec == "dense" else None
             rows.append(self.row(f"oneshot-{slug(spec)}", spec, self.classifier, reference,
                                  sparsity, spec in REFERENCE_ROWS, N_EVAL))
@@ -755,7 +774,8 @@ PAIRS = [("elsa:speedup=2", "2:4"), ("elsa:speedup=2", "4:8"), ("4:8", "2:4"),
          ("elsa:speedup=2.5,rank=joint", "elsa:speedup=2.5"),
          ("elsa:speedup=2,rank=energy", "4:8"), ("elsa:speedup=2,rank=energy", "elsa:speedup=2"),
          ("elsa:speedup=2.5,rank=energy", "4:8"),
-         ("elsa:speedup=2.5,rank=energy", "elsa:speedup=2.5")]
+         ("elsa:speedup=2.5,rank=energy", "elsa:speedup=2.5"),
+         ("flow:speedup=2.5", "2:8"), ("flow:speedup=2.5", "4:8")]
 
 
 def paired_table(out: Path) -> str:
