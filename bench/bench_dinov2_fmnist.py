@@ -36,7 +36,9 @@ bench-out/dinov2_fmnist/, which git ignores, so a rerun or a killed run resumes)
   gentler recipe changes how the configurations compare.
 - supernet: ELSA's whole flow, `nmc sparsify --budget speedup=2.5` from the classifier
   (supernet, search, fine-tune of the chosen configuration; SPARSIFY, a reduced scale), one
-  row per --seeds seed, its model compiled and evaluated as the other rows.
+  row per --seeds seed, its model compiled and evaluated as the other rows; with --distill,
+  `nmc sparsify --distill` (the fine-tuned rows' loss instead of cross-entropy), rows of
+  their own.
 - diagnose: why ELSA's choice does or does not win (`Bench.diagnose`): per one-shot
   configuration, ELSA's proxy, the errors of the whole configuration, the weight energy
   its masks remove.
@@ -62,6 +64,7 @@ import torch.nn.functional as F
 from nmc.common.threads import torch_threads
 from nmc.models.datasets import load_dataset
 from nmc.models.registry import build_model
+from nmc.training.distill import CE_WEIGHT, distillation_loss
 
 ROOT = Path(__file__).resolve().parent.parent
 NMC = [sys.executable, "-m", "nmc.cli"]
@@ -101,13 +104,11 @@ TABLE_ORDER = ["dense", "2:4", "4:8", "1:4", "2:8", "1:8", "elsa:speedup=1.5",
 FLOW_SEED = 0
 # the fine-tune: whole model (head included), masks recomputed every step (straight-
 # through, nmc's FixedNM), AdamW, cosine learning rate, on the first N_TRAIN train images;
-# loss: KL to the dense classifier's softened logits (temperature KD_T, cached from the
-# features) + KD_CE x cross-entropy with the labels
+# loss: nmc's distillation loss (training/distill.py: KL to the dense classifier's logits,
+# cached from the features, at temperature 2, + 0.5 x cross-entropy with the labels)
 FINETUNE_STEPS = 30
 FINETUNE_BATCH = 32
 FINETUNE_LR = 3e-5
-KD_T = 2.0
-KD_CE = 0.5
 SAVE_EVERY = 10
 
 
@@ -142,7 +143,7 @@ class Recipe:
     beside the distillation, AdamW's weight decay (FINETUNE_* by default)."""
 
     lr: float = FINETUNE_LR
-    ce: float = KD_CE
+    ce: float = CE_WEIGHT
     weight_decay: float = 0.05
 
 
@@ -161,7 +162,7 @@ def parse_recipe(text: str) -> Recipe:
 # ELSA's whole flow, `nmc sparsify` on the classifier (stage "supernet"), at a stated reduced
 # scale to fit ~1 h on 2 cores: the supernet and the chosen configuration's fine-tune on a
 # stratified subset of SPARSIFY_TRAIN train images (cross-entropy with labels, nmc
-# sparsify's own loss; no distillation), the search scored on SPARSIFY_VAL val images (each
+# sparsify's default loss; `supernet --distill`: its --distill, the rows' loss), the search scored on SPARSIFY_VAL val images (each
 # of its ~410 configurations, 48 layers x 5 patterns alone and then the evolutionary
 # search's, costs a pass over them), the fine-tune at half the supernet's learning rate
 SPARSIFY = {"epochs": 4, "finetune-epochs": 2, "batch-size": 32, "lr": 3e-5}
@@ -392,15 +393,17 @@ class Bench:
                         model_file, model_file if dense else None,
                         None if dense else str(cfg))
 
-    def sparsify(self, budget: str, seed: int) -> dict:
-        """ELSA's flow (`nmc sparsify --budget BUDGET`, SPARSIFY) from the classifier, its
-        result compiled with the configuration it chose and evaluated as the other rows."""
-        name = f"sparsify-{slug(budget)}-s{seed}"
+    def sparsify(self, budget: str, seed: int, distill: bool = False) -> dict:
+        """ELSA's flow (`nmc sparsify --budget BUDGET`, SPARSIFY; with `distill`, `nmc
+        sparsify --distill`: rows of their own) from the classifier, its result compiled
+        with the configuration it chose and evaluated as the other rows."""
+        name = f"{flow_name(distill)}-{slug(budget)}-s{seed}"
         folder = self.out / "rows" / name
         folder.mkdir(parents=True, exist_ok=True)
         model_file = folder / "model.pt2"
         if not model_file.exists():
             options = [a for k, v in SPARSIFY.items() for a in (f"--{k}", str(v))]
+            options += ["--distill"] if distill else []
             # resumes from its checkpoint (model.ckpt) if killed
             nmc("sparsify", str(self.classifier), *DATA, "--budget", budget, *options,
                 "--subset", f"train={SPARSIFY_TRAIN}", "--subset", f"val={SPARSIFY_VAL}",
@@ -408,7 +411,8 @@ class Bench:
                 "--report-json", str(folder / "sparsify.json"), "-q",
                 log_file=folder / "sparsify.log")
             (folder / "model.ckpt").unlink(missing_ok=True)  # ~3x the model; done with
-        return self.row(name, f"`nmc sparsify --budget {budget}` (seed {seed})", model_file,
+        command = f"nmc sparsify --budget {budget}" + (" --distill" if distill else "")
+        return self.row(name, f"`{command}` (seed {seed})", model_file,
                         None, str(folder / "model.sparsity.json"))
 
     def oneshot_choice(self, spec: str) -> dict[str, str]:
@@ -453,11 +457,8 @@ class Bench:
                 for group in opt.param_groups:
                     group["lr"] = recipe.lr * 0.5 * (1 + np.cos(np.pi * step / steps))
                 logits = net.forward(self.data["train"].images[idx])
-                soft = F.log_softmax(teacher[idx] / KD_T, -1)
-                kd = F.kl_div(F.log_softmax(logits / KD_T, -1), soft, log_target=True,
-                              reduction="batchmean") * KD_T ** 2
-                loss = kd + recipe.ce * F.cross_entropy(logits,
-                                                        torch.from_numpy(labels)[idx])
+                loss = distillation_loss(logits, teacher[idx], torch.from_numpy(labels)[idx],
+                                         ce_weight=recipe.ce)
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
                 opt.step()
@@ -648,6 +649,11 @@ def load_rows(out: Path) -> dict[str, dict]:
     return rows
 
 
+def flow_name(distill: bool) -> str:
+    """The rows of ELSA's flow: sparsify-BUDGET-sSEED, with --distill sparsify_distill-..."""
+    return "sparsify_distill" if distill else "sparsify"
+
+
 def finetune_name(spec: str, seed: int, column: Column = Column()) -> str:
     """The row of a fine-tune: the default column keeps the first run's names."""
     return f"finetune{column.tag()}-{slug(spec)}-s{seed}"
@@ -729,7 +735,8 @@ def flow_table(out: Path) -> str:
     """ELSA's whole flow (stage supernet): trained throughout, so a table of its own."""
     rows = load_rows(out)
     dense = rows.get("oneshot-dense")
-    flows = {name: r for name, r in rows.items() if name.startswith("sparsify-")}
+    flows = {name: r for name, r in rows.items()
+             if name.startswith((flow_name(False) + "-", flow_name(True) + "-"))}
     if dense is None or not flows:
         return ""
     lines = ["| run | linear speed-up | end-to-end speed-up | training | top-1, first "
@@ -740,7 +747,9 @@ def flow_table(out: Path) -> str:
             f"{dense['cycles'] / r['cycles']:.2f}x | supernet {SPARSIFY['epochs']} epochs + "
             f"search on {SPARSIFY_VAL} val images + fine-tune {SPARSIFY['finetune-epochs']} "
             f"epochs, of {SPARSIFY_TRAIN} train images in batches of "
-            f"{SPARSIFY['batch-size']}, lr {SPARSIFY['lr']:g} | {r['top1']:.1%} | "
+            f"{SPARSIFY['batch-size']}, lr {SPARSIFY['lr']:g}, "
+            f"{'distillation' if name.startswith(flow_name(True)) else 'cross-entropy'} | "
+            f"{r['top1']:.1%} | "
             f"{r['agreeing']}/{r['images']} |")
     return "\n".join(lines)
 
@@ -855,6 +864,8 @@ def main() -> int:
     ap.add_argument("--recipe", action="append", metavar="FIELD=V,...",
                     help="recipe stage: a fine-tune recipe (lr, ce, weight_decay; repeat; "
                          "default: RECIPES)")
+    ap.add_argument("--distill", action="store_true",
+                    help="supernet stage: nmc sparsify --distill (rows of their own)")
     args = ap.parse_args()
     args.finetune = args.finetune or (["dense"] if "recipe" in args.stages
                                       else ["2:4", "elsa:speedup=2"])
@@ -886,7 +897,7 @@ def main() -> int:
                 print(json.dumps(r))
         elif stage == "supernet":
             for seed in args.seeds:
-                bench.sparsify("speedup=2.5", seed)
+                bench.sparsify("speedup=2.5", seed, args.distill)
         elif stage == "diagnose":
             print(diagnosis_table(bench.diagnose(), args.out))
         elif stage == "test":

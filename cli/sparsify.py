@@ -126,6 +126,10 @@ def register(sub) -> None:
                         "the chosen configuration fine-tunes at half of it (default: 5e-4, "
                         "for models nmc trains from scratch; a pretrained model wants about "
                         "1e-5 to 5e-5)")
+    p.add_argument("--distill", action="store_true",
+                   help="the sparse stages learn the dense model's logits (KL at temperature "
+                        "2) beside the labels (x 0.5), instead of the labels alone: for a "
+                        "pretrained model, whose predictions teach more than its labels")
     p.add_argument("--subset", action="append", default=[], metavar="SPLIT=N",
                    help="use N images of SPLIT (train, val or test; every class in its "
                         "proportion) instead of all: a shorter run at a stated scale; "
@@ -264,7 +268,7 @@ def _sparsify(args, check_only: bool = False) -> int:
     pretrain = args.pretrain_epochs if args.pretrain_epochs is not None else \
         (DEFAULT_PRETRAIN if is_arch else 0)
     epochs = Epochs(pretrain, args.epochs, args.finetune_epochs, args.batch_size,
-                    lr=args.lr or FINETUNE_LR)
+                    lr=args.lr or FINETUNE_LR, distill=args.distill)
     options = {"model": _model_key(args.model), "set": overrides, "data": args.data,
                "normalize": args.normalize,
                "method": budget.method, "epochs": [epochs.pretrain, epochs.supernet],
@@ -273,6 +277,8 @@ def _sparsify(args, check_only: bool = False) -> int:
         options["subset"] = subsets
     if epochs.lr != FINETUNE_LR:
         options["lr"] = epochs.lr
+    if epochs.distill:
+        options["distill"] = True
     budget_options = {"budget": [budget.kind, budget.value], "finetune": epochs.finetune}
     log = (lambda text: print(text, file=sys.stderr))
     run = Run(subject.module, checkpoint, options, args.seed, budget_options=budget_options,

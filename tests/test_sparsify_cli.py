@@ -213,6 +213,26 @@ def test_lr_and_subset_shape_the_run(tmp_path, capsys):
     assert "made with other options" in capsys.readouterr().err
 
 
+def test_distill_teaches_the_sparse_stages_the_model_files_logits(tmp_path, capsys):
+    """--distill: the run records the given model's logits on the train images (the
+    teacher the supernet and the fine-tune learn, tests/test_sparsify_training.py shows
+    that they do) and is another run than one without it."""
+    model_pt = tmp_path / "m.pt"
+    assert main(["export", "deit_digits", *DEIT, "-o", str(model_pt)]) == 0
+    out = tmp_path / "o.pt"
+    command = ["sparsify", str(model_pt), "--budget", "flops=2", "--epochs", "1",
+               "--finetune-epochs", "1", "--lr", "1e-3", "--subset", "train=50",
+               "--subset", "val=20", "--subset", "test=30", "-o", str(out), "-q"]
+    assert main([*command, "--distill"]) == 0
+    state = torch.load(out.with_suffix(".ckpt"), map_location="cpu", weights_only=True)
+    train = load_dataset("digits", 16).subsets({"train": 50})["train"]  # deit_digits: 16x16
+    model = torch.export.load(str(model_pt)).module()
+    logits = torch.cat([model(x[None]) for x in train.images])  # exported for batch 1
+    torch.testing.assert_close(state["results"]["teacher"], logits, rtol=0, atol=1e-5)
+    assert main(command) == 1
+    assert "made with other options" in capsys.readouterr().err
+
+
 @pytest.mark.parametrize("args, message", [
     (["deit_digits", "--budget", "speed=2"], "expected speedup=S or flops=F"),
     (["deit_digits", "--budget", "speedup=0.5"], "must be a number >= 1"),

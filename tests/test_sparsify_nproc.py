@@ -105,3 +105,23 @@ def test_an_error_in_the_ranks_is_one_line(tmp_path, capsys):
     assert err.startswith(f"nmc: error: --data {bad}: cannot read it as .npz") and \
         err.count("\n") == 1, err
     assert sorted(p.name for p in tmp_path.iterdir()) == ["bad.npz"]
+
+
+def test_two_ranks_distil_from_the_whole_splits_teacher(tmp_path):
+    """--distill under --nproc 2: each rank computes the teacher's logits on its part of
+    the train split (51 images: uneven parts) and every rank gets all of them, as one
+    process computes them."""
+    from nmc.models.datasets import load_dataset
+
+    model_pt = tmp_path / "m.pt"
+    assert main(["export", "deit_digits", *DEIT, "-o", str(model_pt)]) == 0
+    out = tmp_path / "o.pt"
+    assert main(["sparsify", str(model_pt), "--budget", "flops=2", "--epochs", "1",
+                 "--finetune-epochs", "1", "--lr", "1e-3", "--subset", "train=51",
+                 "--subset", "val=20", "--subset", "test=20", "-o", str(out), "-q",
+                 "--distill", "--nproc", "2"]) == 0
+    state = torch.load(out.with_suffix(".ckpt"), map_location="cpu", weights_only=True)
+    train = load_dataset("digits", 16).subsets({"train": 51})["train"]  # deit_digits: 16x16
+    model = torch.export.load(str(model_pt)).module()
+    logits = torch.cat([model(x[None]) for x in train.images])  # exported for batch 1
+    torch.testing.assert_close(state["results"]["teacher"], logits, rtol=0, atol=1e-5)

@@ -183,3 +183,63 @@ def test_search_with_a_whole_configuration_score_finds_the_best():
         assert found.cost <= budget
     plain = search(layers, 0.0, budget, "speedup", 40 / 28)
     assert plain.choice[3] != 0
+
+
+def test_distillation_loss_is_kl_at_temperature_plus_half_cross_entropy():
+    """Against the formula written out with numpy: T^2 x mean over rows of
+    sum_c p_t (log p_t - log p_s) at temperature T, + 0.5 x the mean cross-entropy."""
+    import numpy as np
+
+    from nmc.training.distill import CE_WEIGHT, TEMPERATURE, distillation_loss
+
+    gen = torch.Generator().manual_seed(3)
+    student, teacher = torch.randn(5, 4, generator=gen), torch.randn(5, 4, generator=gen) * 3
+    labels = torch.tensor([0, 3, 1, 1, 2])
+
+    def log_softmax(x):
+        x = x - x.max(-1, keepdims=True)
+        return x - np.log(np.exp(x).sum(-1, keepdims=True))
+
+    s, t = student.double().numpy(), teacher.double().numpy()
+    lt, ls = log_softmax(t / TEMPERATURE), log_softmax(s / TEMPERATURE)
+    kl = (np.exp(lt) * (lt - ls)).sum(-1).mean() * TEMPERATURE ** 2
+    ce = -log_softmax(s)[np.arange(5), labels.numpy()].mean()
+    expected = kl + CE_WEIGHT * ce
+    got = distillation_loss(student, teacher, labels)
+    assert abs(float(got) - expected) < 1e-5 and CE_WEIGHT == 0.5 and TEMPERATURE == 2.0
+    total = distillation_loss(student, teacher, labels, reduction="sum")
+    assert abs(float(total) - 5 * expected) < 5e-5
+    with pytest.raises(ValueError, match="reduction"):
+        distillation_loss(student, teacher, labels, reduction="none")
+
+
+def test_distilled_training_follows_the_teacher_not_the_labels():
+    """A teacher that always answers the next class after the label: trained with
+    distill=True the model learns the teacher's answers, without it the labels'."""
+    from nmc.training.run import pretrain
+
+    data = _data(60)
+    wrong = (data.labels + 1) % 3
+    agree = {}
+    for distill in (False, True):
+        model = _tiny()
+        run = Run(model, None, {}, 0, log=lambda s: None)
+        pretrain(run, model, {"train": data, "val": data, "test": data}, 0, teacher=True)
+        # the recorded teacher is the model as the sparse stages find it
+        torch.testing.assert_close(run.result("teacher"), model.eval()(data.images),
+                                   rtol=0, atol=1e-5)
+        run.state["results"]["teacher"] = torch.nn.functional.one_hot(wrong, 3).float() * 8
+        run.train("finetune", Dense(model), data,
+                  TrainSettings(epochs=6, batch_size=16, lr=3e-3, distill=distill))
+        predicted = model.eval()(data.images).argmax(-1)
+        agree[distill] = (float((predicted == data.labels).float().mean()),
+                          float((predicted == wrong).float().mean()))
+    assert agree[False][0] > agree[False][1] + 0.3, agree  # labels
+    assert agree[True][1] > agree[True][0] + 0.3, agree  # the teacher
+
+
+def test_a_stage_that_distils_needs_a_recorded_teacher():
+    model = _tiny()
+    run = Run(model, None, {}, 0, log=lambda s: None)
+    with pytest.raises(RuntimeError, match="no teacher was recorded"):
+        run.train("finetune", Dense(model), _data(), TrainSettings(epochs=1, distill=True))

@@ -28,7 +28,7 @@ import torch
 
 from nmc.training.nm_supernet import FixedNM, NMSupernet
 from nmc.training.run import (
-    Epochs, Run, TrainSettings, evaluate, held_out_error, pretrain,
+    Epochs, Run, evaluate, held_out_error, pretrain,
     worker_threads,
 )
 from nmc.training.subject import PortableModule, Subject
@@ -135,13 +135,12 @@ def train_supernet(run: Run, subject: Subject, data: Dataset, budget: str, targe
                    epochs: Epochs) -> Supernet:
     """Stages 1 and 2: (pre-training and) ELSA's supernet fine-tuning."""
     module = subject.module
-    dense = pretrain(run, module, data.splits, epochs.pretrain, epochs.batch_size)
+    dense = pretrain(run, module, data.splits, epochs.pretrain, epochs.batch_size,
+                     teacher=epochs.distill)
     layers, fixed = candidates(subject.nm_view(), budget, target)
     steps = -(-len(data["train"]) // epochs.batch_size) * epochs.supernet
     net = NMSupernet(module, [c.param for c in layers], [c.patterns for c in layers], steps)
-    run.train("supernet", net, data["train"],
-              TrainSettings(epochs=epochs.supernet, lr=epochs.lr,
-                            batch_size=epochs.batch_size))
+    run.train("supernet", net, data["train"], epochs.supernet_settings())
     return Supernet(module, layers, fixed, dense, origin=subject.origin)
 
 
@@ -187,9 +186,7 @@ def finetune(run: Run, module: torch.nn.Module, params: list[str], patterns: lis
     """Stage 4: fine-tune one configuration (masks recomputed every step), bake its masks
     into the weights; the val and test accuracy of the result."""
     fixed_net = FixedNM(module, params, patterns)
-    run.train("finetune", fixed_net, data["train"],
-              TrainSettings(epochs=epochs.finetune, lr=epochs.lr / 2,
-                            batch_size=epochs.batch_size))
+    run.train("finetune", fixed_net, data["train"], epochs.finetune_settings())
     fixed_net.bake([0] * len(params))
     return {s: evaluate(module, data[s])[0] for s in ("val", "test")}
 

@@ -40,13 +40,15 @@ from nmc.common.threads import torch_threads
 from nmc.models.datasets import Split
 from nmc.models.registry import set_training
 from nmc.training import data_parallel
+from nmc.training.distill import distillation_loss, teacher_logits
 from nmc.training.errors import SparsifyError
 
 
 @dataclass(frozen=True)
 class TrainSettings:
     """AdamW with a cosine learning-rate schedule (one warm-up epoch when training from
-    scratch), cross-entropy with label smoothing, fixed batch size."""
+    scratch), cross-entropy with label smoothing, fixed batch size; with `distill`, the
+    loss of distill.py against the logits the run recorded as stage "teacher"."""
 
     epochs: int
     lr: float = 1e-3
@@ -54,6 +56,7 @@ class TrainSettings:
     batch_size: int = 64
     label_smoothing: float = 0.1
     warmup_epochs: int = 0
+    distill: bool = False
 
 
 FINETUNE_LR = 5e-4
@@ -73,6 +76,18 @@ class Epochs:
     finetune: int  # the chosen configuration
     batch_size: int = 64
     lr: float = FINETUNE_LR
+    distill: bool = False  # the sparse stages learn the dense model's logits (distill.py)
+
+    def supernet_settings(self) -> TrainSettings:
+        """ELSA's supernet or SparseViT's adaptation."""
+        return TrainSettings(epochs=self.supernet, lr=self.lr, batch_size=self.batch_size,
+                             distill=self.distill)
+
+    def finetune_settings(self) -> TrainSettings:
+        """The chosen configuration's fine-tune: half the learning rate, it starts from
+        weights already trained for sparsity."""
+        return TrainSettings(epochs=self.finetune, lr=self.lr / 2,
+                             batch_size=self.batch_size, distill=self.distill)
 
 
 class Regime(Protocol):
@@ -100,7 +115,7 @@ def options_key(options: dict[str, Any]) -> str:
     return hashlib.sha256(json.dumps(options, sort_keys=True, default=str).encode()).hexdigest()
 
 
-SHARED_STAGES = ("pretrain", "dense", "supernet", "adapt")
+SHARED_STAGES = ("pretrain", "dense", "teacher", "supernet", "adapt")
 
 
 class Run:
@@ -201,6 +216,12 @@ class Run:
             t = (step - warm) / max(1, total - warm)
             return settings.lr * 0.5 * (1 + math.cos(math.pi * t))
 
+        teacher = None
+        if settings.distill:
+            teacher = self.result("teacher")
+            if teacher is None:
+                raise RuntimeError(f"stage {stage} distils, but no teacher was recorded "
+                                   f"(pretrain(..., teacher=True))")
         set_training(self.model, True)
         parallel = data_parallel.size() > 1
         began, epochs_here = time.perf_counter(), settings.epochs - start
@@ -218,11 +239,11 @@ class Run:
                         group["lr"] = lr_at(epoch * steps_per_epoch + i)
                     regime.begin_step(rng)
                     if parallel:  # this rank's shard of the batch (data_parallel.py)
-                        losses.append(self._parallel_step(regime, split, idx, opt, settings))
+                        losses.append(self._parallel_step(regime, split, idx, opt, settings,
+                                                          teacher))
                         continue
                     logits = regime.forward(split.images[idx])
-                    loss = F.cross_entropy(logits, split.labels[idx],
-                                           label_smoothing=settings.label_smoothing)
+                    loss = _loss(logits, split.labels[idx], teacher, idx, settings, "mean")
                     opt.zero_grad(set_to_none=True)
                     loss.backward()
                     opt.step()
@@ -244,15 +265,14 @@ class Run:
         self.finish(stage, asdict(settings))
 
     def _parallel_step(self, regime: Regime, split: Split, idx: torch.Tensor, opt,
-                       settings: TrainSettings) -> float:
+                       settings: TrainSettings, teacher: torch.Tensor | None) -> float:
         """One step of data-parallel training: forward and backward of this rank's shard
         of the batch `idx`, with its loss summed and divided by the whole batch's size, so
         that the gradients summed over the ranks are those of the batch's mean loss; the
         regime sees the whole batch's logits. Returns the batch's mean loss."""
         mine = idx[data_parallel.shard(len(idx))]
         logits = regime.forward(split.images[mine])
-        loss = F.cross_entropy(logits, split.labels[mine], reduction="sum",
-                               label_smoothing=settings.label_smoothing) / len(idx)
+        loss = _loss(logits, split.labels[mine], teacher, mine, settings, "sum") / len(idx)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         mean_loss = data_parallel.sync_gradients(self.model.parameters(), loss)
@@ -260,6 +280,17 @@ class Run:
         regime.end_step(data_parallel.gather_rows(logits.detach(), len(idx)),
                         split.labels[idx])
         return mean_loss
+
+
+def _loss(logits: torch.Tensor, labels: torch.Tensor, teacher: torch.Tensor | None,
+          idx: torch.Tensor, settings: TrainSettings, reduction: str) -> torch.Tensor:
+    """A training step's loss on the images `idx` of the split (their `logits`):
+    cross-entropy with label smoothing, or with a teacher's logits the distillation loss."""
+    if teacher is None:
+        return F.cross_entropy(logits, labels, reduction=reduction,
+                               label_smoothing=settings.label_smoothing)
+    return distillation_loss(logits, teacher[idx], labels, reduction=reduction,
+                             label_smoothing=settings.label_smoothing)
 
 
 THREADS = min(2, os.cpu_count() or 1)
@@ -336,10 +367,11 @@ PRETRAIN_LR = 1e-3
 
 
 def pretrain(run: Run, module: torch.nn.Module, splits: dict[str, Split], epochs: int,
-             batch_size: int = 64) -> dict[str, float]:
+             batch_size: int = 64, teacher: bool = False) -> dict[str, float]:
     """Dense training from scratch (when `epochs` > 0), then the dense model's accuracy on
     val and test, recorded as stage "dense" (the reference every sparse result is read
-    against)."""
+    against); with `teacher`, its logits on the train split too, as stage "teacher" (what
+    the sparse stages distil from, TrainSettings.distill)."""
     if epochs > 0:
         run.train("pretrain", Dense(module), splits["train"],
                   TrainSettings(epochs=epochs, lr=PRETRAIN_LR, warmup_epochs=1,
@@ -349,4 +381,8 @@ def pretrain(run: Run, module: torch.nn.Module, splits: dict[str, Split], epochs
         run.finish("dense", {s: evaluate(module, splits[s])[0] for s in ("val", "test")})
         run.log(f"dense model: top-1 val {run.result('dense')['val']:.2%}, test "
                 f"{run.result('dense')['test']:.2%}")
+    if teacher and not run.done("teacher"):
+        set_training(module, False)
+        with torch_threads(data_parallel.threads(THREADS)):
+            run.finish("teacher", teacher_logits(module, splits["train"]))
     return run.result("dense")

@@ -26,7 +26,7 @@ from typing import Sequence
 import torch
 
 from nmc.training.run import (
-    Epochs, Run, SparsifyError, TrainSettings, evaluate, held_out_error, pretrain,
+    Epochs, Run, SparsifyError, evaluate, held_out_error, pretrain,
     worker_threads,
 )
 from nmc.training.subject import PortableModule, Subject
@@ -105,10 +105,10 @@ def adapt(run: Run, subject: Subject, data: Dataset, target: Target,
                             f"the architecture name, e.g. swin_digits, not a torch.export "
                             f"file: its graph cannot switch keep ratios)")
     latency, stages = window_latency(subject, target)
-    dense = pretrain(run, module, data.splits, epochs.pretrain, epochs.batch_size)
+    dense = pretrain(run, module, data.splits, epochs.pretrain, epochs.batch_size,
+                     teacher=epochs.distill)
     run.train("adapt", WindowAdaptation(module, stages), data["train"],
-              TrainSettings(epochs=epochs.supernet, lr=epochs.lr,
-                            batch_size=epochs.batch_size))
+              epochs.supernet_settings())
     return Adapted(module, latency, stages, dense, origin=subject.origin)
 
 
@@ -158,9 +158,7 @@ def finetune(run: Run, module: torch.nn.Module, config: dict[str, float], data: 
     """Stage 4: fine-tune at one configuration of keep ratios; the val and test accuracy
     of the pruned model (the module is left dense in form)."""
     fixed = FixedWindows(module, config)
-    run.train("finetune", fixed, data["train"],
-              TrainSettings(epochs=epochs.finetune, lr=epochs.lr / 2,
-                            batch_size=epochs.batch_size))
+    run.train("finetune", fixed, data["train"], epochs.finetune_settings())
     accuracy = {s: evaluate(lambda x: fixed.run(x, config), data[s])[0]
                 for s in ("val", "test")}
     module.set_window_keep(None)
