@@ -784,7 +784,8 @@ PAIRS = [("elsa:speedup=2", "2:4"), ("elsa:speedup=2", "4:8"), ("4:8", "2:4"),
          ("elsa:speedup=2,rank=energy", "4:8"), ("elsa:speedup=2,rank=energy", "elsa:speedup=2"),
          ("elsa:speedup=2.5,rank=energy", "4:8"),
          ("elsa:speedup=2.5,rank=energy", "elsa:speedup=2.5"),
-         ("flow:speedup=2.5", "2:8"), ("flow:speedup=2.5", "4:8")]
+         ("flow:speedup=2.5", "2:8"), ("flow:speedup=2.5", "4:8"),
+         ("flow:speedup=2.5", "elsa:speedup=2.5")]
 
 
 def paired_table(out: Path) -> str:
