@@ -10,7 +10,8 @@ nmc.training; `nmc eval`, which measures the result on the emulator, is in nmc.c
 
 The budget picks the method: speedup=S (timing-model cycles of the linear layers, S times
 fewer than dense) or flops=F (ELSA's MACs) run ELSA; latency=L (modelled latency at most
-L x dense) runs SparseViT.
+L x dense) runs SparseViT. `--sparsity N:M|FILE.json` instead of a budget fine-tunes that
+configuration alone (no supernet, no search).
 """
 
 from __future__ import annotations
@@ -87,8 +88,10 @@ def parse_subsets(texts: list[str]) -> dict[str, int]:
     return sizes
 
 
-def config_path(output: Path, budget: Budget) -> Path:
-    suffix = ".window-keep.json" if budget.method == "sparsevit" else ".sparsity.json"
+def config_path(output: Path, budget: Budget | None) -> Path:
+    """Where the configuration goes beside OUT (budget None: a given --sparsity)."""
+    sparsevit = budget is not None and budget.method == "sparsevit"
+    suffix = ".window-keep.json" if sparsevit else ".sparsity.json"
     return output.with_name(output.stem + suffix)
 
 
@@ -106,10 +109,14 @@ def register(sub) -> None:
     p.add_argument("model", help="built-in architecture (deit_digits, swin_digits, ...: see "
                                  "`nmc export --list`) or a torch.export file")
     add_data_options(p)
-    p.add_argument("--budget", required=True, metavar="KIND=VALUE",
+    p.add_argument("--budget", metavar="KIND=VALUE",
                    help="speedup=S or flops=F: ELSA N:M (linear layers S times faster on the "
                         "timing model, or F times fewer MACs); latency=L: SparseViT window "
                         "keep ratios (modelled latency at most L x dense)")
+    p.add_argument("--sparsity", metavar="N:M|FILE.json",
+                   help="instead of --budget: fine-tune this N:M configuration, no supernet "
+                        "and no search (a pattern for every block linear, or a file as "
+                        "`nmc compile --sparsity-out` writes, e.g. of elsa:speedup=S)")
     p.add_argument("-o", "--output", type=Path, required=True, metavar="OUT.pt",
                    help="the fine-tuned torch.export file; the configuration is written "
                         "beside it (OUT.sparsity.json or OUT.window-keep.json)")
@@ -123,7 +130,8 @@ def register(sub) -> None:
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--lr", type=float, metavar="LR",
                    help="peak learning rate of the supernet / adaptation (cosine schedule); "
-                        "the chosen configuration fine-tunes at half of it (default: 5e-4, "
+                        "the chosen configuration fine-tunes at half of it, a --sparsity one "
+                        "at the whole (default: 5e-4, "
                         "for models nmc trains from scratch; a pretrained model wants about "
                         "1e-5 to 5e-5)")
     p.add_argument("--distill", action="store_true",
@@ -221,14 +229,19 @@ def _sparsify(args, check_only: bool = False) -> int:
     from nmc.models.datasets import load_dataset
     from nmc.models.registry import MODELS, parse_overrides
     from nmc.training.data_parallel import is_main
-    from nmc.training.elsa_flow import elsa
+    from nmc.training.elsa_flow import elsa, given
     from nmc.training.elsa_flow import format_outcome as format_elsa
     from nmc.training.run import FINETUNE_LR, Epochs, Run
     from nmc.training.sparsevit_flow import format_outcome as format_windows
     from nmc.training.sparsevit_flow import sparsevit_flow
     from nmc.training.subject import arch_image_size, from_arch, from_file
 
-    budget = parse_budget(args.budget)
+    if (args.budget is None) == (args.sparsity is None):
+        raise SparsifyError("give --budget KIND=VALUE (train a supernet and search) or "
+                            "--sparsity N:M|FILE.json (fine-tune that configuration)"
+                            + (", not both" if args.budget else ""))
+    budget = parse_budget(args.budget) if args.budget is not None else None
+    spec = given_spec(args.sparsity) if args.sparsity is not None else None
     for name in ("epochs", "finetune_epochs", "pretrain_epochs"):
         value = getattr(args, name)
         if value is not None and value < 0:
@@ -248,6 +261,8 @@ def _sparsify(args, check_only: bool = False) -> int:
                 inputs=[("the model", args.model if args.model not in MODELS
                                       and Path(args.model).is_file() else None),
                         ("--data", args.data if Path(args.data).is_file() else None),
+                        ("--sparsity", spec.path if spec is not None and spec.kind == "file"
+                         else None),
                         ("--target", target_file(args.target))])
     overrides = parse_overrides(args.set)
     _check_cluster_options(args)
@@ -269,9 +284,11 @@ def _sparsify(args, check_only: bool = False) -> int:
         (DEFAULT_PRETRAIN if is_arch else 0)
     epochs = Epochs(pretrain, args.epochs, args.finetune_epochs, args.batch_size,
                     lr=args.lr or FINETUNE_LR, distill=args.distill)
+    config = None if spec is None else given_config(spec, subject, target)
     options = {"model": _model_key(args.model), "set": overrides, "data": args.data,
                "normalize": args.normalize,
-               "method": budget.method, "epochs": [epochs.pretrain, epochs.supernet],
+               "method": "given" if budget is None else budget.method,
+               "epochs": [epochs.pretrain, epochs.supernet],
                "batch": epochs.batch_size, "target": target.name}
     if subsets:  # (only when given: checkpoints made before these options still resume)
         options["subset"] = subsets
@@ -279,15 +296,23 @@ def _sparsify(args, check_only: bool = False) -> int:
         options["lr"] = epochs.lr
     if epochs.distill:
         options["distill"] = True
-    budget_options = {"budget": [budget.kind, budget.value], "finetune": epochs.finetune}
+    budget_options = {"budget": [budget.kind, budget.value] if budget is not None
+                      else config_to_json(config), "finetune": epochs.finetune}
     log = (lambda text: print(text, file=sys.stderr))
     run = Run(subject.module, checkpoint, options, args.seed, budget_options=budget_options,
               restart=args.restart, log=log)
     log(f"sparsify {subject.name} on {data.name} ({len(data['train'])} train / "
         f"{len(data['val'])} val / {len(data['test'])} test images, "
-        f"{data.img_size}x{data.img_size}), {budget.method}, seed {args.seed}; "
+        f"{data.img_size}x{data.img_size}), {options['method']}, seed {args.seed}; "
         f"checkpoint {checkpoint}")
-    if budget.method == "elsa":
+    if budget is None:
+        outcome = given(run, subject, data, config, target, epochs)
+        table = format_elsa(outcome, "speedup")
+        config_text = config_to_json(outcome.config)
+        flag = "--sparsity"
+        summary = {"method": "given", "config": json.loads(config_text),
+                   "speedup": outcome.factor}
+    elif budget.method == "elsa":
         outcome = elsa(run, subject, data, budget.kind, budget.value, target, epochs, log)
         table = format_elsa(outcome, budget.kind)
         config_text = config_to_json(outcome.config)
@@ -313,6 +338,30 @@ def _sparsify(args, check_only: bool = False) -> int:
     print(f"wrote {output} and {config_out}; compile with: nmc compile {output} "
           f"{flag} {config_out} -o prog.bin")
     return 0
+
+
+def given_spec(text: str):  # noqa: ANN201 - a SparsitySpec
+    """--sparsity of nmc sparsify: N:M or FILE.json (an ELSA spec is chosen by --budget)."""
+    from nmc.compiler.sparsity.spec import parse_spec
+
+    spec = parse_spec(text)
+    if spec.kind == "elsa":
+        raise SparsifyError(f"--sparsity {text}: nmc sparsify takes a configuration to "
+                            f"fine-tune (N:M or FILE.json); to fine-tune the compiler's ELSA "
+                            f"choice, write it first: nmc compile MODEL --sparsity {text} "
+                            f"--sparsity-out FILE.json -o prog.bin; to train ELSA's supernet "
+                            f"and search, give --budget {spec.budget}=S")
+    return spec
+
+
+def given_config(spec, subject, target) -> dict:
+    """The layer -> pattern of a given --sparsity, checked against the model and target."""
+    from nmc.compiler.transforms.assign_sparsity import file_config, uniform_config
+
+    module = subject.nm_view()
+    if spec.kind == "uniform":
+        return uniform_config(module, spec.pattern, target)
+    return file_config(module, spec.path, target)
 
 
 def _check_fits(subject, data) -> None:

@@ -233,6 +233,45 @@ def test_distill_teaches_the_sparse_stages_the_model_files_logits(tmp_path, caps
     assert "made with other options" in capsys.readouterr().err
 
 
+def test_sparsity_fine_tunes_a_given_configuration(tmp_path, capsys):
+    """--sparsity N:M and --sparsity FILE.json: no supernet, no search; the written model
+    has the given patterns baked in, the written configuration is the given one, and the
+    kept weights moved (the fine-tune ran)."""
+    model_pt = tmp_path / "m.pt"
+    assert main(["export", "deit_digits", *DEIT, "-o", str(model_pt)]) == 0
+    before = _weights(model_pt)
+    common = ["--finetune-epochs", "1", "--lr", "1e-3", "--subset", "train=50",
+              "--subset", "val=20", "--subset", "test=30", "-q"]
+    out = tmp_path / "u.pt"
+    assert main(["sparsify", str(model_pt), "--sparsity", "2:4", *common, "-o", str(out),
+                 "--report-json", str(tmp_path / "u.json")]) == 0
+    assert "supernet" not in capsys.readouterr().err
+    config = json.loads((tmp_path / "u.sparsity.json").read_text())
+    assert len(config) == 4 and set(config.values()) == {"2:4"}
+    report = json.loads((tmp_path / "u.json").read_text())
+    assert report["method"] == "given" and report["config"] == config
+    assert report["speedup"] > 1.0  # the timing model's linear cycles (tiny layers: ~1.1x)
+    after = _weights(out)
+    for layer in config:
+        w = after[f"{layer}.weight"]
+        assert int((w.reshape(w.shape[0], -1, 4) != 0).sum(-1).max()) <= 2
+        assert not torch.equal(w[w != 0], before[f"{layer}.weight"][w != 0])
+    # a file naming some layers: those take its patterns, the others stay dense
+    given = tmp_path / "given.json"
+    given.write_text(json.dumps({"blocks.0.mlp.fc1": "1:4", "blocks.0.attn.qkv": "dense"}))
+    out = tmp_path / "f.pt"
+    assert main(["sparsify", str(model_pt), "--sparsity", str(given), *common,
+                 "-o", str(out)]) == 0
+    config = json.loads((tmp_path / "f.sparsity.json").read_text())
+    assert config == {"blocks.0.attn.qkv": "dense", "blocks.0.attn.proj": "dense",
+                      "blocks.0.mlp.fc1": "1:4", "blocks.0.mlp.fc2": "dense"}
+    w = _weights(out)["blocks.0.mlp.fc1.weight"]
+    assert int((w.reshape(w.shape[0], -1, 4) != 0).sum(-1).max()) <= 1
+    assert bool((_weights(out)["blocks.0.mlp.fc2.weight"] != 0).all())
+    assert main(["compile", str(out), "--sparsity", str(tmp_path / "f.sparsity.json"),
+                 "-o", str(tmp_path / "f.bin"), "-q"]) == 0
+
+
 @pytest.mark.parametrize("args, message", [
     (["deit_digits", "--budget", "speed=2"], "expected speedup=S or flops=F"),
     (["deit_digits", "--budget", "speedup=0.5"], "must be a number >= 1"),
@@ -244,6 +283,11 @@ def test_distill_teaches_the_sparse_stages_the_model_files_logits(tmp_path, caps
      "no such file or folder"),
     (["deit_digits", "--budget", "speedup=2", "--epochs", "-1"], "must be >= 0"),
     (["deit_digits", "--budget", "speedup=2", "--lr", "0"], "--lr must be a positive number"),
+    (["deit_digits"], "give --budget KIND=VALUE .* or --sparsity"),
+    (["deit_digits", "--budget", "speedup=2", "--sparsity", "2:4"], "not both"),
+    (["deit_digits", "--sparsity", "elsa:speedup=2"], "--sparsity-out FILE.json"),
+    (["deit_digits", "--sparsity", "3:4"], "does not support N:M pattern 3:4"),
+    (["deit_digits", "--sparsity", "nowhere.json"], "nowhere.json"),
     (["deit_digits", "--budget", "speedup=2", "--lr", "nan"], "--lr must be a positive number"),
     (["deit_digits", "--budget", "speedup=2", "--subset", "trian=5"],
      "expected SPLIT=N with SPLIT one of train, val, test"),

@@ -16,6 +16,10 @@ Stages (each resumable, see run.py):
    the supernet once, `ChoiceScores`), with the same results.
 4. finetune: the chosen configuration alone, masks still recomputed every step; then the
    masks are baked into the weights.
+
+`nmc sparsify --sparsity N:M|FILE.json` (`given`) skips stages 2 and 3: the configuration
+is the user's (a uniform pattern, or a file such as `nmc compile --sparsity elsa:...
+--sparsity-out` writes), and only its fine-tune runs.
 """
 
 from __future__ import annotations
@@ -27,8 +31,9 @@ from typing import Callable, Iterator, Sequence
 import torch
 
 from nmc.training.nm_supernet import FixedNM, NMSupernet
+from nmc.training.errors import SparsifyError
 from nmc.training.run import (
-    Epochs, Run, evaluate, held_out_error, pretrain,
+    Epochs, Run, TrainSettings, evaluate, held_out_error, pretrain,
     worker_threads,
 )
 from nmc.training.subject import PortableModule, Subject
@@ -51,7 +56,7 @@ class ElsaOutcome:
     cost: float  # of all linear layers (cycles, or MACs for flops)
     dense_cost: float
     layers: list[Candidate]
-    sensitivity: list[list[float]]
+    sensitivity: list[list[float]] | None  # None: a given configuration, nothing measured
 
     @property
     def factor(self) -> float:
@@ -174,7 +179,7 @@ def search_and_finetune(run: Run, supernet: Supernet, data: Dataset, budget: str
     log(f"search: {searched['evaluated']} configurations evaluated on val; the chosen one "
         f"scores {searched['val']:.2%} in the supernet")
     accuracy = finetune(run, supernet.module, [c.param for c in layers], patterns, data,
-                        epochs)
+                        epochs.finetune_settings())
     return ElsaOutcome({c.name: p for c, p in zip(layers, patterns)}, supernet.dense_accuracy,
                        accuracy,
                        fixed + sum(c.costs[i] for c, i in zip(layers, choice)),
@@ -182,11 +187,11 @@ def search_and_finetune(run: Run, supernet: Supernet, data: Dataset, budget: str
 
 
 def finetune(run: Run, module: torch.nn.Module, params: list[str], patterns: list[Pattern],
-             data: Dataset, epochs: Epochs) -> dict[str, float]:
+             data: Dataset, settings: TrainSettings) -> dict[str, float]:
     """Stage 4: fine-tune one configuration (masks recomputed every step), bake its masks
     into the weights; the val and test accuracy of the result."""
     fixed_net = FixedNM(module, params, patterns)
-    run.train("finetune", fixed_net, data["train"], epochs.finetune_settings())
+    run.train("finetune", fixed_net, data["train"], settings)
     fixed_net.bake([0] * len(params))
     return {s: evaluate(module, data[s])[0] for s in ("val", "test")}
 
@@ -198,19 +203,43 @@ def elsa(run: Run, subject: Subject, data: Dataset, budget: str, factor: float,
     return search_and_finetune(run, supernet, data, budget, factor, epochs, log)
 
 
+def given(run: Run, subject: Subject, data: Dataset, config: dict[str, Pattern],
+          target: Target, epochs: Epochs) -> ElsaOutcome:
+    """(Pre-training and) the fine-tune of a configuration the user gave (`config`: layer
+    -> pattern, a subset of the sparsifiable layers; the others stay dense); its cost is
+    the timing model's linear cycles, as `--budget speedup=S` counts them."""
+    module = subject.module
+    dense = pretrain(run, module, data.splits, epochs.pretrain, epochs.batch_size,
+                     teacher=epochs.distill)
+    layers, fixed = candidates(subject.nm_view(), "speedup", target)
+    names = {c.name for c in layers}
+    other = [name for name in config if name not in names]
+    if other:
+        raise SparsifyError(f"--sparsity: {', '.join(other)} is not a layer nmc sparsify "
+                            f"trains sparse (the linears of the transformer blocks: "
+                            f"{', '.join(c.name for c in layers[:4])}, ...)")
+    patterns = [config.get(c.name) for c in layers]
+    accuracy = finetune(run, module, [c.param for c in layers], patterns, data,
+                        epochs.finetune_settings(after_supernet=False))
+    cost = fixed + sum(c.costs[c.patterns.index(p)] for c, p in zip(layers, patterns))
+    return ElsaOutcome({c.name: p for c, p in zip(layers, patterns)}, dense, accuracy, cost,
+                       fixed + sum(c.costs[0] for c in layers), layers, None)
+
+
 def format_outcome(o: ElsaOutcome, budget: str) -> str:
     from nmc.compiler.sparsity.elsa import format_table
 
-    by_name = {c.name: (c, s) for c, s in zip(o.layers, o.sensitivity)}
+    sensitivity = o.sensitivity or [None] * len(o.layers)
+    by_name = {c.name: (c, s) for c, s in zip(o.layers, sensitivity)}
     rows = []
     for name, pattern in o.config.items():
         c, sens = by_name[name]
         i = c.patterns.index(pattern)
-        rows.append((name, pattern, c.costs[i], sens[i]))
+        rows.append((name, pattern, c.costs[i], None if sens is None else sens[i]))
     unit = "cycles" if budget == "speedup" else "MACs"
     what = "faster" if budget == "speedup" else "fewer MACs"
     total = (f"linear layers: {o.cost:.0f} {unit}, {o.factor:.3f}x {what} than dense; "
              f"top-1 val {o.accuracy['val']:.2%} test {o.accuracy['test']:.2%} (dense "
              f"{o.dense_accuracy['val']:.2%} / {o.dense_accuracy['test']:.2%})")
-    # the last column: the layer's val-loss increase alone at its pattern
+    # the last column: the layer's val-loss increase alone at its pattern ("-": given)
     return format_table(rows, total, cost_header=unit, error_header="dval loss")

@@ -83,11 +83,13 @@ class Epochs:
         return TrainSettings(epochs=self.supernet, lr=self.lr, batch_size=self.batch_size,
                              distill=self.distill)
 
-    def finetune_settings(self) -> TrainSettings:
-        """The chosen configuration's fine-tune: half the learning rate, it starts from
-        weights already trained for sparsity."""
-        return TrainSettings(epochs=self.finetune, lr=self.lr / 2,
-                             batch_size=self.batch_size, distill=self.distill)
+    def finetune_settings(self, after_supernet: bool = True) -> TrainSettings:
+        """The chosen configuration's fine-tune: after a supernet or adaptation at half the
+        learning rate (it starts from weights already trained for sparsity); a given
+        configuration (`nmc sparsify --sparsity`) at the whole."""
+        lr = self.lr / 2 if after_supernet else self.lr
+        return TrainSettings(epochs=self.finetune, lr=lr, batch_size=self.batch_size,
+                             distill=self.distill)
 
 
 class Regime(Protocol):
