@@ -162,9 +162,10 @@ def parse_recipe(text: str) -> Recipe:
 # ELSA's whole flow, `nmc sparsify` on the classifier (stage "supernet"), at a stated reduced
 # scale to fit ~1 h on 2 cores: the supernet and the chosen configuration's fine-tune on a
 # stratified subset of SPARSIFY_TRAIN train images (cross-entropy with labels, nmc
-# sparsify's default loss; `supernet --distill`: its --distill, the rows' loss), the search scored on SPARSIFY_VAL val images (each
-# of its ~410 configurations, 48 layers x 5 patterns alone and then the evolutionary
-# search's, costs a pass over them), the fine-tune at half the supernet's learning rate
+# sparsify's default loss; `supernet --distill`: its --distill, the rows' loss), the
+# search scored on SPARSIFY_VAL val images (each of its ~410 configurations, 48 layers x
+# 5 patterns alone and then the evolutionary search's, costs a pass over them), the
+# fine-tune at half the supernet's learning rate
 SPARSIFY = {"epochs": 4, "finetune-epochs": 2, "batch-size": 32, "lr": 3e-5}
 SPARSIFY_TRAIN = 2000
 SPARSIFY_VAL = 200
@@ -350,7 +351,7 @@ class Bench:
     def flow_config(self, spec: str) -> Path:
         """The configuration file of "flow:BUDGET" (FLOW_SEED's flow row)."""
         budget = spec[len("flow:"):]
-        path = self.out / "rows" / f"sparsify-{slug(budget)}-s{FLOW_SEED}" / "model.sparsity.json"
+        path = self.out / "rows" / flow_row(budget, FLOW_SEED) / "model.sparsity.json"
         if not path.exists():
             raise SystemExit(f"{spec}: run the supernet stage first ({path})")
         return path
@@ -397,7 +398,7 @@ class Bench:
         """ELSA's flow (`nmc sparsify --budget BUDGET`, SPARSIFY; with `distill`, `nmc
         sparsify --distill`: rows of their own) from the classifier, its result compiled
         with the configuration it chose and evaluated as the other rows."""
-        name = f"{flow_name(distill)}-{slug(budget)}-s{seed}"
+        name = flow_row(budget, seed, distill)
         folder = self.out / "rows" / name
         folder.mkdir(parents=True, exist_ok=True)
         model_file = folder / "model.pt2"
@@ -652,6 +653,11 @@ def load_rows(out: Path) -> dict[str, dict]:
 def flow_name(distill: bool) -> str:
     """The rows of ELSA's flow: sparsify-BUDGET-sSEED, with --distill sparsify_distill-..."""
     return "sparsify_distill" if distill else "sparsify"
+
+
+def flow_row(budget: str, seed: int, distill: bool = False) -> str:
+    """The row of one run of ELSA's flow (stage supernet)."""
+    return f"{flow_name(distill)}-{slug(budget)}-s{seed}"
 
 
 def finetune_name(spec: str, seed: int, column: Column = Column()) -> str:

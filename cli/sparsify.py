@@ -284,7 +284,8 @@ def _sparsify(args, check_only: bool = False) -> int:
         (DEFAULT_PRETRAIN if is_arch else 0)
     epochs = Epochs(pretrain, args.epochs, args.finetune_epochs, args.batch_size,
                     lr=args.lr or FINETUNE_LR, distill=args.distill)
-    config = None if spec is None else given_config(spec, subject, target)
+    nm_view = None if spec is None else subject.nm_view()  # the layers a --sparsity names
+    config = None if spec is None else given_config(spec, nm_view, target)
     options = {"model": _model_key(args.model), "set": overrides, "data": args.data,
                "normalize": args.normalize,
                "method": "given" if budget is None else budget.method,
@@ -306,7 +307,7 @@ def _sparsify(args, check_only: bool = False) -> int:
         f"{data.img_size}x{data.img_size}), {options['method']}, seed {args.seed}; "
         f"checkpoint {checkpoint}")
     if budget is None:
-        outcome = given(run, subject, data, config, target, epochs)
+        outcome = given(run, subject, data, config, nm_view, target, epochs)
         table = format_elsa(outcome, "speedup")
         config_text = config_to_json(outcome.config)
         flag = "--sparsity"
@@ -354,14 +355,14 @@ def given_spec(text: str):  # noqa: ANN201 - a SparsitySpec
     return spec
 
 
-def given_config(spec, subject, target) -> dict:
-    """The layer -> pattern of a given --sparsity, checked against the model and target."""
+def given_config(spec, nm_view, target) -> dict:
+    """The layer -> pattern of a given --sparsity, checked against the model's nm IR
+    (`Subject.nm_view`) and the target."""
     from nmc.compiler.transforms.assign_sparsity import file_config, uniform_config
 
-    module = subject.nm_view()
     if spec.kind == "uniform":
-        return uniform_config(module, spec.pattern, target)
-    return file_config(module, spec.path, target)
+        return uniform_config(nm_view, spec.pattern, target)
+    return file_config(nm_view, spec.path, target)
 
 
 def _check_fits(subject, data) -> None:

@@ -29,6 +29,7 @@ from dataclasses import dataclass, field
 from typing import Callable, Iterator, Sequence
 
 import torch
+from xdsl.dialects.builtin import ModuleOp
 
 from nmc.training.nm_supernet import FixedNM, NMSupernet
 from nmc.training.errors import SparsifyError
@@ -180,10 +181,8 @@ def search_and_finetune(run: Run, supernet: Supernet, data: Dataset, budget: str
         f"scores {searched['val']:.2%} in the supernet")
     accuracy = finetune(run, supernet.module, [c.param for c in layers], patterns, data,
                         epochs.finetune_settings())
-    return ElsaOutcome({c.name: p for c, p in zip(layers, patterns)}, supernet.dense_accuracy,
-                       accuracy,
-                       fixed + sum(c.costs[i] for c, i in zip(layers, choice)),
-                       supernet.dense_cost, layers, searched["sensitivity"])
+    return outcome(layers, fixed, patterns, supernet.dense_accuracy, accuracy,
+                   searched["sensitivity"])
 
 
 def finetune(run: Run, module: torch.nn.Module, params: list[str], patterns: list[Pattern],
@@ -204,14 +203,15 @@ def elsa(run: Run, subject: Subject, data: Dataset, budget: str, factor: float,
 
 
 def given(run: Run, subject: Subject, data: Dataset, config: dict[str, Pattern],
-          target: Target, epochs: Epochs) -> ElsaOutcome:
+          nm_view: ModuleOp, target: Target, epochs: Epochs) -> ElsaOutcome:
     """(Pre-training and) the fine-tune of a configuration the user gave (`config`: layer
-    -> pattern, a subset of the sparsifiable layers; the others stay dense); its cost is
-    the timing model's linear cycles, as `--budget speedup=S` counts them."""
+    -> pattern, a subset of the sparsifiable layers; the others stay dense, checked on
+    `nm_view`, the subject's nm IR); its cost is the timing model's linear cycles, as
+    `--budget speedup=S` counts them."""
     module = subject.module
     dense = pretrain(run, module, data.splits, epochs.pretrain, epochs.batch_size,
                      teacher=epochs.distill)
-    layers, fixed = candidates(subject.nm_view(), "speedup", target)
+    layers, fixed = candidates(nm_view, "speedup", target)
     names = {c.name for c in layers}
     other = [name for name in config if name not in names]
     if other:
@@ -221,9 +221,18 @@ def given(run: Run, subject: Subject, data: Dataset, config: dict[str, Pattern],
     patterns = [config.get(c.name) for c in layers]
     accuracy = finetune(run, module, [c.param for c in layers], patterns, data,
                         epochs.finetune_settings(after_supernet=False))
+    return outcome(layers, fixed, patterns, dense, accuracy, None)
+
+
+def outcome(layers: list[Candidate], fixed: float, patterns: list[Pattern],
+            dense_accuracy: dict[str, float], accuracy: dict[str, float],
+            sensitivity: list[list[float]] | None) -> ElsaOutcome:
+    """A fine-tuned configuration (`patterns`, one per layer) with its cost and the dense
+    cost (`fixed`: the other linear layers')."""
     cost = fixed + sum(c.costs[c.patterns.index(p)] for c, p in zip(layers, patterns))
-    return ElsaOutcome({c.name: p for c, p in zip(layers, patterns)}, dense, accuracy, cost,
-                       fixed + sum(c.costs[0] for c in layers), layers, None)
+    return ElsaOutcome({c.name: p for c, p in zip(layers, patterns)}, dense_accuracy,
+                       accuracy, cost, fixed + sum(c.costs[0] for c in layers), layers,
+                       sensitivity)
 
 
 def format_outcome(o: ElsaOutcome, budget: str) -> str:
