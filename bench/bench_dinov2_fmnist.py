@@ -43,7 +43,10 @@ bench-out/dinov2_fmnist/, which git ignores, so a rerun or a killed run resumes)
   configuration, ELSA's proxy, the errors of the whole configuration, the weight energy
   its masks remove.
 - table: the Markdown table of every finished row, and the fine-tuned pairs of nearly
-  equal modelled speed-up compared seed by seed, and the diagnosis (results.md).
+  equal modelled speed-up compared seed by seed, and the diagnosis (results.md). It first
+  archives what the tables are made of (each row's row.json, the stages' summaries) in
+  bench/results/dinov2_fmnist/, which git tracks, and reads the rows from there and from
+  --out: a new machine (an empty bench-out/) loses the models, not the numbers.
 """
 
 from __future__ import annotations
@@ -67,6 +70,8 @@ from nmc.models.registry import build_model
 from nmc.training.distill import CE_WEIGHT, distillation_loss
 
 ROOT = Path(__file__).resolve().parent.parent
+RESULTS = ROOT / "bench" / "results" / "dinov2_fmnist"  # committed: the tables' numbers
+SUMMARIES = ("probe.json", "dense_test.json", "diagnosis.json", "recipes.json")
 NMC = [sys.executable, "-m", "nmc.cli"]
 ARCH = "vit_small_patch14_dinov2"
 IMG = 112  # 8x8 patches of 14 + the class token: 65 tokens (224 would be 257)
@@ -479,7 +484,8 @@ class Bench:
         every row), top-1 on the first N_EVAL test images. The default recipe's result is
         the fine-tuned row's PyTorch top-1 where that row exists."""
         path = self.out / "recipes.json"
-        done = json.loads(path.read_text()) if path.exists() else []
+        archived = summary(self.out, "recipes.json")
+        done = json.loads(archived.read_text()) if archived.exists() else []
         rows = load_rows(self.out)
         test = self.data["test"]
         for spec in specs:
@@ -528,7 +534,8 @@ class Bench:
         from nmc.models.nm_sparsity import nm_mask
 
         path = self.out / "diagnosis.json"
-        results = json.loads(path.read_text()) if path.exists() else []
+        archived = summary(self.out, "diagnosis.json")
+        results = json.loads(archived.read_text()) if archived.exists() else []
         todo = [spec for spec in TABLE_ORDER if spec not in {r["spec"] for r in results}
                 and self.oneshot_config(spec) is not None]
         if not todo:
@@ -643,11 +650,29 @@ def rank_correlations(results: list[dict], rows: dict) -> str:
 
 
 def load_rows(out: Path) -> dict[str, dict]:
+    """Every finished row: the archived ones (RESULTS), then those of `out` (newer)."""
     rows = {}
-    for path in sorted((out / "rows").glob("*/row.json")):
+    for path in [*sorted((RESULTS / "rows").glob("*.json")),
+                 *sorted((out / "rows").glob("*/row.json"))]:
         r = json.loads(path.read_text())
         rows[r["name"]] = r
     return rows
+
+
+def summary(out: Path, name: str) -> Path:
+    """A stage's summary file (SUMMARIES): `out`'s, or else the archived one."""
+    return out / name if (out / name).exists() else RESULTS / name
+
+
+def archive(out: Path) -> None:
+    """Copy what the tables are made of from `out` to RESULTS (git tracks it): each
+    finished row's row.json as rows/NAME.json, and the stages' summaries."""
+    (RESULTS / "rows").mkdir(parents=True, exist_ok=True)
+    for path in (out / "rows").glob("*/row.json"):
+        (RESULTS / "rows" / f"{path.parent.name}.json").write_text(path.read_text())
+    for name in SUMMARIES:
+        if (out / name).exists():
+            (RESULTS / name).write_text((out / name).read_text())
 
 
 def flow_name(distill: bool) -> str:
@@ -763,7 +788,7 @@ def flow_table(out: Path) -> str:
 def recipe_table(out: Path) -> str:
     """The recipe stage's results (recipes.json): PyTorch top-1 by configuration and
     recipe, seeds side by side."""
-    path = out / "recipes.json"
+    path = summary(out, "recipes.json")
     if not path.exists():
         return ""
     cells: dict[tuple, list[str]] = {}
@@ -891,10 +916,11 @@ def main() -> int:
                 for spec in args.finetune:
                     bench.finetune(spec, seed, Column(args.steps, args.lr))
         elif stage == "table":
+            archive(args.out)
             text = "\n\n".join(t for t in (table(args.out), paired_table(args.out),
                                              flow_table(args.out),
                                              recipe_table(args.out)) if t)
-            if (args.out / "diagnosis.json").exists():  # the diagnose stage's, refreshed
+            if summary(args.out, "diagnosis.json").exists():  # the diagnose stage's, refreshed
                 text += "\n\n" + diagnosis_table(bench.diagnose(), args.out)
             (args.out / "results.md").write_text(text + "\n")
             print(text)

@@ -121,7 +121,8 @@ def register(sub) -> None:
                    help="the fine-tuned torch.export file; the configuration is written "
                         "beside it (OUT.sparsity.json or OUT.window-keep.json)")
     p.add_argument("--epochs", type=int, default=20,
-                   help="supernet / adaptation epochs (default: %(default)s)")
+                   help="supernet / adaptation epochs (default: %(default)s; none with "
+                        "--sparsity)")
     p.add_argument("--pretrain-epochs", type=int, metavar="N",
                    help="dense epochs first (default: 30 for an architecture, which starts "
                         "from random weights; 0 for a model file)")
@@ -289,7 +290,9 @@ def _sparsify(args, check_only: bool = False) -> int:
     options = {"model": _model_key(args.model), "set": overrides, "data": args.data,
                "normalize": args.normalize,
                "method": "given" if budget is None else budget.method,
-               "epochs": [epochs.pretrain, epochs.supernet],
+               # a given configuration trains no supernet: --epochs does not shape its run
+               "epochs": [epochs.pretrain] if budget is None else
+                         [epochs.pretrain, epochs.supernet],
                "batch": epochs.batch_size, "target": target.name}
     if subsets:  # (only when given: checkpoints made before these options still resume)
         options["subset"] = subsets

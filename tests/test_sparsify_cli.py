@@ -251,14 +251,22 @@ def test_sparsity_fine_tunes_a_given_configuration(tmp_path, capsys):
     report = json.loads((tmp_path / "u.json").read_text())
     assert report["method"] == "given" and report["config"] == config
     assert report["speedup"] > 1.0  # the timing model's linear cycles (tiny layers: ~1.1x)
+    # no supernet is trained, so --epochs does not make it another run: the checkpoint's
+    # finished fine-tune is reused
+    assert main(["sparsify", str(model_pt), "--sparsity", "2:4", *common, "-o", str(out),
+                 "--epochs", "7"]) == 0
+    err = capsys.readouterr().err
+    assert "resuming from" in err and "finetune" in err.split("resuming from")[1], err
     after = _weights(out)
     for layer in config:
         w = after[f"{layer}.weight"]
         assert int((w.reshape(w.shape[0], -1, 4) != 0).sum(-1).max()) <= 2
         assert not torch.equal(w[w != 0], before[f"{layer}.weight"][w != 0])
-    # a file naming some layers: those take its patterns, the others stay dense
+    # a file naming some layers: those take its patterns, the others stay dense; the head
+    # may be named dense (nmc compile --sparsity-out names every linear layer)
     given = tmp_path / "given.json"
-    given.write_text(json.dumps({"blocks.0.mlp.fc1": "1:4", "blocks.0.attn.qkv": "dense"}))
+    given.write_text(json.dumps({"blocks.0.mlp.fc1": "1:4", "blocks.0.attn.qkv": "dense",
+                                 "head": "dense"}))
     out = tmp_path / "f.pt"
     assert main(["sparsify", str(model_pt), "--sparsity", str(given), *common,
                  "-o", str(out)]) == 0
@@ -270,6 +278,14 @@ def test_sparsity_fine_tunes_a_given_configuration(tmp_path, capsys):
     assert bool((_weights(out)["blocks.0.mlp.fc2.weight"] != 0).all())
     assert main(["compile", str(out), "--sparsity", str(tmp_path / "f.sparsity.json"),
                  "-o", str(tmp_path / "f.bin"), "-q"]) == 0
+    # the head sparse is refused: nmc sparsify trains the transformer blocks' linears
+    capsys.readouterr()
+    given.write_text(json.dumps({"blocks.0.mlp.fc1": "1:4", "head": "2:4"}))
+    assert main(["sparsify", str(model_pt), "--sparsity", str(given), *common,
+                 "-o", str(tmp_path / "h.pt")]) == 1
+    err = capsys.readouterr().err
+    assert "head is not a layer nmc sparsify trains sparse" in err, err
+    assert not (tmp_path / "h.pt").exists()
 
 
 @pytest.mark.parametrize("args, message", [

@@ -243,3 +243,18 @@ def test_a_stage_that_distils_needs_a_recorded_teacher():
     run = Run(model, None, {}, 0, log=lambda s: None)
     with pytest.raises(RuntimeError, match="no teacher was recorded"):
         run.train("finetune", Dense(model), _data(), TrainSettings(epochs=1, distill=True))
+
+
+def test_a_rank_without_teacher_images_sends_rows_of_the_logits_width(monkeypatch):
+    """Under data-parallel training a rank whose part of the split is empty (fewer images
+    than ranks) still takes part in the gather with [0, classes] rows, the shape every
+    other rank sends; a shapeless tensor would make the collective fail."""
+    from nmc.training import data_parallel, distill
+
+    sent = []
+    monkeypatch.setattr(data_parallel, "size", lambda: 2)
+    monkeypatch.setattr(data_parallel, "shard", lambda count: slice(count, count))
+    monkeypatch.setattr(data_parallel, "gather_rows",
+                        lambda rows, count: sent.append(rows.shape) or rows)
+    distill.teacher_logits(_tiny().eval(), _data(n=1))
+    assert sent == [torch.Size([0, 3])]

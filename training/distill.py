@@ -52,7 +52,8 @@ def teacher_logits(model: torch.nn.Module, split: Split, batch_size: int = 256) 
     part = data_parallel.shard(len(split))
     rows = [model(split.images[i:min(i + batch_size, part.stop)])
             for i in range(part.start, part.stop, batch_size)]
-    mine = torch.cat(rows) if rows else torch.zeros(0)
+    # a rank with no images still sends rows of the logits' width to the gather
+    mine = torch.cat(rows) if rows else model(split.images[:1])[:0]
     if data_parallel.size() > 1:
         return data_parallel.gather_rows(mine, len(split))
     return mine

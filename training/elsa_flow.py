@@ -213,7 +213,10 @@ def given(run: Run, subject: Subject, data: Dataset, config: dict[str, Pattern],
                      teacher=epochs.distill)
     layers, fixed = candidates(nm_view, "speedup", target)
     names = {c.name for c in layers}
-    other = [name for name in config if name not in names]
+    # a layer it cannot train sparse may be named dense (nmc compile --sparsity-out names
+    # every linear layer, the head too)
+    other = [name for name, pattern in config.items()
+             if name not in names and pattern is not None]
     if other:
         raise SparsifyError(f"--sparsity: {', '.join(other)} is not a layer nmc sparsify "
                             f"trains sparse (the linears of the transformer blocks: "
