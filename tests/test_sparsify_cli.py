@@ -263,7 +263,7 @@ def test_sparsity_fine_tunes_a_given_configuration(tmp_path, capsys):
         assert int((w.reshape(w.shape[0], -1, 4) != 0).sum(-1).max()) <= 2
         assert not torch.equal(w[w != 0], before[f"{layer}.weight"][w != 0])
     # a file naming some layers: those take its patterns, the others stay dense; the head
-    # may be named dense (nmc compile --sparsity-out names every linear layer)
+    # may be named dense (nmc compile's --sparsity FILE.json may name any linear layer)
     given = tmp_path / "given.json"
     given.write_text(json.dumps({"blocks.0.mlp.fc1": "1:4", "blocks.0.attn.qkv": "dense",
                                  "head": "dense"}))

@@ -213,8 +213,8 @@ def given(run: Run, subject: Subject, data: Dataset, config: dict[str, Pattern],
                      teacher=epochs.distill)
     layers, fixed = candidates(nm_view, "speedup", target)
     names = {c.name for c in layers}
-    # a layer it cannot train sparse may be named dense (nmc compile --sparsity-out names
-    # every linear layer, the head too)
+    # a layer it does not train sparse may be named dense: a file nmc compile takes (any
+    # linear layer, the head too) is a file nmc sparsify takes
     other = [name for name, pattern in config.items()
              if name not in names and pattern is not None]
     if other:
