@@ -285,8 +285,12 @@ def _sparsify(args, check_only: bool = False) -> int:
         (DEFAULT_PRETRAIN if is_arch else 0)
     epochs = Epochs(pretrain, args.epochs, args.finetune_epochs, args.batch_size,
                     lr=args.lr or FINETUNE_LR, distill=args.distill)
-    nm_view = None if spec is None else subject.nm_view()  # the layers a --sparsity names
-    config = None if spec is None else given_config(spec, nm_view, target)
+    nm_view, config = None, None
+    if spec is not None:  # the layers a --sparsity names, checked on the nm IR
+        from nmc.compiler.transforms.assign_sparsity import given_config
+
+        nm_view = subject.nm_view()
+        config = given_config(nm_view, spec, target)
     options = {"model": _model_key(args.model), "set": overrides, "data": args.data,
                "normalize": args.normalize,
                "method": "given" if budget is None else budget.method,
@@ -356,16 +360,6 @@ def given_spec(text: str):  # noqa: ANN201 - a SparsitySpec
                             f"--sparsity-out FILE.json -o prog.bin; to train ELSA's supernet "
                             f"and search, give --budget {spec.budget}=S")
     return spec
-
-
-def given_config(spec, nm_view, target) -> dict:
-    """The layer -> pattern of a given --sparsity, checked against the model's nm IR
-    (`Subject.nm_view`) and the target."""
-    from nmc.compiler.transforms.assign_sparsity import file_config, uniform_config
-
-    if spec.kind == "uniform":
-        return uniform_config(nm_view, spec.pattern, target)
-    return file_config(nm_view, spec.path, target)
 
 
 def _check_fits(subject, data) -> None:

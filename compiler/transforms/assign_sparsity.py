@@ -33,7 +33,8 @@ from nmc.compiler.sparsity.block_linears import block_linears
 from nmc.compiler.sparsity.cost import linear_cycles, linear_macs
 from nmc.common.nm_format import Pattern, pattern_text
 from nmc.compiler.sparsity.spec import (
-    SparsityError, check_supported, config_to_json, parse_pattern, parse_spec, read_config,
+    SparsityError, SparsitySpec, check_supported, config_to_json, parse_pattern, parse_spec,
+    read_config,
 )
 from nmc.compiler.sparsity.target_check import check_linear_patterns
 from nmc.compiler.transforms.target_option import TargetedPass
@@ -112,6 +113,14 @@ def uniform_config(module: ModuleOp, pattern: Pattern, target: Target) -> dict[s
         _check_k(op, pattern, f"--sparsity {pattern_text(pattern)}")
         config[op.layer_name] = pattern
     return config
+
+
+def given_config(module: ModuleOp, spec: SparsitySpec, target: Target) -> dict[str, Pattern]:
+    """The layer -> pattern of a spec that names its configuration (uniform N:M, or a
+    FILE.json), checked against `module`'s linear layers and the target."""
+    if spec.kind == "uniform":
+        return uniform_config(module, spec.pattern, target)
+    return file_config(module, spec.path, target)
 
 
 def file_config(module: ModuleOp, path: str, target: Target) -> dict[str, Pattern]:
@@ -298,10 +307,8 @@ class AssignSparsity(TargetedPass):
     def assign(self, op: ModuleOp, target: Target) -> None:
         spec = parse_spec(self.spec)
         rows, ranked = None, None
-        if spec.kind == "uniform":
-            config = uniform_config(op, spec.pattern, target)
-        elif spec.kind == "file":
-            config = file_config(op, spec.path, target)
+        if spec.kind in ("uniform", "file"):
+            config = given_config(op, spec, target)
         else:
             config, rows, ranked = elsa_config(op, spec.budget, spec.value, self.calib,
                                                target, self.quant, self.observer, spec.rank)
