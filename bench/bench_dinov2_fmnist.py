@@ -39,6 +39,10 @@ bench-out/dinov2_fmnist/, which git ignores, so a rerun or a killed run resumes)
   row per --seeds seed, its model compiled and evaluated as the other rows; with --distill,
   `nmc sparsify --distill` (the fine-tuned rows' loss instead of cross-entropy), rows of
   their own.
+- given: `nmc sparsify --sparsity FILE.json --distill` (no supernet, no search) on the one-
+  shot configuration of each --finetune SPEC (default: elsa:speedup=2.5), GIVEN below:
+  the 378-step column's fine-tune run by nmc's own command instead of this script's loop
+  (a user's way to it), one row per --seeds seed, compiled and evaluated as the other rows.
 - diagnose: why ELSA's choice does or does not win (`Bench.diagnose`): per one-shot
   configuration, ELSA's proxy, the errors of the whole configuration, the weight energy
   its masks remove.
@@ -174,6 +178,10 @@ def parse_recipe(text: str) -> Recipe:
 SPARSIFY = {"epochs": 4, "finetune-epochs": 2, "batch-size": 32, "lr": 3e-5}
 SPARSIFY_TRAIN = 2000
 SPARSIFY_VAL = 200
+# stage "given", `nmc sparsify --sparsity FILE.json --distill`: as many steps as the 378-step
+# column (3 epochs of a stratified N_TRAIN train images in batches of 32: 375 steps), at its
+# learning rate (a given configuration fine-tunes at the whole --lr), val SPARSIFY_VAL images
+GIVEN = {"finetune-epochs": 3, "batch-size": 32, "lr": 1e-5}
 
 
 def log(text: str) -> None:
@@ -420,6 +428,26 @@ class Bench:
         command = f"nmc sparsify --budget {budget}" + (" --distill" if distill else "")
         return self.row(name, f"`{command}` (seed {seed})", model_file,
                         None, str(folder / "model.sparsity.json"))
+
+    def given(self, spec: str, seed: int) -> dict:
+        """`nmc sparsify --sparsity FILE.json --distill` (GIVEN) on the one-shot
+        configuration of `spec`, compiled and evaluated as the other rows."""
+        name = given_row(spec, seed)
+        folder = self.out / "rows" / name
+        folder.mkdir(parents=True, exist_ok=True)
+        cfg, model_file = folder / "config.json", folder / "model.pt2"
+        cfg.write_text(json.dumps(self.oneshot_choice(spec), indent=1) + "\n")
+        if not model_file.exists():
+            options = [a for k, v in GIVEN.items() for a in (f"--{k}", str(v))]
+            nmc("sparsify", str(self.classifier), *DATA, "--sparsity", str(cfg), "--distill",
+                *options, "--subset", f"train={N_TRAIN}", "--subset", f"val={SPARSIFY_VAL}",
+                "--subset", f"test={N_EVAL}", "--seed", str(seed), "-o", str(model_file),
+                "--report-json", str(folder / "sparsify.json"), "-q",
+                log_file=folder / "sparsify.log")
+            (folder / "model.ckpt").unlink(missing_ok=True)
+        return self.row(name, f"`nmc sparsify --sparsity` {spec}'s configuration "
+                              f"`--distill` (seed {seed})", model_file, None,
+                        str(folder / "model.sparsity.json"))
 
     def oneshot_choice(self, spec: str) -> dict[str, str]:
         """The per-layer patterns the one-shot row of `spec` compiled with ({} for dense:
@@ -685,6 +713,11 @@ def flow_row(budget: str, seed: int, distill: bool = False) -> str:
     return f"{flow_name(distill)}-{slug(budget)}-s{seed}"
 
 
+def given_row(spec: str, seed: int) -> str:
+    """The row of stage given: `nmc sparsify --sparsity` on the configuration of `spec`."""
+    return f"given_distill-{slug(spec)}-s{seed}"
+
+
 def finetune_name(spec: str, seed: int, column: Column = Column()) -> str:
     """The row of a fine-tune: the default column keeps the first run's names."""
     return f"finetune{column.tag()}-{slug(spec)}-s{seed}"
@@ -766,20 +799,25 @@ def flow_table(out: Path) -> str:
     rows = load_rows(out)
     dense = rows.get("oneshot-dense")
     flows = {name: r for name, r in rows.items()
-             if name.startswith((flow_name(False) + "-", flow_name(True) + "-"))}
+             if name.startswith((flow_name(False) + "-", flow_name(True) + "-", "given_"))}
     if dense is None or not flows:
         return ""
     lines = ["| run | linear speed-up | end-to-end speed-up | training | top-1, first "
              f"{N_EVAL} | agreement with PyTorch |", "|---|---|---|---|---|---|"]
     for name, r in sorted(flows.items()):
+        if name.startswith("given_"):
+            training = (f"fine-tune {GIVEN['finetune-epochs']} epochs of {N_TRAIN} train "
+                        f"images in batches of {GIVEN['batch-size']}, lr {GIVEN['lr']:g}, "
+                        f"distillation")
+        else:
+            training = (f"supernet {SPARSIFY['epochs']} epochs + search on {SPARSIFY_VAL} val "
+                        f"images + fine-tune {SPARSIFY['finetune-epochs']} epochs, of "
+                        f"{SPARSIFY_TRAIN} train images in batches of {SPARSIFY['batch-size']}"
+                        f", lr {SPARSIFY['lr']:g}, "
+                        f"{'distillation' if name.startswith(flow_name(True)) else 'cross-entropy'}")
         lines.append(
             f"| {r['spec']} | {dense['linear_cycles'] / r['linear_cycles']:.2f}x | "
-            f"{dense['cycles'] / r['cycles']:.2f}x | supernet {SPARSIFY['epochs']} epochs + "
-            f"search on {SPARSIFY_VAL} val images + fine-tune {SPARSIFY['finetune-epochs']} "
-            f"epochs, of {SPARSIFY_TRAIN} train images in batches of "
-            f"{SPARSIFY['batch-size']}, lr {SPARSIFY['lr']:g}, "
-            f"{'distillation' if name.startswith(flow_name(True)) else 'cross-entropy'} | "
-            f"{r['top1']:.1%} | "
+            f"{dense['cycles'] / r['cycles']:.2f}x | {training} | {r['top1']:.1%} | "
             f"{r['agreeing']}/{r['images']} |")
     return "\n".join(lines)
 
@@ -815,7 +853,9 @@ PAIRS = [("elsa:speedup=2", "2:4"), ("elsa:speedup=2", "4:8"), ("4:8", "2:4"),
          ("elsa:speedup=2.5,rank=energy", "4:8"),
          ("elsa:speedup=2.5,rank=energy", "elsa:speedup=2.5"),
          ("flow:speedup=2.5", "2:8"), ("flow:speedup=2.5", "4:8"),
-         ("flow:speedup=2.5", "elsa:speedup=2.5"),
+         ("flow:speedup=2.5", "elsa:speedup=2.5"), ("elsa:speedup=2.5", "2:8"),
+         # the two uniform patterns of equal speed-up at 3.5x
+         ("2:8", "1:4"),
          # the issue's target: within 1 point of the dense model (fine-tuned alike)
          ("elsa:speedup=2.5", "dense"), ("4:8", "dense")]
 
@@ -843,6 +883,53 @@ def paired_table(out: Path) -> str:
                                for x in (a, b))
             lines.append(f"| {column.label()} | {a} - {b} | {speed} | "
                          f"{', '.join(map(str, seeds))} | "
+                         f"{' / '.join(f'{d * 100:+.1f}' for d in diffs)} | "
+                         f"{mean_sd(diffs, '+')} |")
+    return "\n".join(lines) if len(lines) > 2 else ""
+
+
+# the target's uniform patterns and dense: the points of the uniform trade-off line
+UNIFORM = ("dense", "2:4", "4:8", "1:4", "2:8", "1:8")
+
+
+def trade_off_table(out: Path) -> str:
+    """Each mixed configuration (ELSA's, the flow's) after fine-tune against the straight
+    line through the uniform patterns of nearest modelled linear speed-up below and above
+    it (dense counts, at 1.00x), seed by seed: does a mixed configuration beat what
+    interpolating the target's uniform patterns predicts at its speed-up?"""
+    rows = load_rows(out)
+    dense = rows.get("oneshot-dense")
+    if dense is None:
+        return ""
+
+    def speed_up(spec: str) -> float | None:
+        one = rows.get(f"oneshot-{slug(spec)}")
+        return dense["linear_cycles"] / one["linear_cycles"] if one else None
+
+    lines = ["| fine-tune | configuration | linear speed-up | uniform line between | seeds | "
+             "top-1 - line per seed (pt) | mean ± sd (pt) |", "|---|---|---|---|---|---|---|"]
+    for column in fine_tune_columns(rows):
+        uniform = {u: (speed_up(u), tuned_rows(rows, u, column)) for u in UNIFORM}
+        uniform = {u: v for u, v in uniform.items() if v[0] is not None and v[1]}
+        for spec in TABLE_ORDER:
+            s, tuned = speed_up(spec), tuned_rows(rows, spec, column)
+            if spec in UNIFORM or s is None or not tuned:
+                continue
+            below = [u for u in uniform if uniform[u][0] <= s]
+            above = [u for u in uniform if uniform[u][0] > s]
+            if not below or not above:
+                continue
+            lo = max(below, key=lambda u: uniform[u][0])
+            hi = min(above, key=lambda u: uniform[u][0])
+            (s_lo, t_lo), (s_hi, t_hi) = uniform[lo], uniform[hi]
+            seeds = sorted(set(tuned) & set(t_lo) & set(t_hi))
+            if not seeds:
+                continue
+            w = (s - s_lo) / (s_hi - s_lo)
+            diffs = [tuned[k]["top1"] - ((1 - w) * t_lo[k]["top1"] + w * t_hi[k]["top1"])
+                     for k in seeds]
+            lines.append(f"| {column.label()} | {spec} | {s:.2f}x | {lo} ({s_lo:.2f}x) and "
+                         f"{hi} ({s_hi:.2f}x) | {', '.join(map(str, seeds))} | "
                          f"{' / '.join(f'{d * 100:+.1f}' for d in diffs)} | "
                          f"{mean_sd(diffs, '+')} |")
     return "\n".join(lines) if len(lines) > 2 else ""
@@ -881,7 +968,8 @@ def main() -> int:
                     help="the state_dict bench/dinov2_weights.py wrote")
     ap.add_argument("--finetune", action="append", metavar="SPEC",
                     help="a configuration to fine-tune (repeat; default: 2:4 and "
-                         "elsa:speedup=2, the pair of nearly equal modelled speed-up)")
+                         "elsa:speedup=2, the pair of nearly equal modelled speed-up; "
+                         "stage recipe: dense; stage given: elsa:speedup=2.5)")
     ap.add_argument("--seeds", type=int, nargs="+", default=[0],
                     help="fine-tune seeds (the order of the fine-tune's batches)")
     ap.add_argument("--steps", type=int, default=FINETUNE_STEPS,
@@ -901,6 +989,7 @@ def main() -> int:
     ap.add_argument("--distill", action="store_true",
                     help="supernet stage: nmc sparsify --distill (rows of their own)")
     args = ap.parse_args()
+    given_specs = args.finetune or ["elsa:speedup=2.5"]
     args.finetune = args.finetune or (["dense"] if "recipe" in args.stages
                                       else ["2:4", "elsa:speedup=2"])
     bench = Bench(args.out, args.weights, args.workers)
@@ -920,7 +1009,7 @@ def main() -> int:
         elif stage == "table":
             archive(args.out)
             text = "\n\n".join(t for t in (table(args.out), paired_table(args.out),
-                                             flow_table(args.out),
+                                             trade_off_table(args.out), flow_table(args.out),
                                              recipe_table(args.out)) if t)
             if summary(args.out, "diagnosis.json").exists():  # the diagnose stage's, refreshed
                 text += "\n\n" + diagnosis_table(bench.diagnose(), args.out)
@@ -933,6 +1022,10 @@ def main() -> int:
         elif stage == "supernet":
             for seed in args.seeds:
                 bench.sparsify("speedup=2.5", seed, args.distill)
+        elif stage == "given":
+            for seed in args.seeds:
+                for spec in given_specs:
+                    bench.given(spec, seed)
         elif stage == "diagnose":
             print(diagnosis_table(bench.diagnose(), args.out))
         elif stage == "test":
