@@ -857,7 +857,8 @@ PAIRS = [("elsa:speedup=2", "2:4"), ("elsa:speedup=2", "4:8"), ("4:8", "2:4"),
          # the two uniform patterns of equal speed-up at 3.5x
          ("2:8", "1:4"),
          # the target: within 1 point of the dense model (fine-tuned alike)
-         ("elsa:speedup=2.5", "dense"), ("4:8", "dense")]
+         ("elsa:speedup=2.5", "dense"), ("elsa:speedup=2.5,rank=energy", "dense"),
+         ("4:8", "dense")]
 
 
 def paired_table(out: Path) -> str:
