@@ -392,7 +392,7 @@ class Bench:
         folder = self.out / "rows" / name
         folder.mkdir(parents=True, exist_ok=True)
         model_file, cfg = folder / "model.pt2", folder / "config.json"
-        cfg.write_text(json.dumps(self.oneshot_choice(spec), indent=1) + "\n")
+        self.write_choice(spec, cfg)
         if not model_file.exists():
             model = self.classifier_module()
             net = self.fixed_nm(model, spec)
@@ -411,43 +411,44 @@ class Bench:
         """ELSA's flow (`nmc sparsify --budget BUDGET`, SPARSIFY; with `distill`, `nmc
         sparsify --distill`: rows of their own) from the classifier, its result compiled
         with the configuration it chose and evaluated as the other rows."""
-        name = flow_row(budget, seed, distill)
-        folder = self.out / "rows" / name
-        folder.mkdir(parents=True, exist_ok=True)
-        model_file = folder / "model.pt2"
-        if not model_file.exists():
-            options = [a for k, v in SPARSIFY.items() for a in (f"--{k}", str(v))]
-            options += ["--distill"] if distill else []
-            # resumes from its checkpoint (model.ckpt) if killed
-            nmc("sparsify", str(self.classifier), *DATA, "--budget", budget, *options,
-                "--subset", f"train={SPARSIFY_TRAIN}", "--subset", f"val={SPARSIFY_VAL}",
-                "--subset", f"test={N_EVAL}", "--seed", str(seed), "-o", str(model_file),
-                "--report-json", str(folder / "sparsify.json"), "-q",
-                log_file=folder / "sparsify.log")
-            (folder / "model.ckpt").unlink(missing_ok=True)  # ~3x the model; done with
-        command = f"nmc sparsify --budget {budget}" + (" --distill" if distill else "")
-        return self.row(name, f"`{command}` (seed {seed})", model_file,
-                        None, str(folder / "model.sparsity.json"))
+        how = ["--budget", budget, *(["--distill"] if distill else [])]
+        return self.run_sparsify(flow_row(budget, seed, distill),
+                                 f"`nmc sparsify {' '.join(how)}` (seed {seed})", how,
+                                 SPARSIFY, SPARSIFY_TRAIN, seed)
 
     def given(self, spec: str, seed: int) -> dict:
         """`nmc sparsify --sparsity FILE.json --distill` (GIVEN) on the one-shot
         configuration of `spec`, compiled and evaluated as the other rows."""
         name = given_row(spec, seed)
+        cfg = self.out / "rows" / name / "config.json"
+        cfg.parent.mkdir(parents=True, exist_ok=True)
+        self.write_choice(spec, cfg)
+        return self.run_sparsify(name, f"`nmc sparsify --sparsity` {spec}'s configuration "
+                                       f"`--distill` (seed {seed})",
+                                 ["--sparsity", str(cfg), "--distill"], GIVEN, N_TRAIN, seed)
+
+    def run_sparsify(self, name: str, label: str, how: list[str], settings: dict,
+                     train: int, seed: int) -> dict:
+        """Row `name`: `nmc sparsify` on the classifier (`how`: its --budget or --sparsity
+        and flags; `settings`: its --OPTION values; `train` train images, SPARSIFY_VAL val),
+        its model compiled with the configuration it wrote and evaluated as the other rows."""
         folder = self.out / "rows" / name
         folder.mkdir(parents=True, exist_ok=True)
-        cfg, model_file = folder / "config.json", folder / "model.pt2"
-        cfg.write_text(json.dumps(self.oneshot_choice(spec), indent=1) + "\n")
+        model_file = folder / "model.pt2"
         if not model_file.exists():
-            options = [a for k, v in GIVEN.items() for a in (f"--{k}", str(v))]
-            nmc("sparsify", str(self.classifier), *DATA, "--sparsity", str(cfg), "--distill",
-                *options, "--subset", f"train={N_TRAIN}", "--subset", f"val={SPARSIFY_VAL}",
+            options = [a for k, v in settings.items() for a in (f"--{k}", str(v))]
+            # resumes from its checkpoint (model.ckpt) if killed
+            nmc("sparsify", str(self.classifier), *DATA, *how, *options,
+                "--subset", f"train={train}", "--subset", f"val={SPARSIFY_VAL}",
                 "--subset", f"test={N_EVAL}", "--seed", str(seed), "-o", str(model_file),
                 "--report-json", str(folder / "sparsify.json"), "-q",
                 log_file=folder / "sparsify.log")
-            (folder / "model.ckpt").unlink(missing_ok=True)
-        return self.row(name, f"`nmc sparsify --sparsity` {spec}'s configuration "
-                              f"`--distill` (seed {seed})", model_file, None,
-                        str(folder / "model.sparsity.json"))
+            (folder / "model.ckpt").unlink(missing_ok=True)  # ~3x the model; done with
+        return self.row(name, label, model_file, None, str(folder / "model.sparsity.json"))
+
+    def write_choice(self, spec: str, path: Path) -> None:
+        """The one-shot row's configuration of `spec` as a --sparsity file."""
+        path.write_text(json.dumps(self.oneshot_choice(spec), indent=1) + "\n")
 
     def oneshot_choice(self, spec: str) -> dict[str, str]:
         """The per-layer patterns the one-shot row of `spec` compiled with ({} for dense:
@@ -713,9 +714,12 @@ def flow_row(budget: str, seed: int, distill: bool = False) -> str:
     return f"{flow_name(distill)}-{slug(budget)}-s{seed}"
 
 
+GIVEN_NAME = "given_distill"  # the rows of stage given: given_distill-SPEC-sSEED
+
+
 def given_row(spec: str, seed: int) -> str:
     """The row of stage given: `nmc sparsify --sparsity` on the configuration of `spec`."""
-    return f"given_distill-{slug(spec)}-s{seed}"
+    return f"{GIVEN_NAME}-{slug(spec)}-s{seed}"
 
 
 def finetune_name(spec: str, seed: int, column: Column = Column()) -> str:
@@ -799,13 +803,14 @@ def flow_table(out: Path) -> str:
     rows = load_rows(out)
     dense = rows.get("oneshot-dense")
     flows = {name: r for name, r in rows.items()
-             if name.startswith((flow_name(False) + "-", flow_name(True) + "-", "given_"))}
+             if name.startswith((flow_name(False) + "-", flow_name(True) + "-",
+                                 GIVEN_NAME + "-"))}
     if dense is None or not flows:
         return ""
     lines = ["| run | linear speed-up | end-to-end speed-up | training | top-1, first "
              f"{N_EVAL} | agreement with PyTorch |", "|---|---|---|---|---|---|"]
     for name, r in sorted(flows.items()):
-        if name.startswith("given_"):
+        if name.startswith(GIVEN_NAME + "-"):
             training = (f"fine-tune {GIVEN['finetune-epochs']} epochs of {N_TRAIN} train "
                         f"images in batches of {GIVEN['batch-size']}, lr {GIVEN['lr']:g}, "
                         f"distillation")
@@ -861,16 +866,18 @@ PAIRS = [("elsa:speedup=2", "2:4"), ("elsa:speedup=2", "4:8"), ("4:8", "2:4"),
          ("4:8", "dense")]
 
 
+def linear_speed_up(rows: dict, spec: str) -> float:
+    """The modelled linear speed-up of `spec`'s one-shot row over the dense one's (the
+    fine-tuned rows of a configuration run its program's cycles)."""
+    return rows["oneshot-dense"]["linear_cycles"] / rows[f"oneshot-{slug(spec)}"]["linear_cycles"]
+
+
 def paired_table(out: Path) -> str:
     """Top-1 differences of the PAIRS after fine-tune, seed by seed (same seed, same
     batches), with their mean and sample standard deviation over seeds."""
     rows = load_rows(out)
-    dense = rows.get("oneshot-dense")
-    if dense is None:
+    if "oneshot-dense" not in rows:
         return ""
-    def linear_cycles(spec: str) -> int:
-        return rows[f"oneshot-{slug(spec)}"]["linear_cycles"]
-
     lines = ["| fine-tune | A - B | linear speed-up A / B | seeds | A - B per seed (pt) | "
              "mean ± sd (pt) |", "|---|---|---|---|---|---|"]
     for column in fine_tune_columns(rows):
@@ -880,8 +887,7 @@ def paired_table(out: Path) -> str:
             if not seeds:
                 continue
             diffs = [ta[s]["top1"] - tb[s]["top1"] for s in seeds]
-            speed = " / ".join(f"{dense['linear_cycles'] / linear_cycles(x):.2f}x"
-                               for x in (a, b))
+            speed = " / ".join(f"{linear_speed_up(rows, x):.2f}x" for x in (a, b))
             lines.append(f"| {column.label()} | {a} - {b} | {speed} | "
                          f"{', '.join(map(str, seeds))} | "
                          f"{' / '.join(f'{d * 100:+.1f}' for d in diffs)} | "
@@ -899,13 +905,11 @@ def trade_off_table(out: Path) -> str:
     it (dense counts, at 1.00x), seed by seed: does a mixed configuration beat what
     interpolating the target's uniform patterns predicts at its speed-up?"""
     rows = load_rows(out)
-    dense = rows.get("oneshot-dense")
-    if dense is None:
+    if "oneshot-dense" not in rows:
         return ""
 
     def speed_up(spec: str) -> float | None:
-        one = rows.get(f"oneshot-{slug(spec)}")
-        return dense["linear_cycles"] / one["linear_cycles"] if one else None
+        return linear_speed_up(rows, spec) if f"oneshot-{slug(spec)}" in rows else None
 
     lines = ["| fine-tune | configuration | linear speed-up | uniform line between | seeds | "
              "top-1 - line per seed (pt) | mean ± sd (pt) |", "|---|---|---|---|---|---|---|"]
