@@ -809,6 +809,8 @@ def flow_table(out: Path) -> str:
         return ""
     lines = ["| run | linear speed-up | end-to-end speed-up | training | top-1, first "
              f"{N_EVAL} | agreement with PyTorch |", "|---|---|---|---|---|---|"]
+    # each run's seeds (its name without -sSEED): a run of several gets a mean ± sd row
+    runs: dict[str, list[tuple[int, dict, float, float]]] = {}
     for name, r in sorted(flows.items()):
         if name.startswith(GIVEN_NAME + "-"):
             training = (f"fine-tune {GIVEN['finetune-epochs']} epochs of {N_TRAIN} train "
@@ -820,30 +822,22 @@ def flow_table(out: Path) -> str:
                         f"{SPARSIFY_TRAIN} train images in batches of {SPARSIFY['batch-size']}"
                         f", lr {SPARSIFY['lr']:g}, "
                         f"{'distillation' if name.startswith(flow_name(True)) else 'cross-entropy'}")
-        lines.append(
-            f"| {r['spec']} | {dense['linear_cycles'] / r['linear_cycles']:.2f}x | "
-            f"{dense['cycles'] / r['cycles']:.2f}x | {training} | {r['top1']:.1%} | "
-            f"{r['agreeing']}/{r['images']} |")
-    # a run of several seeds: its mean ± sd (each seed may choose its own configuration,
-    # so its speed-ups vary too)
-    runs: dict[str, dict[int, dict]] = {}
-    for name, r in flows.items():
+        linear, whole = dense["linear_cycles"] / r["linear_cycles"], dense["cycles"] / r["cycles"]
+        lines.append(f"| {r['spec']} | {linear:.2f}x | {whole:.2f}x | {training} | "
+                     f"{r['top1']:.1%} | {r['agreeing']}/{r['images']} |")
         run, _, seed = name.rpartition("-s")
-        runs.setdefault(run, {})[int(seed)] = r
+        runs.setdefault(run, []).append((int(seed), r, linear, whole))
+    # each seed may choose its own configuration, so its speed-ups vary too
     for run, by_seed in sorted(runs.items()):
         if len(by_seed) < 2:
             continue
-        seeds = sorted(by_seed)
-        r = by_seed[seeds[0]]
-        label = r["spec"].rpartition(" (seed")[0]
-        linear = [dense["linear_cycles"] / by_seed[k]["linear_cycles"] for k in seeds]
-        whole = [dense["cycles"] / by_seed[k]["cycles"] for k in seeds]
+        seeds, results, linear, whole = zip(*sorted(by_seed, key=lambda x: x[0]))
+        label = results[0]["spec"].rpartition(" (seed")[0]
         lines.append(
             f"| {label}, seeds {', '.join(map(str, seeds))} | {np.mean(linear):.2f}x "
             f"({' / '.join(f'{x:.2f}' for x in linear)}) | {np.mean(whole):.2f}x | mean ± sd "
-            f"over seeds | **{mean_sd([by_seed[k]['top1'] for k in seeds])} %** | "
-            f"{sum(by_seed[k]['agreeing'] for k in seeds)}/"
-            f"{sum(by_seed[k]['images'] for k in seeds)} |")
+            f"over seeds | **{mean_sd([r['top1'] for r in results])} %** | "
+            f"{sum(r['agreeing'] for r in results)}/{sum(r['images'] for r in results)} |")
     return "\n".join(lines)
 
 
