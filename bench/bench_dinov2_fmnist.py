@@ -121,6 +121,22 @@ FINETUNE_LR = 3e-5
 SAVE_EVERY = 10
 
 
+def rate_tag(lr: float, default: float) -> str:
+    """A learning rate as a part of a row's name: none for `default`, 1e-05 -> _lr1em5
+    (no '-', which separates the parts of a row's name)."""
+    if lr == default:
+        return ""
+    return "_lr" + f"{lr:.0e}".replace("e-0", "em").replace("e-", "em")
+
+
+def rate_of(tag: str | None, default: float) -> float:
+    """The learning rate a rate_tag() stands for (`default` for none)."""
+    if not tag:
+        return default
+    mantissa, _, exponent = tag.removeprefix("_lr").partition("em")
+    return float(f"{mantissa}e-{exponent}")
+
+
 @dataclass(frozen=True)
 class Column:
     """A fine-tune's length and learning rate (the rest is FINETUNE_*): a column of the
@@ -131,16 +147,12 @@ class Column:
 
     def tag(self) -> str:
         length = "" if self.steps == FINETUNE_STEPS else str(self.steps)
-        # 1e-05 -> _lr1em5: no '-', which separates the parts of a row's name
-        rate = "" if self.lr == FINETUNE_LR else \
-            "_lr" + f"{self.lr:.0e}".replace("e-0", "em").replace("e-", "em")
-        return length + rate
+        return length + rate_tag(self.lr, FINETUNE_LR)
 
     @staticmethod
     def of(name: str) -> Column:
-        m = re.match(r"finetune(\d*)(?:_lr(\d)em(\d+))?-", name)
-        return Column(int(m[1]) if m[1] else FINETUNE_STEPS,
-                      float(f"{m[2]}e-{m[3]}") if m[2] else FINETUNE_LR)
+        m = re.match(r"finetune(\d*)(_lr\dem\d+)?-", name)
+        return Column(int(m[1]) if m[1] else FINETUNE_STEPS, rate_of(m[2], FINETUNE_LR))
 
     def label(self) -> str:
         return f"{self.steps} steps" + (f", lr {self.lr:g}" if self.lr != FINETUNE_LR else "")
@@ -407,14 +419,17 @@ class Bench:
                         model_file, model_file if dense else None,
                         None if dense else str(cfg))
 
-    def sparsify(self, budget: str, seed: int, distill: bool = False) -> dict:
+    def sparsify(self, budget: str, seed: int, distill: bool = False,
+                 lr: float = SPARSIFY["lr"]) -> dict:
         """ELSA's flow (`nmc sparsify --budget BUDGET`, SPARSIFY; with `distill`, `nmc
-        sparsify --distill`: rows of their own) from the classifier, its result compiled
-        with the configuration it chose and evaluated as the other rows."""
+        sparsify --distill`, and at another `lr`: rows of their own) from the classifier,
+        its result compiled with the configuration it chose and evaluated as the other
+        rows."""
         how = ["--budget", budget, *(["--distill"] if distill else [])]
-        return self.run_sparsify(flow_row(budget, seed, distill),
-                                 f"`nmc sparsify {' '.join(how)}` (seed {seed})", how,
-                                 SPARSIFY, SPARSIFY_TRAIN, seed)
+        shown = how + ([] if lr == SPARSIFY["lr"] else ["--lr", f"{lr:g}"])
+        return self.run_sparsify(flow_row(budget, seed, distill, lr),
+                                 f"`nmc sparsify {' '.join(shown)}` (seed {seed})", how,
+                                 {**SPARSIFY, "lr": lr}, SPARSIFY_TRAIN, seed)
 
     def given(self, spec: str, seed: int) -> dict:
         """`nmc sparsify --sparsity FILE.json --distill` (GIVEN) on the one-shot
@@ -704,14 +719,15 @@ def archive(out: Path) -> None:
             (RESULTS / name).write_text((out / name).read_text())
 
 
-def flow_name(distill: bool) -> str:
-    """The rows of ELSA's flow: sparsify-BUDGET-sSEED, with --distill sparsify_distill-..."""
-    return "sparsify_distill" if distill else "sparsify"
+# the rows of ELSA's flow: sparsify-BUDGET-sSEED; with --distill sparsify_distill-...; at a
+# learning rate other than SPARSIFY's, a rate_tag() after either: sparsify_distill_lr1em5-...
+FLOW_ROW = re.compile(r"sparsify(_distill)?(_lr\dem\d+)?-")
 
 
-def flow_row(budget: str, seed: int, distill: bool = False) -> str:
+def flow_row(budget: str, seed: int, distill: bool = False, lr: float = SPARSIFY["lr"]) -> str:
     """The row of one run of ELSA's flow (stage supernet)."""
-    return f"{flow_name(distill)}-{slug(budget)}-s{seed}"
+    name = "sparsify_distill" if distill else "sparsify"
+    return f"{name}{rate_tag(lr, SPARSIFY['lr'])}-{slug(budget)}-s{seed}"
 
 
 GIVEN_NAME = "given_distill"  # the rows of stage given: given_distill-SPEC-sSEED
@@ -803,8 +819,7 @@ def flow_table(out: Path) -> str:
     rows = load_rows(out)
     dense = rows.get("oneshot-dense")
     flows = {name: r for name, r in rows.items()
-             if name.startswith((flow_name(False) + "-", flow_name(True) + "-",
-                                 GIVEN_NAME + "-"))}
+             if FLOW_ROW.match(name) or name.startswith(GIVEN_NAME + "-")}
     if dense is None or not flows:
         return ""
     lines = ["| run | linear speed-up | end-to-end speed-up | training | top-1, first "
@@ -817,11 +832,12 @@ def flow_table(out: Path) -> str:
                         f"images in batches of {GIVEN['batch-size']}, lr {GIVEN['lr']:g}, "
                         f"distillation")
         else:
+            distill, rate = FLOW_ROW.match(name).groups()
             training = (f"supernet {SPARSIFY['epochs']} epochs + search on {SPARSIFY_VAL} val "
                         f"images + fine-tune {SPARSIFY['finetune-epochs']} epochs, of "
                         f"{SPARSIFY_TRAIN} train images in batches of {SPARSIFY['batch-size']}"
-                        f", lr {SPARSIFY['lr']:g}, "
-                        f"{'distillation' if name.startswith(flow_name(True)) else 'cross-entropy'}")
+                        f", lr {rate_of(rate, SPARSIFY['lr']):g}, "
+                        f"{'distillation' if distill else 'cross-entropy'}")
         linear, whole = dense["linear_cycles"] / r["linear_cycles"], dense["cycles"] / r["cycles"]
         lines.append(f"| {r['spec']} | {linear:.2f}x | {whole:.2f}x | {training} | "
                      f"{r['top1']:.1%} | {r['agreeing']}/{r['images']} |")
@@ -999,9 +1015,11 @@ def main() -> int:
     ap.add_argument("--workers", type=int, default=WORKERS,
                     help="nmc eval --workers: processes the images are sharded over "
                          "(default: %(default)s)")
-    ap.add_argument("--lr", type=float, default=FINETUNE_LR,
-                    help="fine-tune peak learning rate (default: %(default)s; another one "
-                         "makes rows of its own, a column of the table)")
+    ap.add_argument("--lr", type=float,
+                    help=f"peak learning rate of the fine-tune (default: {FINETUNE_LR:g}) and "
+                         f"of stage supernet (nmc sparsify --lr; default: {SPARSIFY['lr']:g}); "
+                         "another one makes rows of its own: a column of the table, a run of "
+                         "the flow table")
     ap.add_argument("--recipe", action="append", metavar="FIELD=V,...",
                     help="recipe stage: a fine-tune recipe (lr, ce, weight_decay; repeat; "
                          "default: RECIPES)")
@@ -1024,7 +1042,7 @@ def main() -> int:
             # seed by seed, so an interrupted run leaves whole pairs
             for seed in args.seeds:
                 for spec in args.finetune:
-                    bench.finetune(spec, seed, Column(args.steps, args.lr))
+                    bench.finetune(spec, seed, Column(args.steps, args.lr or FINETUNE_LR))
         elif stage == "table":
             archive(args.out)
             text = "\n\n".join(t for t in (table(args.out), paired_table(args.out),
@@ -1040,7 +1058,8 @@ def main() -> int:
                 print(json.dumps(r))
         elif stage == "supernet":
             for seed in args.seeds:
-                bench.sparsify("speedup=2.5", seed, args.distill)
+                bench.sparsify("speedup=2.5", seed, args.distill,
+                               args.lr or SPARSIFY["lr"])
         elif stage == "given":
             for seed in args.seeds:
                 for spec in given_specs:
