@@ -650,29 +650,35 @@ def sparse_layers(cfg: Path) -> dict[str, tuple[int, int]]:
 
 
 def diagnosis_table(results: list[dict], out: Path) -> str:
-    """The diagnosis beside each configuration's speed-up and accuracies."""
+    """The diagnosis beside each configuration's speed-up and accuracies (one-shot, and
+    after each fine-tune column's fine-tune)."""
     rows = load_rows(out)
     dense = rows["oneshot-dense"]
+    columns = fine_tune_columns(rows)
+    after = "".join(f" top-1 after fine-tune, {c.label()} (mean over seeds) |" for c in columns)
     lines = ["| configuration | linear speed-up | ELSA's proxy (sum of single-layer errors) | "
              "root sum of squares | joint error (all layers at once, the 8 calibration images) | "
              "joint error, "
              f"{HELD_OUT} val images | weight energy pruned (worst layer) | "
-             f"top-1 one-shot, first {N_EVAL} | top-1 after fine-tune, {FINETUNE_STEPS} "
-             "steps (mean over seeds) |", "|---|---|---|---|---|---|---|---|---|"]
+             f"top-1 one-shot, first {N_EVAL} |{after}",
+             "|---|---|---|---|---|---|---|---|" + "---|" * len(columns)]
     for r in results:
         one = rows[f"oneshot-{slug(r['spec'])}"]
-        tuned = [t["top1"] for t in tuned_rows(rows, r["spec"]).values()]
-        after = f"{np.mean(tuned):.1%} ({len(tuned)})" if tuned else "not run"
+        cells = ""
+        for column in columns:
+            tuned = [t["top1"] for t in tuned_rows(rows, r["spec"], column).values()]
+            cells += f" {np.mean(tuned):.1%} ({len(tuned)}) |" if tuned else " not run |"
         lines.append(f"| {r['spec']} | {dense['linear_cycles'] / one['linear_cycles']:.2f}x | "
                      f"{r['proxy']:.2f} | {r['proxy_rss']:.2f} | {r['joint']:.2f} | "
                      f"{r['joint_held_out']:.2f} | {r['pruned_energy']:.1%} "
-                     f"({r['worst_layer_energy']:.1%}) | {one['top1']:.1%} | {after} |")
-    return "\n".join(lines) + "\n\n" + rank_correlations(results, rows)
+                     f"({r['worst_layer_energy']:.1%}) | {one['top1']:.1%} |{cells}")
+    return "\n".join(lines) + "\n\n" + rank_correlations(results, rows, columns)
 
 
-def rank_correlations(results: list[dict], rows: dict) -> str:
+def rank_correlations(results: list[dict], rows: dict, columns: list[Column]) -> str:
     """Spearman's rank correlation of each diagnosis measure with the top-1, one-shot and
-    after fine-tune (mean over seeds), over the sparse configurations that have both."""
+    after each column's fine-tune (mean over seeds), over the sparse configurations that
+    have both (their count in brackets)."""
     def spearman(x, y) -> float:
         rx, ry = (np.argsort(np.argsort(v)).astype(float) for v in (x, y))
         return float(np.corrcoef(rx, ry)[0, 1])
@@ -680,16 +686,20 @@ def rank_correlations(results: list[dict], rows: dict) -> str:
     measures = [("ELSA's proxy", "proxy"), ("root sum of squares", "proxy_rss"),
                 ("joint error", "joint"), ("joint error, held out", "joint_held_out"),
                 ("weight energy pruned", "pruned_energy")]
-    lines = ["| measure | with top-1 one-shot | with top-1 after fine-tune |", "|---|---|---|"]
     sparse = [r for r in results if r["spec"] != "dense"]
-    tuned = [r for r in sparse if tuned_rows(rows, r["spec"])]
-    oneshot = [rows[f"oneshot-{slug(r['spec'])}"]["top1"] for r in sparse]
-    after = [np.mean([t["top1"] for t in tuned_rows(rows, r["spec"]).values()])
-             for r in tuned]
+    # per accuracy: (the configurations that have it, its top-1 for each)
+    accuracies = [(sparse, [rows[f"oneshot-{slug(r['spec'])}"]["top1"] for r in sparse])]
+    for column in columns:
+        tuned = [(r, np.mean([t["top1"] for t in found.values()])) for r in sparse
+                 if (found := tuned_rows(rows, r["spec"], column))]
+        accuracies.append(([r for r, _ in tuned], [top1 for _, top1 in tuned]))
+    lines = ["| measure | with top-1 one-shot |"
+             + "".join(f" with top-1 after fine-tune, {c.label()} |" for c in columns),
+             "|---|---|" + "---|" * len(columns)]
     for label, key in measures:
-        lines.append(f"| {label} | {spearman([r[key] for r in sparse], oneshot):+.2f} "
-                     f"({len(sparse)}) | {spearman([r[key] for r in tuned], after):+.2f} "
-                     f"({len(tuned)}) |")
+        lines.append(f"| {label} |" + "".join(
+            f" {spearman([r[key] for r in configs], top1):+.2f} ({len(configs)}) |"
+            for configs, top1 in accuracies))
     return "\n".join(lines)
 
 
