@@ -653,7 +653,6 @@ def diagnosis_table(results: list[dict], out: Path) -> str:
     """The diagnosis beside each configuration's speed-up and accuracies (one-shot, and
     after each fine-tune column's fine-tune)."""
     rows = load_rows(out)
-    dense = rows["oneshot-dense"]
     columns = fine_tune_columns(rows)
     after = "".join(f" top-1 after fine-tune, {c.label()} (mean over seeds) |" for c in columns)
     lines = ["| configuration | linear speed-up | ELSA's proxy (sum of single-layer errors) | "
@@ -668,7 +667,7 @@ def diagnosis_table(results: list[dict], out: Path) -> str:
         for column in columns:
             tuned = [t["top1"] for t in tuned_rows(rows, r["spec"], column).values()]
             cells += f" {np.mean(tuned):.1%} ({len(tuned)}) |" if tuned else " not run |"
-        lines.append(f"| {r['spec']} | {dense['linear_cycles'] / one['linear_cycles']:.2f}x | "
+        lines.append(f"| {r['spec']} | {linear_speed_up(rows, r['spec']):.2f}x | "
                      f"{r['proxy']:.2f} | {r['proxy_rss']:.2f} | {r['joint']:.2f} | "
                      f"{r['joint_held_out']:.2f} | {r['pruned_energy']:.1%} "
                      f"({r['worst_layer_energy']:.1%}) | {one['top1']:.1%} |{cells}")
@@ -818,7 +817,7 @@ def table(out: Path) -> str:
                 agree.append(f"{agreeing}/{sum(r['images'] for r in done)} "
                              f"(fine-tuned {c.label()}, {len(done)} "
                              f"seed{'s' if len(done) > 1 else ''})")
-        lines.append(f"| {spec} | {dense['linear_cycles'] / one['linear_cycles']:.2f}x | "
+        lines.append(f"| {spec} | {linear_speed_up(rows, spec):.2f}x | "
                      f"{dense['cycles'] / one['cycles']:.2f}x | {pct(full)} | "
                      f"{cells} | {'; '.join(agree)} |")
     return "\n".join(lines)
