@@ -121,6 +121,9 @@ FINETUNE_LR = 3e-5
 SAVE_EVERY = 10
 
 
+RATE_TAG = r"_lr\dem\d+"  # what rate_tag() writes, as a pattern in the row-name patterns
+
+
 def rate_tag(lr: float, default: float) -> str:
     """A learning rate as a part of a row's name: none for `default`, 1e-05 -> _lr1em5
     (no '-', which separates the parts of a row's name)."""
@@ -151,7 +154,7 @@ class Column:
 
     @staticmethod
     def of(name: str) -> Column:
-        m = re.match(r"finetune(\d*)(_lr\dem\d+)?-", name)
+        m = re.match(rf"finetune(\d*)({RATE_TAG})?-", name)
         return Column(int(m[1]) if m[1] else FINETUNE_STEPS, rate_of(m[2], FINETUNE_LR))
 
     def label(self) -> str:
@@ -730,7 +733,7 @@ def archive(out: Path) -> None:
 
 # the rows of ELSA's flow: sparsify-BUDGET-sSEED; with --distill sparsify_distill-...; at a
 # learning rate other than SPARSIFY's, a rate_tag() after either: sparsify_distill_lr1em5-...
-FLOW_ROW = re.compile(r"sparsify(_distill)?(_lr\dem\d+)?-")
+FLOW_ROW = re.compile(rf"sparsify(_distill)?({RATE_TAG})?-")
 
 
 def flow_row(budget: str, seed: int, distill: bool = False, lr: float = SPARSIFY["lr"]) -> str:
